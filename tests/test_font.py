@@ -1,0 +1,68 @@
+"""The vendored font is the pinned one, covers the scripts the recipe needs, and fails loudly."""
+
+import gzip
+import hashlib
+import io
+import shutil
+
+import pytest
+from fontTools.ttLib import TTFont
+
+from bvvlab import font
+from bvvlab.runinfo import data_dir
+
+
+def test_font_hash_matches_pin():
+    data = gzip.decompress(font.font_path().read_bytes())
+    assert hashlib.sha256(data).hexdigest() == font.FONT_SHA256
+    assert font.font_sha256() == font.FONT_SHA256
+
+
+def test_font_covers_ascii_cyrillic_cjk():
+    cmap = TTFont(io.BytesIO(font.font_bytes())).getBestCmap()
+    ranges = {"ASCII": range(0x20, 0x7F), "Cyrillic": range(0x0400, 0x0500), "CJK": range(0x4E00, 0xA000)}
+    for name, rng in ranges.items():
+        missing = [hex(cp) for cp in rng if cp not in cmap]
+        assert not missing, f"{name} glyphs missing: {missing[:10]}"
+
+
+def test_render_is_binary_and_sized():
+    """Unifont outlines are pixel-aligned: at 32 px the ink is pure black/white, 16 or 32 wide."""
+    f = font.load_font(32)
+    assert f.getbbox("A")[2] - f.getbbox("A")[0] == 16
+    assert f.getbbox("中")[2] - f.getbbox("中")[0] == 32
+    mask = f.getmask("Aж中")
+    assert set(bytes(mask)) <= {0, 255}
+
+
+@pytest.fixture
+def broken_data(tmp_path, monkeypatch):
+    shutil.copytree(data_dir() / "fonts", tmp_path / "fonts")
+    monkeypatch.setenv("BVVLAB_DATA", str(tmp_path))
+    font._font_bytes.cache_clear()
+    font._load.cache_clear()
+    yield tmp_path / font.FONT_FILE
+    font._font_bytes.cache_clear()
+    font._load.cache_clear()
+
+
+def test_missing_font_is_one_clear_line(broken_data):
+    broken_data.unlink()
+    with pytest.raises(font.FontError, match=r"missing: restore it with `git checkout") as exc:
+        font.load_font(32)
+    assert "\n" not in str(exc.value)
+
+
+def test_altered_font_is_detected(broken_data):
+    data = bytearray(gzip.decompress(broken_data.read_bytes()))
+    data[5000] ^= 0xFF
+    broken_data.write_bytes(gzip.compress(bytes(data)))
+    with pytest.raises(font.FontError, match=r"has SHA-256 .* expected .*`git checkout") as exc:
+        font.load_font(32)
+    assert "\n" not in str(exc.value)
+
+
+def test_corrupt_gzip_is_detected(broken_data):
+    broken_data.write_bytes(b"not a gzip file")
+    with pytest.raises(font.FontError, match="not a valid gzip"):
+        font.font_bytes()
