@@ -1,0 +1,16 @@
+"""Test-session settings: offline, private HF home, one torch thread per xdist worker."""
+
+import os
+import tempfile
+
+# never touch a hub; keep copied remote code out of the user's HF cache (stack-notes 2.8)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="bvvlab-hf-"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one thread each instead of four threads fighting
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
