@@ -1,0 +1,879 @@
+"""The trainer: one loop for a laptop CPU and for GPUs, with exact resume (issue 5).
+
+`train(cfg)` trains the model of `bvv-recipe.md` section 4 (frozen glyph embedding, or its
+trainable twin) on a token-shard mixture (`bvvlab.data`) and writes a run directory:
+
+    out/meta.json              config, git commit, versions, device, data, seed, final metrics
+    out/metrics.jsonl          one JSON record per log / eval step
+    out/checkpoints/step_N/    a Hugging Face checkpoint dir + trainer_state.pt (optimizer,
+                               scheduler, step, batch-sampler and every RNG state)
+
+Why each piece:
+- AdamW + linear warmup + cosine decay + clipping: the usual recipe (the seed's optimiser is not
+  published, recipe section 4), fused AdamW and bf16 autocast on CUDA, fp32 on CPU by default.
+- Exact resume: everything that decides the next step is saved (weights, optimiser, scheduler,
+  sampler generator, python/numpy/torch RNG), so on CPU a resumed run ends bit-identical to an
+  uninterrupted one. Checkpoints are written under a temporary name and renamed.
+- DDP through torchrun: every rank draws the same global batch and takes its slice; the
+  per-rank loss is averaged by DDP, so N processes follow the one-process curve.
+- Validation bits per character: sum of target-token NLL in bits over the characters those
+  targets cover; tokenizer-independent, so frozen/unfrozen/compact/full runs compare fairly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bvvlab import data as D
+from bvvlab.runinfo import REPO_ROOT, run_meta, write_json_atomic
+
+STATE_FILE = "trainer_state.pt"
+CKPT_PREFIX = "step_"
+
+# dense bf16 peak FLOP/s per device (vendor data sheets, no sparsity); MFU is reported only for these
+PEAK_FLOPS_BF16: dict[str, float] = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 756e12,
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on (saved in meta.json; `key=value` on the CLI)."""
+
+    preset: str = "tiny"  # model preset of bvvlab.model.PRESETS
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's config fields (HF names)
+    frozen: bool = True  # frozen glyph embedding (True) or its trainable, randomly initialised twin
+    vocab: str = "compact"  # "compact", "bvv241-2-3", "bvv241-max", a tokenizer dir or a saved embedding dir
+    dim: int | None = None  # embedding width; None = the model's hidden_size
+    corpus: dict[str, float] = field(default_factory=lambda: {"libreoffice-en-ru": 1.0})  # source -> weight
+    train_chars: int | None = None  # characters of training text to tokenise (None = the whole split)
+    val_chars: int | None = 200_000  # characters of the held-out validation split to tokenise
+    val_split: str = "validation"  # split of the same sources used for validation
+    seq_len: int = 128  # tokens per training window
+    batch_size: int = 16  # global batch (windows per optimizer step, all ranks and micro-steps together)
+    grad_accum: int = 1  # micro-steps per optimizer step (per rank)
+    steps: int = 200  # optimizer steps
+    lr: float = 1e-3  # peak learning rate
+    warmup: int = 20  # linear warmup steps
+    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
+    weight_decay: float = 0.1  # AdamW decay of matrices (norms and biases are not decayed)
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
+    grad_clip: float = 1.0  # max global gradient norm (0 = no clipping)
+    seed: int = 0  # seeds model init, data order and the batch sampler
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16" (autocast)
+    compile: bool = False  # torch.compile the model
+    log_every: int = 10  # steps between train-metric records
+    eval_every: int = 50  # steps between validation records (0 = only at the end)
+    eval_batches: int = 8  # validation batches (of batch_size // grad_accum windows) per evaluation
+    save_every: int = 100  # steps between checkpoints (one is always written at the end)
+    keep_last: int = 3  # checkpoints kept (older ones are deleted)
+    out: str = "runs/train"  # run directory
+    resume: bool = False  # continue the run in `out` from its last checkpoint (fresh start if none)
+    overwrite: bool = False  # replace a run already in `out`
+    tensorboard: bool = False  # also write TensorBoard events to out/tb
+    progress: bool = True  # tqdm bars
+
+    def validate(self, world_size: int = 1) -> None:
+        """Bad input fails here, before anything is read or written."""
+        if self.steps <= 0:
+            raise ValueError(f"steps={self.steps}: steps must be > 0")
+        for name in ("seq_len", "batch_size", "grad_accum", "log_every", "eval_batches", "save_every",
+                     "keep_last"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
+        if self.eval_every < 0 or self.warmup < 0:
+            raise ValueError("eval_every and warmup must be >= 0")
+        if self.batch_size % (self.grad_accum * world_size):
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum} x "
+                             f"{world_size} process(es): choose a batch_size that is a multiple of "
+                             f"{self.grad_accum * world_size}")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"dtype={self.dtype!r}: use auto, fp32 or bf16")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=true and overwrite=true contradict each other: pick one")
+        if not (self.lr > 0) or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError(f"lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr and lr > 0")
+        D.normalize_weights(self.corpus)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf: the run stops; the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------------------------------------
+# config from file / CLI
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a CLI string (or a file value) into the field's type."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    if not isinstance(value, str):
+        return value
+    args = typing.get_args(hint)
+    if value.lower() in ("none", "null") and type(None) in args:
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not dict else hint
+    if base is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}={value!r}: expected true or false")
+    if base is int:
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                as_float = float(value)  # 1e6
+            except ValueError:
+                as_float = math.nan
+            if as_float.is_integer():
+                return int(as_float)
+            raise ValueError(f"{name}={value!r}: expected an integer") from None
+    if base is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r}: expected a number") from None
+    if typing.get_origin(hint) is dict:
+        if value.strip().startswith("{"):
+            return json.loads(value)
+        if name == "corpus":
+            return D.normalize_weights(value)
+        raise ValueError(f"{name}={value!r}: expected a JSON object")
+    return value
+
+
+def make_config(base: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a base and overrides; `model.X=...` keys go into the model overrides.
+    An unknown key is an error that lists the valid keys."""
+    cfg = dataclasses.asdict(base) if isinstance(base, TrainConfig) else dict(base or {})
+    cfg = {**dataclasses.asdict(TrainConfig()), **cfg}
+    cfg["model"] = dict(cfg.get("model") or {})
+    valid = config_keys()
+    for key, value in overrides.items():
+        if key.startswith("model."):
+            sub = key[len("model."):]
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            cfg["model"][sub] = value
+            continue
+        if key not in valid:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(valid)} (and model.<field>)")
+        cfg[key] = _coerce(key, value)
+    unknown = set(cfg) - set(valid)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {sorted(unknown)}; valid keys: {', '.join(valid)}")
+    return TrainConfig(**{k: _coerce(k, v) for k, v in cfg.items()})
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or TOML file of TrainConfig keys."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# small pieces
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to `lr` over `warmup` steps, then cosine decay to `min_lr` at `steps`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """bf16 peak of a known CUDA device; None (no MFU) for CPUs and unknown devices."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_FLOPS_BF16, key=len, reverse=True):
+        if key in name:
+            return PEAK_FLOPS_BF16[key]
+    return None
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """6N (N = parameters in matmuls: not the embedding lookup) + attention 12 * L * d * T (PaLM, app. B)."""
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings()
+    if isinstance(getattr(emb, "weight", None), torch.nn.Parameter):
+        n -= emb.weight.numel()
+    return 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints (renamed into place, so complete by construction), oldest first."""
+    root = out / "checkpoints"
+    if not root.exists():
+        return []
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / STATE_FILE).exists()]
+    return sorted(dirs, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
+
+
+def last_checkpoint(out: str | Path) -> Path | None:
+    ckpts = _checkpoints(Path(out))
+    return ckpts[-1] if ckpts else None
+
+
+def _holds_run(out: Path) -> bool:
+    return out.exists() and any((out / n).exists() for n in ("meta.json", "metrics.jsonl", "checkpoints"))
+
+
+# the model config fields that must agree for a resume to make sense
+_CONFIG_IGNORE = {"transformers_version", "dtype", "torch_dtype", "auto_map", "architectures", "_name_or_path",
+                  "use_cache", "output_hidden_states", "output_attentions", "return_dict"}
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = (set(a) | set(b)) - _CONFIG_IGNORE
+    return sorted(k for k in keys if a.get(k) != b.get(k))
+
+
+# ---------------------------------------------------------------------------------------------
+# model and data
+
+
+def _resolve_device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_embedded(cfg: TrainConfig, texts: list[str] | None) -> Any:
+    """The tokenizer + glyph matrix (recipe sections 2-3) for `cfg.vocab`."""
+    from bvvlab import embeddings as E
+
+    vocab = cfg.vocab
+    p = Path(vocab).expanduser()
+    if p.is_dir() and (p / "glyph_matrix.safetensors").exists():
+        return E.load_embedded(p)
+    return E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts)
+
+
+def model_dim(cfg: TrainConfig) -> int:
+    """The glyph matrix's width: `dim`, else the model's hidden_size (the embedding feeds the blocks)."""
+    from bvvlab import model as M
+
+    if cfg.dim is not None:
+        return int(cfg.dim)
+    if "hidden_size" in cfg.model:
+        return int(cfg.model["hidden_size"])
+    if cfg.preset not in M.PRESETS:
+        raise ValueError(f"unknown model preset {cfg.preset!r}; choose one of {', '.join(M.PRESETS)}")
+    return int(M.PRESETS[cfg.preset]["hidden_size"])
+
+
+def build_model_config(cfg: TrainConfig, embedded: Any) -> Any:
+    """The preset's config with the trainer's overrides: vocab and width from the matrix, `frozen`."""
+    from bvvlab import model as M
+
+    overrides = dict(cfg.model)
+    overrides["vocab_size"] = int(embedded.matrix.shape[0])
+    overrides["hidden_size"] = int(embedded.matrix.shape[1])
+    overrides["frozen_embedding"] = cfg.frozen
+    return M.config_from_preset(cfg.preset, **overrides)
+
+
+def build_model(cfg: TrainConfig, embedded: Any) -> torch.nn.Module:
+    """A fresh model of `cfg.preset` (+ overrides) over the embedded vocabulary."""
+    from bvvlab import model as M
+
+    return M.BVVForCausalLM.from_glyphs(build_model_config(cfg, embedded), embedded.matrix)
+
+
+def embedding_hash(model: torch.nn.Module) -> str:
+    """sha256 of the input matrix, as the model records it in `config.embedding_hash`."""
+    from bvvlab.model import matrix_sha256
+
+    return matrix_sha256(model.get_input_embeddings().weight.detach())
+
+
+def lm_loss(model: torch.nn.Module, window: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy of (B, T) windows (HF convention: position t predicts t+1, so
+    T-1 targets per row), through the model's chunked loss (the full logits never exist).
+    `reduction="sum"` gives the summed NLL in nats."""
+    kw = {"num_items_in_batch": 1} if reduction == "sum" else {}
+    return model(input_ids=window, labels=window, **kw).loss
+
+
+@torch.no_grad()
+def evaluate_bpc(model: torch.nn.Module, shard: D.TokenShard, seq_len: int, n_windows: int, batch: int,
+                 device: torch.device, autocast: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
+    """Validation loss (nats per token) and bits per character over the first `n_windows` windows.
+
+    bits/char = sum over targets of -log2 p(target) / characters those targets cover (every
+    character of the evaluated text counted once, EOS covers none).
+    """
+    was_training = model.training
+    model.eval()
+    nll = 0.0
+    n_tok = n_chars = 0
+    pending: list[tuple[torch.Tensor, int]] = []
+
+    def flush() -> None:
+        nonlocal nll, n_tok, n_chars
+        lens = {w.shape[0] for w, _ in pending}
+        groups = [pending] if len(lens) == 1 else [[p] for p in pending]
+        for g in groups:
+            ids = torch.stack([w for w, _ in g]).to(device)
+            with autocast():
+                nll += float(lm_loss(model, ids, reduction="sum"))
+            n_tok += ids.shape[0] * (ids.shape[1] - 1)
+            n_chars += sum(c for _, c in g)
+        pending.clear()
+
+    for w, c in D.eval_windows(shard, seq_len, n_windows):
+        pending.append((w, c))
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    model.train(was_training)
+    return {"val_loss": nll / max(1, n_tok), "val_bpc": nll / math.log(2) / max(1, n_chars),
+            "val_tokens": n_tok, "val_chars": n_chars}
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def save_trainer_checkpoint(out: Path, step: int, model: torch.nn.Module, tokenizer: Any, state: dict[str, Any],
+                            meta: dict[str, Any], keep_last: int, expected_hash: str | None) -> Path:
+    """HF checkpoint dir + trainer state, written under a temporary name and renamed into place."""
+    from bvvlab import model as M
+
+    if expected_hash is not None:
+        got = embedding_hash(model)
+        if got != expected_hash:
+            raise RuntimeError(f"frozen glyph matrix changed at step {step} (hash {got[:12]} != {expected_hash[:12]}): "
+                               "nothing may write to the frozen embedding; checkpoint not saved")
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{CKPT_PREFIX}{step:07d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    M.save_checkpoint(model, tokenizer, tmp, meta)
+    torch.save(state, tmp / STATE_FILE)
+    if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
+        old = root / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    for stale in _checkpoints(out)[:-keep_last]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step and returns."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. some notebook runners): no handler
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Train per `cfg`; return the final checkpoint directory (a Hugging Face model dir).
+
+    `callback(record)` is called on rank 0 with every metrics record (live plots). Under torchrun
+    (WORLD_SIZE > 1) the process group is set up here (NCCL on GPU, Gloo on CPU).
+    """
+    rank, local_rank, world = _dist_info()
+    cfg.validate(world)
+    out = Path(cfg.out)
+    if _holds_run(out) and not (cfg.resume or cfg.overwrite):
+        raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
+                              "replace it, or choose another out=")
+    device = _resolve_device(cfg, local_rank)
+    dist = world > 1
+    if dist:
+        import torch.distributed as tdist
+
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    try:
+        return _train(cfg, callback, out, device, rank, world)
+    finally:
+        if dist:
+            import torch.distributed as tdist
+
+            if tdist.is_initialized():
+                tdist.destroy_process_group()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+
+
+def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, out: Path, device: torch.device,
+           rank: int, world: int) -> Path:
+    from tqdm.auto import tqdm
+
+    t_start = time.time()
+    is_main = rank == 0
+    weights = D.normalize_weights(cfg.corpus)
+    resume_from = last_checkpoint(out) if cfg.resume else None
+
+    # vocabulary + model: from the checkpoint when resuming (exactly what was trained), else fresh
+    seed_everything(cfg.seed)
+    if resume_from is not None:
+        from bvvlab import model as M
+
+        model, tokenizer = M.load_checkpoint(resume_from)
+        prev = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
+        embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
+                                 prev.get("matrix_hash"))
+        new_cfg = build_model_config(cfg, embedded).to_dict()
+        diff = _config_diff(new_cfg, model.config.to_dict())
+        if diff:
+            raise ValueError(f"{out} was trained with a different model config ({', '.join(diff)} differ): "
+                             "use the same preset/model/vocab/frozen settings, or a new out=")
+        model.train()
+    else:
+        texts = None
+        if cfg.vocab == "compact":  # the compact vocabulary covers the training text (recipe section 2)
+            texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), cfg.train_chars))
+            if not texts:
+                raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
+                                 "source with text")
+        if is_main:
+            embedded = prepare_embedded(cfg, texts)
+        _barrier(world)
+        if not is_main:
+            embedded = prepare_embedded(cfg, texts)
+        model = build_model(cfg, embedded)
+        tokenizer = embedded.tokenizer
+    matrix_hash = getattr(embedded, "matrix_hash", None)
+    frozen_hash = embedding_hash(model) if cfg.frozen else None
+    if cfg.frozen and resume_from is not None and matrix_hash and frozen_hash != matrix_hash:
+        raise RuntimeError(f"frozen glyph matrix of {resume_from} does not match the run's recorded hash")
+
+    # data: rank 0 tokenises, the others open the cached shards
+    shards = {}
+    for split, limit in (("train", cfg.train_chars), (cfg.val_split, cfg.val_chars)):
+        if is_main:
+            shards[split] = D.build_shard(weights, tokenizer, split, max_chars=limit, seed=cfg.seed,
+                                          progress=cfg.progress)
+        _barrier(world)
+        if not is_main:
+            shards[split] = D.build_shard(weights, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False)
+    train_shard, val_shard = shards["train"], shards[cfg.val_split]
+
+    model.to(device)
+    micro = cfg.batch_size // (cfg.grad_accum * world)
+    sampler = D.BatchSampler(train_shard, cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world)
+
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                            betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
+
+    step = 0
+    tokens_seen = 0
+    if resume_from is not None:
+        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        if step >= cfg.steps:
+            return resume_from
+
+    fwd_model: torch.nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # the frozen matrix is a constant buffer: broadcasting it every step would only cost bandwidth
+        fwd_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    if cfg.compile:
+        fwd_model = torch.compile(fwd_model)
+    autocast = lambda: _autocast(cfg, device)  # noqa: E731
+    peak = peak_flops(device)
+    fpt = flops_per_token(model, cfg.seq_len)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    # the run directory: written only now, when data and model are known to be good
+    metrics_path = out / "metrics.jsonl"
+    meta = run_meta(cfg, seed=cfg.seed, world_size=world, matrix_hash=matrix_hash, frozen_hash=frozen_hash,
+                    data={"train": train_shard.meta, "validation": val_shard.meta},
+                    model={"config": model.config.to_dict(), "trainable_params": n_params,
+                           "flops_per_token": fpt})
+    writer = None
+    if is_main:
+        if cfg.overwrite and resume_from is None and out.exists():
+            for name in ("checkpoints", "tb"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            for name in ("meta.json", "metrics.jsonl"):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None and (out / "meta.json").exists():
+            meta = {**json.loads((out / "meta.json").read_text()), "resumed": meta}
+        write_json_atomic(out / "meta.json", meta)
+        _truncate_metrics(metrics_path, step)
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tb"))
+    records: list[dict[str, Any]] = []
+
+    def emit(rec: dict[str, Any]) -> None:
+        if not is_main:
+            return
+        records.append(rec)
+        with open(metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        if writer is not None:
+            for k, v in rec.items():
+                if k not in ("step", "kind") and isinstance(v, (int, float)) and v is not None:
+                    writer.add_scalar(k, v, rec["step"])
+        if callback is not None:
+            callback(rec)
+
+    def run_eval() -> None:
+        if is_main:
+            ev = evaluate_bpc(model, val_shard, cfg.seq_len, cfg.eval_batches * micro, micro, device, autocast)
+            emit({"kind": "eval", "step": step, "tokens": tokens_seen, **ev})
+
+    def trainer_state() -> dict[str, Any]:
+        rngs: Any = rng_state()
+        if world > 1:
+            import torch.distributed as tdist
+
+            gathered: list[Any] = [None] * world
+            tdist.all_gather_object(gathered, rngs)
+            rngs = gathered
+        return {"step": step, "tokens_seen": tokens_seen, "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "sampler": sampler.state_dict(), "rng": rngs,
+                "config": dataclasses.asdict(cfg)}
+
+    def save() -> Path:
+        st = trainer_state()  # collective under DDP: every rank takes part
+        path = out / "checkpoints" / f"{CKPT_PREFIX}{step:07d}"
+        if is_main:
+            ckpt_meta = {**meta, "step": step, "tokens_seen": tokens_seen}
+            path = save_trainer_checkpoint(out, step, model, tokenizer, st, ckpt_meta, cfg.keep_last, frozen_hash)
+        _barrier(world)
+        return path
+
+    if step == 0 and cfg.eval_every > 0:
+        run_eval()
+
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not (cfg.progress and is_main),
+               dynamic_ncols=True)
+    last_path: Path | None = None
+    t_log, tok_log = time.time(), 0
+    model.train()
+    with _Signals() as sig:
+        while step < cfg.steps:
+            lr = sched.get_last_lr()[0]
+            loss_sum = torch.zeros((), device=device)
+            for micro_step in range(cfg.grad_accum):
+                window = sampler.next_batch().to(device, non_blocking=True)
+                sync = micro_step == cfg.grad_accum - 1
+                ctx = fwd_model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
+                with ctx, autocast():
+                    loss = lm_loss(fwd_model, window) / cfg.grad_accum
+                loss.backward()
+                loss_sum += loss.detach()
+            if world > 1:
+                import torch.distributed as tdist
+
+                tdist.all_reduce(loss_sum, op=tdist.ReduceOp.AVG)
+            loss_val = float(loss_sum)
+            if not math.isfinite(loss_val):
+                bar.close()
+                good = last_checkpoint(out)
+                raise NonFiniteLoss(f"loss is {loss_val} at step {step + 1} (lr {lr:.3g}); the run stopped, "
+                                    f"last good checkpoint: {good or 'none'}; lower lr= or raise warmup=")
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            step += 1
+            tokens_seen += tokens_per_step
+            tok_log += tokens_per_step
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                dt = max(time.time() - t_log, 1e-9)
+                tps = tok_log / dt
+                rec = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": loss_val, "lr": lr,
+                       "grad_norm": float(gnorm), "tok_per_s": tps}
+                if peak is not None:
+                    rec["mfu"] = fpt * tps / (peak * world)
+                emit(rec)
+                bar.set_postfix(loss=f"{loss_val:.3f}", refresh=False)
+                t_log, tok_log = time.time(), 0
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                run_eval()
+            stop = sig.received is not None
+            if world > 1:  # every rank must stop at the same step
+                import torch.distributed as tdist
+
+                flag = torch.tensor([1.0 if stop else 0.0])
+                tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if step % cfg.save_every == 0 or step == cfg.steps or stop:
+                last_path = save()
+                t_log = time.time()  # checkpoint time is not training throughput
+            if stop:
+                if is_main:
+                    print(f"bvvlab train: {sig.received or 'signal'} received; saved {last_path}, stopping at "
+                          f"step {step}", flush=True)
+                break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if is_main and step == cfg.steps:
+        final = {k: v for r in records for k, v in r.items() if k not in ("kind",)}
+        meta["final"] = {"step": step, "tokens_seen": tokens_seen, "wall_s": time.time() - t_start,
+                         **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "tok_per_s", "mfu") if k in final}}
+        meta["checkpoint"] = str(last_path)
+        write_json_atomic(out / "meta.json", meta)
+    assert last_path is not None
+    return last_path
+
+
+@dataclass
+class _EmbeddedView:
+    """What the trainer needs of an `Embedded` when it resumes from a checkpoint."""
+
+    tokenizer: Any
+    matrix: torch.Tensor
+    matrix_hash: str | None
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop records a killed run wrote after its last checkpoint (they are replayed)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_metrics(out: str | Path) -> list[dict[str, Any]]:
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# frozen vs unfrozen
+
+
+def compare(cfg: TrainConfig, figures: str | Path | None = None) -> Path:
+    """Train the frozen and the unfrozen twin (same seed, data order, schedule) under `cfg.out`
+    (`frozen/`, `unfrozen/`), write overlaid curves to `figures/` and `compare.json`; return `cfg.out`."""
+    from bvvlab import plots
+
+    out = Path(cfg.out)
+    results = {}
+    for name, frozen in (("frozen", True), ("unfrozen", False)):
+        twin = dataclasses.replace(cfg, frozen=frozen, out=str(out / name))
+        ckpt = train(twin)
+        results[name] = {"checkpoint": str(ckpt), "metrics": read_metrics(twin.out)}
+    fig_dir = Path(figures) if figures is not None else REPO_ROOT / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig = plots.training_curves({k: v["metrics"] for k, v in results.items()},
+                                title=f"frozen vs unfrozen: {cfg.preset}, {cfg.steps} steps, seed {cfg.seed}")
+    fig_path = fig_dir / f"compare_{out.name}.html"
+    fig.write_html(fig_path, include_plotlyjs="cdn")
+    summary = {name: {"checkpoint": r["checkpoint"],
+                      "final": json.loads((out / name / "meta.json").read_text()).get("final", {})}
+               for name, r in results.items()}
+    write_json_atomic(out / "compare.json", {"config": cfg, "figure": str(fig_path), "runs": summary})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = load_config_file(args.config) if args.config else {}
+    overrides: dict[str, Any] = {}
+    for flag in ("preset", "steps", "out"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    for flag in ("resume", "overwrite"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not key=value; valid keys: {', '.join(config_keys())}")
+        overrides[key.strip()] = value
+    unknown = [k for k in base if k not in config_keys()]
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} in {args.config}; valid keys: {', '.join(config_keys())}")
+    return make_config(base, **overrides)
+
+
+def _run_cli(fn: Callable[[TrainConfig], Path], args: argparse.Namespace) -> int:
+    from bvvlab.cli import CLIError
+
+    cfg = config_from_args(args)
+    try:
+        path = fn(cfg)
+    except NonFiniteLoss as exc:
+        raise CLIError(str(exc)) from None
+    except Exception as exc:  # corpus errors (e.g. a non-UTF-8 file) are user errors: one line
+        if type(exc).__name__ == "CorpusError":
+            raise CLIError(str(exc)) from None
+        raise
+    if _dist_info()[0] == 0:
+        print(path)
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="JSON or TOML file of TrainConfig keys")
+    p.add_argument("--preset", help="model preset (same as preset=...)")
+    p.add_argument("--steps", type=int, help="optimizer steps (same as steps=...)")
+    p.add_argument("--out", help="run directory (same as out=...)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="TrainConfig fields (" + ", ".join(config_keys()) + "); model.<field>=v for model overrides")
+
+
+def add_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="train a model (torchrun --nproc_per_node N -m bvvlab train for DDP)",
+                              description="Train a BVV model; prints the final checkpoint directory.")
+    _add_common(p)
+    p.set_defaults(func=lambda a: _run_cli(train, a))
+    c = subparsers.add_parser("compare", help="train frozen and unfrozen twins and plot their curves",
+                              description="Frozen vs unfrozen twins under --out; curves to figures/.")
+    _add_common(c)
+    c.set_defaults(func=lambda a: _run_cli(compare, a))
