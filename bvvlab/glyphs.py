@@ -1,0 +1,383 @@
+"""Token string -> glyph bit vector, bit-exact with the published recipe (bvv-recipe.md section 3).
+
+The recipe (steps 3.2-3.5) renders each token on its own Pillow canvas, re-seeds `random` and
+`numpy.random` with 42, rotates, shifts, adds noise, blurs, thresholds, resizes and flattens in
+"polar snake" order. Done literally that costs ~1 ms per token. This module gives the *identical*
+bits (tests/test_glyphs.py compares it with tests/recipe_reference.py, the literal recipe) by
+using what the recipe's structure makes constant:
+
+* Re-seeding on every call means every token gets the same draws: the angle, dx and dy are two
+  constants (one set for "easy" tokens, zero for "complex" ones) and the noise mask depends only
+  on the canvas width. They are computed once, with private generators seeded the same way.
+* Each distinct character is rendered once with the recipe's own Pillow calls (`getbbox`, then
+  `ImageDraw.text` at the same integer offsets, which Pillow draws translation-invariantly) into
+  an atlas of ink masks, including ink that overflows the character's cell (combining marks are
+  drawn left of their origin). Unifont's outlines are pixel-aligned, so ink is exactly 0/255 and
+  drawing several characters on one canvas is a logical OR of their masks (checked at render).
+* Nearest-neighbour rotation + paste and the mode "1" resize are fixed pixel gathers per canvas
+  width. They are derived exactly by pushing index images through the very same Pillow calls.
+* Pillow's GaussianBlur runs all horizontal box passes, then all vertical ones, on uint8
+  images; with the radius given per axis it is run on mosaics of many tokens at once (stacked
+  vertically for the horizontal pass, side by side for the vertical pass), which cannot mix
+  tokens because each pass only sees one row (or column) at a time.
+* The polar snake is one permutation per size, computed by the recipe's own sort.
+
+Tokens are grouped by (length, easy/complex) and processed in vectorised chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from bvvlab.font import font_sha256, load_font
+
+# bump when anything here changes the bits; part of the embedding cache key
+GLYPHS_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class RecipeParams:
+    """The numbers of recipe section 3 (defaults: the 65,536-token bvv241-2-3 embedding)."""
+
+    size: int = 32  # cell side in px = font size = output side (3.1: 32 -> 1024 dims, 64 -> 4096)
+    max_angle: float = 4.0  # easy tokens: rotation ~ uniform(-max_angle, max_angle) degrees (3.3)
+    max_shift: int = 2  # easy tokens: dx, dy ~ randint(-max_shift, max_shift) px (3.3)
+    noise: float = 0.01  # easy tokens: probability that a pixel is set black (3.3)
+    complex_noise: float = 0.001  # complex tokens: noise probability; no rotation, shift or blur (3.3)
+    blur: float = 0.5  # easy tokens: GaussianBlur radius (3.3)
+    seed: int = 42  # both generators are re-seeded with this before every token (3.3)
+
+    @property
+    def dim(self) -> int:
+        """Bits per token (and the full PCA dimension): size * size."""
+        return self.size * self.size
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+RECIPE_32 = RecipeParams()  # bvv241-2-3, 65,536 tokens, 1024 dims
+RECIPE_MAX = RecipeParams(max_angle=7.0, max_shift=3, noise=0.03)  # bvv241-max, 131,072 tokens
+RECIPE_64 = RecipeParams(size=64)  # 64x64 cells, 4096 dims (bvv241-abs style)
+
+
+def is_easy(token: str) -> bool:
+    """Recipe 3.3: every code point in 0x0000-0x024F or 0x0370-0x058F; otherwise "complex"."""
+    return all(c <= "\u024f" or "\u0370" <= c <= "\u058f" for c in token)
+
+
+# ---------------------------------------------------------------------------------------------
+# constants implied by the re-seeding
+
+def draws(params: RecipeParams, easy: bool) -> tuple[float, int, int, float, float]:
+    """(angle, dx, dy, noise probability, blur radius) every token of this kind gets (3.3).
+
+    Python's generator is re-seeded with `seed` and drawn angle, dx, dy in that order, as the
+    recipe does; a private `random.Random` gives the same numbers without touching global state.
+    """
+    if easy:
+        max_angle, max_shift, noise, blur = params.max_angle, params.max_shift, params.noise, params.blur
+    else:
+        max_angle, max_shift, noise, blur = 0.0, 0, params.complex_noise, 0.0
+    rng = random.Random(params.seed)
+    angle = rng.uniform(-max_angle, max_angle)
+    dx = rng.randint(-max_shift, max_shift)
+    dy = rng.randint(-max_shift, max_shift)
+    return angle, dx, dy, noise, blur
+
+
+@functools.lru_cache(maxsize=64)
+def noise_mask(height: int, width: int, p: float, seed: int) -> np.ndarray:
+    """`numpy.random.seed(seed); numpy.random.rand(H, W) < p` without touching the global generator."""
+    mask = np.random.RandomState(seed).rand(height, width) < p
+    mask.flags.writeable = False
+    return mask
+
+
+@functools.lru_cache(maxsize=64)
+def geometry_gather(height: int, width: int, angle: float, dx: int, dy: int) -> np.ndarray | None:
+    """Flat source index of every pixel after rotate(angle, NEAREST, no expand) + paste at (dx, dy).
+
+    -1 marks pixels that come from the fill (white). None when the transform is the identity.
+    Derived exactly: the pixel index (+1, so 0 means fill) is split into bytes, and each byte
+    plane goes through the same Pillow calls as the recipe's canvas.
+    """
+    n = height * width
+    index = np.arange(1, n + 1, dtype=np.int64).reshape(height, width)
+    out = np.zeros((height, width), dtype=np.int64)
+    for k in range(((n + 1).bit_length() + 7) // 8):
+        plane = Image.fromarray(((index >> (8 * k)) & 0xFF).astype(np.uint8))
+        rotated = plane.rotate(angle, resample=Image.NEAREST, expand=False, fillcolor=0)
+        shifted = Image.new("L", rotated.size, 0)
+        shifted.paste(rotated, (dx, dy))
+        out |= np.asarray(shifted).astype(np.int64) << (8 * k)
+    gather = out.reshape(-1) - 1
+    if np.array_equal(gather, np.arange(n)):
+        return None
+    gather.flags.writeable = False
+    return gather
+
+
+@functools.lru_cache(maxsize=64)
+def resize_gather(size: int, width: int) -> np.ndarray:
+    """Flat source index of each pixel of `img.resize((size, size))` for a mode "1" size x width image.
+
+    Pillow resizes mode "1" with NEAREST, a pure gather; the index is pushed through the same
+    call one bit plane at a time.
+    """
+    n = size * width
+    index = np.arange(n, dtype=np.int64).reshape(size, width)
+    out = np.zeros((size, size), dtype=np.int64)
+    for k in range(max(1, (n - 1).bit_length())):
+        plane = Image.fromarray(((index >> k) & 1).astype(bool))  # mode "1"
+        out |= np.asarray(plane.resize((size, size))).astype(np.int64) << k
+    gather = out.reshape(-1)
+    gather.flags.writeable = False
+    return gather
+
+
+@functools.lru_cache(maxsize=8)
+def snake_order(size: int) -> np.ndarray:
+    """Recipe 3.5: flat pixel indices (y * size + x) sorted by (r, theta, x, y) around the centre."""
+    c = size / 2
+    coords = sorted((math.hypot(x - c, y - c), math.atan2(y - c, x - c), x, y)
+                    for x in range(size) for y in range(size))
+    order = np.array([y * size + x for _, _, x, y in coords], dtype=np.int64)
+    order.flags.writeable = False
+    return order
+
+
+def gaussian_blur(images: np.ndarray, radius: float) -> np.ndarray:
+    """Pillow GaussianBlur(radius) of each (H, W) uint8 image in `images` (N, H, W), batched exactly.
+
+    Pillow blurs all rows (horizontal box passes) and then all columns, rounding to uint8 between
+    passes. Stacking the images vertically makes one tall image whose rows are exactly the
+    images' rows, so a horizontal-only blur of it equals each image's horizontal passes; side by
+    side likewise for the vertical-only blur.
+    """
+    n, h, w = images.shape
+    tall = Image.fromarray(np.ascontiguousarray(images).reshape(n * h, w))
+    rows = np.asarray(tall.filter(ImageFilter.GaussianBlur((radius, 0)))).reshape(n, h, w)
+    wide = Image.fromarray(np.ascontiguousarray(rows.transpose(1, 0, 2)).reshape(h, n * w))
+    cols = np.asarray(wide.filter(ImageFilter.GaussianBlur((0, radius))))
+    return cols.reshape(h, n, w).transpose(1, 0, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# the glyph atlas: every character rendered once, exactly as recipe 3.2 draws it
+
+class GlyphAtlas:
+    """Ink masks of single characters drawn as recipe 3.2 draws them inside a size x size cell.
+
+    `cells[k]` is the in-cell ink of character k (row 0 is the blank glyph used for characters
+    that fail to render); `overflow[k]` holds ink that falls outside the cell as
+    (mask, top, left) relative to the cell's top-left corner.
+    """
+
+    _BATCH = 1024  # characters drawn per Pillow canvas
+
+    def __init__(self, size: int):
+        self.size = size
+        self.font = load_font(size)
+        self.index: dict[str, int] = {}
+        self.cells = np.zeros((1, size, size), dtype=bool)
+        self.overflow: dict[int, tuple[np.ndarray, int, int]] = {}
+
+    def lookup(self, chars: Iterable[str], progress: bool = False) -> None:
+        """Render the characters not yet in the atlas."""
+        missing = sorted(set(chars) - self.index.keys())
+        if not missing:
+            return
+        from tqdm.auto import tqdm
+
+        start = len(self.cells)
+        self.cells = np.concatenate([self.cells, np.zeros((len(missing), self.size, self.size), dtype=bool)])
+        with tqdm(total=len(missing), desc="glyphs", unit="char", disable=not progress, leave=False) as bar:
+            for b in range(0, len(missing), self._BATCH):
+                batch = missing[b:b + self._BATCH]
+                self._render_batch(batch, start + b)
+                bar.update(len(batch))
+        for k, ch in enumerate(missing):
+            self.index[ch] = start + k
+
+    def _offsets(self, ch: str) -> tuple[int, int, tuple[int, int, int, int]] | None:
+        """Recipe 3.2 drawing origin (x, y) within the cell, and the bbox; None if getbbox fails."""
+        s = self.size
+        try:
+            box = self.font.getbbox(ch)
+        except Exception:  # noqa: BLE001 - recipe: a character that fails to render is left blank
+            return None
+        left, top, right, bottom = box
+        return (s - (right - left)) // 2, (s - (bottom - top)) // 2 - top, box
+
+    def _render_batch(self, batch: list[str], first: int) -> None:
+        s, pitch, cols = self.size, 3 * self.size, 32
+        rows = (len(batch) + cols - 1) // cols
+        canvas = Image.new("L", (cols * pitch, rows * pitch), 255)
+        draw = ImageDraw.Draw(canvas)
+        alone = set()
+        for k, ch in enumerate(batch):
+            off = self._offsets(ch)
+            if off is None:
+                continue
+            x, y, (left, top, right, bottom) = off
+            # the glyph's ink box must stay inside its 3s x 3s window (the cell in the middle)
+            if not (-s <= x + left and x + right <= 2 * s and -s <= y + top and y + bottom <= 2 * s):
+                alone.add(k)
+                continue
+            r, c = divmod(k, cols)
+            try:
+                draw.text((c * pitch + s + x, r * pitch + s + y), ch, font=self.font, fill=0)
+            except Exception:  # noqa: BLE001 - recipe: left blank
+                pass
+        pixels = np.asarray(canvas)
+        if not np.all((pixels == 0) | (pixels == 255)):
+            raise RuntimeError("glyph masks are not binary: compositing by OR would not match the recipe")
+        windows = (pixels < 128).reshape(rows, pitch, cols, pitch).transpose(0, 2, 1, 3).reshape(-1, pitch, pitch)
+        for k in range(len(batch)):
+            if k in alone:
+                self._render_alone(batch[k], first + k)
+                continue
+            self._store(first + k, windows[k], s, s)
+
+    def _render_alone(self, ch: str, slot: int) -> None:
+        """A glyph too big for the batch window: its own canvas, padded by its bbox."""
+        s = self.size
+        off = self._offsets(ch)
+        if off is None:
+            return
+        x, y, (left, top, right, bottom) = off
+        pad = max(s, abs(x + left), abs(y + top), abs(x + right), abs(y + bottom)) + s
+        canvas = Image.new("L", (2 * pad + s, 2 * pad + s), 255)
+        try:
+            ImageDraw.Draw(canvas).text((pad + x, pad + y), ch, font=self.font, fill=0)
+        except Exception:  # noqa: BLE001 - recipe: left blank
+            return
+        pixels = np.asarray(canvas)
+        if not np.all((pixels == 0) | (pixels == 255)):
+            raise RuntimeError("glyph masks are not binary: compositing by OR would not match the recipe")
+        self._store(slot, pixels < 128, pad, pad)
+
+    def _store(self, slot: int, window: np.ndarray, oy: int, ox: int) -> None:
+        s = self.size
+        self.cells[slot] = window[oy:oy + s, ox:ox + s]
+        outside = window.copy()
+        outside[oy:oy + s, ox:ox + s] = False
+        if outside.any():
+            ys, xs = np.nonzero(outside)
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            self.overflow[slot] = (outside[y0:y1, x0:x1].copy(), int(y0 - oy), int(x0 - ox))
+
+
+_ATLASES: dict[tuple[int, str], GlyphAtlas] = {}
+
+
+def atlas(size: int) -> GlyphAtlas:
+    """The process-wide atlas for this size and the pinned font (rendered lazily)."""
+    key = (size, font_sha256())
+    if key not in _ATLASES:
+        _ATLASES[key] = GlyphAtlas(size)
+    return _ATLASES[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline
+
+def compose(ids: np.ndarray, at: GlyphAtlas) -> np.ndarray:
+    """Recipe 3.2 canvases (N, s, L*s), True = ink, for tokens given as atlas ids (N, L)."""
+    n, length = ids.shape
+    s = at.size
+    ink = at.cells[ids].transpose(0, 2, 1, 3).reshape(n, s, length * s)
+    if at.overflow:
+        over = np.fromiter(at.overflow, dtype=np.int64)
+        for r, i in zip(*np.nonzero(np.isin(ids, over))):
+            mask, top, left = at.overflow[int(ids[r, i])]
+            y0, x0 = top, s * i + left
+            ys, xs = slice(max(y0, 0), min(y0 + mask.shape[0], s)), slice(max(x0, 0), min(x0 + mask.shape[1], length * s))
+            if ys.start < ys.stop and xs.start < xs.stop:
+                ink[r, ys, xs] |= mask[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    return ink
+
+
+def augment(ink: np.ndarray, params: RecipeParams, easy: bool, timings: dict | None = None) -> np.ndarray:
+    """Recipe 3.3 on canvases (N, s, W) of one kind: rotate + shift, noise, blur, threshold."""
+    n, h, w = ink.shape
+    angle, dx, dy, p, blur = draws(params, easy)
+    t = time.perf_counter()
+    gather = geometry_gather(h, w, angle, dx, dy)
+    if gather is not None:
+        flat = np.concatenate([ink.reshape(n, h * w), np.zeros((n, 1), dtype=bool)], axis=1)
+        ink = flat[:, np.where(gather < 0, h * w, gather)].reshape(n, h, w)
+    _tick(timings, "rotate+shift", t)
+    t = time.perf_counter()
+    ink = ink | noise_mask(h, w, p, params.seed)
+    _tick(timings, "noise", t)
+    if blur > 0:
+        t = time.perf_counter()
+        gray = np.where(ink, np.uint8(0), np.uint8(255))
+        ink = gaussian_blur(gray, blur) < 128
+        _tick(timings, "blur", t)
+    return ink
+
+
+def _tick(timings: dict | None, key: str, t0: float) -> None:
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+
+
+def render_images(tokens: list[str], params: RecipeParams = RECIPE_32, progress: bool = False,
+                  timings: dict | None = None) -> np.ndarray:
+    """Recipe 3.2-3.4: (N, size, size) bool images (True = ink) of tokens as the model sees them."""
+    s = params.size
+    t = time.perf_counter()
+    for i, tok in enumerate(tokens):
+        if not isinstance(tok, str) or not tok:
+            raise ValueError(f"token {i} is {tok!r}: every token must be a non-empty string")
+    at = atlas(s)
+    at.lookup((ch for tok in tokens for ch in tok), progress=progress)
+    groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
+    for i, tok in enumerate(tokens):
+        groups[(len(tok), is_easy(tok))].append(i)
+    _tick(timings, "atlas+group", t)
+
+    from tqdm.auto import tqdm
+
+    out = np.zeros((len(tokens), s, s), dtype=bool)
+    with tqdm(total=len(tokens), desc="render", unit="tok", disable=not progress, leave=False) as bar:
+        for (length, easy), members in sorted(groups.items()):
+            width = s * length
+            chunk = max(1, (1 << 24) // (s * width))  # bound memory: ~16M pixels per chunk
+            for c in range(0, len(members), chunk):
+                rows = np.asarray(members[c:c + chunk], dtype=np.int64)
+                t = time.perf_counter()
+                ids = np.array([[at.index[ch] for ch in tokens[r]] for r in rows], dtype=np.int64)
+                ink = compose(ids, at)
+                _tick(timings, "compose", t)
+                ink = augment(ink, params, easy, timings)
+                t = time.perf_counter()
+                if width > s:
+                    ink = ink.reshape(len(rows), -1)[:, resize_gather(s, width)].reshape(len(rows), s, s)
+                out[rows] = ink
+                _tick(timings, "resize", t)
+                bar.update(len(rows))
+    return out
+
+
+def render_bits(tokens: list[str], params: RecipeParams = RECIPE_32, progress: bool = False,
+                timings: dict | None = None) -> np.ndarray:
+    """Recipe 3.2-3.5: (N, size*size) bool bit vectors, 1 = ink, in polar-snake order."""
+    images = render_images(tokens, params, progress=progress, timings=timings)
+    t = time.perf_counter()
+    bits = images.reshape(len(tokens), -1)[:, snake_order(params.size)]
+    _tick(timings, "snake", t)
+    return bits
