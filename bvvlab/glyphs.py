@@ -221,34 +221,36 @@ class GlyphAtlas:
         return (s - (right - left)) // 2, (s - (bottom - top)) // 2 - top, box
 
     def _render_batch(self, batch: list[str], first: int) -> None:
-        s, pitch, cols = self.size, 3 * self.size, 32
+        """Draw up to _BATCH characters on one canvas, each in a window of its cell plus a margin."""
+        s, m, cols = self.size, self.size // 2, 32
+        pitch = s + 2 * m
         rows = (len(batch) + cols - 1) // cols
         canvas = Image.new("L", (cols * pitch, rows * pitch), 255)
         draw = ImageDraw.Draw(canvas)
-        alone = set()
+        alone = []
         for k, ch in enumerate(batch):
             off = self._offsets(ch)
             if off is None:
                 continue
             x, y, (left, top, right, bottom) = off
-            # the glyph's ink box must stay inside its 3s x 3s window (the cell in the middle)
-            if not (-s <= x + left and x + right <= 2 * s and -s <= y + top and y + bottom <= 2 * s):
-                alone.add(k)
+            if not (-m <= x + left and x + right <= s + m and -m <= y + top and y + bottom <= s + m):
+                alone.append(k)  # its ink box would leave its window: drawn on its own canvas
                 continue
             r, c = divmod(k, cols)
             try:
-                draw.text((c * pitch + s + x, r * pitch + s + y), ch, font=self.font, fill=0)
-            except Exception:  # noqa: BLE001 - recipe: left blank
+                draw.text((c * pitch + m + x, r * pitch + m + y), ch, font=self.font, fill=0)
+            except Exception:  # noqa: BLE001 - recipe: a character that fails to render is left blank
                 pass
         pixels = np.asarray(canvas)
-        if not np.all((pixels == 0) | (pixels == 255)):
-            raise RuntimeError("glyph masks are not binary: compositing by OR would not match the recipe")
+        _check_binary(pixels)
         windows = (pixels < 128).reshape(rows, pitch, cols, pitch).transpose(0, 2, 1, 3).reshape(-1, pitch, pitch)
-        for k in range(len(batch)):
-            if k in alone:
-                self._render_alone(batch[k], first + k)
-                continue
-            self._store(first + k, windows[k], s, s)
+        windows = windows[:len(batch)]
+        self.cells[first:first + len(batch)] = windows[:, m:m + s, m:m + s]
+        windows[:, m:m + s, m:m + s] = False  # what is left is ink outside the cell
+        for k in np.nonzero(windows.any(axis=(1, 2)))[0]:
+            self._store_overflow(first + int(k), windows[k], m, m)
+        for k in alone:
+            self._render_alone(batch[k], first + k)
 
     def _render_alone(self, ch: str, slot: int) -> None:
         """A glyph too big for the batch window: its own canvas, padded by its bbox."""
@@ -264,8 +266,7 @@ class GlyphAtlas:
         except Exception:  # noqa: BLE001 - recipe: left blank
             return
         pixels = np.asarray(canvas)
-        if not np.all((pixels == 0) | (pixels == 255)):
-            raise RuntimeError("glyph masks are not binary: compositing by OR would not match the recipe")
+        _check_binary(pixels)
         self._store(slot, pixels < 128, pad, pad)
 
     def _store(self, slot: int, window: np.ndarray, oy: int, ox: int) -> None:
@@ -273,10 +274,19 @@ class GlyphAtlas:
         self.cells[slot] = window[oy:oy + s, ox:ox + s]
         outside = window.copy()
         outside[oy:oy + s, ox:ox + s] = False
+        self._store_overflow(slot, outside, oy, ox)
+
+    def _store_overflow(self, slot: int, outside: np.ndarray, oy: int, ox: int) -> None:
         if outside.any():
             ys, xs = np.nonzero(outside)
             y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
             self.overflow[slot] = (outside[y0:y1, x0:x1].copy(), int(y0 - oy), int(x0 - ox))
+
+
+def _check_binary(pixels: np.ndarray) -> None:
+    """Ink must be exactly 0/255 for compositing by OR to equal Pillow's blending (Unifont: it is)."""
+    if not np.all((pixels == 0) | (pixels == 255)):
+        raise RuntimeError("glyph masks are not binary: compositing by OR would not match the recipe")
 
 
 _ATLASES: dict[tuple[int, str], GlyphAtlas] = {}
@@ -335,9 +345,9 @@ def _tick(timings: dict | None, key: str, t0: float) -> None:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
 
 
-def render_images(tokens: list[str], params: RecipeParams = RECIPE_32, progress: bool = False,
-                  timings: dict | None = None) -> np.ndarray:
-    """Recipe 3.2-3.4: (N, size, size) bool images (True = ink) of tokens as the model sees them."""
+def _render(tokens: list[str], params: RecipeParams, progress: bool, timings: dict | None,
+            order: np.ndarray | None) -> np.ndarray:
+    """Recipe 3.2-3.4 for every token, then pixels taken in `order` (flat indices of the s x s image)."""
     s = params.size
     t = time.perf_counter()
     for i, tok in enumerate(tokens):
@@ -349,13 +359,17 @@ def render_images(tokens: list[str], params: RecipeParams = RECIPE_32, progress:
     for i, tok in enumerate(tokens):
         groups[(len(tok), is_easy(tok))].append(i)
     _tick(timings, "atlas+group", t)
+    if order is None:
+        order = np.arange(s * s)
 
     from tqdm.auto import tqdm
 
-    out = np.zeros((len(tokens), s, s), dtype=bool)
+    out = np.zeros((len(tokens), len(order)), dtype=bool)
     with tqdm(total=len(tokens), desc="render", unit="tok", disable=not progress, leave=False) as bar:
         for (length, easy), members in sorted(groups.items()):
             width = s * length
+            # recipe 3.4 (resize) and 3.5 (snake) are both gathers: fold them into one
+            final = resize_gather(s, width)[order] if width > s else order
             chunk = max(1, (1 << 24) // (s * width))  # bound memory: ~16M pixels per chunk
             for c in range(0, len(members), chunk):
                 rows = np.asarray(members[c:c + chunk], dtype=np.int64)
@@ -365,19 +379,22 @@ def render_images(tokens: list[str], params: RecipeParams = RECIPE_32, progress:
                 _tick(timings, "compose", t)
                 ink = augment(ink, params, easy, timings)
                 t = time.perf_counter()
-                if width > s:
-                    ink = ink.reshape(len(rows), -1)[:, resize_gather(s, width)].reshape(len(rows), s, s)
-                out[rows] = ink
-                _tick(timings, "resize", t)
+                out[rows] = np.take(ink.reshape(len(rows), -1), final, axis=1)
+                _tick(timings, "resize+snake", t)
                 bar.update(len(rows))
     return out
 
 
+def render_images(tokens: list[str], params: RecipeParams = RECIPE_32, progress: bool = False,
+                  timings: dict | None = None) -> np.ndarray:
+    """Recipe 3.2-3.4: (N, size, size) bool images (True = ink), the tokens as the model sees them."""
+    return _render(tokens, params, progress, timings, None).reshape(len(tokens), params.size, params.size)
+
+
 def render_bits(tokens: list[str], params: RecipeParams = RECIPE_32, progress: bool = False,
                 timings: dict | None = None) -> np.ndarray:
-    """Recipe 3.2-3.5: (N, size*size) bool bit vectors, 1 = ink, in polar-snake order."""
-    images = render_images(tokens, params, progress=progress, timings=timings)
-    t = time.perf_counter()
-    bits = images.reshape(len(tokens), -1)[:, snake_order(params.size)]
-    _tick(timings, "snake", t)
-    return bits
+    """Recipe 3.2-3.5: (N, size*size) bool bit vectors, 1 = ink, in polar-snake order.
+
+    `timings`, if given, accumulates seconds per stage (for bench/bench_embeddings.py).
+    """
+    return _render(tokens, params, progress, timings, snake_order(params.size))
