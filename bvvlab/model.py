@@ -701,7 +701,7 @@ def save_checkpoint(model: BVVForCausalLM, tokenizer, out_dir: str | os.PathLike
     model.generation_config = GenerationConfig(
         bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
         pad_token_id=cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id,
-        max_length=cfg.max_position_embeddings, use_cache=True)
+        use_cache=True)
     model.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
