@@ -87,7 +87,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-steps per optimizer step (per rank)
     steps: int = 200  # optimizer steps
     lr: float = 1e-3  # peak learning rate
-    warmup: int = 20  # linear warmup steps
+    warmup: int = 20  # linear warmup steps (at most steps // 5, so short runs also decay)
     min_lr: float = 1e-4  # learning rate at the end of the cosine decay
     weight_decay: float = 0.1  # AdamW decay of matrices (norms and biases are not decayed)
     beta1: float = 0.9  # AdamW beta1
@@ -227,9 +227,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to `lr` over `warmup` steps, then cosine decay to `min_lr` at `steps`."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    warmup = min(cfg.warmup, cfg.steps // 5)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -436,7 +437,15 @@ def save_trainer_checkpoint(out: Path, step: int, model: torch.nn.Module, tokeni
     final = root / f"{CKPT_PREFIX}{step:07d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    M.save_checkpoint(model, tokenizer, tmp, meta)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Writing model shards" bar per checkpoint would break the train bar
+    try:
+        M.save_checkpoint(model, tokenizer, tmp, meta)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     torch.save(state, tmp / STATE_FILE)
     if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
         old = root / f".old-{final.name}-{os.getpid()}"
@@ -684,10 +693,11 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not (cfg.progress and is_main),
                dynamic_ncols=True)
     last_path: Path | None = None
-    t_log, tok_log = time.time(), 0
+    busy, tok_log = 0.0, 0  # seconds spent in training steps (no eval, no saving) since the last record
     model.train()
     with _Signals() as sig:
         while step < cfg.steps:
+            t_step = time.perf_counter()
             lr = sched.get_last_lr()[0]
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(cfg.grad_accum):
@@ -716,17 +726,17 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
             step += 1
             tokens_seen += tokens_per_step
             tok_log += tokens_per_step
+            busy += time.perf_counter() - t_step
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                dt = max(time.time() - t_log, 1e-9)
-                tps = tok_log / dt
+                tps = tok_log / max(busy, 1e-9)
                 rec = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": loss_val, "lr": lr,
                        "grad_norm": float(gnorm), "tok_per_s": tps}
                 if peak is not None:
                     rec["mfu"] = fpt * tps / (peak * world)
                 emit(rec)
                 bar.set_postfix(loss=f"{loss_val:.3f}", refresh=False)
-                t_log, tok_log = time.time(), 0
+                busy, tok_log = 0.0, 0
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
                 run_eval()
             stop = sig.received is not None
@@ -738,7 +748,6 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
                 stop = bool(flag.item())
             if step % cfg.save_every == 0 or step == cfg.steps or stop:
                 last_path = save()
-                t_log = time.time()  # checkpoint time is not training throughput
             if stop:
                 if is_main:
                     print(f"bvvlab train: {sig.received or 'signal'} received; saved {last_path}, stopping at "

@@ -1,0 +1,148 @@
+"""Token shards and batches (issue 5, "Data"): exact round trip, dtype, content-keyed cache,
+resumable and rank-independent batch sampling."""
+
+from __future__ import annotations
+
+import itertools
+import string
+
+import numpy as np
+import pytest
+
+from bvvlab import data as D
+from bvvlab import tokenizer as T
+
+DOCS = ["hello world", "мир труд май", "a\tb\nc", "zebra 42"] * 5
+
+
+def small_tokenizer():
+    """A lossless tokenizer over ASCII + a few Cyrillic letters (the rest goes through bytes)."""
+    vocab = ["<pad>", "<s>", "</s>", "<unk>"] + list(T.BYTE_TOKENS) + [chr(c) for c in range(128)] + list("мир")
+    return T.hf_tokenizer(vocab, [])
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    import json
+
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in DOCS), encoding="utf-8")
+    return path
+
+
+def test_shard_round_trip_uint16(tmp_path, corpus_file):
+    tok = small_tokenizer()
+    shard = D.build_shard(str(corpus_file), tok, "train", root=tmp_path / "shards", progress=False)
+    texts = list(D.iter_texts({str(corpus_file): 1.0}, "train", 0))
+    assert texts, "the corpus split must not be empty for this test"
+    # tokens: each document's ids, then EOS; exactly what the tokenizer gives
+    expected = []
+    for t in texts:
+        expected += tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert shard.tokens.dtype == np.uint16
+    assert np.array_equal(np.asarray(shard.tokens), np.asarray(expected))
+    # characters: every character of the text counted exactly once (byte-fallback tokens of one
+    # character share it), EOS covers none
+    assert int(np.asarray(shard.chars, dtype=np.int64).sum()) == sum(len(t) for t in texts) == shard.n_chars
+    assert shard.meta["n_docs"] == len(texts)
+    # decoding the shard gives the text back
+    eos = tok.eos_token_id
+    ids = np.asarray(shard.tokens).tolist()
+    docs, cur = [], []
+    for i in ids:
+        if i == eos:
+            docs.append(tok.decode(cur))
+            cur = []
+        else:
+            cur.append(i)
+    assert docs == texts
+
+
+def test_chars_per_token_counts_shared_spans_once():
+    # "м" as two byte tokens sharing the span (0, 1), then "a" at (1, 2)
+    assert D._chars_per_token([(0, 1), (0, 1), (1, 2)]) == [1, 0, 1]
+    assert D._chars_per_token([(0, 3), (3, 4)]) == [3, 1]
+
+
+def test_uint32_when_vocab_exceeds_uint16(tmp_path, corpus_file):
+    assert D.token_dtype(65536) == np.uint16  # ids 0..65535 fit
+    assert D.token_dtype(65537) == np.uint32
+    # a 131,072 vocabulary whose 3-grams spill past 0xFFFF (layout: 3-grams first, "zzz" last)
+    letters = string.ascii_lowercase
+    grams = ["".join(p) for n in (3, 2) for p in itertools.product(letters, repeat=n)]
+    tok = T.hf_tokenizer(T.bvv241_vocab(131072, grams))
+    shard = D.build_shard(str(corpus_file), tok, "train", root=tmp_path / "shards", progress=False)
+    assert shard.tokens.dtype == np.uint32
+    texts = list(D.iter_texts({str(corpus_file): 1.0}, "train", 0))
+    expected = [i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    assert max(expected) > 65535  # ids that uint16 would have wrapped
+    assert np.asarray(shard.tokens).tolist() == expected
+
+
+def test_cache_reuse_and_content_key(tmp_path, corpus_file, monkeypatch):
+    tok = small_tokenizer()
+    root = tmp_path / "shards"
+    a = D.build_shard(str(corpus_file), tok, "train", root=root, progress=False)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a cached shard was tokenised again")
+
+    monkeypatch.setattr(D, "encode_texts", boom)
+    b = D.build_shard(str(corpus_file), tok, "train", root=root, progress=False)
+    assert b.path == a.path and np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+    monkeypatch.undo()
+    # a different limit, split or file content is a different shard
+    c = D.build_shard(str(corpus_file), tok, "train", root=root, max_chars=20, progress=False)
+    assert c.path != a.path and c.n_chars == 20
+    corpus_file.write_text(corpus_file.read_text(encoding="utf-8").replace("zebra", "zebu"), encoding="utf-8")
+    d = D.build_shard(str(corpus_file), tok, "train", root=root, progress=False)
+    assert d.path != a.path
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []  # no temp dirs left
+
+
+def _shard(n=500, vocab=300):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, vocab, n).astype(np.uint16)
+    return D.TokenShard(path=None, tokens=tokens, chars=np.ones(n, np.uint16), meta={"n_chars": n})
+
+
+def test_sampler_resume_and_ranks():
+    shard = _shard()
+    s = D.BatchSampler(shard, seq_len=16, global_batch=8, seed=3)
+    s.next_batch()
+    state = s.state_dict()
+    ahead = [s.next_batch() for _ in range(3)]
+    r = D.BatchSampler(shard, seq_len=16, global_batch=8, seed=99)
+    r.load_state_dict(state)
+    assert all((x == y).all() for x, y in zip(ahead, [r.next_batch() for _ in range(3)]))
+    # two ranks' slices, side by side, are the one-process global batch
+    one = D.BatchSampler(shard, 16, 8, seed=5).next_batch()
+    parts = [D.BatchSampler(shard, 16, 8, seed=5, rank=k, world_size=2).next_batch() for k in range(2)]
+    assert (np.concatenate([p.numpy() for p in parts]) == one.numpy()).all()
+    # windows are real slices of the shard
+    row = one[0].numpy()
+    starts = [i for i in range(len(shard) - 15) if (np.asarray(shard.tokens[i:i + 16]) == row).all()]
+    assert starts
+
+
+def test_eval_windows_cover_every_target_once():
+    shard = _shard(n=100)
+    wins = list(D.eval_windows(shard, seq_len=16, n_windows=1000))
+    assert sum(len(w) - 1 for w, _ in wins) == len(shard) - 1
+    assert sum(c for _, c in wins) == len(shard) - 1  # one char per token here, the first is no target
+
+
+def test_empty_corpus_is_one_clear_error(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="no text|empty"):
+        D.build_shard(str(empty), small_tokenizer(), "train", root=tmp_path / "shards", progress=False)
+    assert not any((tmp_path / "shards").glob("*")) if (tmp_path / "shards").exists() else True
+
+
+def test_corpus_weights_parsing():
+    assert D.normalize_weights("a:0.7,b:0.3") == {"a": 0.7, "b": 0.3}
+    assert D.normalize_weights("libreoffice-en-ru") == {"libreoffice-en-ru": 1.0}
+    assert D.normalize_weights("hf:/data/x") == {"hf:/data/x": 1.0}
+    with pytest.raises(ValueError, match="weight"):
+        D.normalize_weights({"a": 0})
