@@ -1,0 +1,296 @@
+"""The bvv241 tokenizer (bvv-recipe.md section 2): layout, n-gram rule, BPE mechanics against a
+literal reference, lossless round trip (hypothesis, 10,000 strings per vocabulary), the
+published `<unk>` switch, compact vocabularies, and loading any tokenizer dir."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from bvvlab import tokenizer as T
+
+EN = ("The quick brown fox jumps over the lazy dog. Select the cell and choose Format - Cells. "
+      "The test of the theory: hello there, the best of the rest. Tools - Options - LibreOffice Writer. ") * 3
+RU = ("Съешь же ещё этих мягких французских булок, да выпей чаю. Выберите ячейку и команду Формат - Ячейки. "
+      "Проверка теории: привет, лучшее из остального. Сервис - Параметры - LibreOffice Writer. ") * 3
+ZH = "选择单元格，然后选择格式 - 单元格。工具 - 选项 - LibreOffice Writer。单元格格式。"
+TEXTS = {"en": [EN, "hello the test 123 testing"], "ru": [RU], "zh": [ZH]}
+GRAMS = T.ngram_table(TEXTS, ns=(2, 3), top_per_n=60)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """A full lossless 65,536 tokenizer, saved and re-loaded with AutoTokenizer (what users get)."""
+    tok = T.hf_tokenizer(T.bvv241_vocab(65_536, GRAMS))
+    path = tmp_path_factory.mktemp("full")
+    tok.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def compact(full, tmp_path_factory):
+    tok = T.compact_tokenizer(full, [EN, RU])
+    path = tmp_path_factory.mktemp("compact")
+    tok.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+# --- layout -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", T.VOCAB_SIZES)
+@pytest.mark.parametrize("byte_fallback", [True, False])
+def test_layout_ids(size, byte_fallback):
+    n = 8_000 if size == 65_536 else 9_000  # the larger vocab spills past 0xF8FF into 0x10000
+    grams = [f"{chr(0x61 + i // 26 % 26)}{chr(0x61 + i % 26)}{chr(0x430 + i // 676)}" for i in range(n)]
+    grams += ["ab", "zz"]
+    v = T.bvv241_vocab(size, grams, byte_fallback=byte_fallback)
+    assert len(v) == size
+    for cp in (0, 0x0A, 0x20, 0x41, 0x416, 0x4E2D, 0xD7FF, 0xF900, 0xFF01, 0xFFFE):
+        assert v[cp] == chr(cp)
+    assert v[T.PAD_ID] == "<pad>" == v[57344] and v[T.BOS_ID] == "<s>" and v[T.EOS_ID] == "</s>"
+    assert v[T.UNK_ID] == "<unk>" == v[57347] and v[57366] == "[FILE_SEP]"
+    assert v[0xE000:0xE017] == list(T.SPECIAL_TOKENS)
+    assert v[0xE017] == "<special_token_23>" and v[0xE07F] == "<special_token_127>"
+    if byte_fallback:
+        assert v[0xE080] == "<0x80>" and v[0xE0FF] == "<0xFF>" and v[0xE0C3] == "<0xC3>"
+    else:
+        assert v[0xE080] == "<special_token_128>" and v[0xE0FF] == "<special_token_255>"
+    order = T.sort_ngrams(grams)
+    assert order[0] < order[1] and len(order[-1]) == 2 and order[-2:] == ["ab", "zz"]
+    assert v[0xD800:0xE000] == order[:2048]
+    assert v[0xE100:0xF900] == order[2048:8192] + [f"<unused_{i}>" for i in range(0xE100 + len(order) - 2048, 0xF900)]
+    assert v[0xFFFF] == "<unused_65535>"
+    if size == 131_072:
+        end = 0x10000 + len(order) - 8192
+        assert v[0x10000:end] == order[8192:] and v[end] == f"<unused_{end}>" and v[0x1FFFF] == "<unused_131071>"
+    assert len(set(v)) == size
+
+
+def test_layout_rejects_overflow_and_bad_ngrams():
+    with pytest.raises(ValueError, match="do not fit the 8192 free slots"):
+        T.bvv241_vocab(65_536, [f"a{i}" for i in range(8_193)])
+    with pytest.raises(ValueError, match="reserved token name"):
+        T.bvv241_vocab(65_536, ["ab", "<s>"])
+    with pytest.raises(ValueError, match="not a bvv241 size"):
+        T.bvv241_vocab(50_000, [])
+
+
+# --- n-gram rule --------------------------------------------------------------------------
+
+def _reference_table(texts_by_lang, ns, k):
+    """The rule as written: per language, every word occurrence, every n-gram, top k per n."""
+    table = set()
+    for texts in texts_by_lang.values():
+        for n in ns:
+            c = Counter()
+            for text in texts:
+                for word in re.findall(T.WORD_PATTERN, re.sub(r"\d+", "", text)):
+                    for i in range(len(word) - n + 1):
+                        c[word[i:i + n]] += 1
+            table |= {g for g, _ in sorted(c.items(), key=lambda gc: (-gc[1], gc[0]))[:k]}
+    return sorted(table, key=lambda s: (-len(s), s))
+
+
+@pytest.mark.parametrize("k", [1, 7, 60, 10_000])
+def test_ngram_table_matches_literal_rule(k):
+    assert T.ngram_table(TEXTS, (2, 3, 4), k, capacity=65_535) == _reference_table(TEXTS, (2, 3, 4), k)
+
+
+def test_ngram_table_details():
+    table = T.ngram_table(TEXTS, (2, 3), 60)
+    assert "the" in table and "ки" in table and "单元" in table  # Latin, Cyrillic, CJK words
+    assert not any(ch.isdigit() or ch.isspace() for g in table for ch in g)
+    fill = T.ngram_table(TEXTS, (2, 3, 4, 5), None, capacity=500)
+    assert len(fill) <= 500
+    # largest k that fits: one more n-gram per list would overflow
+    k = max(k for k in range(1, 400) if len(T.ngram_table(TEXTS, (2, 3, 4, 5), k, capacity=10**6)) <= 500)
+    assert fill == T.ngram_table(TEXTS, (2, 3, 4, 5), k, capacity=500)
+
+
+def test_ngram_table_empty_corpus_is_one_clear_error():
+    with pytest.raises(ValueError, match="the corpus has no words") as err:
+        T.ngram_table({"en": ["", "123 456"], "ru": []})
+    assert "\n" not in str(err.value)
+
+
+# --- BPE mechanics ------------------------------------------------------------------------
+
+def test_recipe_example_hello_the_test():
+    tok = T.hf_tokenizer(T.bvv241_vocab(65_536, ["ell", "the", "est", "he", "el", "ll", "lo", "th", "es", "st", "te",
+                                                   "tes", "hel"]))
+    ids = tok.encode("hello the test")
+    assert tok.convert_ids_to_tokens(ids) == ["h", "ell", "o", " ", "the", " ", "t", "est"]
+
+
+def test_merges_are_the_recipe_splits(full):
+    model = json.loads(full.backend_tokenizer.to_str())["model"]
+    vocab = set(T.bvv241_vocab(65_536, GRAMS))
+    expected = [[p[:i], p[i:]] for p in T.sort_ngrams(GRAMS) for i in range(1, len(p))
+                if p[:i] in vocab and p[i:] in vocab]
+    assert [list(m) for m in model["merges"]] == expected
+    assert model["byte_fallback"] is True and model["unk_token"] == "<unk>"
+
+
+def _reference_bpe(text, vocab, grams):
+    """Literal BPE (recipe section 2): characters, then repeatedly merge the adjacent pair of
+    lowest merge rank (leftmost first), ranks = the recipe's split list in n-gram order."""
+    index = {t: i for i, t in enumerate(vocab)}
+    rank = {}
+    for p in grams:
+        for i in range(1, len(p)):
+            if p[:i] in index and p[i:] in index:
+                rank.setdefault((p[:i], p[i:]), len(rank))
+    parts = list(text)
+    while True:
+        best = min(((rank[pair], j) for j, pair in enumerate(zip(parts, parts[1:])) if pair in rank), default=None)
+        if best is None:
+            break
+        j = best[1]
+        parts[j:j + 2] = [parts[j] + parts[j + 1]]
+    out = []
+    for p in parts:
+        out.extend([index[p]] if p in index else [index[T.byte_token(b)] for b in p.encode("utf-8")])
+    return out
+
+
+def test_encoding_equals_literal_bpe(full):
+    vocab = T.bvv241_vocab(65_536, GRAMS)
+    grams = T.sort_ngrams(GRAMS)
+    samples = [EN, RU, ZH, "hello the test", "thethethe", "Ёжик в тумане 😀 \ue123"]
+    samples += [EN[i:i + 37] + RU[i:i + 23] for i in range(0, 200, 13)]
+    for s in samples:
+        assert full.encode(s) == _reference_bpe(s, vocab, grams), s
+
+
+def test_saved_tokenizer_loads_offline_without_bos_eos(full):
+    assert isinstance(full, PreTrainedTokenizerFast) and len(full) == 65_536
+    assert (full.pad_token_id, full.bos_token_id, full.eos_token_id, full.unk_token_id) == (
+        T.PAD_ID, T.BOS_ID, T.EOS_ID, T.UNK_ID)
+    assert full("ab")["input_ids"] == [ord("a"), ord("b")]  # no BOS/EOS added, ids = code points
+    assert full.encode("Жук") == [ord("Ж"), ord("у"), ord("к")]
+    batch = full(["a", "abc"], padding=True)["input_ids"]
+    assert batch[0][1:] == [T.PAD_ID, T.PAD_ID]
+
+
+# --- lossless round trip ------------------------------------------------------------------
+
+def _chars(lo, hi):
+    return st.characters(min_codepoint=lo, max_codepoint=hi)
+
+
+# characters drawn from the scripts and corners that break tokenizers (lone surrogates are
+# excluded: they are not valid Unicode and cannot be UTF-8 encoded)
+_ALPHABET = st.one_of(
+    st.characters(exclude_categories=("Cs",)),  # any valid character (no lone surrogates)
+    _chars(0x1F300, 0x1FAFF), _chars(0x2600, 0x27BF), _chars(0x200D, 0x200D), _chars(0xFE00, 0xFE0F),  # emoji, ZWJ, VS
+    _chars(0x0300, 0x036F), _chars(0x1AB0, 0x1AFF),  # combining marks
+    _chars(0x20000, 0x2A6DF), _chars(0x4E00, 0x9FFF),  # CJK extension B, CJK unified
+    _chars(0x0590, 0x06FF), _chars(0x200E, 0x200F), _chars(0x202A, 0x202E),  # Hebrew, Arabic, bidi controls
+    _chars(0x00, 0x1F), _chars(0x7F, 0x9F),  # C0/C1 controls
+    _chars(0xE000, 0xF8FF), _chars(0xF0000, 0x10FFFF), _chars(0xFFFE, 0xFFFF),  # private use, noncharacters
+    st.sampled_from(" \t\n\r\u00a0\u2028\u3000"),  # whitespace
+    _chars(0x20, 0x7E), _chars(0x0400, 0x04FF),  # ASCII, Cyrillic (n-gram merges)
+)
+_LITERALS = list(T.SPECIAL_TOKENS) + ["<0x80>", "<0xFF>", "<0x41>", "<special_token_99>", "<unused_65535>",
+                                      "<s", "s>", "   ", EN[:40], RU[:40], ZH[:10], "hello the test"]
+STRINGS = st.lists(st.one_of(st.text(_ALPHABET, max_size=8), st.sampled_from(_LITERALS)), max_size=5).map("".join)
+
+
+@settings(max_examples=10_000, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(STRINGS)
+def _round_trip(toks, seen, s):
+    seen.append(s)
+    for tok in toks:
+        ids = tok.encode(s)
+        assert tok.decode(ids) == s  # the documented defaults
+        assert tok.unk_token_id not in ids or "<unk>" in s  # no character lost; only the literal "<unk>" maps there
+        # split_special_tokens=True: the text never yields special ids, so even skipping them is exact
+        ids = tok.encode(s, split_special_tokens=True)
+        assert not set(ids) & set(tok.all_special_ids)
+        assert tok.decode(ids, skip_special_tokens=True) == s
+
+
+def test_lossless_round_trip_property(full, compact):
+    """10,000 generated strings, each through the full and the compact tokenizer."""
+    seen: list[str] = []
+    _round_trip([full, compact], seen)
+    assert len(seen) >= 10_000
+    assert any(ord(c) > 0xFFFF for s in seen for c in s) and any("<s>" in s for s in seen)
+    assert any(c not in compact.get_vocab() for s in seen for c in s)  # the compact one needed its fallback
+
+
+def test_published_unk_behaviour_with_lossless_false():
+    vocab = T.bvv241_vocab(65_536, GRAMS, byte_fallback=False)
+    assert "<0x80>" not in vocab and vocab[0xE080] == "<special_token_128>"
+    tok = T.hf_tokenizer(vocab, lossless=False)
+    ids = tok.encode("a😀b\ue000")
+    assert tok.convert_ids_to_tokens(ids) == ["a", "<unk>", "b", "<unk>"]
+    assert tok.decode(ids) == "a<unk>b<unk>"  # the published tokenizer loses the characters
+    assert json.loads(tok.backend_tokenizer.to_str())["model"]["byte_fallback"] is False
+    with pytest.raises(ValueError, match="lossless=True needs the byte tokens"):
+        T.hf_tokenizer(vocab, lossless=True)
+    # on text it covers, the published and the lossless tokenizers agree token for token
+    lossless = T.hf_tokenizer(T.bvv241_vocab(65_536, GRAMS))
+    for s in (EN, RU, ZH):
+        assert tok.encode(s) == lossless.encode(s)
+
+
+# --- compact vocabularies -----------------------------------------------------------------
+
+def test_compact_vocab_maps_to_the_same_tokens(full, compact):
+    tokens, full_ids = T.compact_vocab(full, [EN, RU])
+    full_vocab = T.tokenizer_vocab(full)
+    assert tokens == [full_vocab[i] for i in full_ids] and full_ids == sorted(set(full_ids))
+    assert T.full_ids_of(compact) == full_ids and T.full_ids_of(full) is None  # saved with the tokenizer
+    assert len(compact) == len(tokens) < 700
+    assert set(T.BYTE_TOKENS) | {chr(c) for c in range(128)} | set(T.SPECIAL_TOKENS) <= set(tokens)
+    samples = [EN, RU, EN[5:77] + RU[3:50], "hello the test", "<s>" + RU[:30] + "</s>"]
+    samples += [EN[i:i + 29] for i in range(0, 300, 7)] + [RU[i:i + 31] for i in range(0, 300, 11)]
+    # "covered": the full tokenizer's tokens for it are all in the compact vocab (slices that cut
+    # a word can need an n-gram the corpus never used: those fall back to shorter tokens)
+    covered = [s for s in samples if set(full.encode(s)) <= set(full_ids)]
+    assert len(covered) >= 0.8 * len(samples) and EN in covered and RU in covered
+    for s in covered:
+        assert [full_ids[i] for i in compact.encode(s)] == full.encode(s), s
+    # text it does not cover still round-trips, through bytes
+    assert compact.convert_ids_to_tokens(compact.encode("中")) == ["<0xE4>", "<0xB8>", "<0xAD>"]
+    assert compact.encode("中") != full.encode("中")
+
+
+def test_compact_vocab_from_a_token_list_equals_from_tokenizer(full):
+    assert T.compact_vocab(T.bvv241_vocab(65_536, GRAMS), [RU]) == T.compact_vocab(full, [RU])
+    with pytest.raises(ValueError, match="byte_fallback=True"):
+        T.compact_vocab(T.bvv241_vocab(65_536, GRAMS, byte_fallback=False), [RU])
+
+
+# --- any tokenizer ------------------------------------------------------------------------
+
+def test_vocab_from_tokenizer_dir_byte_level_bpe(tmp_path):
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([EN, RU] * 5, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"],
+                            show_progress=False)
+    PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>").save_pretrained(tmp_path)
+    vocab = T.vocab_from_tokenizer_dir(tmp_path)
+    expected = sorted(bpe.get_vocab().items(), key=lambda kv: kv[1])
+    assert vocab == [t for t, _ in expected] and len(vocab) == bpe.get_vocab_size()
+    assert "Ġthe" in vocab and vocab[0] == "<|endoftext|>"
+
+
+def test_vocab_from_tokenizer_dir_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        T.vocab_from_tokenizer_dir(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="is not a tokenizer dir"):
+        T.vocab_from_tokenizer_dir(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match="could not be loaded as a tokenizer") as err:
+        T.vocab_from_tokenizer_dir(tmp_path)
+    assert "\n" not in str(err.value)
