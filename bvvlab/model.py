@@ -40,6 +40,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, Gen
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 IGNORE_INDEX = -100  # label value that takes no part in the loss (the PyTorch / HF convention)
 
@@ -651,17 +652,18 @@ def to_llama(model: BVVForCausalLM, attn_implementation: str = "sdpa"):
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------
-def _registered_in_bvvlab() -> bool:
-    return __name__.startswith("bvvlab")
-
-
-if _registered_in_bvvlab():
-    # inside bvvlab the Auto classes know "bvv" natively (no remote code, isinstance holds);
-    # the saved copy of this file (remote code) skips this and relies on config.auto_map
+if __name__.startswith("bvvlab"):
+    # inside bvvlab the Auto classes know "bvv" natively (no remote code, isinstance holds), and
+    # save_pretrained writes auto_map + this file so that bvvlab-free processes can load it
     AutoConfig.register("bvv", BVVConfig, exist_ok=True)
     AutoModelForCausalLM.register(BVVConfig, BVVForCausalLM, exist_ok=True)
     BVVConfig.register_for_auto_class()
     BVVForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+elif "bvv" not in CONFIG_MAPPING:
+    # running as a checkpoint's remote code: once the model is loaded, let AutoConfig know "bvv",
+    # so a following AutoTokenizer.from_pretrained(dir) (the card's order) does not stop at
+    # transformers' interactive "run the custom code? [y/N]" prompt (stack-notes section 2.9)
+    AutoConfig.register("bvv", BVVConfig)
 
 
 def _write_json(path: Path, obj: Any) -> None:
