@@ -296,7 +296,11 @@ def _holds_run(out: Path) -> bool:
 
 # the model config fields that must agree for a resume to make sense
 _CONFIG_IGNORE = {"transformers_version", "dtype", "torch_dtype", "auto_map", "architectures", "_name_or_path",
-                  "use_cache", "output_hidden_states", "output_attentions", "return_dict"}
+                  "use_cache", "output_hidden_states", "output_attentions", "return_dict",
+                  # filled in from the matrix / tokenizer when the model is built and saved
+                  "embedding_hash", "bos_token_id", "eos_token_id", "pad_token_id"}
+# the TrainConfig fields that decide the model: a resume must not change them
+_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
 
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -422,6 +426,20 @@ def evaluate_bpc(model: torch.nn.Module, shard: D.TokenShard, seq_len: int, n_wi
 # checkpoints
 
 
+@contextlib.contextmanager
+def _quiet_hf() -> Any:
+    """No transformers progress bars (loading / writing weights) inside the trainer."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def save_trainer_checkpoint(out: Path, step: int, model: torch.nn.Module, tokenizer: Any, state: dict[str, Any],
                             meta: dict[str, Any], keep_last: int, expected_hash: str | None) -> Path:
     """HF checkpoint dir + trainer state, written under a temporary name and renamed into place."""
@@ -437,15 +455,8 @@ def save_trainer_checkpoint(out: Path, step: int, model: torch.nn.Module, tokeni
     final = root / f"{CKPT_PREFIX}{step:07d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a "Writing model shards" bar per checkpoint would break the train bar
-    try:
+    with _quiet_hf():  # a "Writing model shards" bar per checkpoint would break the train bar
         M.save_checkpoint(model, tokenizer, tmp, meta)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     torch.save(state, tmp / STATE_FILE)
     if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
         old = root / f".old-{final.name}-{os.getpid()}"
@@ -547,12 +558,15 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
     if resume_from is not None:
         from bvvlab import model as M
 
-        model, tokenizer = M.load_checkpoint(resume_from)
+        with _quiet_hf():
+            model, tokenizer = M.load_checkpoint(resume_from)
         prev = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
         embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
                                  prev.get("matrix_hash"))
         new_cfg = build_model_config(cfg, embedded).to_dict()
         diff = _config_diff(new_cfg, model.config.to_dict())
+        prev_cfg = prev.get("config", {})
+        diff += [k for k in _MODEL_KEYS if k in prev_cfg and prev_cfg[k] != dataclasses.asdict(cfg)[k]]
         if diff:
             raise ValueError(f"{out} was trained with a different model config ({', '.join(diff)} differ): "
                              "use the same preset/model/vocab/frozen settings, or a new out=")
