@@ -1,0 +1,544 @@
+"""Documents from every text source the workbench trains and evaluates on, and their mixture.
+
+Why (issue 2, "The embedded corpora"; DESIGN.md "data"): the offline default data ships in the
+repo, and every consumer (tokenizer statistics, token shards, probes, evaluation) reads text
+through one small API with language tags:
+
+- `iter_documents(source, split="train", seed=0, **options) -> Iterator[Document]`
+- `mix(weights, split="train", seed=0) -> Iterator[Document]`
+
+Sources (`CORPORA` lists the names):
+
+- "libreoffice-en-ru", "libreoffice-en-zh": LibreOffice help paragraph pairs committed under
+  `data/corpora/` (see its README: provenance, MPL-2.0, counts, fixed split). The file's SHA-256
+  is checked against `manifest.json` before reading. One document per pair, shuffled by seed.
+- "concepts": the bilingual concept generator (`bvvlab.concepts.ConceptCorpus`; options
+  `parallel_ratio`, `holdout_concepts`, ...). "train" is unbounded.
+- "instructions": instruction infusion in the prompt formats of bvv-recipe.md section 7
+  (`InstructionCorpus`), built from training splits only; "train" only, unbounded.
+- a path: a `.txt` file (one document per blank-line-separated paragraph), a `.jsonl` file
+  (one JSON object per line with a `text` field and an optional `lang`), either of them
+  `.gz`-compressed, or a directory (one document per `*.txt` file, recursively, sorted).
+  Files have no split of their own: "train"/"validation"/"test" take the documents whose
+  text hash falls in 0-89/90-94/95-99 (as the LibreOffice split), "all" takes every document.
+  Files stream in order (no shuffle; `seed` is unused).
+- "hf:<dataset name or local path>": a Hugging Face dataset (`datasets`). A folder written by
+  `save_to_disk` is loaded with `load_from_disk`; anything else with `load_dataset` (local data
+  files, or a Hub name: that downloads, so only when you are online and ask for it). Options
+  `text_column="text"`, `lang_column="lang"`, `lang=None`, `config=None`. A dataset without
+  splits is split by text hash like a file.
+
+Language tags: "en", "ru", "zh" for monolingual text, "en-ru" / "en-zh" for parallel text, which
+is rendered one sentence (or paragraph) per line, English line first: "The cat sleeps.\\nКошка
+спит.". Untagged file/dataset text gets the majority script (Cyrillic: ru, CJK: zh, else en).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import json
+import math
+import os
+import random
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from bvvlab import concepts as _concepts
+from bvvlab.runinfo import data_dir
+
+CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts", "instructions")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+PARALLEL_FILES = {"libreoffice-en-ru": ("libreoffice-en-ru.jsonl.gz", "ru"),
+                  "libreoffice-en-zh": ("libreoffice-en-zh.jsonl.gz", "zh")}
+_EXTRACT = "python scripts/extract_libreoffice.py"
+
+
+class CorpusError(ValueError):
+    """Bad corpus input (unknown name, corrupt or non-UTF-8 file, empty source): one line with the fix."""
+
+
+@dataclass
+class Document:
+    """One unit of text with its language tag and provenance."""
+
+    text: str  # the text (parallel documents: one line per language, English first)
+    lang: str  # "en", "ru", "zh", or "en-ru" / "en-zh" for parallel text
+    source: str  # corpus name, file path or "hf:..." it came from
+    meta: dict[str, Any] = field(default_factory=dict)  # source-specific labels (ids, concepts, kind, split)
+
+
+# ----------------------------------------------------------------------------- embedded files
+
+
+def corpora_dir() -> Path:
+    """`data/corpora` of the repo (or of `BVVLAB_DATA`)."""
+    return data_dir() / "corpora"
+
+
+def _restore_hint(name: str) -> str:
+    return f"restore it with `git checkout -- data/corpora/{name}` or re-run `{_EXTRACT}`"
+
+
+def _manifest() -> dict:
+    path = corpora_dir() / "manifest.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CorpusError(f"{path} is missing: {_restore_hint('manifest.json')}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise CorpusError(f"{path} is corrupt (not JSON): {_restore_hint('manifest.json')}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_parallel(path_str: str, size: int, mtime_ns: int, expected_sha: str) -> tuple[dict, ...]:
+    """Rows of a committed pair file, after the hash check (cached per file state)."""
+    path = Path(path_str)
+    data = path.read_bytes()
+    got = hashlib.sha256(data).hexdigest()
+    if got != expected_sha:
+        raise CorpusError(f"{path} is corrupt or altered (SHA-256 {got[:12]}..., manifest says {expected_sha[:12]}...): "
+                          f"{_restore_hint(path.name)}")
+    try:
+        lines = gzip.decompress(data).decode("utf-8").splitlines()
+        return tuple(json.loads(line) for line in lines)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
+        raise CorpusError(f"{path} is not valid gzipped JSON lines ({type(exc).__name__}): {_restore_hint(path.name)}") from None
+
+
+def parallel_pairs(name: str, split: str = "train") -> list[dict]:
+    """The pairs (dicts with id, en, ru|zh, split) of one embedded corpus; split may be "all"."""
+    if name not in PARALLEL_FILES:
+        raise CorpusError(f"unknown parallel corpus {name!r}: use one of {', '.join(PARALLEL_FILES)}")
+    _check_split(split, name, allow_all=True)
+    fname, _ = PARALLEL_FILES[name]
+    entry = _manifest().get("files", {}).get(fname)
+    path = corpora_dir() / fname
+    if entry is None:
+        raise CorpusError(f"{path.parent / 'manifest.json'} has no entry for {fname}: {_restore_hint('manifest.json')}")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CorpusError(f"{path} is missing: {_restore_hint(fname)}") from None
+    rows = _load_parallel(str(path), st.st_size, st.st_mtime_ns, entry["sha256"])
+    return [r for r in rows if split == "all" or r["split"] == split]
+
+
+def _parallel_documents(name: str, split: str, seed: int) -> Iterator[Document]:
+    rows = parallel_pairs(name, split)
+    tgt = PARALLEL_FILES[name][1]
+    random.Random(seed).shuffle(rows)
+    for r in rows:
+        yield Document(f"{r['en']}\n{r[tgt]}", f"en-{tgt}", name, dict(r))
+
+
+def _check_split(split: str, source: str, allow_all: bool = False) -> None:
+    ok = SPLITS + (("all",) if allow_all else ())
+    if split not in ok:
+        raise CorpusError(f"unknown split {split!r} for {source}: use one of {', '.join(ok)}")
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def guess_lang(text: str) -> str:
+    """Majority script of the letters: Cyrillic -> "ru", CJK ideographs -> "zh", otherwise "en"."""
+    cyr = sum(1 for ch in text if "\u0400" <= ch <= "\u04ff")
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
+    lat = sum(1 for ch in text if ch.isascii() and ch.isalpha())
+    best = max((lat, "en"), (cyr, "ru"), (cjk, "zh"), key=lambda t: t[0])
+    return best[1] if best[0] > 0 else "en"
+
+
+def text_split(text: str) -> str:
+    """The split of a file document: SHA-256 of its text mod 100 (<90 train, <95 validation, else test)."""
+    b = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") % 100
+    return "train" if b < 90 else "validation" if b < 95 else "test"
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, str]]:
+    """(line number, byte offset, decoded line) of a UTF-8 (optionally .gz) file; clear error otherwise."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    offset = 0
+    try:
+        with opener(path, "rb") as fh:
+            for no, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    where = " (uncompressed)" if path.suffix == ".gz" else ""
+                    raise CorpusError(f"{path}: not valid UTF-8 at byte {offset + exc.start}{where} (line {no}): "
+                                      f"re-encode the file as UTF-8, e.g. `iconv -f cp1251 -t utf-8`") from None
+                yield no, offset, line
+                offset += len(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CorpusError(f"{path}: cannot read ({type(exc).__name__}: {exc}): check the file") from None
+
+
+def _txt_documents(path: Path) -> Iterator[Document]:
+    para: list[str] = []
+    start = 0
+    for no, _, line in _lines(path):
+        if line.strip():
+            if not para:
+                start = no
+            para.append(line.rstrip())
+        elif para:
+            text = "\n".join(para)
+            yield Document(text, guess_lang(text), str(path), {"path": str(path), "line": start})
+            para = []
+    if para:
+        text = "\n".join(para)
+        yield Document(text, guess_lang(text), str(path), {"path": str(path), "line": start})
+
+
+def _jsonl_documents(path: Path) -> Iterator[Document]:
+    for no, _, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise CorpusError(f"{path}:{no}: not a JSON object ({exc.msg}): one JSON object per line, with a 'text' field") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise CorpusError(f"{path}:{no}: no string 'text' field: each line must be like {{\"text\": \"...\", \"lang\": \"en\"}}")
+        lang = obj.get("lang") or guess_lang(obj["text"])
+        meta = {k: v for k, v in obj.items() if k not in ("text", "lang")}
+        yield Document(obj["text"], lang, str(path), {"path": str(path), "line": no, **meta})
+
+
+def _dir_documents(path: Path) -> Iterator[Document]:
+    for f in sorted(path.rglob("*.txt")):
+        text = "".join(line for _, _, line in _lines(f)).strip()
+        if text:
+            yield Document(text, guess_lang(text), str(f), {"path": str(f)})
+
+
+def _file_documents(path: Path, split: str) -> Iterator[Document]:
+    _check_split(split, str(path), allow_all=True)
+    name = path.name[:-3] if path.suffix == ".gz" else path.name
+    if path.is_dir():
+        docs = _dir_documents(path)
+    elif name.endswith((".jsonl", ".json")):
+        docs = _jsonl_documents(path)
+    else:
+        docs = _txt_documents(path)
+    n_any = 0
+    for doc in docs:
+        n_any += 1
+        if split == "all" or text_split(doc.text) == split:
+            yield doc
+    if n_any == 0:
+        what = "has no .txt files with text" if path.is_dir() else "is empty (no text)"
+        raise CorpusError(f"{path} {what}: give a source with at least one document")
+
+
+# ----------------------------------------------------------------------------- Hugging Face
+
+
+def _hf_documents(spec: str, split: str, text_column: str = "text", lang_column: str = "lang",
+                  lang: str | None = None, config: str | None = None) -> Iterator[Document]:
+    """Documents of a Hugging Face dataset (see the module docstring)."""
+    import datasets
+
+    name = spec[3:]
+    if not name:
+        raise CorpusError("empty Hugging Face source 'hf:': use hf:<dataset name or local path>")
+    local = Path(name).expanduser()
+    ds: Any
+    hash_split = False
+    if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists()):
+        ds = datasets.load_from_disk(str(local))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise CorpusError(f"{spec} has no split {split!r}: it has {', '.join(ds)}")
+            ds = ds[split]
+        else:
+            _check_split(split, spec, allow_all=True)
+            hash_split = split != "all"
+    else:
+        try:
+            dd = datasets.load_dataset(str(local) if local.exists() else name, config)
+        except FileNotFoundError as exc:
+            raise CorpusError(f"{spec}: dataset not found ({exc}): give a local path or a Hub name (online)") from None
+        if split not in dd:
+            raise CorpusError(f"{spec} has no split {split!r}: it has {', '.join(dd)}")
+        ds = dd[split]
+    if text_column not in ds.column_names:
+        raise CorpusError(f"{spec}: no column {text_column!r} (columns: {', '.join(ds.column_names)}): pass text_column=")
+    has_lang = lang_column in ds.column_names
+    n = 0
+    for i, row in enumerate(ds):
+        text = row[text_column]
+        if not isinstance(text, str):
+            raise CorpusError(f"{spec}: row {i} column {text_column!r} is {type(text).__name__}, not text")
+        n += 1
+        if hash_split and text_split(text) != split:
+            continue
+        tag = lang or (row[lang_column] if has_lang and row[lang_column] else guess_lang(text))
+        yield Document(text, tag, spec, {"row": i})
+    if n == 0:
+        raise CorpusError(f"{spec} split {split!r} is empty: give a dataset with at least one row")
+
+
+# ----------------------------------------------------------------------------- instructions
+
+
+INSTRUCTION_DIRECTIONS = (("libreoffice-en-ru", "en", "ru"), ("libreoffice-en-ru", "ru", "en"),
+                          ("libreoffice-en-zh", "en", "zh"), ("concepts", "en", "ru"), ("concepts", "ru", "en"))
+_LANG_NAMES = {"en": "English", "ru": "Russian", "zh": "Chinese"}
+_CATEGORY_QUESTIONS = {
+    "animals": "an animal", "colours": "a color", "numbers": "a number", "family": "a family member",
+    "people": "a word for a person", "food": "food or a drink", "body": "a part of the body", "places": "a place",
+    "time": "a day, a month, a season or a time of day", "professions": "a profession", "verbs": "an action (a verb)",
+    "adjectives": "a quality (an adjective)", "things": "a man-made object", "nature": "a thing in nature",
+}
+# categories a "Which of these is ...?" question must not mix (the distractor could also be right)
+_CONFUSABLE = ({"family", "people", "professions"}, {"colours", "adjectives"},
+               {"animals", "nature", "food", "things", "places"})
+
+
+def eval_texts(concept_corpus: "_concepts.ConceptCorpus | None" = None) -> frozenset[str]:
+    """Every text of every evaluation item: LibreOffice validation/test (all sides) and concept held-out sentences."""
+    out = set((concept_corpus or _concepts.ConceptCorpus()).eval_texts())
+    for name, (_, tgt) in PARALLEL_FILES.items():
+        for split in ("validation", "test"):
+            for r in parallel_pairs(name, split):
+                out.update((r["en"], r[tgt]))
+    return frozenset(out)
+
+
+class InstructionCorpus:
+    """Instruction infusion (bvv-recipe.md section 7 prompt formats), training data only.
+
+    Why: the author mixed about 10% of training text in the evaluation prompt formats so a small
+    model learns what `Question: ... Options: ... Answer:` and `Translate from English to
+    Russian:` ask for. Items:
+
+    - translation requests `Translate from English to Russian:\\n{src}\\nAnswer: {tgt}` over
+      LibreOffice *train* pairs (en->ru, ru->en, en->zh) and concept *training* sentences;
+    - concept questions with four options in either layout of section 7 (MMLU: options on one
+      line; ARC: one per line), `Answer: X`: the Russian word for an English one, the English
+      word for a Russian one, "Which of these is an animal?" and so on, over concepts that are
+      not held out.
+
+    No item contains an evaluation text (checked against `eval_texts`), a held-out concept
+    sentence, or a held-out concept.
+    """
+
+    def __init__(self, seed: int = 0, concepts: "_concepts.ConceptCorpus | None" = None,
+                 question_share: float = 0.4) -> None:
+        self.seed = seed  # item order and choices
+        self.concepts = concepts or _concepts.ConceptCorpus(seed=seed)  # holdout rules come from here
+        self.question_share = question_share  # share of items that are concept questions (rest: translations)
+
+    def documents(self, split: str = "train") -> Iterator[Document]:
+        if split != "train":
+            raise CorpusError(f"instructions exist only for split 'train' (got {split!r}): evaluation prompts "
+                              f"come from the validation/test splits of the other corpora")
+        rng = random.Random(f"instructions:{self.seed}")
+        banned = eval_texts(self.concepts)
+        pools = {name: [r for r in parallel_pairs(name, "train")
+                        if r["en"] not in banned and r[PARALLEL_FILES[name][1]] not in banned]
+                 for name in PARALLEL_FILES}
+        concept_pairs = self.concepts.train_pairs(random.Random(f"instructions-pairs:{self.seed}"))
+        words = [c for c in _concepts.LEXICON.values() if c.id not in self.concepts.holdout]
+        while True:
+            if rng.random() < self.question_share:
+                doc = self._question(rng, words)
+            else:
+                source, src, tgt = rng.choice(INSTRUCTION_DIRECTIONS)
+                if source == "concepts":
+                    p = next(concept_pairs)
+                    pair, ids = {"en": p.en, "ru": p.ru}, list(p.concepts)
+                else:
+                    pair, ids = rng.choice(pools[source]), []
+                if pair[src] in banned or pair[tgt] in banned:
+                    continue
+                text = f"Translate from {_LANG_NAMES[src]} to {_LANG_NAMES[tgt]}:\n{pair[src]}\nAnswer: {pair[tgt]}"
+                doc = Document(text, "-".join(sorted((src, tgt), key=["en", "ru", "zh"].index)), "instructions",
+                               {"kind": "translation", "task": f"{src}->{tgt}", "from": source, "concepts": ids})
+            yield doc
+
+    @staticmethod
+    def _options(rng: random.Random, answer: str, distractors: list[str]) -> tuple[str, str]:
+        opts = [answer] + distractors
+        rng.shuffle(opts)
+        letter = "ABCD"[opts.index(answer)]
+        if rng.random() < 0.5:  # MMLU layout
+            return "Options: " + " ".join(f"{l}) {o}" for l, o in zip("ABCD", opts)), letter
+        return "Options:\n" + "\n".join(f"{l}) {o}" for l, o in zip("ABCD", opts)), letter
+
+    def _question(self, rng: random.Random, words: list) -> Document:
+        kind = rng.choice(("ru_word", "en_word", "category"))
+        c = rng.choice(words)
+        if kind == "category":
+            group = next((g for g in _CONFUSABLE if c.category in g), {c.category})
+            pool = [w for w in words if w.category not in group]
+            distract = []
+            while len(distract) < 3:
+                w = rng.choice(pool)
+                if _concepts.word_line(w)[0] not in distract + [_concepts.word_line(c)[0]]:
+                    distract.append(_concepts.word_line(w)[0])
+            q = f"Question: Which of these is {_CATEGORY_QUESTIONS[c.category]}?"
+            answer, lang, others = _concepts.word_line(c)[0], "en", distract
+        else:
+            side = 1 if kind == "ru_word" else 0
+            en, ru = _concepts.word_line(c)
+            pool = [w for w in words if w.pos == c.pos and w.category == c.category and w.id != c.id]
+            if len(pool) < 3:
+                pool = [w for w in words if w.pos == c.pos and w.id != c.id]
+            # distractors must not be another correct answer: no shared English or Russian form
+            others = []
+            for w in rng.sample(pool, len(pool)):
+                e, r = _concepts.word_line(w)
+                if e != en and r != ru and (e, r)[side] not in others:
+                    others.append((e, r)[side])
+                if len(others) == 3:
+                    break
+            if kind == "ru_word":
+                q, answer = f'Question: What is the Russian word for "{en}"?', ru
+            else:
+                q, answer = f'Question: What does the Russian word "{ru}" mean in English?', en
+            lang = "en-ru"
+        opts, letter = self._options(rng, answer, others)
+        return Document(f"{q}\n{opts}\nAnswer: {letter}", lang, "instructions",
+                        {"kind": "question", "task": kind, "concepts": [c.id], "answer": letter})
+
+
+def training_weights(instruction_share: float = 0.10, base: dict[str, float] | None = None) -> dict[str, float]:
+    """Mixture weights with `instruction_share` of the characters going to "instructions".
+
+    `base` (default: equal LibreOffice en-ru and concepts) is scaled to the remaining share.
+    """
+    if not 0.0 <= instruction_share < 1.0:
+        raise CorpusError(f"instruction_share must be in [0, 1), got {instruction_share}")
+    base = base or {"libreoffice-en-ru": 1.0, "concepts": 1.0}
+    total = sum(base.values())
+    out = {k: (1.0 - instruction_share) * v / total for k, v in base.items()}
+    if instruction_share > 0:
+        out["instructions"] = instruction_share
+    return out
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def _unknown(source: str) -> CorpusError:
+    return CorpusError(f"unknown corpus {source!r} (and no such file): use one of {', '.join(CORPORA)}, "
+                       f"a .txt/.jsonl path or directory, or hf:<dataset>")
+
+
+def iter_documents(source: str | os.PathLike, split: str = "train", seed: int = 0, **options: Any) -> Iterator[Document]:
+    """Documents of one source (see the module docstring for sources, splits and tags).
+
+    `options` go to the source: `ConceptCorpus` keywords for "concepts", `InstructionCorpus`
+    keywords for "instructions", `text_column`/`lang`/... for "hf:" sources.
+    """
+    src = os.fspath(source)
+    if src in PARALLEL_FILES:
+        _check_split(split, src)
+        if options:
+            raise CorpusError(f"{src} takes no options (got {', '.join(options)})")
+        return _parallel_documents(src, split, seed)
+    if src == "concepts":
+        _check_split(split, src)
+        try:
+            corpus = _concepts.ConceptCorpus(seed=seed, **options)
+        except TypeError as exc:
+            raise CorpusError(f"bad option for concepts: {exc}") from None
+        return corpus.documents(split)
+    if src == "instructions":
+        return InstructionCorpus(seed=seed, **options).documents(split)
+    if src.startswith("hf:"):
+        return _hf_documents(src, split, **options)
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise _unknown(src)
+    return _file_documents(path, split)
+
+
+def _source_key(source: Any) -> str:
+    return source if isinstance(source, str) else getattr(source, "name", type(source).__name__)
+
+
+def _stream(source: Any, split: str, seed: int, cycle: bool) -> Iterator[Document]:
+    """Documents of one mixture member; with `cycle`, a finite source restarts (reshuffled per epoch)."""
+    epoch = 0
+    while True:
+        sub_seed = int.from_bytes(hashlib.blake2b(f"{seed}:{_source_key(source)}:{epoch}".encode(), digest_size=4).digest(), "big")
+        docs = source.documents(split) if hasattr(source, "documents") else iter_documents(source, split, sub_seed)
+        n = 0
+        for doc in docs:
+            n += 1
+            yield doc
+        if not cycle:
+            return
+        if n == 0:
+            raise CorpusError(f"mixture source {_source_key(source)!r} has no documents for split {split!r}")
+        epoch += 1
+
+
+def mix(weights: dict[Any, float], split: str = "train", seed: int = 0) -> Iterator[Document]:
+    """Deterministic weighted interleaving of sources; weights are shares of *characters*.
+
+    Keys are source names/paths (as for `iter_documents`) or objects with `.documents(split)`
+    (a configured `ConceptCorpus` or `InstructionCorpus`). At each step the source furthest
+    below its share (smallest characters_emitted / weight) gives the next document, so the
+    text shares match the weights exactly in the long run ("about 10% instructions").
+    For "train" a finite source restarts when it ends (reshuffled by a derived seed), so the
+    mixture is unbounded; for other splits a source that ends drops out, and the mixture ends
+    when all have ended. `seed` derives each named source's seed.
+    """
+    if not weights:
+        raise CorpusError("empty mixture: give weights like {'libreoffice-en-ru': 0.45, 'concepts': 0.45, 'instructions': 0.1}")
+    for key, w in weights.items():
+        if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+            raise CorpusError(f"weight of {_source_key(key)!r} must be a positive number, got {w!r}")
+        if isinstance(key, str) and key not in CORPORA and not key.startswith("hf:") and not Path(key).expanduser().exists():
+            raise _unknown(key)
+    keys = list(weights)
+    streams = {i: _stream(k, split, seed, cycle=split == "train") for i, k in enumerate(keys)}
+    chars = {i: 0 for i in streams}
+    while streams:
+        i = min(streams, key=lambda j: (chars[j] / weights[keys[j]], j))
+        try:
+            doc = next(streams[i])
+        except StopIteration:
+            del streams[i]
+            continue
+        chars[i] += max(1, len(doc.text))
+        yield doc
+
+
+def take(docs: Iterable[Document], n: int) -> list[Document]:
+    """The first n documents of an (often unbounded) stream."""
+    out = []
+    for doc in docs:
+        if len(out) >= n:
+            break
+        out.append(doc)
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_cli(subparsers) -> None:
+    """`bvvlab corpus SOURCE [--split] [--seed] [-n]`: print documents (JSON lines) of a source."""
+    p = subparsers.add_parser("corpus", help="print documents of a corpus, file or hf: dataset as JSON lines")
+    p.add_argument("source", help=f"one of {', '.join(CORPORA)}, a .txt/.jsonl path or directory, or hf:<dataset>")
+    p.add_argument("--split", default="train", help="train | validation | test (files also: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=int, default=5, help="how many documents")
+
+    def run(args) -> int:
+        for doc in take(iter_documents(args.source, args.split, args.seed), args.n):
+            print(json.dumps({"text": doc.text, "lang": doc.lang, "source": doc.source, "meta": doc.meta},
+                             ensure_ascii=False))
+        return 0
+
+    p.set_defaults(func=run)
