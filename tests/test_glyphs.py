@@ -1,0 +1,171 @@
+"""The fast renderer gives the literal recipe's bits exactly (bvv-recipe.md section 3, steps 2-5).
+
+`tests/recipe_reference.py` is the recipe written out step by step with Pillow; every test here
+compares `bvvlab.glyphs` against it (or against the Pillow call it replaces) for equality, not
+closeness.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from bvvlab import font, glyphs
+from bvvlab.glyphs import RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits, render_images
+from bvvlab.runinfo import data_dir
+from bvvlab.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
+from recipe_reference import is_easy, render_bits_reference
+
+
+def _chars(rng: random.Random, ranges: list[tuple[int, int]], k: int) -> list[str]:
+    pool = [chr(c) for lo, hi in ranges for c in range(lo, hi + 1)]
+    return rng.sample(pool, min(k, len(pool)))
+
+
+def sample_tokens(seed: int = 0) -> list[str]:
+    """A deterministic mix of what vocabularies hold: every script the recipe treats differently,
+    combining marks, controls, n-grams of 2-5 characters (single and mixed scripts), specials."""
+    rng = random.Random(seed)
+    latin = [(0x20, 0x7E), (0xA0, 0x24F)]
+    greek_cyr = [(0x370, 0x3FF), (0x400, 0x52F)]
+    cjk = [(0x4E00, 0x9FFF)]
+    other = [(0x530, 0x58F), (0x590, 0x6FF), (0x900, 0x97F), (0xE00, 0xE7F), (0x3040, 0x30FF), (0xAC00, 0xD7A3),
+             (0x2000, 0x2BFF), (0xF900, 0xFFFD)]
+    combining = [(0x300, 0x36F), (0x1AB0, 0x1AFF), (0x20D0, 0x20FF)]
+    controls = [(0x00, 0x1F), (0x7F, 0x9F)]
+    toks = [chr(c) for lo, hi in latin + controls + combining for c in range(lo, hi + 1)]  # ~930
+    toks += _chars(rng, greek_cyr, 300) + _chars(rng, cjk, 400) + _chars(rng, other, 400)
+    toks += list(SPECIAL_TOKENS) + [f"<special_token_{i}>" for i in (23, 99, 255)] + list(BYTE_TOKENS[:8])
+    toks += ["<unused_12>", "<unused_65535>", "<unused_131071>", "\n", "\t", " ", "  ", "\r\n", "a\nb"]
+    letters = {"lat": [(0x61, 0x7A), (0xE0, 0xFF)], "cyr": [(0x430, 0x44F)], "grk": [(0x3B1, 0x3C9)],
+               "cjk": cjk, "mark": combining[:1], "any": latin + greek_cyr + cjk + other + combining}
+    for _ in range(1000):  # n-grams: one script, or mixed
+        script = rng.choice(["lat", "lat", "cyr", "cyr", "grk", "cjk", "any", "any"])
+        n = rng.randint(2, 5)
+        toks.append("".join(_chars(rng, letters[script], 1)[0] for _ in range(n)))
+    for _ in range(100):  # base letter + combining marks, marks first, marks alone
+        base = _chars(rng, letters["lat"] + letters["cyr"], 1)[0]
+        marks = "".join(_chars(rng, combining[:1], 1)[0] for _ in range(rng.randint(1, 2)))
+        toks.append(rng.choice([base + marks, marks + base, marks]))
+    return list(dict.fromkeys(toks))
+
+
+TOKENS = sample_tokens()
+
+
+def _assert_same(tokens: list[str], params: RecipeParams) -> None:
+    ref = render_bits_reference(tokens, params)
+    fast = render_bits(tokens, params)
+    assert fast.dtype == np.bool_ and fast.shape == (len(tokens), params.size ** 2)
+    bad = [tokens[i] for i in np.nonzero((ref != fast).any(axis=1))[0]]
+    assert not bad, f"{len(bad)} tokens differ from the literal recipe, e.g. {bad[:5]!r}"
+
+
+def test_sample_spans_what_the_issue_asks():
+    assert len(TOKENS) >= 3000
+    lengths = {len(t) for t in TOKENS}
+    assert {1, 2, 3, 4, 5} <= lengths and max(lengths) >= 15
+    assert any(is_easy(t) and len(t) > 1 for t in TOKENS) and any(not is_easy(t) and len(t) > 1 for t in TOKENS)
+    assert "<pad>" in TOKENS and "<unused_12>" in TOKENS and "\x00" in TOKENS and "\u0301" in TOKENS
+
+
+def test_bits_identical_to_literal_recipe_size_32():
+    _assert_same(TOKENS, RECIPE_32)
+
+
+def test_bits_identical_to_literal_recipe_max_variant():
+    """bvv241-max numbers (7 degrees, shift 3, noise 0.03): they only change easy tokens."""
+    _assert_same([t for t in TOKENS if is_easy(t)][::2] + TOKENS[1000:1200], RECIPE_MAX)
+
+
+def test_bits_identical_to_literal_recipe_size_64():
+    _assert_same(TOKENS[::10], RECIPE_64)
+
+
+def test_other_seeds_and_numbers_also_match():
+    """The constants are derived, not hard-coded: a different seed, blur and shift still match."""
+    _assert_same(TOKENS[::25], RecipeParams(seed=7, max_angle=10.0, max_shift=4, noise=0.05, blur=1.2,
+                                            complex_noise=0.02))
+
+
+def test_images_are_bits_before_the_snake():
+    imgs = render_images(TOKENS[:200])
+    bits = render_bits(TOKENS[:200])
+    assert np.array_equal(imgs.reshape(200, -1)[:, glyphs.snake_order(32)], bits)
+
+
+def test_snake_starts_at_the_centre():
+    order = glyphs.snake_order(32)
+    assert sorted(order.tolist()) == list(range(1024))
+    assert order[0] == 16 * 32 + 16  # r = 0
+    assert set(order[1:5].tolist()) == {15 * 32 + 16, 17 * 32 + 16, 16 * 32 + 15, 16 * 32 + 17}  # r = 1
+
+
+@pytest.mark.parametrize("width", [32, 64, 160])
+def test_batched_blur_equals_pillow_per_image(width):
+    rng = np.random.default_rng(width)
+    imgs = np.where(rng.random((40, 32, width)) < 0.3, 0, 255).astype(np.uint8)
+    batched = glyphs.gaussian_blur(imgs, 0.5)
+    single = np.stack([np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(0.5))) for im in imgs])
+    assert np.array_equal(batched, single)
+
+
+@pytest.mark.parametrize("width,angle,dx,dy", [(32, 3.1, 1, -2), (96, -3.9, -2, 2), (64, 0.0, 0, 0)])
+def test_geometry_gather_equals_pillow_rotate_and_paste(width, angle, dx, dy):
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (32, width), dtype=np.uint8)
+    pil = Image.fromarray(img).rotate(angle, resample=Image.NEAREST, expand=False, fillcolor=255)
+    shifted = Image.new("L", pil.size, 255)
+    shifted.paste(pil, (dx, dy))
+    gather = glyphs.geometry_gather(32, width, angle, dx, dy)
+    flat = np.append(img.reshape(-1), 255)
+    ours = img if gather is None else flat[np.where(gather < 0, flat.size - 1, gather)].reshape(32, width)
+    assert np.array_equal(ours, np.asarray(shifted))
+
+
+def test_global_random_state_untouched():
+    """The recipe re-seeds the global generators; bvvlab must not (callers' seeds stay theirs)."""
+    random.seed(123)
+    np.random.seed(123)
+    py, npy = random.getstate(), np.random.get_state()
+    render_bits(["ab", "中", "<pad>"])
+    assert random.getstate() == py
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), npy))
+
+
+@pytest.mark.parametrize("bad", ["", None, 5])
+def test_bad_token_is_one_clear_line(bad):
+    with pytest.raises(ValueError, match="token 1 is .*non-empty string"):
+        render_bits(["a", bad])
+
+
+@pytest.fixture
+def broken_font(tmp_path, monkeypatch):
+    shutil.copytree(data_dir() / "fonts", tmp_path / "fonts")
+    monkeypatch.setenv("BVVLAB_DATA", str(tmp_path))
+    font._font_bytes.cache_clear()
+    font._load.cache_clear()
+    yield tmp_path / font.FONT_FILE
+    font._font_bytes.cache_clear()
+    font._load.cache_clear()
+
+
+def test_missing_font_stops_rendering_with_one_line(broken_font):
+    broken_font.unlink()
+    with pytest.raises(font.FontError, match="missing") as exc:
+        render_bits(["a"])
+    assert "\n" not in str(exc.value)
+
+
+def test_altered_font_stops_rendering(broken_font):
+    import gzip
+
+    data = bytearray(gzip.decompress(broken_font.read_bytes()))
+    data[100_000] ^= 0x01
+    broken_font.write_bytes(gzip.compress(bytes(data)))
+    with pytest.raises(font.FontError, match="SHA-256"):
+        render_bits(["a"])
