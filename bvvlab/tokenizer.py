@@ -174,41 +174,42 @@ def _top(counter: Counter, k: int) -> list[str]:
     return [g for g, _ in sorted(counter.items(), key=lambda gc: (-gc[1], gc[0]))[:k]]
 
 
+def ngram_ranks(texts_by_lang: Mapping[str, Iterable[str]], ns: Sequence[int] = (2, 3),
+                word_pattern: str = WORD_PATTERN) -> dict[str, int]:
+    """For every n-gram seen, its best 1-based frequency rank among the lists of one language
+    and one n: the n-gram is in the recipe's table exactly when that rank <= top_per_n."""
+    first_k: dict[str, int] = {}
+    for texts in texts_by_lang.values():
+        counts = ngram_counts(texts, ns, word_pattern)
+        for n in ns:
+            for r, g in enumerate(_top(counts[n], len(counts[n])), 1):
+                if first_k.get(g, r + 1) > r:
+                    first_k[g] = r
+    if not first_k:
+        raise ValueError(f"n-gram table: the corpus has no words (languages {sorted(texts_by_lang)}): "
+                         "pass non-empty texts or an explicit n-gram list")
+    return first_k
+
+
 def ngram_table(texts_by_lang: Mapping[str, Iterable[str]], ns: Sequence[int] = (2, 3),
                 top_per_n: int | None = 338, capacity: int = 8_192,
                 word_pattern: str = WORD_PATTERN) -> list[str]:
     """The recipe's n-gram table: top `top_per_n` n-grams per language and per n, united,
     deduplicated and sorted longest first (recipe section 2: bvv241-2-3 took the top 338 per n
-    per language of Wikipedia 2- and 3-grams).
+    per language of Wikipedia 2- and 3-grams, words matched by a regex, digits removed).
 
     `top_per_n=None` picks the largest k whose union still fits `capacity` free slots (how
     bvv241-max is sized). An empty corpus (no word anywhere) raises ValueError.
     """
-    per_list: list[list[str]] = []
-    for lang, texts in texts_by_lang.items():
-        counts = ngram_counts(texts, ns, word_pattern)
-        per_list.extend(_top(counts[n], len(counts[n])) for n in ns)
-    if not any(per_list):
-        raise ValueError(f"n-gram table: the corpus has no words (languages {sorted(texts_by_lang)}): "
-                         "pass non-empty texts or an explicit n-gram list")
-
-    def union(k: int) -> list[str]:
-        return sort_ngrams(g for ranked in per_list for g in ranked[:k])
-
-    if top_per_n is not None:
-        table = union(top_per_n)
-        if len(table) > capacity:
-            raise ValueError(f"top_per_n={top_per_n} gives {len(table)} n-grams, more than the {capacity} "
-                             "free slots: lower top_per_n")
-        return table
-    lo, hi = 0, max(len(r) for r in per_list)  # largest k with len(union(k)) <= capacity
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(union(mid)) <= capacity:
-            lo = mid
-        else:
-            hi = mid - 1
-    return union(lo)
+    first_k = ngram_ranks(texts_by_lang, ns, word_pattern)
+    if top_per_n is None:  # the largest k whose union fits the free slots
+        ks = sorted(first_k.values())
+        top_per_n = ks[-1] if len(ks) <= capacity else ks[capacity] - 1
+    table = sort_ngrams(g for g, k in first_k.items() if k <= top_per_n)
+    if len(table) > capacity:
+        raise ValueError(f"top_per_n={top_per_n} gives {len(table)} n-grams, more than the {capacity} "
+                         "free slots: lower top_per_n")
+    return table
 
 
 @dataclass(frozen=True)
@@ -228,14 +229,20 @@ DEFAULT_CORPORA = ("libreoffice-en-ru", "libreoffice-en-zh")
 
 
 def corpus_texts_by_lang(corpora: Sequence[str] = DEFAULT_CORPORA, split: str = "train") -> dict[str, list[str]]:
-    """Texts of the embedded corpora grouped by language, each distinct text once (the English
-    side is shared by the en-ru and en-zh corpora and must not count twice)."""
+    """Texts of corpora (names or paths, as `bvvlab.corpora.iter_documents` takes them) grouped
+    by language, each distinct text once: a parallel document ("en-ru") contributes each side
+    to its own language, and the English side shared by en-ru and en-zh counts once."""
     from bvvlab.corpora import iter_documents
 
     out: dict[str, dict[str, None]] = {}
     for name in corpora:
         for doc in iter_documents(name, split=split):
-            out.setdefault(doc.lang, {})[doc.text] = None
+            langs = doc.lang.split("-")
+            if len(langs) > 1 and all(isinstance(doc.meta.get(lang), str) for lang in langs):
+                for lang in langs:
+                    out.setdefault(lang, {})[doc.meta[lang]] = None
+            else:
+                out.setdefault(doc.lang, {})[doc.text] = None
     return {lang: list(texts) for lang, texts in sorted(out.items())}
 
 

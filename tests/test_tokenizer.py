@@ -119,6 +119,34 @@ def test_ngram_table_empty_corpus_is_one_clear_error():
     assert "\n" not in str(err.value)
 
 
+def test_bvv241_2_3_from_the_embedded_corpora():
+    """The default table (embedded LibreOffice en/ru/zh corpora, top 338 per n per language)
+    reproduces the recipe's worked example."""
+    by_lang = T.corpus_texts_by_lang()
+    assert sorted(by_lang) == ["en", "ru", "zh"]
+    grams = T.kind_ngrams("bvv241-2-3")
+    assert grams == T.ngram_table(by_lang, (2, 3), 338) and len(grams) <= 338 * 2 * 3
+    assert {len(g) for g in grams} == {2, 3}
+    tok = T.build_tokenizer("bvv241-2-3")
+    assert T.tokenizer_vocab(tok)[0xD800:0xD800 + len(grams[:2048])] == grams[:2048]
+    assert tok.convert_ids_to_tokens(tok.encode("hello the test")) == ["h", "ell", "o", " ", "the", " ", "t", "est"]
+
+
+def test_bvv241_max_fills_the_larger_vocab():
+    by_lang = T.corpus_texts_by_lang()
+    grams = T.kind_ngrams("bvv241-max", by_lang)
+    capacity = len(T.ngram_slots(131_072))
+    assert capacity == 2048 + 6144 + 0xFFFF
+    assert len(grams) <= capacity and {len(g) for g in grams} == {2, 3, 4, 5}
+    # sized to fill: the table is every n-gram of rank <= k, and rank k + 1 would overflow
+    ranks = T.ngram_ranks(by_lang, (2, 3, 4, 5))
+    k = max(ranks[g] for g in grams)
+    assert grams == T.sort_ngrams(g for g, r in ranks.items() if r <= k)
+    assert sum(r <= k + 1 for r in ranks.values()) > capacity
+    vocab = T.bvv241_vocab(131_072, grams)
+    assert vocab[0x10000] == grams[8192] and len(vocab) == 131_072
+
+
 # --- BPE mechanics ------------------------------------------------------------------------
 
 def test_recipe_example_hello_the_test():
