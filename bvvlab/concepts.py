@@ -886,6 +886,7 @@ class ConceptCorpus:
                     lines = [word_line(c) for c in chosen]
                     yield Document("\n".join(f"{e} — {r}" for e, r in lines), "en-ru", "concepts",
                                    {"kind": "words", "concepts": sorted({c.id for c in chosen}),
+                                    "en": "\n".join(e for e, _ in lines), "ru": "\n".join(r for _, r in lines),
                                     "sentences": [{"text": f"{e} — {r}", "lang": "en-ru", "concepts": [c.id],
                                                    "template": "word"} for (e, r), c in zip(lines, chosen)]})
                 else:
@@ -907,8 +908,10 @@ class ConceptCorpus:
         for p in pairs:
             sentences += [{"text": p.en, "lang": "en", "concepts": list(p.concepts), "template": p.template},
                           {"text": p.ru, "lang": "ru", "concepts": list(p.concepts), "template": p.template}]
+        # meta "en"/"ru": each side alone (as the LibreOffice documents carry them)
         return Document("\n".join(s["text"] for s in sentences), "en-ru", "concepts",
-                        {"kind": kind, "concepts": sorted({c for p in pairs for c in p.concepts}), "sentences": sentences})
+                        {"kind": kind, "concepts": sorted({c for p in pairs for c in p.concepts}), "sentences": sentences,
+                         "en": "\n".join(p.en for p in pairs), "ru": "\n".join(p.ru for p in pairs)})
 
     # -- evaluation
     def eval_split(self, split: str) -> list[Pair]:

@@ -55,6 +55,16 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 PARALLEL_FILES = {"libreoffice-en-ru": ("libreoffice-en-ru.jsonl.gz", "ru"),
                   "libreoffice-en-zh": ("libreoffice-en-zh.jsonl.gz", "zh")}
 _EXTRACT = "python scripts/extract_libreoffice.py"
+GENERATOR_VERSION = 1  # bump when concept/instruction generation or file parsing rules change
+
+
+def _corpora_version() -> str:
+    """GENERATOR_VERSION + the manifest's hash: names a named corpus's content for caches (data.py)."""
+    try:
+        digest = hashlib.sha256((data_dir() / "corpora" / "manifest.json").read_bytes()).hexdigest()[:12]
+    except OSError:
+        digest = "no-manifest"
+    return f"{GENERATOR_VERSION}+{digest}"
 
 
 class CorpusError(ValueError):
@@ -140,6 +150,8 @@ def _check_split(split: str, source: str, allow_all: bool = False) -> None:
     if split not in ok:
         raise CorpusError(f"unknown split {split!r} for {source}: use one of {', '.join(ok)}")
 
+
+CORPORA_VERSION = _corpora_version()
 
 # ----------------------------------------------------------------------------- files
 
