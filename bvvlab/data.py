@@ -125,6 +125,25 @@ def iter_texts(weights: dict[str, float], split: str, seed: int) -> Iterator[str
             yield text
 
 
+UNBOUNDED = ("concepts", "instructions")  # generated sources: their "train" split never ends
+
+
+def resolve_max_chars(weights: dict[str, float], split: str, max_chars: int | None, seed: int) -> int | None:
+    """The character budget of a split. A training mixture of several sources cycles forever
+    (`corpora.mix`), so with no budget it takes one pass worth of characters of its sources;
+    a generated source has no end at all, so it needs an explicit budget."""
+    if max_chars is not None or split != "train":
+        return max_chars
+    endless = [name for name in weights if name in UNBOUNDED]
+    if endless:
+        raise ValueError(f"{endless[0]} generates text without end: set train_chars= (e.g. train_chars=2000000)")
+    if len(weights) == 1:
+        return None
+    from bvvlab import corpora
+
+    return sum(len(d.text) for name in weights for d in corpora.iter_documents(name, split=split, seed=seed))
+
+
 def take_chars(texts: Iterable[str], max_chars: int | None) -> Iterator[str]:
     """Documents until `max_chars` characters have been taken (the last one is cut)."""
     left = max_chars
@@ -211,6 +230,7 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
     from tqdm.auto import tqdm
 
     weights = normalize_weights(weights)
+    max_chars = resolve_max_chars(weights, split, max_chars, seed)
     key = shard_key(weights, tokenizer_hash(tokenizer), split, max_chars, seed)
     root = Path(root) if root is not None else cache_dir() / "shards"
     final = root / key

@@ -336,7 +336,7 @@ def prepare_embedded(cfg: TrainConfig, texts: list[str] | None) -> Any:
     p = Path(vocab).expanduser()
     if p.is_dir() and (p / "glyph_matrix.safetensors").exists():
         return E.load_embedded(p)
-    return E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts)
+    return E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts, progress=cfg.progress)
 
 
 def model_dim(cfg: TrainConfig) -> int:
@@ -574,7 +574,8 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
     else:
         texts = None
         if cfg.vocab == "compact":  # the compact vocabulary covers the training text (recipe section 2)
-            texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), cfg.train_chars))
+            budget = D.resolve_max_chars(weights, "train", cfg.train_chars, cfg.seed)
+            texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), budget))
             if not texts:
                 raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
                                  "source with text")
