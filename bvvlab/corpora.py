@@ -342,9 +342,12 @@ class InstructionCorpus:
     """
 
     def __init__(self, seed: int = 0, concepts: "_concepts.ConceptCorpus | None" = None,
-                 question_share: float = 0.4) -> None:
+                 question_share: float = 0.4, holdout_concepts: tuple[str, ...] | list[str] = ()) -> None:
+        if concepts is not None and holdout_concepts:
+            raise CorpusError("give holdout_concepts either to the ConceptCorpus or to InstructionCorpus, not both")
         self.seed = seed  # item order and choices
-        self.concepts = concepts or _concepts.ConceptCorpus(seed=seed)  # holdout rules come from here
+        # holdout rules come from here: pass the same ConceptCorpus (or holdout_concepts) as the training mix uses
+        self.concepts = concepts or _concepts.ConceptCorpus(seed=seed, holdout_concepts=holdout_concepts)
         self.question_share = question_share  # share of items that are concept questions (rest: translations)
 
     def documents(self, split: str = "train") -> Iterator[Document]:

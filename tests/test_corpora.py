@@ -338,3 +338,27 @@ def test_instruction_translations_come_from_training_pairs_only():
             assert english in train
             n += 1
     assert n > 1000
+
+
+def test_instructions_take_holdout_concepts_by_name():
+    docs = K.take(K.iter_documents("instructions", seed=2, holdout_concepts=("dog", "blue")), 2000)
+    assert all(not {"dog", "blue"} & set(d.meta["concepts"]) for d in docs)
+    forms = {f for cid in ("dog", "blue") for k, f in C.LEXICON[cid].ru.items() if k != "gender"} | {"dog", "dogs"}
+    for d in docs:
+        if d.meta.get("from", "concepts") != "concepts":
+            continue  # LibreOffice prose may say "blue frame": only concept items must avoid held-out concepts
+        words = set(re.findall(r"[a-zа-яё]+", re.sub(r"light blue", "", d.text.lower())))
+        assert not words & forms and "blue" not in words, d.text
+
+
+def test_cli_prints_documents_as_json_lines(tmp_path, capsys):
+    import argparse
+
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"text": "Hello.", "lang": "en"}\n{"text": "Привет."}\n', encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    K.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["corpus", str(f), "--split", "all", "-n", "5"])
+    assert args.func(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["text"], r["lang"]) for r in rows] == [("Hello.", "en"), ("Привет.", "ru")]
