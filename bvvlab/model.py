@@ -25,6 +25,7 @@ checkpoint with `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=Tru
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -138,10 +139,30 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen}
 
 
+def parameter_table(names: list[str] | None = None) -> str:
+    """Markdown table of parameter counts per preset (built on the meta device: no memory, no init).
+
+    `python -m bvvlab.model` prints it; the README's table is this output.
+    """
+    rows = ["| preset | layers | d_model | heads | context | vocab | trainable | frozen | total |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name in names or list(PRESETS):
+        cfg = config_from_preset(name)
+        with torch.device("meta"):
+            counts = count_parameters(BVVForCausalLM(cfg))
+        rows.append(f"| {name} | {cfg.num_hidden_layers} | {cfg.hidden_size} | {cfg.num_attention_heads} | "
+                    f"{cfg.max_position_embeddings} | {cfg.vocab_size:,} | {counts['trainable']:,} | "
+                    f"{counts['frozen']:,} | {counts['total']:,} ({counts['total'] / 1e6:.1f}M) |")
+    return "\n".join(rows)
+
+
 def matrix_sha256(matrix: torch.Tensor) -> str:
-    """sha256 of a matrix's float32, C-order, little-endian bytes: the `embedding_hash`."""
-    data = matrix.detach().to("cpu", torch.float32).contiguous().numpy()
-    return hashlib.sha256(data.astype("<f4", copy=False).tobytes()).hexdigest()
+    """The `embedding_hash`: sha256 over dtype, shape and row-major bytes of the float32 matrix,
+    the same definition as `bvvlab.embeddings.matrix_hash` (restated here: no bvvlab imports)."""
+    arr = matrix.detach().to("cpu", torch.float32).contiguous().numpy()
+    h = hashlib.sha256(f"{arr.dtype.str}{tuple(arr.shape)}".encode())
+    h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,7 +388,8 @@ class BVVModel(BVVPreTrainedModel):
         """Out-of-range ids raise one clear line instead of an index assertion deep in torch."""
         if input_ids.numel() == 0:
             return
-        lo, hi = int(input_ids.min()), int(input_ids.max())
+        lo, hi = torch.aminmax(input_ids)
+        lo, hi = int(lo), int(hi)
         if lo < 0 or hi >= self.config.vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} is out of range: the model's vocab_size is {self.config.vocab_size} "
@@ -413,7 +435,7 @@ class BVVModel(BVVPreTrainedModel):
             # HF call path (generate passes arange(past, past + T) when there is no padding)
             position_ids = position_ids.reshape(-1)
             first = int(position_ids[0])
-            if position_ids.numel() == T and int(position_ids[-1]) - first == T - 1:
+            if torch.equal(position_ids, torch.arange(first, first + T, device=position_ids.device)):
                 position_ids, past_pos = None, first
             else:
                 position_ids = position_ids[None].expand(B, T)
@@ -540,6 +562,7 @@ class BVVForCausalLM(BVVPreTrainedModel, GenerationMixin):
         if dim != config.hidden_size:
             raise ValueError(f"glyph matrix has dimension {dim} but hidden_size is {config.hidden_size}; "
                              "set hidden_size to the matrix's dimension (the embedding feeds the blocks directly)")
+        config = copy.deepcopy(config)  # the caller's config is left as it was
         uses_matrix = config.frozen_embedding or config.embedding_init == "glyph"
         if uses_matrix:
             config.embedding_hash = matrix_sha256(glyph_matrix)
@@ -700,10 +723,11 @@ def save_checkpoint(model: BVVForCausalLM, tokenizer, out_dir: str | os.PathLike
             tid = getattr(tokenizer, f"{name}_token_id", None)
             if tid is not None and getattr(cfg, f"{name}_token_id") is None:
                 setattr(cfg, f"{name}_token_id", tid)
-    model.generation_config = GenerationConfig(
-        bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-        pad_token_id=cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id,
-        use_cache=True)
+    gen = model.generation_config if model.generation_config is not None else GenerationConfig()
+    for name in ("bos", "eos", "pad"):
+        if getattr(gen, f"{name}_token_id", None) is None:
+            setattr(gen, f"{name}_token_id", getattr(cfg, f"{name}_token_id"))
+    model.generation_config = gen
     model.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
@@ -740,10 +764,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     if tokenizer is not None and len(tokenizer) != config.vocab_size:
         raise ValueError(f"{path}: tokenizer has {len(tokenizer)} tokens but the embedding matrix has "
                          f"{config.vocab_size} rows; the tokenizer and matrix do not belong together")
-    model = BVVForCausalLM.from_pretrained(path, dtype=dtype).to(device)
-    if verify_hash and config.frozen_embedding and config.embedding_hash:
-        got = matrix_sha256(model.model.embed_tokens.weight)
+    model = BVVForCausalLM.from_pretrained(path)
+    emb = model.model.embed_tokens.weight
+    if verify_hash and config.frozen_embedding and config.embedding_hash and emb.dtype == torch.float32:
+        got = matrix_sha256(emb)
         if got != config.embedding_hash:
             raise ValueError(f"{path}: frozen matrix sha256 {got[:12]}... does not match config embedding_hash "
                              f"{config.embedding_hash[:12]}...; the weights were altered, re-save the checkpoint")
-    return model, tokenizer
+    return model.to(device=device, dtype=dtype), tokenizer
+
+
+if __name__ == "__main__":
+    print(parameter_table())

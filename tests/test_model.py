@@ -155,6 +155,15 @@ def test_unfrozen_embedding_is_trainable_random_or_glyph_initialised():
     assert init.config.embedding_hash == matrix_sha256(glyphs)
 
 
+def test_embedding_hash_is_the_embeddings_module_hash():
+    """config.embedding_hash and Embedded.matrix_hash name a matrix the same way (fusion checks)."""
+    from bvvlab.embeddings import matrix_hash
+
+    glyphs = fake_glyphs(100, 32, seed=11)
+    assert matrix_sha256(glyphs) == matrix_hash(glyphs)
+    assert matrix_sha256(glyphs) != matrix_sha256(glyphs[:99])
+
+
 # ---------------------------------------------------------------- chunked loss ------------
 
 def test_chunked_cross_entropy_equals_the_full_logits_loss():
@@ -296,6 +305,8 @@ def test_save_and_load_round_trip_is_exact(tok, tmp_path):
     assert type(auto) is BVVForCausalLM
     with pytest.raises(FileExistsError, match="not empty"):
         save_checkpoint(model, tok, out, {})
+    half, _ = load_checkpoint(out, dtype=torch.bfloat16)  # the hash is checked before the cast
+    assert half.lm_head.weight.dtype == torch.bfloat16
 
 
 # ---------------------------------------------------------------- bad input ---------------

@@ -1,0 +1,290 @@
+"""Speed and memory of bvvlab.model against Hugging Face's LlamaForCausalLM (issue 4).
+
+Every figure is a ratio against a peer measured in the same run; timed steps of the two
+models are interleaved (A, B, A, B, ...) and the median is taken, so a busy machine slows both.
+
+  (a) train: a training step (forward, backward, AdamW), tokens/s. Like for like: our
+      RMSNorm + SwiGLU config against LlamaForCausalLM carrying the same weights with its
+      embedding frozen (the same function, see `to_llama`); also our default LayerNorm + GELU.
+  (b) gen:   greedy generation of 256 new tokens, batch 1: ours with the KV cache against
+      LlamaForCausalLM.generate (with its cache), and against ours without the cache.
+  (c) mem:   peak RSS of training steps, frozen vs unfrozen embedding (the frozen one has no
+      embedding gradient and no AdamW state for it); one fresh subprocess per variant.
+  (d) ce:    the best_bvv_ru shape, batch 1 x 1024 tokens, one forward + backward: peak RSS
+      with the chunked cross-entropy vs the naive loss over full fp32 logits; subprocesses.
+
+Peak memory is the process's `ru_maxrss` (the kernel's high-water mark of resident memory,
+nothing sampled), reported with the RSS just before the measured work so that the increase
+is visible. CPU figures only here; `--device cuda --dtype bf16` runs the train part at the
+best_bvv_ru shape and reports tokens/s and MFU (FLOPs = 6 x matmul parameters + attention).
+
+    .venv/bin/python bench/bench_model.py                 # all parts, writes bench/results/model.json
+    .venv/bin/python bench/bench_model.py --parts train gen
+    .venv/bin/python bench/bench_model.py --device cuda --dtype bf16 --parts train
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bvvlab.model import BVVForCausalLM, config_from_preset, count_parameters, to_llama
+from bvvlab.runinfo import REPO_ROOT, run_meta, write_json_atomic
+
+# (a), (b): the "small" preset's shape with a realistic compact vocabulary; (c): the full
+# bvv241-2-3 vocabulary, where the embedding is a large part of the model
+TRAIN_SHAPE = dict(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
+                   max_position_embeddings=512)
+TRAIN_BATCH, TRAIN_SEQ = 8, 256
+GEN_PROMPT, GEN_NEW = 16, 256
+MEM_SHAPE = dict(vocab_size=65536, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
+                 max_position_embeddings=256)
+MEM_BATCH, MEM_SEQ = 4, 256
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def model_pair(shape: dict, swiglu: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    opts = dict(norm_type="rmsnorm", mlp_type="swiglu") if swiglu else {}
+    model = BVVForCausalLM(config_from_preset("small", **shape, **opts))
+    return model
+
+
+def train_step_fn(model, ids, device):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return loss.item()
+
+    return step
+
+
+def interleaved(fns: dict, steps: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each fn, calls interleaved round-robin."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(steps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_train(steps: int) -> dict:
+    ids = torch.randint(0, TRAIN_SHAPE["vocab_size"], (TRAIN_BATCH, TRAIN_SEQ), generator=torch.Generator().manual_seed(0))
+    ours_sw = model_pair(TRAIN_SHAPE, swiglu=True).train()
+    llama = to_llama(ours_sw).train()
+    llama.model.embed_tokens.weight.requires_grad_(False)  # the same frozen embedding
+    ours_default = model_pair(TRAIN_SHAPE, swiglu=False).train()
+    fns = {"bvv_rmsnorm_swiglu": train_step_fn(ours_sw, ids, "cpu"), "llama": train_step_fn(llama, ids, "cpu"),
+           "bvv_default": train_step_fn(ours_default, ids, "cpu")}
+    sec = interleaved(fns, steps)
+    tokens = TRAIN_BATCH * TRAIN_SEQ
+    tps = {k: tokens / v for k, v in sec.items()}
+    return {"shape": {**TRAIN_SHAPE, "batch": TRAIN_BATCH, "seq": TRAIN_SEQ}, "steps": steps,
+            "sec_per_step": sec, "tokens_per_s": tps,
+            "trainable_params": {"bvv_rmsnorm_swiglu": count_parameters(ours_sw)["trainable"],
+                                 "llama": sum(p.numel() for p in llama.parameters() if p.requires_grad),
+                                 "bvv_default": count_parameters(ours_default)["trainable"]},
+            "ratio_swiglu_vs_llama": tps["bvv_rmsnorm_swiglu"] / tps["llama"],
+            "ratio_default_vs_llama": tps["bvv_default"] / tps["llama"], "target": ">= 1.1 (like for like)"}
+
+
+def bench_gen(repeats: int) -> dict:
+    ours = model_pair(TRAIN_SHAPE, swiglu=True).eval()
+    llama = to_llama(ours).eval()
+    prompt = torch.randint(0, TRAIN_SHAPE["vocab_size"], (1, GEN_PROMPT), generator=torch.Generator().manual_seed(1))
+    kw = dict(max_new_tokens=GEN_NEW, min_new_tokens=GEN_NEW, do_sample=False, eos_token_id=None, pad_token_id=0)
+    outs = {}
+
+    def run(name, model, **extra):
+        def fn():
+            with torch.no_grad():
+                outs[name] = model.generate(prompt, **kw, **extra)
+        return fn
+
+    fns = {"bvv_cache": run("bvv_cache", ours), "llama_cache": run("llama_cache", llama)}
+    sec = interleaved(fns, repeats, warmup=1)
+    t = time.perf_counter()
+    run("bvv_no_cache", ours, use_cache=False)()
+    sec["bvv_no_cache"] = time.perf_counter() - t
+    same = torch.equal(outs["bvv_cache"], outs["llama_cache"]) and torch.equal(outs["bvv_cache"], outs["bvv_no_cache"])
+    tps = {k: GEN_NEW / v for k, v in sec.items()}
+    return {"shape": {**TRAIN_SHAPE, "prompt": GEN_PROMPT, "new_tokens": GEN_NEW, "batch": 1}, "repeats": repeats,
+            "sec": sec, "new_tokens_per_s": tps, "identical_tokens": same,
+            "ratio_cache_vs_llama": tps["bvv_cache"] / tps["llama_cache"],
+            "ratio_cache_vs_no_cache": tps["bvv_cache"] / tps["bvv_no_cache"],
+            "target": "vs llama >= 1.0, vs no cache >= 5"}
+
+
+# ------------------------------------------------------------------ subprocess children --
+
+def child_mem(variant: str, steps: int) -> dict:
+    torch.manual_seed(0)
+    model = BVVForCausalLM(config_from_preset("small", **MEM_SHAPE, frozen_embedding=variant == "frozen")).train()
+    ids = torch.randint(0, MEM_SHAPE["vocab_size"], (MEM_BATCH, MEM_SEQ))
+    step = train_step_fn(model, ids, "cpu")
+    before = rss_mib()
+    for _ in range(steps):
+        step()
+    return {"variant": variant, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib(),
+            "params": count_parameters(model)}
+
+
+def child_ce(variant: str) -> dict:
+    torch.manual_seed(0)
+    model = BVVForCausalLM(config_from_preset("best_bvv_ru")).train()
+    ids = torch.randint(0, 131072, (1, 1024))
+    before = rss_mib()
+    t = time.perf_counter()
+    if variant == "chunked":
+        loss = model(ids, labels=ids).loss
+    else:  # the usual HF loss: full logits, upcast, cross-entropy over all positions
+        logits = model(ids).logits.float()
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    loss.backward()
+    return {"variant": variant, "rss_before_mib": before, "peak_rss_mib": peak_rss_mib(),
+            "sec": time.perf_counter() - t, "loss": loss.item()}
+
+
+def in_subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=1800)
+    if out.returncode:
+        raise RuntimeError(f"child {args} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_mem(steps: int) -> dict:
+    res = {v: in_subprocess(["mem", v, str(steps)]) for v in ("frozen", "unfrozen")}
+    for r in res.values():
+        r["increase_mib"] = r["peak_rss_mib"] - r["rss_before_mib"]
+    V, d = MEM_SHAPE["vocab_size"], MEM_SHAPE["hidden_size"]
+    return {"shape": {**MEM_SHAPE, "batch": MEM_BATCH, "seq": MEM_SEQ}, "steps": steps, **res,
+            "peak_saving_mib": res["unfrozen"]["peak_rss_mib"] - res["frozen"]["peak_rss_mib"],
+            "expected_saving_mib": 3 * V * d * 4 / 2**20,  # gradient + two AdamW moments of V x d fp32
+            "ratio_peak_unfrozen_vs_frozen": res["unfrozen"]["peak_rss_mib"] / res["frozen"]["peak_rss_mib"]}
+
+
+def bench_ce() -> dict:
+    res = {v: in_subprocess(["ce", v]) for v in ("chunked", "full")}
+    for r in res.values():
+        r["increase_mib"] = r["peak_rss_mib"] - r["rss_before_mib"]
+    return {"shape": "best_bvv_ru, batch 1 x 1024 tokens, forward + backward (no optimizer)", **res,
+            "loss_abs_diff": abs(res["chunked"]["loss"] - res["full"]["loss"]),
+            "peak_saving_mib": res["full"]["peak_rss_mib"] - res["chunked"]["peak_rss_mib"],
+            "ratio_increase_full_vs_chunked": res["full"]["increase_mib"] / res["chunked"]["increase_mib"],
+            "full_logits_tensor_mib": 1024 * 131072 * 4 / 2**20}
+
+
+# ------------------------------------------------------------------ GPU ------------------
+
+def bench_gpu(dtype: torch.dtype, steps: int, batch: int) -> dict:
+    """best_bvv_ru training step on one GPU: tokens/s and MFU. Never run in this project's
+    CPU-only CI; figures only from a real run (issue 4: never estimate a GPU figure)."""
+    torch.manual_seed(0)
+    cfg = config_from_preset("best_bvv_ru")
+    model = BVVForCausalLM(cfg).to("cuda", dtype).train()
+    seq = cfg.max_position_embeddings
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq), device="cuda")
+    sec = interleaved({"bvv": train_step_fn(model, ids, "cuda")}, steps)["bvv"]
+    tps = batch * seq / sec
+    counts = count_parameters(model)
+    matmul_params = counts["trainable"]  # blocks + head; the frozen lookup does no matmul
+    flops_per_token = 6 * matmul_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return {"device": name, "dtype": str(dtype), "batch": batch, "seq": seq, "sec_per_step": sec,
+            "tokens_per_s": tps, "flops_per_token": flops_per_token,
+            "mfu": None if peak is None else tps * flops_per_token / (peak * 1e12),
+            "peak_tflops_assumed": peak, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", nargs="+", default=["train", "gen", "mem", "ce"],
+                   choices=["train", "gen", "mem", "ce"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per model")
+    p.add_argument("--batch", type=int, default=8, help="GPU batch (sequences of 1024)")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "model.json")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        kind, *rest = args.child
+        res = child_mem(rest[0], int(rest[1])) if kind == "mem" else child_ce(rest[0])
+        print(json.dumps(res))
+        return 0
+
+    results: dict = {}
+    if args.device == "cuda":
+        results["gpu_train"] = r = bench_gpu(torch.bfloat16 if args.dtype == "bf16" else torch.float32,
+                                             args.steps, args.batch)
+        print(f"[gpu] {r['device']} {r['dtype']}: {r['tokens_per_s']:.0f} tok/s, MFU {r['mfu']}")
+    else:
+        if args.dtype != "fp32":
+            raise SystemExit("CPU figures are fp32 only (pass --device cuda for bf16)")
+        if "train" in args.parts:
+            results["train"] = r = bench_train(args.steps)
+            t = r["tokens_per_s"]
+            print(f"[train] tok/s  bvv rmsnorm+swiglu {t['bvv_rmsnorm_swiglu']:.0f}  llama {t['llama']:.0f}  "
+                  f"bvv default {t['bvv_default']:.0f}  ratio like-for-like {r['ratio_swiglu_vs_llama']:.2f}x  "
+                  f"(default vs llama {r['ratio_default_vs_llama']:.2f}x)")
+        if "gen" in args.parts:
+            results["gen"] = r = bench_gen(max(2, args.steps // 2))
+            t = r["new_tokens_per_s"]
+            print(f"[gen] new tok/s  bvv cache {t['bvv_cache']:.0f}  llama cache {t['llama_cache']:.0f}  bvv no cache "
+                  f"{t['bvv_no_cache']:.0f}  ratio vs llama {r['ratio_cache_vs_llama']:.2f}x  vs no cache "
+                  f"{r['ratio_cache_vs_no_cache']:.1f}x  identical tokens {r['identical_tokens']}")
+        if "mem" in args.parts:
+            results["mem"] = r = bench_mem(3)
+            print(f"[mem] training peak RSS  frozen {r['frozen']['peak_rss_mib']:.0f} MiB  unfrozen "
+                  f"{r['unfrozen']['peak_rss_mib']:.0f} MiB  saving {r['peak_saving_mib']:.0f} MiB "
+                  f"(expected {r['expected_saving_mib']:.0f})")
+        if "ce" in args.parts:
+            results["ce"] = r = bench_ce()
+            print(f"[ce] best_bvv_ru 1x1024 fwd+bwd peak RSS  chunked {r['chunked']['peak_rss_mib']:.0f} MiB "
+                  f"(+{r['chunked']['increase_mib']:.0f})  full logits {r['full']['peak_rss_mib']:.0f} MiB "
+                  f"(+{r['full']['increase_mib']:.0f})  saving {r['peak_saving_mib']:.0f} MiB  "
+                  f"time {r['chunked']['sec']:.1f}s vs {r['full']['sec']:.1f}s")
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    previous.update(results)
+    previous["meta"] = run_meta(None, command=" ".join(sys.argv), torch_threads=torch.get_num_threads())
+    write_json_atomic(args.out, previous)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
