@@ -581,7 +581,9 @@ def _choice(rng: random.Random, items: list):
 
 
 def _t_this_is(rng, P):
-    n = rng.choice(P.nouns)
+    n = _choice(rng, P.nouns)
+    if n is None:
+        return None
     return Pair(f"This is {_np_en(n)}.", f"Это {n.ru['nom']}.", (n.id,), "this_is")
 
 
@@ -610,7 +612,9 @@ def _t_are_adj(rng, P):
 
 
 def _t_see(rng, P):
-    n = rng.choice(P.nouns)
+    n = _choice(rng, P.nouns)
+    if n is None:
+        return None
     return Pair(f"I see {_np_en(n)}.", f"Я вижу {n.ru['acc']}.", (n.id,), "see")
 
 
@@ -933,7 +937,7 @@ class ConceptCorpus:
                 break
             p = sample_pair(rng, pools)
             hit = [c for c in p.concepts if need.get(c)]
-            if hit and p.en not in seen:
+            if hit and p.en not in seen and heldout_split(p) != "validation":  # keep test and validation disjoint
                 seen.add(p.en)
                 out.append(p)
                 for c in hit:
@@ -943,10 +947,6 @@ class ConceptCorpus:
     def eval_texts(self) -> frozenset[str]:
         """Every English and Russian sentence of the validation and test sets (leak checks)."""
         return frozenset(t for s in EVAL_SIZES for p in self.eval_split(s) for t in (p.en, p.ru))
-
-
-def concept_words(exclude: frozenset[str] = frozenset()) -> list[Concept]:
-    return [c for c in LEXICON.values() if c.id not in exclude]
 
 
 __all__ = ["CATEGORIES", "LEXICON", "Concept", "ConceptConfig", "ConceptCorpus", "Pair", "TEMPLATES", "eval_pairs",
