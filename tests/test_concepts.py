@@ -178,6 +178,7 @@ def test_holdout_concepts_never_in_training_and_in_test():
         words = set(re.findall(r"[a-zа-яё]+", d.text.lower()))
         assert not words & forms_en and not words & forms_ru, d.text
     extra = corpus.eval_split("test")[C.EVAL_SIZES["test"]:]
+    assert {p.en for p in corpus.eval_split("test")}.isdisjoint({p.en for p in corpus.eval_split("validation")})
     for cid in hold:
         assert sum(cid in p.concepts for p in extra) >= C.HOLDOUT_CONCEPT_SENTENCES
     assert [p.en for p in corpus.eval_split("test")] == [p.en for p in C.ConceptCorpus(holdout_concepts=hold).eval_split("test")]
