@@ -99,7 +99,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     log_every: int = 10  # steps between train-metric records
     eval_every: int = 50  # steps between validation records (0 = only at the end)
-    eval_batches: int = 8  # validation batches (of batch_size // grad_accum windows) per evaluation
+    eval_batches: int = 4  # validation batches of batch_size windows per evaluation (run in micro-batches)
     save_every: int = 100  # steps between checkpoints (one is always written at the end)
     keep_last: int = 3  # checkpoints kept (older ones are deleted)
     out: str = "runs/train"  # run directory
@@ -562,7 +562,7 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
             model, tokenizer = M.load_checkpoint(resume_from)
         prev = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
         embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
-                                 prev.get("matrix_hash"))
+                                 prev.get("matrix_hash"), prev.get("frozen_hash"))
         new_cfg = build_model_config(cfg, embedded).to_dict()
         diff = _config_diff(new_cfg, model.config.to_dict())
         prev_cfg = prev.get("config", {})
@@ -588,8 +588,10 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
         tokenizer = embedded.tokenizer
     matrix_hash = getattr(embedded, "matrix_hash", None)
     frozen_hash = embedding_hash(model) if cfg.frozen else None
-    if cfg.frozen and resume_from is not None and matrix_hash and frozen_hash != matrix_hash:
-        raise RuntimeError(f"frozen glyph matrix of {resume_from} does not match the run's recorded hash")
+    recorded = getattr(embedded, "frozen_hash", None)
+    if cfg.frozen and resume_from is not None and recorded and frozen_hash != recorded:
+        raise RuntimeError(f"frozen glyph matrix of {resume_from} does not match the hash the run recorded in "
+                           "meta.json: the checkpoint was altered; resume from an intact copy")
 
     # data: rank 0 tokenises, the others open the cached shards
     shards = {}
@@ -677,7 +679,8 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
 
     def run_eval() -> None:
         if is_main:
-            ev = evaluate_bpc(model, val_shard, cfg.seq_len, cfg.eval_batches * micro, micro, device, autocast)
+            ev = evaluate_bpc(model, val_shard, cfg.seq_len, cfg.eval_batches * cfg.batch_size, micro, device,
+                              autocast)
             emit({"kind": "eval", "step": step, "tokens": tokens_seen, **ev})
 
     def trainer_state() -> dict[str, Any]:
@@ -715,8 +718,10 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
             t_step = time.perf_counter()
             lr = sched.get_last_lr()[0]
             loss_sum = torch.zeros((), device=device)
-            for micro_step in range(cfg.grad_accum):
-                window = sampler.next_batch().to(device, non_blocking=True)
+            # this rank's rows of the global batch, cut into grad_accum micro-batches: any
+            # (processes x accumulation) split of one global batch sees the same windows
+            rows = sampler.next_batch().to(device, non_blocking=True)
+            for micro_step, window in enumerate(rows.chunk(cfg.grad_accum)):
                 sync = micro_step == cfg.grad_accum - 1
                 ctx = fwd_model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
                 with ctx, autocast():
@@ -787,7 +792,8 @@ class _EmbeddedView:
 
     tokenizer: Any
     matrix: torch.Tensor
-    matrix_hash: str | None
+    matrix_hash: str | None  # embeddings.matrix_hash of the glyph matrix, as recorded at the start
+    frozen_hash: str | None  # model.matrix_sha256 of the frozen buffer, as recorded at the start
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

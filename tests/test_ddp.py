@@ -28,6 +28,12 @@ def _final(out):
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
+    from bvvlab import data as D
+    from bvvlab.embeddings import prepare_vocabulary
+
+    # the compact vocabulary + matrix, saved once: each rank then just loads it
+    texts = list(D.take_chars(D.iter_texts({"libreoffice-en-ru": 1.0}, "train", 0), COMMON["train_chars"]))
+    COMMON["vocab"] = str(prepare_vocabulary("compact", dim=64, texts=texts, progress=False).save(tmp_path / "v"))
     one = tmp_path / "one"
     TR.train(TR.make_config(**COMMON, out=str(one)))  # also fills the caches the ranks read
 

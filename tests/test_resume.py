@@ -29,8 +29,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _start(out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bvvlab", "train", "--out", str(out), *ARGS, *extra],
+def _start(out: Path, vocab: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bvvlab", "train", "--out", str(out), *ARGS, f"vocab={vocab}",
+                             *extra],
                             cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -62,13 +63,23 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return load_file(ckpt / "model.safetensors")
 
 
+def _embed_dir(tmp_path: Path) -> Path:
+    """The compact vocabulary + matrix, saved once: each process then just loads it."""
+    from bvvlab import data as D
+    from bvvlab.embeddings import prepare_vocabulary
+
+    texts = list(D.take_chars(D.iter_texts({"libreoffice-en-ru": 1.0}, "train", 0), 40_000))
+    return prepare_vocabulary("compact", dim=64, texts=texts, progress=False).save(tmp_path / "vocab")
+
+
 def test_sigkill_and_sigterm_then_resume_are_bit_identical(tmp_path):
     ref, killed, termed = tmp_path / "ref", tmp_path / "killed", tmp_path / "termed"
-    # the reference first (it also fills the vocabulary and shard caches for the others)
-    rc, _, err = _finish(_start(ref))
+    vocab = _embed_dir(tmp_path)
+    # the reference first (it also fills the shard cache for the others)
+    rc, _, err = _finish(_start(ref, vocab))
     assert rc == 0, err[-2000:]
 
-    a, b = _start(killed), _start(termed)
+    a, b = _start(killed, vocab), _start(termed, vocab)
     kill_at = _wait_for_step(a, killed, 13)  # between checkpoints 10 and 20
     a.send_signal(signal.SIGKILL)
     a.wait()
@@ -84,7 +95,7 @@ def test_sigkill_and_sigterm_then_resume_are_bit_identical(tmp_path):
     assert int(stopped.name.split("_")[1]) < STEPS, "the signal came too late"
 
     # resume both (the killed one from step 10, replaying the steps it lost)
-    c, d = _start(killed, "resume=true"), _start(termed, "resume=true")
+    c, d = _start(killed, vocab, "resume=true"), _start(termed, vocab, "resume=true")
     for proc in (c, d):
         rc, _, err = _finish(proc)
         assert rc == 0, err[-2000:]
