@@ -141,6 +141,9 @@ def save_matrix(path: str | Path, matrix: torch.Tensor, **meta: Any) -> str:
     os.close(fd)
     try:
         save_file({_TENSOR_NAME: matrix}, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a matrix is not a secret
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -232,3 +235,197 @@ def glyph_matrix(tokens: Sequence[str], dim: int | None = None, params: RecipePa
         save_matrix(path, matrix, key=path.stem, rows=len(tokens), dim=dim, params=params.as_dict())
     timings.update(cache_hit=False, build_s=time.perf_counter() - t0)
     return matrix
+
+
+# ---------------------------------------------------------------------------------------------
+# a tokenizer and its matrix, together
+
+VOCAB_KINDS = ("bvv241-2-3", "bvv241-max", "compact")
+_KIND_PARAMS = {"bvv241-2-3": RECIPE_32, "bvv241-max": RECIPE_MAX}
+
+
+def default_params(vocab: str, size: int | None = None) -> RecipeParams:
+    """The recipe numbers a vocabulary kind uses (3.3: the 131,072 vocab has its own), at `size`."""
+    params = _KIND_PARAMS.get(vocab, RECIPE_32)
+    return params if size is None else dataclasses.replace(params, size=int(size))
+
+
+@dataclass
+class Embedded:
+    """A tokenizer with its frozen glyph matrix (row i = token id i) and how both were made."""
+
+    tokenizer: Any  # transformers PreTrainedTokenizerFast (TokenizersBackend)
+    matrix: torch.Tensor  # (len(tokenizer), dim) float32, L2 rows
+    meta: dict = field(default_factory=dict)  # vocab kind, recipe, font hash, matrix hash, timings
+
+    def __post_init__(self) -> None:
+        if self.matrix.shape[0] != len(self.tokenizer):
+            raise ValueError(f"the matrix has {self.matrix.shape[0]} rows but the tokenizer has "
+                             f"{len(self.tokenizer)} tokens: build both with prepare_vocabulary()")
+        if "matrix_hash" not in self.meta:
+            self.meta["matrix_hash"] = matrix_hash(self.matrix)
+
+    @property
+    def matrix_hash(self) -> str:
+        return self.meta["matrix_hash"]
+
+    def save(self, out_dir: str | Path, overwrite: bool = False) -> Path:
+        """Tokenizer files + `glyph_matrix.safetensors` + `meta.json` into `out_dir`.
+
+        A non-empty `out_dir` is refused unless `overwrite`; files are written to a temporary
+        sibling folder first, so a failure leaves what was there untouched.
+        """
+        out = check_out_dir(out_dir, overwrite)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        try:
+            self.tokenizer.save_pretrained(str(tmp))
+            save_matrix(tmp / MATRIX_FILE, self.matrix, **{k: self.meta[k] for k in
+                                                           ("vocab_kind", "font_sha256", "recipe", "dim") if k in self.meta})
+            write_json_atomic(tmp / "meta.json", run_meta(None, **self.meta))
+            out.mkdir(parents=True, exist_ok=True)
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, out / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """The output folder, if writing there is allowed (fail before any work is done)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file: choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output dir {out} is not empty: choose another --out or pass --overwrite")
+    return out
+
+
+def _texts_by_lang(corpus: str | Sequence[str] | None, texts: Sequence[str] | None) -> dict[str, list[str]] | None:
+    if texts is not None:
+        texts = [t for t in texts if t]
+        if not texts:
+            raise ValueError("texts is empty: pass some text (or leave texts=None for the embedded corpora)")
+        return {"texts": list(texts)}
+    if corpus is None:
+        return None
+    from bvvlab.tokenizer import corpus_texts_by_lang
+
+    names = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    return corpus_texts_by_lang([str(n) for n in names])
+
+
+def prepare_vocabulary(vocab: str = "compact", corpus: str | Sequence[str] | None = None, dim: int | None = None,
+                       params: RecipeParams | None = None, texts: Sequence[str] | None = None, *,
+                       base: str = "bvv241-2-3", cache: bool = True, progress: bool = True) -> Embedded:
+    """A tokenizer and its frozen glyph matrix (recipe sections 2 and 3).
+
+    vocab: "bvv241-2-3" (65,536 tokens) or "bvv241-max" (131,072), n-grams counted in `texts`,
+    else `corpus` (names or files for `bvvlab.corpora`), else the embedded corpora; "compact":
+    the tokens that `texts`/`corpus`/the embedded corpora use, out of the standard `base`
+    vocabulary, with rows taken from the *full* base matrix so a compact model shares the
+    embedding space; or a folder holding any Hugging Face tokenizer, whose token strings (as
+    the tokenizer spells them) are rendered. `params` defaults to the kind's recipe numbers.
+    """
+    from bvvlab import tokenizer as tk
+    from bvvlab.font import FONT_VERSION, font_sha256
+
+    t0 = time.perf_counter()
+    timings: dict[str, Any] = {}
+    meta: dict[str, Any] = {"vocab_kind": vocab}
+    if vocab in ("bvv241-2-3", "bvv241-max"):
+        params = params or default_params(vocab)
+        tok = tk.build_tokenizer(vocab, texts_by_lang=_texts_by_lang(corpus, texts))
+        matrix = glyph_matrix(tk.tokenizer_vocab(tok), dim, params, cache=cache, progress=progress, timings=timings)
+    elif vocab == "compact":
+        if base not in _KIND_PARAMS:
+            raise ValueError(f"base={base!r} is not a full vocabulary kind: use one of {sorted(_KIND_PARAMS)}")
+        params = params or default_params(base)
+        full_tok = tk.build_tokenizer(base)  # the standard vocabulary: the shared embedding space
+        by_lang = _texts_by_lang(corpus, texts)
+        if by_lang is None:
+            by_lang = tk.corpus_texts_by_lang()
+        tok = tk.compact_tokenizer(full_tok, (t for ts in by_lang.values() for t in ts))
+        full = glyph_matrix(tk.tokenizer_vocab(full_tok), dim, params, cache=cache, progress=progress, timings=timings)
+        matrix = full[torch.tensor(tk.full_ids_of(tok))].contiguous()
+        meta.update(base=base, full_vocab_size=len(full_tok), full_matrix_hash=matrix_hash(full))
+    else:
+        path = Path(vocab)
+        if not path.is_dir():
+            raise ValueError(f"--vocab {vocab!r} is neither a kind ({', '.join(VOCAB_KINDS)}) nor a tokenizer folder: "
+                             "pass one of those")
+        params = params or default_params(vocab)
+        tok = tk.load_tokenizer_dir(path)
+        vocab_list = tk.tokenizer_vocab(tok)
+        empty = next((i for i, t in enumerate(vocab_list) if not t), None)
+        if empty is not None:
+            raise ValueError(f"token id {empty} of {path} is an empty string, which has no glyph: "
+                             "remove it from the tokenizer")
+        matrix = glyph_matrix(vocab_list, dim, params, cache=cache, progress=progress, timings=timings)
+        meta.update(vocab_kind="tokenizer-dir", tokenizer_dir=str(path.resolve()))
+    timings["total_s"] = time.perf_counter() - t0
+    meta.update(vocab_size=len(tok), dim=int(matrix.shape[1]), recipe=params.as_dict(),
+                font_sha256=font_sha256(), font_version=FONT_VERSION, glyphs_version=GLYPHS_VERSION,
+                embeddings_version=EMBEDDINGS_VERSION, vocab_hash=tk.vocab_hash(tk.tokenizer_vocab(tok)),
+                corpus=("texts" if texts is not None else corpus if corpus is not None else "embedded"),
+                matrix_hash=matrix_hash(matrix), timings=timings)
+    return Embedded(tok, matrix, meta)
+
+
+def load_embedded(path: str | Path) -> Embedded:
+    """Read a folder written by `Embedded.save` / `bvvlab embed`, checking rows and hashes."""
+    from bvvlab.tokenizer import load_tokenizer_dir
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"embedding dir {path} does not exist: build it with `bvvlab embed --out {path}`")
+    if not (path / MATRIX_FILE).is_file():
+        raise FileNotFoundError(f"{path} has no {MATRIX_FILE}: build it with `bvvlab embed --out {path}`")
+    tok = load_tokenizer_dir(path)
+    matrix = load_matrix(path / MATRIX_FILE, vocab_size=len(tok))
+    meta_file = path / "meta.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    digest = matrix_hash(matrix)
+    if meta.get("matrix_hash", digest) != digest:
+        raise ValueError(f"{path}/meta.json records matrix hash {meta['matrix_hash'][:12]}... but the matrix has "
+                         f"{digest[:12]}...: the files come from different builds; rebuild with `bvvlab embed`")
+    meta["matrix_hash"] = digest
+    return Embedded(tok, matrix, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: bvvlab embed
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "embed", help="build a tokenizer and its frozen glyph matrix (recipe sections 2-3)",
+        description="Write Hugging Face tokenizer files, glyph_matrix.safetensors and meta.json into --out.")
+    p.add_argument("--vocab", default="bvv241-2-3",
+                   help="bvv241-2-3 (65,536), bvv241-max (131,072), compact, or a tokenizer folder (default: %(default)s)")
+    p.add_argument("--corpus", nargs="+", default=None,
+                   help="corpus names or files for the n-gram table / compact selection (default: the embedded corpora)")
+    p.add_argument("--dim", type=int, default=None, help="keep the first DIM principal components (default: size^2)")
+    p.add_argument("--size", type=int, choices=(32, 64), default=None, help="glyph cell in px (default: 32)")
+    p.add_argument("--base", default="bvv241-2-3", choices=sorted(_KIND_PARAMS),
+                   help="full vocabulary a compact one is cut from (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")
+    p.add_argument("--no-cache", action="store_true", help="rebuild the matrix even if it is cached")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cli_embed)
+
+
+def _cli_embed(args: argparse.Namespace) -> int:
+    check_out_dir(args.out, args.overwrite)  # fail before the work, not after
+    kind = args.base if args.vocab == "compact" else args.vocab
+    params = default_params(kind, args.size)
+    if args.dim is not None and not 1 <= args.dim <= params.dim:
+        raise ValueError(f"--dim {args.dim} is out of range: pass 1..{params.dim} for --size {params.size}")
+    emb = prepare_vocabulary(args.vocab, corpus=args.corpus, dim=args.dim, params=params, base=args.base,
+                             cache=not args.no_cache, progress=not args.quiet)
+    out = emb.save(args.out, overwrite=args.overwrite)
+    t = emb.meta["timings"]
+    print(f"wrote {out}: {emb.matrix.shape[0]:,} tokens x {emb.matrix.shape[1]} dims, "
+          f"matrix sha256 {emb.matrix_hash[:16]}..., {t['total_s']:.1f} s"
+          f"{' (matrix from cache)' if t.get('cache_hit') else ''}")
+    return 0

@@ -1,0 +1,302 @@
+"""The frozen matrix: PCA as the recipe's sklearn call computes it (bvv-recipe.md 3.6-3.7),
+deterministic, cached with damage detection, saved/loaded with clear errors, and the
+`bvvlab embed` CLI producing a directory transformers loads."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from bvvlab import embeddings as E
+from bvvlab.cli import main as cli_main
+from bvvlab.glyphs import RECIPE_32, render_bits
+from test_glyphs import TOKENS
+
+
+@pytest.fixture(scope="module")
+def bits() -> np.ndarray:
+    return render_bits(TOKENS)  # equal to the literal recipe (test_glyphs)
+
+
+@pytest.fixture(scope="module")
+def pca_bits(bits) -> np.ndarray:
+    return bits[::2]  # 1,528 tokens of every kind: enough for a 1024-dim PCA, half the SVD cost
+
+
+@pytest.fixture(scope="module")
+def ours(pca_bits):
+    return E.pca_components(pca_bits)
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BVVLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _separated(ev: np.ndarray, rel_gap: float = 1e-7) -> np.ndarray:
+    """Components whose eigenvalue is non-null and well apart from its neighbours (unique vectors)."""
+    gaps = np.minimum(np.abs(np.diff(ev, prepend=np.inf)), np.abs(np.diff(ev, append=-np.inf)))
+    return (ev > 1e-9 * ev[0]) & (gaps > rel_gap * ev[0])
+
+
+def test_pca_equals_sklearn_components_variances_and_signs(pca_bits, ours):
+    mean, comps, ev = ours
+    sk = PCA(n_components=pca_bits.shape[1], svd_solver="full").fit(pca_bits.astype(np.float64))
+    np.testing.assert_allclose(mean, sk.mean_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ev, sk.explained_variance_, rtol=0, atol=1e-10 * ev[0])
+    ok = _separated(ev)
+    assert ok.sum() > 0.8 * (ev > 1e-9 * ev[0]).sum()  # all but near-degenerate ones compare one by one
+    # sign convention (module docstring): the largest-|.| loading of each component is positive
+    top = np.abs(comps).argmax(axis=0)
+    assert np.all(comps[top, np.arange(comps.shape[1])][ev > 0] > 0)
+    # sklearn's svd_flip uses the same convention, so the vectors agree with their signs
+    np.testing.assert_allclose(comps[:, ok].T, sk.components_[ok], rtol=0, atol=1e-9)
+
+
+def test_embedding_equals_recipe_sklearn_float32_path(pca_bits, ours):
+    """Recipe 3.6-3.7 literally: float32 bits, PCA(n_components=1024).fit_transform, L2 rows."""
+    z = PCA(n_components=1024).fit_transform(pca_bits.astype(np.float32))
+    ref = z / np.linalg.norm(z, axis=1, keepdims=True)
+    _, _, ev = ours
+    ours = E.pca_embed(pca_bits).numpy()
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+    # inner products are what a model sees; they do not depend on the basis inside degenerate
+    # eigenspaces, so they compare every component at once
+    rows = slice(0, 800)
+    np.testing.assert_allclose(ours[rows] @ ours[rows].T, ref[rows] @ ref[rows].T, rtol=0, atol=2e-5)
+    # and the leading well-separated components agree column by column, signs included
+    ok = np.nonzero(_separated(ev))[0][:100]
+    np.testing.assert_allclose(ours[:, ok], ref[:, ok], rtol=0, atol=1e-4)
+
+
+def test_dim_keeps_the_leading_components_then_normalises(pca_bits, ours):
+    mean, comps, _ = ours
+    for dim in (16, 300):
+        scores = (pca_bits.astype(np.float64) - mean) @ comps[:, :dim]
+        expected = scores / np.linalg.norm(scores, axis=1, keepdims=True)
+        got = E.pca_embed(pca_bits, dim).numpy()
+        assert got.shape == (len(pca_bits), dim)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+
+
+def test_null_components_are_exact_zeros():
+    """More dimensions than tokens: the components past the rank carry nothing and are 0.0."""
+    few = render_bits(TOKENS[:50])
+    emb = E.pca_embed(few).numpy()
+    assert np.all(emb[:, 49:] == 0.0)
+    assert np.linalg.matrix_rank(emb[:, :49]) == 49
+
+
+def test_two_builds_bit_identical_and_thread_count_independent(bits, tmp_cache):
+    a = E.glyph_matrix(TOKENS, params=RECIPE_32, cache=False, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        b = E.glyph_matrix(TOKENS, params=RECIPE_32, cache=False, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a, b)
+    assert E.matrix_hash(a) == E.matrix_hash(b)
+    assert not tmp_cache.joinpath("embeddings").exists()  # cache=False writes nothing
+
+
+def test_cache_hit_damage_detected_and_rebuilt(tmp_cache, caplog):
+    toks = TOKENS[:300]
+    t1: dict = {}
+    first = E.glyph_matrix(toks, dim=64, cache=True, progress=False, timings=t1)
+    files = list((tmp_cache / "embeddings").glob("*.safetensors"))
+    assert t1["cache_hit"] is False and len(files) == 1
+    t2: dict = {}
+    assert torch.equal(E.glyph_matrix(toks, dim=64, cache=True, progress=False, timings=t2), first)
+    assert t2["cache_hit"] is True
+    # another dim, another recipe or other tokens are other entries
+    E.glyph_matrix(toks, dim=32, cache=True, progress=False)
+    E.glyph_matrix(toks[:-1], dim=64, cache=True, progress=False)
+    assert len(list((tmp_cache / "embeddings").glob("*.safetensors"))) == 3
+    for damage in ("flip", "truncate"):
+        raw = bytearray(files[0].read_bytes())
+        if damage == "flip":
+            raw[-5] ^= 0x40  # one bit of the last float
+        else:
+            raw = raw[:100]
+        files[0].write_bytes(bytes(raw))
+        caplog.clear()
+        t3: dict = {}
+        with caplog.at_level(logging.WARNING, logger="bvvlab.embeddings"):
+            again = E.glyph_matrix(toks, dim=64, cache=True, progress=False, timings=t3)
+        assert t3["cache_hit"] is False and torch.equal(again, first)
+        msgs = [r.getMessage() for r in caplog.records]
+        assert len(msgs) == 1 and "damaged" in msgs[0] and "rebuilding" in msgs[0] and "\n" not in msgs[0]
+        t4: dict = {}
+        E.glyph_matrix(toks, dim=64, cache=True, progress=False, timings=t4)
+        assert t4["cache_hit"] is True  # repaired
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+    m = torch.nn.functional.normalize(torch.randn(10, 8), dim=1)
+    p = tmp_path / "m.safetensors"
+    digest = E.save_matrix(p, m, vocab_kind="test", recipe=RECIPE_32.as_dict())
+    assert digest == E.matrix_hash(m)
+    assert torch.equal(E.load_matrix(p), m)
+    assert json.loads(E.load_matrix_meta(p)["recipe"]) == RECIPE_32.as_dict()
+    with pytest.raises(ValueError, match="has 10 rows but the vocabulary has 11 tokens") as exc:
+        E.load_matrix(p, vocab_size=11)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        E.load_matrix(tmp_path / "nope.safetensors")
+    raw = bytearray(p.read_bytes())
+    raw[-1] ^= 1
+    p.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="damaged"):
+        E.load_matrix(p)
+    p.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        E.load_matrix(p)
+
+
+def test_matrix_hash_sees_values_shape_and_dtype():
+    m = torch.zeros(4, 6)
+    assert E.matrix_hash(m) == E.matrix_hash(m.clone())
+    assert E.matrix_hash(m) != E.matrix_hash(m.reshape(6, 4))
+    assert E.matrix_hash(m) != E.matrix_hash(m.double())
+    m2 = m.clone()
+    m2[3, 5] = 1e-30
+    assert E.matrix_hash(m) != E.matrix_hash(m2)
+
+
+def test_bad_dim_is_one_clear_line():
+    with pytest.raises(ValueError, match=r"dim=2000 is out of range: pass 1 <= dim <= 1024"):
+        E.glyph_matrix(["a", "b"], dim=2000, cache=False)
+    with pytest.raises(ValueError, match="dim=0 is out of range"):
+        E.pca_embed(np.zeros((3, 4), dtype=bool), 0)
+
+
+def _tiny_hf_tokenizer(path):
+    """A non-bvv tokenizer (WordLevel over byte-level-style spellings), saved as HF files."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<pad>", "Ġthe", "hello", "中文", "дом", "ĠcafÃ©", "x", "\u0301e"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>").save_pretrained(str(path))
+    return words
+
+
+def test_any_tokenizer_dir_is_rendered_in_id_order(tmp_path, tmp_cache):
+    words = _tiny_hf_tokenizer(tmp_path / "tok")
+    emb = E.prepare_vocabulary(str(tmp_path / "tok"), progress=False)
+    assert len(emb.tokenizer) == len(words) and emb.matrix.shape == (len(words), 1024)
+    assert torch.equal(emb.matrix, E.pca_embed(render_bits(words)))  # row i = glyph of token id i
+    assert emb.meta["vocab_kind"] == "tokenizer-dir" and emb.meta["matrix_hash"] == E.matrix_hash(emb.matrix)
+    out = emb.save(tmp_path / "out")
+    back = E.load_embedded(out)
+    assert torch.equal(back.matrix, emb.matrix) and back.matrix_hash == emb.matrix_hash
+    assert back.tokenizer.convert_ids_to_tokens(2) == "Ġthe"
+
+
+def test_not_a_tokenizer_and_unknown_kind(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="is not a tokenizer dir"):
+        E.prepare_vocabulary(str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="neither a kind .* nor a tokenizer folder"):
+        E.prepare_vocabulary("bvv999", progress=False)
+
+
+def test_save_refuses_non_empty_dir_and_keeps_its_files(tmp_path, tmp_cache):
+    words = _tiny_hf_tokenizer(tmp_path / "tok")
+    emb = E.prepare_vocabulary(str(tmp_path / "tok"), dim=16, progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty: choose another --out or pass --overwrite"):
+        emb.save(out)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    emb.save(out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine" and (out / E.MATRIX_FILE).is_file()
+    assert E.load_embedded(out).matrix.shape == (len(words), 16)
+
+
+def test_mismatched_matrix_and_tokenizer_is_one_clear_line(tmp_path, tmp_cache):
+    _tiny_hf_tokenizer(tmp_path / "tok")
+    emb = E.prepare_vocabulary(str(tmp_path / "tok"), dim=8, progress=False)
+    out = emb.save(tmp_path / "out")
+    E.save_matrix(out / E.MATRIX_FILE, torch.zeros(5, 8))
+    with pytest.raises(ValueError, match="has 5 rows but the vocabulary has 9 tokens"):
+        E.load_embedded(out)
+    with pytest.raises(ValueError, match="rows but the tokenizer has"):
+        E.Embedded(emb.tokenizer, torch.zeros(3, 8))
+
+
+def test_cli_refuses_non_empty_out_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("keep")
+    assert cli_main(["embed", "--vocab", "bvv241-2-3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not empty" in err and "--overwrite" in err
+    assert (out / "x").read_text() == "keep" and len(list(out.iterdir())) == 1
+
+
+# --- the full 65,536-token build, once per module -----------------------------------------
+
+@pytest.fixture(scope="module")
+def full_cli_dir(tmp_path_factory):
+    """`bvvlab embed --vocab bvv241-2-3 --out DIR` exactly as the issue writes it."""
+    root = tmp_path_factory.mktemp("embed")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BVVLAB_CACHE", str(root / "cache"))
+    try:
+        assert cli_main(["embed", "--vocab", "bvv241-2-3", "--out", str(root / "out"), "--quiet"]) == 0
+        yield root / "out"
+    finally:
+        mp.undo()
+
+
+@pytest.mark.slow
+def test_cli_bvv241_2_3_dir_loads_with_transformers(full_cli_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(full_cli_dir))
+    assert len(tok) == 65_536
+    assert tok.convert_ids_to_tokens(ord("ж")) == "ж" and tok.convert_ids_to_tokens(0xE000) == "<pad>"
+    matrix = E.load_matrix(full_cli_dir / E.MATRIX_FILE, vocab_size=len(tok))
+    assert matrix.shape == (65_536, 1024) and matrix.dtype == torch.float32
+    np.testing.assert_allclose(matrix.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    meta = json.loads((full_cli_dir / "meta.json").read_text())
+    assert meta["matrix_hash"] == E.matrix_hash(matrix) and meta["vocab_kind"] == "bvv241-2-3"
+    assert meta["font_sha256"] and meta["recipe"] == RECIPE_32.as_dict() and "render_s" in meta["timings"]
+    assert "bvvlab_version" in meta and "packages" in meta  # run_meta common part
+    # recipe 3 consequence: tokens that render identically get identical rows, others do not
+    ids = list(range(0, 65_536, 23))
+    sample_bits = render_bits(tok.convert_ids_to_tokens(ids))
+    _, first, inverse = np.unique(np.packbits(sample_bits, axis=1), axis=0, return_index=True, return_inverse=True)
+    rows = matrix[torch.tensor(ids)]
+    assert len(first) < len(ids)  # the sample has some glyph twins (e.g. unassigned code points)
+    assert torch.equal(rows, rows[torch.tensor(first[inverse.ravel()])])
+    assert len(torch.unique(rows, dim=0)) == len(first)
+
+
+@pytest.mark.slow
+def test_compact_rows_come_from_the_full_matrix(full_cli_dir, monkeypatch):
+    monkeypatch.setenv("BVVLAB_CACHE", str(full_cli_dir.parent / "cache"))  # full matrix is cached there
+    full = E.load_embedded(full_cli_dir)
+    texts = ["hello the test", "привет мир, это тест", "emoji 🙂 and 中文"]
+    compact = E.prepare_vocabulary("compact", texts=texts, progress=False)
+    from bvvlab.tokenizer import full_ids_of
+
+    ids = full_ids_of(compact.tokenizer)
+    assert len(compact.tokenizer) == len(ids) < 1000
+    assert compact.meta["full_matrix_hash"] == full.matrix_hash  # the shared embedding space
+    assert torch.equal(compact.matrix, full.matrix[torch.tensor(ids)])
+    for text in texts:  # lossless, and each compact id maps to the full id of the same token
+        enc = compact.tokenizer.encode(text, add_special_tokens=False)
+        assert compact.tokenizer.decode(enc) == text
+        assert [ids[i] for i in enc] == full.tokenizer.encode(text, add_special_tokens=False)
