@@ -196,6 +196,15 @@ def test_encoding_equals_literal_bpe(full):
         assert full.encode(s) == _reference_bpe(s, vocab, grams), s
 
 
+def test_tokenizer_files_are_deterministic(tmp_path):
+    a, b = (T.hf_tokenizer(T.bvv241_vocab(65_536, list(reversed(GRAMS)) if i else GRAMS)) for i in range(2))
+    assert a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
+    a.save_pretrained(tmp_path / "a")
+    b.save_pretrained(tmp_path / "b")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
 def test_saved_tokenizer_loads_offline_without_bos_eos(full):
     assert isinstance(full, PreTrainedTokenizerFast) and len(full) == 65_536
     assert (full.pad_token_id, full.bos_token_id, full.eos_token_id, full.unk_token_id) == (
