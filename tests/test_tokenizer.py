@@ -165,15 +165,21 @@ def test_merges_are_the_recipe_splits(full):
     assert model["byte_fallback"] is True and model["unk_token"] == "<unk>"
 
 
-def _reference_bpe(text, vocab, grams):
-    """Literal BPE (recipe section 2): characters, then repeatedly merge the adjacent pair of
-    lowest merge rank (leftmost first), ranks = the recipe's split list in n-gram order."""
+def _reference_tables(vocab, grams):
+    """Token index and merge ranks as the recipe states them: every split (p[:i], p[i:]) of each
+    n-gram with both halves in the vocabulary, in n-gram order."""
     index = {t: i for i, t in enumerate(vocab)}
     rank = {}
     for p in grams:
         for i in range(1, len(p)):
             if p[:i] in index and p[i:] in index:
                 rank.setdefault((p[:i], p[i:]), len(rank))
+    return index, rank
+
+
+def _reference_bpe(text, index, rank):
+    """Literal BPE (recipe section 2): characters, then repeatedly merge the adjacent pair of
+    lowest merge rank (leftmost first); characters without a token become their UTF-8 bytes."""
     parts = list(text)
     while True:
         best = min(((rank[pair], j) for j, pair in enumerate(zip(parts, parts[1:])) if pair in rank), default=None)
@@ -187,13 +193,30 @@ def _reference_bpe(text, vocab, grams):
     return out
 
 
-def test_encoding_equals_literal_bpe(full):
-    vocab = T.bvv241_vocab(65_536, GRAMS)
-    grams = T.sort_ngrams(GRAMS)
+@pytest.fixture(scope="module")
+def reference():
+    return _reference_tables(T.bvv241_vocab(65_536, GRAMS), T.sort_ngrams(GRAMS))
+
+
+def test_encoding_equals_literal_bpe(full, reference):
     samples = [EN, RU, ZH, "hello the test", "thethethe", "Ёжик в тумане 😀 \ue123"]
     samples += [EN[i:i + 37] + RU[i:i + 23] for i in range(0, 200, 13)]
     for s in samples:
-        assert full.encode(s) == _reference_bpe(s, vocab, grams), s
+        assert full.encode(s) == _reference_bpe(s, *reference), s
+
+
+_MERGE_HEAVY = st.text(st.sampled_from(sorted(set("the testhellollo аеоткинст单元格选择 ,.") | {"😀", "\ue000"})), max_size=40)
+
+
+def test_encoding_equals_literal_bpe_property(full, reference):
+    """2,000 strings over an alphabet dense in n-grams, so merges compete: HF == literal rule."""
+
+    @settings(max_examples=2_000, derandomize=True, deadline=None, database=None)
+    @given(_MERGE_HEAVY)
+    def check(s):
+        assert full.encode(s) == _reference_bpe(s, *reference)
+
+    check()
 
 
 def test_tokenizer_files_are_deterministic(tmp_path):
@@ -298,6 +321,27 @@ def test_compact_vocab_maps_to_the_same_tokens(full, compact):
     # text it does not cover still round-trips, through bytes
     assert compact.convert_ids_to_tokens(compact.encode("中")) == ["<0xE4>", "<0xB8>", "<0xAD>"]
     assert compact.encode("中") != full.encode("中")
+
+
+def test_compact_equals_full_on_covered_slices_property(full, compact):
+    """2,000 random slices of the corpus (specials spliced in): wherever the full tokenizer's
+    tokens are all compact tokens, the compact tokenizer gives the same tokens."""
+    full_ids = T.full_ids_of(compact)
+    kept = set(full_ids)
+    text = EN + "\n" + RU
+    n_covered = []
+
+    @settings(max_examples=2_000, derandomize=True, deadline=None, database=None)
+    @given(st.integers(0, len(text)), st.integers(0, 60), st.sampled_from(["", "<s>", "</s>", "<pad>", "\n"]))
+    def check(start, length, special):
+        s = text[start:start + length] + special + text[start + length:start + 2 * length]
+        ids = full.encode(s)
+        if set(ids) <= kept:
+            n_covered.append(s)
+            assert [full_ids[i] for i in compact.encode(s)] == ids
+
+    check()
+    assert len(n_covered) >= 1_000
 
 
 def test_compact_vocab_from_a_token_list_equals_from_tokenizer(full):
