@@ -386,10 +386,12 @@ def compact_vocab(full_vocab, texts: Iterable[str]) -> tuple[list[str], list[int
 
 
 def compact_tokenizer(full_tokenizer, texts: Iterable[str]):
-    """A lossless compact tokenizer for `texts` (see `compact_vocab`); its tokenizer_config.json
-    keeps `bvvlab_full_ids`, the full-vocabulary id of every compact id."""
+    """A lossless compact tokenizer for `texts` (see `compact_vocab`). Its tokenizer_config.json
+    keeps `bvvlab_full_ids` (the full-vocabulary id of every compact id), `bvvlab_full_size` and
+    `bvvlab_full_vocab_hash`, so a checkpoint knows which full matrix its rows came from."""
     tokens, full_ids = compact_vocab(full_tokenizer, texts)
-    return hf_tokenizer(tokens, lossless=True, bvvlab_full_ids=full_ids, bvvlab_full_size=len(full_tokenizer))
+    return hf_tokenizer(tokens, lossless=True, bvvlab_full_ids=full_ids, bvvlab_full_size=len(full_tokenizer),
+                        bvvlab_full_vocab_hash=vocab_hash(tokenizer_vocab(full_tokenizer)))
 
 
 def full_ids_of(tokenizer) -> list[int] | None:

@@ -308,6 +308,8 @@ def test_compact_vocab_maps_to_the_same_tokens(full, compact):
     full_vocab = T.tokenizer_vocab(full)
     assert tokens == [full_vocab[i] for i in full_ids] and full_ids == sorted(set(full_ids))
     assert T.full_ids_of(compact) == full_ids and T.full_ids_of(full) is None  # saved with the tokenizer
+    assert compact.init_kwargs["bvvlab_full_vocab_hash"] == T.vocab_hash(full_vocab)
+    assert compact.init_kwargs["bvvlab_full_size"] == 65_536
     assert len(compact) == len(tokens) < 700
     assert set(T.BYTE_TOKENS) | {chr(c) for c in range(128)} | set(T.SPECIAL_TOKENS) <= set(tokens)
     samples = [EN, RU, EN[5:77] + RU[3:50], "hello the test", "<s>" + RU[:30] + "</s>"]
