@@ -208,6 +208,20 @@ def similarity_figure(words: Sequence[str], vectors: torch.Tensor,
     return fig
 
 
+def identical_groups(matrix: torch.Tensor, vocab: Sequence[str]) -> list[list[str]]:
+    """Groups of tokens whose input vectors are bit-identical, largest first (unused
+    placeholders left out). Recipe section 3: tokens that render alike get the same vector:
+    homoglyphs across scripts (Latin O, Greek Ο, Cyrillic О), marks that leave their own cell
+    blank, and multi-character tokens that differ only in columns the nearest resize to 32 px
+    drops (it keeps one column in three of a 3-character token: "кот" = "кст")."""
+    groups: dict[bytes, list[str]] = {}
+    rows = np.ascontiguousarray(matrix.detach().cpu().numpy())
+    for i, t in enumerate(vocab):
+        if not t.startswith("<unused_"):
+            groups.setdefault(rows[i].tobytes(), []).append(t)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g))
+
+
 # --- 2-D map -------------------------------------------------------------------------------
 
 def script_map(matrix: torch.Tensor, vocab: Sequence[str], max_points: int = 4000, seed: int = 0

@@ -79,6 +79,16 @@ def byte_token(b: int) -> str:
 BYTE_TOKENS: tuple[str, ...] = tuple(byte_token(b) for b in range(BYTE_FALLBACK_FIRST, 256))
 
 
+def glyph_text(token: str) -> str:
+    """The string to draw for a token's glyph (proposal, not wired into embeddings yet): a byte
+    token's two hex digits ("<0xB3>" -> "B3"), every other token itself (recipe 3: literal
+    text). Drawn literally, the six characters of "<0xB3>" squeezed into 32 px give only 98
+    distinct vectors for the 128 byte tokens ("<0xB3>" = "<0xB8>" = "<0xE3>" ...); the two
+    digits give 128."""
+    m = _BYTE_RE.match(token)
+    return m.group(1) if m else token
+
+
 def special_slots(byte_fallback: bool = True) -> list[str]:
     """The 256 strings of ids 0xE000-0xE0FF (names above; placeholders `<special_token_{slot}>`)."""
     out = []

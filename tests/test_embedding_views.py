@@ -57,3 +57,14 @@ def test_nearest_ranks_by_cosine_then_id():
     vocab = ["a", "b", "c", "d"]
     got = ev.nearest(torch.tensor([[1.0, 0]]), matrix, vocab, k=3)
     assert [t for t, _ in got[0]] == ["a", "c", "b"] and got[0][0][1] == pytest.approx(1.0)
+
+
+def test_identical_groups_are_identical_glyph_bits():
+    tokens = ["кот", "кст", "cat", "O", "Ο", "О", "o", "ab", "xyz", "<unused_9>"]
+    matrix = glyph_matrix(tokens, cache=False, progress=False)
+    bits = render_bits(tokens)
+    expected = {frozenset(t for j, t in enumerate(tokens) if (bits[j] == bits[i]).all() and not t.startswith("<unused"))
+                for i in range(len(tokens))}
+    got = ev.identical_groups(matrix, tokens)
+    assert {frozenset(g) for g in got} == {g for g in expected if len(g) > 1}
+    assert ["кот", "кст"] in got and ["O", "Ο", "О"] in got  # resize drops columns; homoglyphs across scripts

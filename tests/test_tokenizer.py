@@ -377,3 +377,12 @@ def test_vocab_from_tokenizer_dir_errors(tmp_path):
     with pytest.raises(ValueError, match="could not be loaded as a tokenizer") as err:
         T.vocab_from_tokenizer_dir(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_glyph_text_makes_byte_tokens_distinct():
+    from bvvlab.glyphs import render_bits
+
+    literal = render_bits(list(T.BYTE_TOKENS))
+    hexes = render_bits([T.glyph_text(t) for t in T.BYTE_TOKENS])
+    assert len({r.tobytes() for r in literal}) < 128 == len({r.tobytes() for r in hexes})
+    assert T.glyph_text("<0xB3>") == "B3" and T.glyph_text("the") == "the" and T.glyph_text("<s>") == "<s>"
