@@ -169,3 +169,37 @@ def test_altered_font_stops_rendering(broken_font):
     broken_font.write_bytes(gzip.compress(bytes(data)))
     with pytest.raises(font.FontError, match="SHA-256"):
         render_bits(["a"])
+
+
+def test_glyph_atlas_is_saved_reloaded_and_damage_is_rebuilt(tmp_path, monkeypatch, caplog):
+    """A new process reuses the rendered glyphs from disk; a damaged file is reported and redone."""
+    monkeypatch.setenv("BVVLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(glyphs, "_ATLASES", {})
+    toks = TOKENS[::7]
+    expected = render_bits(toks)
+    files = list((tmp_path / "glyph_atlas").glob("*.npz"))
+    assert len(files) == 1
+
+    def no_render(*a, **k):
+        raise AssertionError("rendered again although the atlas is on disk")
+
+    monkeypatch.setattr(glyphs, "_ATLASES", {})  # a "new process"
+    with monkeypatch.context() as m:
+        m.setattr(glyphs.GlyphAtlas, "_render_batch", no_render)
+        assert np.array_equal(render_bits(toks), expected)
+    raw = bytearray(files[0].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    files[0].write_bytes(bytes(raw))
+    monkeypatch.setattr(glyphs, "_ATLASES", {})
+    with caplog.at_level("WARNING", logger="bvvlab.glyphs"):
+        assert np.array_equal(render_bits(toks), expected)
+    assert len(caplog.records) == 1 and "damaged" in caplog.records[0].getMessage()
+
+
+def test_blur_radius_half_never_changes_a_bit():
+    """Documented finding (glyphs module docstring): the recipe's blur is a no-op after the threshold."""
+    import dataclasses
+
+    easy = [t for t in TOKENS if is_easy(t)]
+    assert np.array_equal(render_bits(easy), render_bits(easy, dataclasses.replace(RECIPE_32, blur=0.0)))
+    assert not np.array_equal(render_bits(easy), render_bits(easy, dataclasses.replace(RECIPE_32, blur=1.5)))
