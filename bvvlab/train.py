@@ -510,6 +510,12 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     """
     rank, local_rank, world = _dist_info()
     cfg.validate(world)
+    if cfg.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError("tensorboard=true needs the tensorboard package: pip install tensorboard "
+                             "(it is in bvvlab's dev extra)") from None
     out = Path(cfg.out)
     if _holds_run(out) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
@@ -677,10 +683,15 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
         if callback is not None:
             callback(rec)
 
+    timers = {"eval_s": 0.0, "eval_cpu_s": 0.0, "save_s": 0.0}
+
     def run_eval() -> None:
         if is_main:
+            t0, c0 = time.perf_counter(), time.process_time()
             ev = evaluate_bpc(model, val_shard, cfg.seq_len, cfg.eval_batches * cfg.batch_size, micro, device,
                               autocast)
+            timers["eval_s"] += time.perf_counter() - t0
+            timers["eval_cpu_s"] += time.process_time() - c0
             emit({"kind": "eval", "step": step, "tokens": tokens_seen, **ev})
 
     def trainer_state() -> dict[str, Any]:
@@ -696,12 +707,14 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
                 "config": dataclasses.asdict(cfg)}
 
     def save() -> Path:
+        t0 = time.perf_counter()
         st = trainer_state()  # collective under DDP: every rank takes part
         path = out / "checkpoints" / f"{CKPT_PREFIX}{step:07d}"
         if is_main:
             ckpt_meta = {**meta, "step": step, "tokens_seen": tokens_seen}
             path = save_trainer_checkpoint(out, step, model, tokenizer, st, ckpt_meta, cfg.keep_last, frozen_hash)
         _barrier(world)
+        timers["save_s"] += time.perf_counter() - t0
         return path
 
     if step == 0 and cfg.eval_every > 0:
@@ -713,6 +726,7 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
     last_path: Path | None = None
     busy, tok_log = 0.0, 0  # seconds spent in training steps (no eval, no saving) since the last record
     model.train()
+    t_loop, c_loop, step0 = time.perf_counter(), time.process_time(), step
     with _Signals() as sig:
         while step < cfg.steps:
             t_step = time.perf_counter()
@@ -773,12 +787,15 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
                     print(f"bvvlab train: {sig.received or 'signal'} received; saved {last_path}, stopping at "
                           f"step {step}", flush=True)
                 break
+    loop_s, loop_cpu_s = time.perf_counter() - t_loop, time.process_time() - c_loop
     bar.close()
     if writer is not None:
         writer.close()
     if is_main and step == cfg.steps:
         final = {k: v for r in records for k, v in r.items() if k not in ("kind",)}
+        # loop_s: the whole loop (steps, data, logging, evals, saves) of this process, for bench/
         meta["final"] = {"step": step, "tokens_seen": tokens_seen, "wall_s": time.time() - t_start,
+                         "loop_s": loop_s, "loop_cpu_s": loop_cpu_s, "loop_steps": step - step0, **timers,
                          **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "tok_per_s", "mfu") if k in final}}
         meta["checkpoint"] = str(last_path)
         write_json_atomic(out / "meta.json", meta)
