@@ -232,7 +232,10 @@ def glyph_matrix(tokens: Sequence[str], dim: int | None = None, params: RecipePa
     matrix = pca_embed(bits, dim)
     timings["pca_s"] = time.perf_counter() - t
     if path is not None:
-        save_matrix(path, matrix, key=path.stem, rows=len(tokens), dim=dim, params=params.as_dict())
+        try:
+            save_matrix(path, matrix, key=path.stem, rows=len(tokens), dim=dim, params=params.as_dict())
+        except OSError as exc:  # a read-only cache must not lose the work just done
+            log.warning("could not write the embedding cache %s (%s): continuing without it", path, exc)
     timings.update(cache_hit=False, build_s=time.perf_counter() - t0)
     return matrix
 
@@ -240,7 +243,7 @@ def glyph_matrix(tokens: Sequence[str], dim: int | None = None, params: RecipePa
 # ---------------------------------------------------------------------------------------------
 # a tokenizer and its matrix, together
 
-VOCAB_KINDS = ("bvv241-2-3", "bvv241-max", "compact")
+VOCAB_CHOICES = ("bvv241-2-3", "bvv241-max", "compact")  # or a tokenizer folder
 _KIND_PARAMS = {"bvv241-2-3": RECIPE_32, "bvv241-max": RECIPE_MAX}
 
 
@@ -352,7 +355,7 @@ def prepare_vocabulary(vocab: str = "compact", corpus: str | Sequence[str] | Non
     else:
         path = Path(vocab)
         if not path.is_dir():
-            raise ValueError(f"--vocab {vocab!r} is neither a kind ({', '.join(VOCAB_KINDS)}) nor a tokenizer folder: "
+            raise ValueError(f"--vocab {vocab!r} is neither a kind ({', '.join(VOCAB_CHOICES)}) nor a tokenizer folder: "
                              "pass one of those")
         params = params or default_params(vocab)
         tok = tk.load_tokenizer_dir(path)

@@ -227,7 +227,10 @@ class GlyphAtlas:
         if not missing:
             return
         self._render(missing, progress)
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:  # a read-only cache costs speed, never correctness
+            log.warning("could not save the glyph atlas (%s): continuing without it", exc)
 
     # -- on disk: every character is rendered once per machine, not once per process ----------
 
@@ -272,8 +275,11 @@ class GlyphAtlas:
                 os.unlink(tmp)
 
     def _load(self) -> None:
-        path = self._path()
-        if not path.is_file():
+        try:
+            path = self._path()
+            if not path.is_file():
+                return
+        except OSError:
             return
         try:
             with np.load(path) as z:
