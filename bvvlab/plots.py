@@ -30,3 +30,40 @@ def training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str 
     fig.update_xaxes(title_text="tokens seen")
     fig.update_layout(title=title, template="plotly_white", height=420, legend={"orientation": "h", "y": -0.2})
     return fig
+
+
+def interactive_frontend() -> bool:
+    """True inside a live Jupyter frontend (it allows stdin), False under papermill/nbclient
+    (`allow_stdin=False`), nbval or plain Python: live redraws would there only pile up outputs."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    return bool(getattr(kernel, "_allow_stdin", False))
+
+
+class LiveCurves:
+    """A `train(cfg, callback=...)` callback that redraws loss and bits/char as records arrive,
+    in a live frontend only; elsewhere it just keeps the records (draw the static figure after)."""
+
+    def __init__(self, title: str = "training", live: bool | None = None):
+        self.records: list[dict[str, Any]] = []
+        self.live = interactive_frontend() if live is None else live
+        self.fig = go.Figure(layout={"title": title, "xaxis": {"title": "tokens seen"}, "template": "plotly_white",
+                                     "height": 380})
+        self.fig.add_scatter(name="train loss (nats/token)", mode="lines")
+        self.fig.add_scatter(name="val bits/char", mode="lines+markers")
+        self._handle = None
+        if self.live:
+            from IPython.display import display
+
+            self._handle = display(self.fig, display_id=True)
+
+    def __call__(self, rec: Mapping[str, Any]) -> None:
+        self.records.append(dict(rec))
+        trace, key = (self.fig.data[0], "loss") if rec.get("kind") == "train" else (self.fig.data[1], "val_bpc")
+        trace.x = (*(trace.x or ()), rec["tokens"])
+        trace.y = (*(trace.y or ()), rec[key])
+        if self._handle is not None:
+            self._handle.update(self.fig)

@@ -634,11 +634,13 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
             return resume_from
 
     fwd_model: torch.nn.Module = model
+    ddp: Any = None
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # the frozen matrix is a constant buffer: broadcasting it every step would only cost bandwidth
-        fwd_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        fwd_model = ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                              broadcast_buffers=False)
     if cfg.compile:
         fwd_model = torch.compile(fwd_model)
     autocast = lambda: _autocast(cfg, device)  # noqa: E731
@@ -737,7 +739,7 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
             rows = sampler.next_batch().to(device, non_blocking=True)
             for micro_step, window in enumerate(rows.chunk(cfg.grad_accum)):
                 sync = micro_step == cfg.grad_accum - 1
-                ctx = fwd_model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
+                ctx = ddp.no_sync() if (ddp is not None and not sync) else contextlib.nullcontext()
                 with ctx, autocast():
                     loss = lm_loss(fwd_model, window) / cfg.grad_accum
                 loss.backward()
@@ -777,7 +779,7 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
             if world > 1:  # every rank must stop at the same step
                 import torch.distributed as tdist
 
-                flag = torch.tensor([1.0 if stop else 0.0])
+                flag = torch.tensor([1.0 if stop else 0.0], device=device)  # NCCL reduces CUDA tensors
                 tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
                 stop = bool(flag.item())
             if step % cfg.save_every == 0 or step == cfg.steps or stop:

@@ -146,3 +146,17 @@ def test_corpus_weights_parsing():
     assert D.normalize_weights("hf:/data/x") == {"hf:/data/x": 1.0}
     with pytest.raises(ValueError, match="weight"):
         D.normalize_weights({"a": 0})
+
+
+def test_local_hugging_face_dataset_source(tmp_path):
+    """`hf:<folder>` (a dataset saved with save_to_disk, read offline) tokenises like any source."""
+    import datasets
+
+    folder = tmp_path / "ds"
+    datasets.Dataset.from_dict({"text": DOCS}).save_to_disk(str(folder))
+    tok = small_tokenizer()
+    shard = D.build_shard(f"hf:{folder}", tok, "train", root=tmp_path / "shards", progress=False)
+    texts = list(D.iter_texts({f"hf:{folder}": 1.0}, "train", 0))
+    assert texts and set(texts) <= set(DOCS)
+    expected = [i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    assert np.asarray(shard.tokens).tolist() == expected

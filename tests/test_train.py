@@ -43,7 +43,7 @@ def _dir_digest(path: Path) -> dict[str, str]:
 def tiny_run(tmp_path_factory) -> Path:
     """A finished 4-step run (save_every=2: two checkpoints)."""
     out = tmp_path_factory.mktemp("run") / "tiny"
-    TR.train(_cfg(out, steps=4, save_every=2))
+    TR.train(_cfg(out, steps=4, save_every=2, tensorboard=True))
     return out
 
 
@@ -146,6 +146,8 @@ def test_run_dir_keeps_last_checkpoints_and_meta(tiny_run):
     assert "rng" in state["sampler"] and state["sampler"]["batches_drawn"] == 4
     meta = json.loads((tiny_run / "meta.json").read_text())
     assert meta["frozen_hash"] == meta["model"]["config"]["embedding_hash"]
+    events = list((tiny_run / "tb").glob("events.out.tfevents.*"))
+    assert events and b"val_bpc" in events[0].read_bytes()  # TensorBoard got the same scalars
 
 
 # ---------------------------------------------------------------------------------------------
