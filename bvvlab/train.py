@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -512,7 +513,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     cfg.validate(world)
     if cfg.tensorboard:
         try:
-            import torch.utils.tensorboard  # noqa: F401
+            importlib.import_module("torch.utils.tensorboard")  # (a plain import would make `torch` local)
         except ImportError:
             raise ValueError("tensorboard=true needs the tensorboard package: pip install tensorboard "
                              "(it is in bvvlab's dev extra)") from None
