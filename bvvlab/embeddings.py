@@ -27,7 +27,8 @@ hash is recorded wherever a matrix is used: models can only be fused when it mat
 Cache: `glyph_matrix` stores results as safetensors under `cache_dir()/embeddings/`, keyed by
 sha256 over the token strings, the font hash, the recipe parameters, `dim` and the code
 versions; the file carries its own matrix hash, so a damaged file is detected, reported in one
-log line and rebuilt.
+log line and rebuilt. Beside it, a dim-independent "basis" (packed bits, mean, components; with
+a digest) makes another `dim` of the same vocabulary one projection away.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ import torch
 from bvvlab.glyphs import (GLYPHS_VERSION, RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits)
 from bvvlab.runinfo import cache_dir, run_meta, write_json_atomic
 
-__all__ = ["RecipeParams", "RECIPE_32", "RECIPE_64", "RECIPE_MAX", "pca_embed", "glyph_matrix", "matrix_hash",
+__all__ = ["RecipeParams", "RECIPE_32", "RECIPE_64", "RECIPE_MAX", "pca_components", "project", "pca_embed",
+           "glyph_matrix", "matrix_hash",
            "save_matrix", "load_matrix", "load_matrix_meta", "Embedded", "prepare_vocabulary", "load_embedded",
            "add_cli"]
 
@@ -97,18 +99,25 @@ def pca_components(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return (sums / n).numpy(), evecs.numpy(), evals.numpy()
 
 
-def pca_embed(bits: np.ndarray, dim: int | None = None) -> torch.Tensor:
-    """Recipe 3.6-3.7: (N, D) bits -> first `dim` PCA scores (default D) -> L2-normalised rows, float32."""
-    n, d = bits.shape
+def project(bits: np.ndarray, mean: np.ndarray, comps: np.ndarray, dim: int | None = None) -> torch.Tensor:
+    """Recipe 3.6-3.7 given the PCA: first `dim` scores of (bits - mean), float32, L2-normalised rows."""
+    d = bits.shape[1]
     dim = d if dim is None else dim
     if not 1 <= dim <= d:
         raise ValueError(f"dim={dim} is out of range: pass 1 <= dim <= {d} (size*size)")
-    mean, comps, _ = pca_components(bits)
     v = torch.from_numpy(np.ascontiguousarray(comps[:, :dim]))
     x = torch.from_numpy(np.ascontiguousarray(bits).view(np.uint8)).to(torch.float32)
     scores = x @ v.to(torch.float32)
     scores -= (torch.from_numpy(mean) @ v).to(torch.float32)  # centring, as PCA.transform does
     return torch.nn.functional.normalize(scores, dim=1)
+
+
+def pca_embed(bits: np.ndarray, dim: int | None = None) -> torch.Tensor:
+    """Recipe 3.6-3.7: (N, D) bits -> first `dim` PCA scores (default D) -> L2-normalised rows, float32."""
+    if dim is not None and not 1 <= dim <= bits.shape[1]:
+        raise ValueError(f"dim={dim} is out of range: pass 1 <= dim <= {bits.shape[1]} (size*size)")
+    mean, comps, _ = pca_components(bits)
+    return project(bits, mean, comps, dim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +212,59 @@ def cache_path(tokens: Sequence[str], params: RecipeParams, dim: int) -> Path:
     return cache_dir() / "embeddings" / f"{cache_key(tokens, params, dim)}.safetensors"
 
 
+def _digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        h.update(f"{name}{arrays[name].dtype.str}{arrays[name].shape}".encode())
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
+def _basis(tokens: list[str], params: RecipeParams, cache: bool, progress: bool,
+           timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bits, mean, components) of a vocabulary: what every `dim` of its matrix is projected from.
+
+    Cached (dim-independent, digest-checked) beside the matrices, so asking for another `dim`
+    of the same vocabulary costs one projection, not a render and a PCA.
+    """
+    path = cache_dir() / "embeddings" / f"basis-{cache_key(tokens, params, 0)}.npz" if cache else None
+    if path is not None and path.is_file():
+        t = time.perf_counter()
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in ("bits", "mean", "comps")}
+                ok = np.array_equal(z["digest"], _digest(arrays))
+            if ok and arrays["bits"].shape[0] == len(tokens):
+                timings.update(basis_cache_hit=True, basis_load_s=time.perf_counter() - t)
+                bits = np.unpackbits(arrays["bits"], axis=1, count=params.dim).view(bool)
+                return bits, arrays["mean"], arrays["comps"]
+        except Exception:  # noqa: BLE001 - a bad cache file is rebuilt, never trusted
+            pass
+        log.warning("embedding cache file %s is damaged (digest or format check failed): rebuilding it", path)
+    t = time.perf_counter()
+    bits = render_bits(tokens, params, progress=progress)
+    timings["render_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    mean, comps, _ = pca_components(bits)
+    timings["pca_s"] = time.perf_counter() - t
+    timings["basis_cache_hit"] = False
+    if path is not None:
+        arrays = {"bits": np.packbits(bits, axis=1), "mean": mean, "comps": comps}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, digest=_digest(arrays), **arrays)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as exc:
+            log.warning("could not write the embedding cache %s (%s): continuing without it", path, exc)
+    return bits, mean, comps
+
+
 def glyph_matrix(tokens: Sequence[str], dim: int | None = None, params: RecipeParams = RECIPE_32,
                  cache: bool = True, progress: bool = True, timings: dict | None = None) -> torch.Tensor:
     """The frozen embedding (N, dim) float32 of `tokens` in id order (recipe section 3).
@@ -225,12 +287,10 @@ def glyph_matrix(tokens: Sequence[str], dim: int | None = None, params: RecipePa
             return matrix
         except (ValueError, FileNotFoundError):
             log.warning("embedding cache file %s is damaged (hash or format check failed): rebuilding it", path)
+    bits, mean, comps = _basis(tokens, params, cache, progress, timings)
     t = time.perf_counter()
-    bits = render_bits(tokens, params, progress=progress)
-    timings["render_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    matrix = pca_embed(bits, dim)
-    timings["pca_s"] = time.perf_counter() - t
+    matrix = project(bits, mean, comps, dim)
+    timings["project_s"] = time.perf_counter() - t
     if path is not None:
         try:
             save_matrix(path, matrix, key=path.stem, rows=len(tokens), dim=dim, params=params.as_dict())

@@ -139,6 +139,27 @@ def test_cache_hit_damage_detected_and_rebuilt(tmp_cache, caplog):
         assert t4["cache_hit"] is True  # repaired
 
 
+def test_other_dims_reuse_the_cached_basis_and_damage_is_rebuilt(tmp_cache, caplog, monkeypatch):
+    toks = TOKENS[:300]
+    full = E.pca_embed(render_bits(toks))
+    assert torch.equal(E.glyph_matrix(toks, cache=True, progress=False), full)
+    basis = list((tmp_cache / "embeddings").glob("basis-*.npz"))
+    assert len(basis) == 1
+    with monkeypatch.context() as m:  # another dim: no render, no PCA, same numbers
+        m.setattr(E, "render_bits", lambda *a, **k: pytest.fail("rendered although the basis is cached"))
+        t: dict = {}
+        got = E.glyph_matrix(toks, dim=40, cache=True, progress=False, timings=t)
+    assert t["basis_cache_hit"] is True
+    assert torch.equal(got, E.pca_embed(render_bits(toks), 40))
+    raw = bytearray(basis[0].read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    basis[0].write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger="bvvlab.embeddings"):
+        again = E.glyph_matrix(toks, dim=41, cache=True, progress=False)
+    assert len(caplog.records) == 1 and "damaged" in caplog.records[0].getMessage()
+    assert torch.equal(again, E.pca_embed(render_bits(toks), 41))
+
+
 def test_save_load_round_trip_and_errors(tmp_path):
     m = torch.nn.functional.normalize(torch.randn(10, 8), dim=1)
     p = tmp_path / "m.safetensors"
