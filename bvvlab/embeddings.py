@@ -479,6 +479,16 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cli_embed(args: argparse.Namespace) -> int:
+    from bvvlab.cli import CLIError
+    from bvvlab.font import FontError
+
+    try:
+        return _embed(args)
+    except FontError as exc:  # the font's own message names the file and the fix: one line
+        raise CLIError(str(exc)) from None
+
+
+def _embed(args: argparse.Namespace) -> int:
     check_out_dir(args.out, args.overwrite)  # fail before the work, not after
     kind = args.base if args.vocab == "compact" else args.vocab
     params = default_params(kind, args.size)

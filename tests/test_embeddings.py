@@ -266,6 +266,29 @@ def test_cli_refuses_non_empty_out_before_any_work(tmp_path, capsys):
     assert (out / "x").read_text() == "keep" and len(list(out.iterdir())) == 1
 
 
+def test_cli_missing_font_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from bvvlab import font
+    from bvvlab.runinfo import data_dir
+
+    shutil.copytree(data_dir() / "fonts", tmp_path / "data" / "fonts")
+    (tmp_path / "data" / font.FONT_FILE).unlink()
+    _tiny_hf_tokenizer(tmp_path / "tok")
+    monkeypatch.setenv("BVVLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BVVLAB_CACHE", str(tmp_path / "cache"))
+    font._font_bytes.cache_clear()
+    font._load.cache_clear()
+    try:
+        rc = cli_main(["embed", "--vocab", str(tmp_path / "tok"), "--out", str(tmp_path / "out"), "--quiet"])
+    finally:
+        font._font_bytes.cache_clear()
+        font._load.cache_clear()
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "font file" in err and "missing" in err
+    assert not (tmp_path / "out").exists()
+
+
 # --- the full 65,536-token build, once per module -----------------------------------------
 
 @pytest.fixture(scope="module")
