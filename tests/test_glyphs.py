@@ -41,6 +41,8 @@ def sample_tokens(seed: int = 0) -> list[str]:
     toks += _chars(rng, greek_cyr, 300) + _chars(rng, cjk, 400) + _chars(rng, other, 400)
     toks += list(SPECIAL_TOKENS) + [f"<special_token_{i}>" for i in (23, 99, 255)] + list(BYTE_TOKENS[:8])
     toks += ["<unused_12>", "<unused_65535>", "<unused_131071>", "\n", "\t", " ", "  ", "\r\n", "a\nb"]
+    # outside the BMP font (emoji, CJK ext. B: the .notdef glyph) and a lone surrogate
+    toks += ["\U0001F642", "\U00020000x", "ab\U0001F600", "a\udfffb"]
     letters = {"lat": [(0x61, 0x7A), (0xE0, 0xFF)], "cyr": [(0x430, 0x44F)], "grk": [(0x3B1, 0x3C9)],
                "cjk": cjk, "mark": combining[:1], "any": latin + greek_cyr + cjk + other + combining}
     for _ in range(1000):  # n-grams: one script, or mixed
