@@ -86,8 +86,9 @@ def train_step_fn(model, ids, device):
     return step
 
 
-def interleaved(fns: dict, steps: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each fn, calls interleaved round-robin."""
+def interleaved(fns: dict, steps: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each fn, `steps` rounds, calls interleaved round-robin so that the
+    load of a shared machine falls on all of them alike."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -97,7 +98,12 @@ def interleaved(fns: dict, steps: int, warmup: int = 2) -> dict[str, float]:
             t = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], fast: str, slow: str) -> float:
+    """Median over rounds of slow/fast: each pair ran back to back, so slow drifts cancel."""
+    return statistics.median(s / f for f, s in zip(times[fast], times[slow]))
 
 
 def bench_train(steps: int) -> dict:
@@ -108,16 +114,18 @@ def bench_train(steps: int) -> dict:
     ours_default = model_pair(TRAIN_SHAPE, swiglu=False).train()
     fns = {"bvv_rmsnorm_swiglu": train_step_fn(ours_sw, ids, "cpu"), "llama": train_step_fn(llama, ids, "cpu"),
            "bvv_default": train_step_fn(ours_default, ids, "cpu")}
-    sec = interleaved(fns, steps)
+    times = interleaved(fns, steps)
+    sec = {k: statistics.median(v) for k, v in times.items()}
     tokens = TRAIN_BATCH * TRAIN_SEQ
     tps = {k: tokens / v for k, v in sec.items()}
     return {"shape": {**TRAIN_SHAPE, "batch": TRAIN_BATCH, "seq": TRAIN_SEQ}, "steps": steps,
-            "sec_per_step": sec, "tokens_per_s": tps,
+            "sec_per_step_median": sec, "sec_per_step_all": times, "tokens_per_s": tps,
             "trainable_params": {"bvv_rmsnorm_swiglu": count_parameters(ours_sw)["trainable"],
                                  "llama": sum(p.numel() for p in llama.parameters() if p.requires_grad),
                                  "bvv_default": count_parameters(ours_default)["trainable"]},
-            "ratio_swiglu_vs_llama": tps["bvv_rmsnorm_swiglu"] / tps["llama"],
-            "ratio_default_vs_llama": tps["bvv_default"] / tps["llama"], "target": ">= 1.1 (like for like)"}
+            "ratio_swiglu_vs_llama": paired_ratio(times, "bvv_rmsnorm_swiglu", "llama"),
+            "ratio_default_vs_llama": paired_ratio(times, "bvv_default", "llama"),
+            "target": ">= 1.1 (like for like)"}
 
 
 def bench_gen(repeats: int) -> dict:
@@ -133,17 +141,16 @@ def bench_gen(repeats: int) -> dict:
                 outs[name] = model.generate(prompt, **kw, **extra)
         return fn
 
-    fns = {"bvv_cache": run("bvv_cache", ours), "llama_cache": run("llama_cache", llama)}
-    sec = interleaved(fns, repeats, warmup=1)
-    t = time.perf_counter()
-    run("bvv_no_cache", ours, use_cache=False)()
-    sec["bvv_no_cache"] = time.perf_counter() - t
+    fns = {"bvv_cache": run("bvv_cache", ours), "llama_cache": run("llama_cache", llama),
+           "bvv_no_cache": run("bvv_no_cache", ours, use_cache=False)}
+    times = interleaved(fns, repeats, warmup=0)
+    sec = {k: statistics.median(v) for k, v in times.items()}
     same = torch.equal(outs["bvv_cache"], outs["llama_cache"]) and torch.equal(outs["bvv_cache"], outs["bvv_no_cache"])
     tps = {k: GEN_NEW / v for k, v in sec.items()}
     return {"shape": {**TRAIN_SHAPE, "prompt": GEN_PROMPT, "new_tokens": GEN_NEW, "batch": 1}, "repeats": repeats,
-            "sec": sec, "new_tokens_per_s": tps, "identical_tokens": same,
-            "ratio_cache_vs_llama": tps["bvv_cache"] / tps["llama_cache"],
-            "ratio_cache_vs_no_cache": tps["bvv_cache"] / tps["bvv_no_cache"],
+            "sec_median": sec, "sec_all": times, "new_tokens_per_s": tps, "identical_tokens": same,
+            "ratio_cache_vs_llama": paired_ratio(times, "bvv_cache", "llama_cache"),
+            "ratio_cache_vs_no_cache": paired_ratio(times, "bvv_cache", "bvv_no_cache"),
             "target": "vs llama >= 1.0, vs no cache >= 5"}
 
 
@@ -178,7 +185,8 @@ def child_ce(variant: str) -> dict:
 
 
 def in_subprocess(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, __file__, "--threads", str(torch.get_num_threads()), "--child", *args],
+                         capture_output=True, text=True,
                          cwd=REPO_ROOT, timeout=1800)
     if out.returncode:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-2000:]}")
@@ -217,7 +225,7 @@ def bench_gpu(dtype: torch.dtype, steps: int, batch: int) -> dict:
     model = BVVForCausalLM(cfg).to("cuda", dtype).train()
     seq = cfg.max_position_embeddings
     ids = torch.randint(0, cfg.vocab_size, (batch, seq), device="cuda")
-    sec = interleaved({"bvv": train_step_fn(model, ids, "cuda")}, steps)["bvv"]
+    sec = statistics.median(interleaved({"bvv": train_step_fn(model, ids, "cuda")}, steps)["bvv"])
     tps = batch * seq / sec
     counts = count_parameters(model)
     matmul_params = counts["trainable"]  # blocks + head; the frozen lookup does no matmul
@@ -236,11 +244,15 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["train", "gen", "mem", "ce"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--steps", type=int, default=5, help="timed training steps per model")
+    p.add_argument("--steps", type=int, default=8, help="timed training steps per model")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared 2-core machine a second thread mostly waits "
+                        "at OpenMP barriers; measured 3.7 vs 14 ms per decode step)")
     p.add_argument("--batch", type=int, default=8, help="GPU batch (sequences of 1024)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "model.json")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.child:
         kind, *rest = args.child
         res = child_mem(rest[0], int(rest[1])) if kind == "mem" else child_ce(rest[0])
@@ -262,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"bvv default {t['bvv_default']:.0f}  ratio like-for-like {r['ratio_swiglu_vs_llama']:.2f}x  "
                   f"(default vs llama {r['ratio_default_vs_llama']:.2f}x)")
         if "gen" in args.parts:
-            results["gen"] = r = bench_gen(max(2, args.steps // 2))
+            results["gen"] = r = bench_gen(3)
             t = r["new_tokens_per_s"]
             print(f"[gen] new tok/s  bvv cache {t['bvv_cache']:.0f}  llama cache {t['llama_cache']:.0f}  bvv no cache "
                   f"{t['bvv_no_cache']:.0f}  ratio vs llama {r['ratio_cache_vs_llama']:.2f}x  vs no cache "

@@ -200,9 +200,9 @@ class Rotary(nn.Module):
     first use per (device, dtype) and grown when needed. fp32 math as in `LlamaRotaryEmbedding`.
     """
 
-    def __init__(self, head_dim: int, base: float):
+    def __init__(self, head_dim: int, base: float, max_positions: int):
         super().__init__()
-        self.head_dim, self.base = head_dim, base
+        self.head_dim, self.base, self.max_positions = head_dim, base, max_positions
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tables(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,7 +211,7 @@ class Rotary(nn.Module):
         if cached is None or cached[0].shape[0] < length:
             inv_freq = 1.0 / (self.base ** (torch.arange(0, self.head_dim, 2, dtype=torch.float, device=device)
                                             / self.head_dim))
-            pos = torch.arange(max(length, 64), device=device, dtype=torch.float)
+            pos = torch.arange(max(length, self.max_positions), device=device, dtype=torch.float)
             freqs = pos[:, None] * inv_freq[None, :]  # (T, hd/2)
             emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
             cached = (emb.cos().to(dtype), emb.sin().to(dtype))
@@ -262,13 +262,17 @@ class Attention(nn.Module):
             k, v = cache.update(k, v, self.layer_idx)  # (B, H, S, hd), S = past + T
         S = k.shape[2]
         weights = None
-        if eager:
+        # eager: attention weights wanted; also CPU decoding of one token, where two small
+        # matmuls beat the CPU flash kernel (2.9 ms per call measured for a 1-token query)
+        if eager or (T == 1 and x.device.type == "cpu"):
             scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (B, H, T, S)
-            if mask is None:
-                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-            scores = scores.masked_fill(~mask, float("-inf"))
-            weights = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
-            y = weights @ v
+            if mask is not None or T > 1:
+                if mask is None:
+                    mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+                scores = scores.masked_fill(~mask, float("-inf"))
+            w = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
+            weights = w if eager else None
+            y = w @ v
         else:
             # is_causal only when the query block covers the whole key range; else an explicit mask
             # (which is None during unpadded single-token decoding: the new token sees everything)
@@ -375,7 +379,7 @@ class BVVModel(BVVPreTrainedModel):
         self.embed_tokens = FrozenEmbedding(V, d) if config.frozen_embedding else nn.Embedding(V, d)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
         self.ln_f = make_norm(config)
-        self.rotary = Rotary(config.head_dim, config.rope_theta)
+        self.rotary = Rotary(config.head_dim, config.rope_theta, config.max_position_embeddings)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -403,7 +407,8 @@ class BVVModel(BVVPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
-            self.check_ids(input_ids)
+            if not torch.compiler.is_compiling():  # a host sync; torch.compile traces without it
+                self.check_ids(input_ids)
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, d)
         x = inputs_embeds
         B, T, _ = x.shape
@@ -416,8 +421,11 @@ class BVVModel(BVVPreTrainedModel):
                              f"max_position_embeddings={self.config.max_position_embeddings}; shorten the prompt "
                              "or max_new_tokens")
 
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError(f"attention_mask must be 2-D (batch, sequence) of 1 = token, 0 = padding; got "
+                             f"{attention_mask.dim()}-D (the causal part is built inside the model)")
         mask = None  # bool (B, 1, T, S), True = may attend; None = plain causal
-        if attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all()):
+        if attention_mask is not None and not bool(attention_mask.all()):
             if attention_mask.shape[-1] != S:
                 raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions but the cache plus "
                                  f"input hold {S}; pass the mask of the whole sequence so far")
@@ -593,8 +601,19 @@ class BVVForCausalLM(BVVPreTrainedModel, GenerationMixin):
                 num_items_in_batch: int | torch.Tensor | None = None, **kwargs) -> CausalLMOutputWithPast:
         """Logits (B, T, V) and/or loss; `cache` is a transformers `Cache` (generate passes it).
 
-        `past_key_values` (the pre-5 name) is accepted as an alias of `cache`. Other keys that
-        generate or a tokenizer may pass (e.g. `token_type_ids`) are ignored.
+        * `labels` (B, T) follow HF: position t is scored against labels[t + 1], -100 is ignored;
+          the loss is the chunked cross-entropy (mean over scored tokens, or sum divided by
+          `num_items_in_batch` for gradient accumulation). With labels, `logits` is None unless
+          `return_logits=True` (which builds the full (B, T, V) tensor: evaluation only).
+        * `attention_mask` (B, S) of 1/0 over cache + input (left padding); position ids then
+          default to the running count of real tokens (as `generate` computes them).
+        * `output_hidden_states`: n_layers + 1 tensors (B, T, d): the embedding output first,
+          then each block's output, except that the last entry is *after* `ln_f` (HF
+          convention, so `lm_head(hidden_states[-1]) == logits`).
+        * `output_attentions` (or config `_attn_implementation="eager"`) takes the eager path
+          and returns per-layer softmax weights (B, H, T, S); otherwise fused SDPA.
+        * `past_key_values` (the pre-5 name) is an alias of `cache`. Other keys that generate or
+          a tokenizer may pass (e.g. `token_type_ids`) are ignored.
         """
         if cache is None and kwargs.get("past_key_values") is not None:
             cache = kwargs["past_key_values"]
