@@ -22,7 +22,10 @@ the same projection, faster and deterministically:
 Determinism: identical inputs give a bit-identical matrix on every run of the same software
 stack (same numpy/torch/LAPACK build); across different LAPACK builds the eigenvectors may
 differ in the last bits (and within exactly degenerate eigenspaces), which is why the matrix
-hash is recorded wherever a matrix is used: models can only be fused when it matches.
+hash is recorded wherever a matrix is used: models can only be fused when it matches. torch's
+LAPACK is MKL, whose results may also depend on the CPU's instruction set; exporting
+`MKL_CBWR=COMPATIBLE` before starting Python asks MKL for CPU-independent results (not tested
+here: one machine type).
 
 Cache: `glyph_matrix` stores results as safetensors under `cache_dir()/embeddings/`, keyed by
 sha256 over the token strings, the font hash, the recipe parameters, `dim` and the code
