@@ -528,7 +528,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
 
         if not tdist.is_initialized():
             tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cpu":
+        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # share the cores, don't fight
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -657,7 +657,8 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
                            "flops_per_token": fpt})
     writer = None
     if is_main:
-        if cfg.overwrite and resume_from is None and out.exists():
+        if resume_from is None and (cfg.overwrite or cfg.resume) and out.exists():
+            # replacing a run, or "resuming" one that died before its first checkpoint: its records are void
             for name in ("checkpoints", "tb"):
                 shutil.rmtree(out / name, ignore_errors=True)
             for name in ("meta.json", "metrics.jsonl"):
@@ -757,6 +758,11 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
                                     f"last good checkpoint: {good or 'none'}; lower lr= or raise warmup=")
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                    cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            if not math.isfinite(float(gnorm)):  # a finite loss can still overflow in backward
+                bar.close()
+                raise NonFiniteLoss(f"gradient norm is {float(gnorm)} at step {step + 1} (lr {lr:.3g}); the run "
+                                    f"stopped, last good checkpoint: {last_checkpoint(out) or 'none'}; lower lr= "
+                                    "or raise warmup=")
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
@@ -894,14 +900,10 @@ def _run_cli(fn: Callable[[TrainConfig], Path], args: argparse.Namespace) -> int
     from bvvlab.cli import CLIError
 
     cfg = config_from_args(args)
-    try:
+    try:  # corpus errors (e.g. a non-UTF-8 file) are ValueErrors: cli prints them as one line too
         path = fn(cfg)
     except NonFiniteLoss as exc:
         raise CLIError(str(exc)) from None
-    except Exception as exc:  # corpus errors (e.g. a non-UTF-8 file) are user errors: one line
-        if type(exc).__name__ == "CorpusError":
-            raise CLIError(str(exc)) from None
-        raise
     if _dist_info()[0] == 0:
         print(path)
     return 0
