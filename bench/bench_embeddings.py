@@ -21,7 +21,6 @@ the best of --repeat runs (other jobs share this machine); the load average is r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
