@@ -262,17 +262,13 @@ class Attention(nn.Module):
             k, v = cache.update(k, v, self.layer_idx)  # (B, H, S, hd), S = past + T
         S = k.shape[2]
         weights = None
-        # eager: attention weights wanted; also CPU decoding of one token, where two small
-        # matmuls beat the CPU flash kernel (2.9 ms per call measured for a 1-token query)
-        if eager or (T == 1 and x.device.type == "cpu"):
+        if eager:  # attention weights wanted (lens tools, plots)
             scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (B, H, T, S)
-            if mask is not None or T > 1:
-                if mask is None:
-                    mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-                scores = scores.masked_fill(~mask, float("-inf"))
-            w = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
-            weights = w if eager else None
-            y = w @ v
+            if mask is None:
+                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
+            y = weights @ v
         else:
             # is_causal only when the query block covers the whole key range; else an explicit mask
             # (which is None during unpadded single-token decoding: the new token sees everything)
