@@ -149,10 +149,16 @@ def _coerce(name: str, value: Any) -> Any:
     hint = typing.get_type_hints(TrainConfig)[name]
     if not isinstance(value, str):
         return value
-    args = typing.get_args(hint)
-    if value.lower() in ("none", "null") and type(None) in args:
+    if typing.get_origin(hint) is dict:  # corpus, model
+        if value.strip().startswith("{"):
+            return json.loads(value)
+        if name == "corpus":
+            return D.normalize_weights(value)  # "a:0.7,b:0.3" or one name
+        raise ValueError(f"{name}={value!r}: expected a JSON object")
+    args = [a for a in typing.get_args(hint) if a is not type(None)]  # X | None -> X
+    if value.lower() in ("none", "null") and len(args) < len(typing.get_args(hint)):
         return None
-    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not dict else hint
+    base = args[0] if args else hint
     if base is bool:
         if value.lower() in ("1", "true", "yes", "on"):
             return True
@@ -175,12 +181,6 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         except ValueError:
             raise ValueError(f"{name}={value!r}: expected a number") from None
-    if typing.get_origin(hint) is dict:
-        if value.strip().startswith("{"):
-            return json.loads(value)
-        if name == "corpus":
-            return D.normalize_weights(value)
-        raise ValueError(f"{name}={value!r}: expected a JSON object")
     return value
 
 
@@ -593,6 +593,10 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
             embedded = prepare_embedded(cfg, texts)
         model = build_model(cfg, embedded)
         tokenizer = embedded.tokenizer
+    if cfg.seq_len > model.config.max_position_embeddings:
+        raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's context of {model.config.max_position_embeddings} "
+                         f"tokens: use seq_len<={model.config.max_position_embeddings} or "
+                         "model.max_position_embeddings=...")
     matrix_hash = getattr(embedded, "matrix_hash", None)
     frozen_hash = embedding_hash(model) if cfg.frozen else None
     recorded = getattr(embedded, "frozen_hash", None)

@@ -27,6 +27,7 @@ def _final(out):
     return load_file(TR.last_checkpoint(out) / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     from bvvlab import data as D
     from bvvlab.embeddings import prepare_vocabulary

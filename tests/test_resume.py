@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -72,6 +73,7 @@ def _embed_dir(tmp_path: Path) -> Path:
     return prepare_vocabulary("compact", dim=64, texts=texts, progress=False).save(tmp_path / "vocab")
 
 
+@pytest.mark.slow
 def test_sigkill_and_sigterm_then_resume_are_bit_identical(tmp_path):
     ref, killed, termed = tmp_path / "ref", tmp_path / "killed", tmp_path / "termed"
     vocab = _embed_dir(tmp_path)

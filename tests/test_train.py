@@ -112,6 +112,7 @@ def test_bits_per_char_matches_full_logits_reference():
 # the smoke run and what a run directory holds
 
 
+@pytest.mark.slow
 def test_smoke_cli_run_loads_in_hugging_face(tmp_path):
     out = tmp_path / "smoke"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
