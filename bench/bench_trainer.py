@@ -17,7 +17,8 @@ the best (shortest) time of each kind is taken.
 
     .venv/bin/python bench/bench_trainer.py              # writes bench/results/trainer.json
     .venv/bin/python bench/bench_trainer.py --reps 3 --steps 100
-    .venv/bin/python bench/bench_trainer.py --device cuda --preset best_bvv_ru --seq-len 1024 --compile
+    .venv/bin/python bench/bench_trainer.py --device cuda --preset best_bvv_ru --vocab bvv241-max \
+        --seq-len 1024 --batch-size 16 --steps 30 --compile
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def trainer_run(cfg: TR.TrainConfig, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--vocab", default="compact", help="compact (CPU) or bvv241-max for the best_bvv_ru shape")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -95,9 +97,10 @@ def main() -> None:
     base = TR.make_config(preset=args.preset, steps=args.steps, seq_len=args.seq_len, batch_size=args.batch_size,
                           train_chars=400_000, val_chars=20_000, log_every=1, eval_every=0, eval_batches=2,
                           save_every=args.save_every, keep_last=2, warmup=max(1, args.steps // 10),
-                          device=args.device, compile=args.compile, progress=False)
+                          device=args.device, compile=args.compile, vocab=args.vocab, progress=False)
     # one vocabulary for every run (a saved dir: each run loads it instead of rebuilding it)
-    texts = list(D.take_chars(D.iter_texts(base.corpus, "train", base.seed), base.train_chars))
+    texts = (list(D.take_chars(D.iter_texts(base.corpus, "train", base.seed), base.train_chars))
+             if args.vocab == "compact" else None)
     embedded = TR.prepare_embedded(base, texts)
     vocab_dir = embedded.save(work / "vocab")
     base = TR.make_config(base, vocab=str(vocab_dir))

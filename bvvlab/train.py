@@ -52,10 +52,9 @@ CKPT_PREFIX = "step_"
 # dense bf16 peak FLOP/s per device (vendor data sheets, no sparsity); MFU is reported only for these
 PEAK_FLOPS_BF16: dict[str, float] = {
     "H200": 989e12,
-    "H100 SXM": 989e12,
     "H100 NVL": 835e12,
     "H100 PCIe": 756e12,
-    "H100": 756e12,
+    "H100": 989e12,  # the SXM part reports itself as "NVIDIA H100 80GB HBM3"
     "GH200": 989e12,
     "B200": 2250e12,
     "A100": 312e12,

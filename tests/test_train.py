@@ -175,6 +175,29 @@ def test_example_configs_are_valid(name):
     assert cfg.preset in PRESETS
 
 
+def test_mfu_only_for_known_gpus(monkeypatch):
+    assert TR.peak_flops(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "NVIDIA H200")
+    assert TR.peak_flops(torch.device("cuda:0")) == 989e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "NVIDIA H100 80GB HBM3")
+    assert TR.peak_flops(torch.device("cuda:0")) == 989e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "NVIDIA H100 PCIe")
+    assert TR.peak_flops(torch.device("cuda:0")) == 756e12  # the longest matching name wins (not "H100")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "Some Future Accelerator")
+    assert TR.peak_flops(torch.device("cuda:0")) is None
+
+
+def test_flops_per_token_counts_matmul_parameters_and_attention():
+    model = _model(300)  # frozen: the glyph matrix is a buffer, not a parameter
+    n = sum(p.numel() for p in model.parameters())
+    c = model.config
+    assert TR.flops_per_token(model, 32) == 6 * n + 12 * c.num_hidden_layers * c.hidden_size * 32
+    torch.manual_seed(0)
+    unfrozen = BVVForCausalLM(config_from_preset("tiny", vocab_size=300, frozen_embedding=False))
+    # a trainable embedding is a lookup, not a matmul: the same FLOPs
+    assert TR.flops_per_token(unfrozen, 32) == TR.flops_per_token(model, 32)
+
+
 def test_lr_schedule_warmup_then_cosine():
     cfg = TR.make_config(steps=100, warmup=10, lr=1.0, min_lr=0.1)
     assert TR.lr_at(0, cfg) == pytest.approx(0.1)
