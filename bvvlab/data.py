@@ -81,16 +81,22 @@ def _hash_path(path: Path, h: Any) -> None:
 
 
 def source_fingerprint(name: str) -> str:
-    """What identifies a source's content: a named corpus by name (+ corpora version), a path by bytes."""
+    """What identifies a source's content: a path or embedded corpus by its bytes, a generated one by its code."""
     local = name[3:] if name.startswith("hf:") else name
     p = Path(local).expanduser()
     if p.exists():
         h = hashlib.sha256()
         _hash_path(p, h)
         return f"{name}#sha256={h.hexdigest()}"
-    from bvvlab import corpora
+    from bvvlab import concepts, corpora
 
-    return f"{name}#corpora={getattr(corpora, 'CORPORA_VERSION', getattr(corpora, '__version__', 0))}"
+    h = hashlib.sha256()
+    if name in getattr(corpora, "PARALLEL_FILES", {}):  # an embedded corpus: its data file
+        _hash_path(corpora.corpora_dir() / corpora.PARALLEL_FILES[name][0], h)
+    else:  # a generated corpus: the code that generates it
+        for module in (corpora, concepts):
+            _hash_path(Path(module.__file__), h)
+    return f"{name}#sha256={h.hexdigest()}"
 
 
 def tokenizer_hash(tokenizer: Any) -> str:

@@ -642,9 +642,9 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        # the frozen matrix is a constant buffer: broadcasting it every step would only cost bandwidth
+        # the frozen matrix is a constant buffer: re-broadcasting it every forward would only cost bandwidth
         fwd_model = ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                              broadcast_buffers=False)
+                              forward_sync_buffers=False)
     if cfg.compile:
         fwd_model = torch.compile(fwd_model)
     autocast = lambda: _autocast(cfg, device)  # noqa: E731
