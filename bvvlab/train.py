@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import json
 import math
@@ -32,6 +33,7 @@ import os
 import random
 import shutil
 import signal
+import tempfile
 import time
 import tomllib
 import typing
@@ -41,10 +43,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bvvlab import data as D
-from bvvlab.runinfo import REPO_ROOT, run_meta, write_json_atomic
+from bvvlab.runinfo import REPO_ROOT, cache_dir, run_meta, write_json_atomic
 
 STATE_FILE = "trainer_state.pt"
 CKPT_PREFIX = "step_"
@@ -328,15 +329,52 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
+def _compact_cache_key(dim: int, texts: list[str]) -> str:
+    """Everything a compact vocabulary is made of: the code that builds it, the font, the embedded
+    corpora the base n-grams come from, the width and the training texts."""
+    from bvvlab import corpora, embeddings, font, glyphs
+    from bvvlab import tokenizer as tk
+
+    h = hashlib.sha256()
+    for module in (tk, embeddings, glyphs, font, corpora):
+        D._hash_path(Path(module.__file__), h)
+    h.update(font.font_sha256().encode())
+    for name in tk.DEFAULT_CORPORA:
+        h.update(D.source_fingerprint(name).encode())
+    h.update(f"compact:{dim}".encode())
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    return h.hexdigest()[:24]
+
+
 def prepare_embedded(cfg: TrainConfig, texts: list[str] | None) -> Any:
-    """The tokenizer + glyph matrix (recipe sections 2-3) for `cfg.vocab`."""
+    """The tokenizer + glyph matrix (recipe sections 2-3) for `cfg.vocab`.
+
+    A compact vocabulary is cached under `cache_dir()/vocab/<key>` (a saved `Embedded`, keyed by
+    content), so runs on the same text (twins, resumed or repeated runs) skip rebuilding it.
+    """
     from bvvlab import embeddings as E
 
     vocab = cfg.vocab
     p = Path(vocab).expanduser()
     if p.is_dir() and (p / "glyph_matrix.safetensors").exists():
         return E.load_embedded(p)
-    return E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts, progress=cfg.progress)
+    if vocab != "compact" or texts is None:
+        return E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts, progress=cfg.progress)
+    root = cache_dir() / "vocab"
+    final = root / _compact_cache_key(model_dim(cfg), texts)
+    if (final / "glyph_matrix.safetensors").exists():
+        return E.load_embedded(final)
+    embedded = E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts, progress=cfg.progress)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}-"))
+    try:
+        embedded.save(tmp / "e")
+        if not final.exists():  # another process may have finished the same entry first
+            os.replace(tmp / "e", final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return embedded
 
 
 def model_dim(cfg: TrainConfig) -> int:
