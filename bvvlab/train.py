@@ -18,6 +18,18 @@ Why each piece:
   per-rank loss is averaged by DDP, so N processes follow the one-process curve.
 - Validation bits per character: sum of target-token NLL in bits over the characters those
   targets cover; tokenizer-independent, so frozen/unfrozen/compact/full runs compare fairly.
+- SIGINT/SIGTERM save a checkpoint after the current step and exit cleanly; a non-finite loss
+  (or gradient norm) stops the run before the bad update, naming the step and the learning rate.
+
+Command line (a config file, then flags, then `key=value` overrides; `model.<field>=` for the
+model config):
+
+    bvvlab train --preset tiny --steps 20 --out runs/smoke
+    bvvlab train --config configs/tiny.json frozen=false lr=2e-3 corpus=libreoffice-en-ru:0.7,concepts:0.3 \
+        train_chars=2000000
+    bvvlab train --out runs/smoke --resume steps=40          # continue (and extend) a run
+    torchrun --nproc_per_node 2 -m bvvlab train --config configs/tiny.json   # DDP: Gloo on CPU, NCCL on GPU
+    bvvlab compare --preset tiny --steps 200 --out runs/twins   # frozen + unfrozen twins, curves to figures/
 """
 
 from __future__ import annotations
