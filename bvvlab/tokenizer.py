@@ -238,15 +238,23 @@ VOCAB_KINDS: dict[str, VocabKind] = {
 DEFAULT_CORPORA = ("libreoffice-en-ru", "libreoffice-en-zh")
 
 
-def corpus_texts_by_lang(corpora: Sequence[str] = DEFAULT_CORPORA, split: str = "train") -> dict[str, list[str]]:
+def corpus_texts_by_lang(corpora: Sequence[str] = DEFAULT_CORPORA, split: str = "train",
+                         max_chars: int = 4_000_000) -> dict[str, list[str]]:
     """Texts of corpora (names or paths, as `bvvlab.corpora.iter_documents` takes them) grouped
     by language, each distinct text once: a parallel document ("en-ru") contributes each side
-    to its own language, and the English side shared by en-ru and en-zh counts once."""
+    to its own language, and the English side shared by en-ru and en-zh counts once.
+
+    At most `max_chars` characters are read from each corpus: the generated corpora
+    ("concepts", "instructions") are unbounded, and the embedded files are smaller than that."""
     from bvvlab.corpora import iter_documents
 
     out: dict[str, dict[str, None]] = {}
     for name in corpora:
+        budget = max_chars
         for doc in iter_documents(name, split=split):
+            budget -= len(doc.text)
+            if budget < 0:
+                break
             langs = doc.lang.split("-")
             if len(langs) > 1 and all(isinstance(doc.meta.get(lang), str) for lang in langs):
                 for lang in langs:
