@@ -132,6 +132,17 @@ def iter_texts(weights: dict[str, float], split: str, seed: int) -> Iterator[str
 
 
 UNBOUNDED = ("concepts", "instructions")  # generated sources: their "train" split never ends
+TRAIN_ONLY = ("instructions",)  # built from training splits only (corpora): no held-out text
+
+
+def held_out_weights(weights: dict[str, float]) -> dict[str, float]:
+    """The validation mixture of a training mixture: the same sources and weights, less those
+    that have no held-out split (instruction infusion is made from training text)."""
+    held = {k: v for k, v in weights.items() if k not in TRAIN_ONLY}
+    if not held:
+        raise ValueError(f"{', '.join(weights)} has no validation split: add a source with held-out text, "
+                         "e.g. corpus=libreoffice-en-ru:0.9,instructions:0.1")
+    return held
 
 
 def resolve_max_chars(weights: dict[str, float], split: str, max_chars: int | None, seed: int) -> int | None:

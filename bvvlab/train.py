@@ -655,13 +655,14 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
 
     # data: rank 0 tokenises, the others open the cached shards
     shards = {}
-    for split, limit in (("train", cfg.train_chars), (cfg.val_split, cfg.val_chars)):
+    for split, mixture, limit in (("train", weights, cfg.train_chars),
+                                  (cfg.val_split, D.held_out_weights(weights), cfg.val_chars)):
         if is_main:
-            shards[split] = D.build_shard(weights, tokenizer, split, max_chars=limit, seed=cfg.seed,
+            shards[split] = D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed,
                                           progress=cfg.progress)
         _barrier(world)
         if not is_main:
-            shards[split] = D.build_shard(weights, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False)
+            shards[split] = D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False)
     train_shard, val_shard = shards["train"], shards[cfg.val_split]
 
     model.to(device)

@@ -160,3 +160,17 @@ def test_local_hugging_face_dataset_source(tmp_path):
     assert texts and set(texts) <= set(DOCS)
     expected = [i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
     assert np.asarray(shard.tokens).tolist() == expected
+
+
+def test_validation_mixture_drops_train_only_sources():
+    w = {"libreoffice-en-ru": 0.9, "instructions": 0.1}
+    assert D.held_out_weights(w) == {"libreoffice-en-ru": 0.9}
+    with pytest.raises(ValueError, match="no validation split"):
+        D.held_out_weights({"instructions": 1.0})
+
+
+def test_endless_training_source_needs_a_budget():
+    with pytest.raises(ValueError, match="train_chars="):
+        D.resolve_max_chars({"concepts": 1.0}, "train", None, 0)
+    assert D.resolve_max_chars({"concepts": 1.0}, "train", 1000, 0) == 1000
+    assert D.resolve_max_chars({"concepts": 1.0}, "validation", None, 0) is None  # held-out sets end
