@@ -571,6 +571,8 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
         raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
                               "replace it, or choose another out=")
     device = _resolve_device(cfg, local_rank)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu (or auto)")
     dist = world > 1
     if dist:
         import torch.distributed as tdist
