@@ -789,5 +789,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     return model.to(device=device, dtype=dtype), tokenizer
 
 
+def add_cli(subparsers) -> None:
+    """`bvvlab model-params [PRESET ...]`: the parameter table (for bvvlab.cli's registry)."""
+    p = subparsers.add_parser("model-params", help="parameter counts (trainable / frozen) of model presets")
+    p.add_argument("presets", nargs="*", help=f"presets to count (default: all of {', '.join(PRESETS)})")
+
+    def run(args) -> int:
+        print(parameter_table(args.presets or None))
+        return 0
+
+    p.set_defaults(func=run)
+
+
 if __name__ == "__main__":
     print(parameter_table())

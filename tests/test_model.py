@@ -90,6 +90,15 @@ def test_default_architecture_matches_the_recipe_parameter_count():
     assert model.lm_head.weight is not model.model.embed_tokens.weight
 
 
+def test_parameter_table_is_generated_from_the_models():
+    from bvvlab.model import parameter_table
+
+    table = parameter_table(["best_bvv_ru", "tiny"])
+    assert "| best_bvv_ru | 16 | 1024 | 32 | 1024 | 131,072 | 335,578,112 | 134,217,728 | 469,795,840 (469.8M) |" in table
+    tiny_counts = count_parameters(BVVForCausalLM(config_from_preset("tiny")))
+    assert f"| {tiny_counts['trainable']:,} | {tiny_counts['frozen']:,} | {tiny_counts['total']:,} " in table
+
+
 def test_eager_attention_weights_are_causal_and_match_sdpa():
     model = tiny()
     ids = torch.randint(0, model.config.vocab_size, (2, 11), generator=torch.Generator().manual_seed(3))
@@ -314,6 +323,15 @@ def test_save_and_load_round_trip_is_exact(tok, tmp_path):
 def test_heads_must_divide_hidden_size():
     with pytest.raises(ValueError, match="num_attention_heads=5 does not divide hidden_size=64"):
         BVVConfig(hidden_size=64, num_attention_heads=5)
+
+
+def test_unknown_preset_and_non_2d_mask_are_refused():
+    with pytest.raises(ValueError, match="unknown model preset 'huge'; choose one of best_bvv_ru"):
+        config_from_preset("huge")
+    model = tiny()
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="attention_mask must be 2-D"):
+        model(ids, attention_mask=torch.ones(1, 1, 4, 4))
 
 
 def test_out_of_range_ids_raise_one_clear_line():
