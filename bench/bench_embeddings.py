@@ -61,7 +61,8 @@ def forget_atlas(gathers: bool = False) -> None:
     """Drop the in-memory glyph atlas (and with `gathers` the per-width tables): a new process."""
     glyphs._ATLASES.clear()
     if gathers:
-        for fn in (glyphs.geometry_gather, glyphs.resize_gather, glyphs.noise_mask, glyphs.snake_order):
+        for fn in (glyphs.geometry_gather, glyphs.resize_gather, glyphs.noise_mask, glyphs.snake_order,
+                   glyphs.point_gather, glyphs.blur_keeps_binary):
             fn.cache_clear()
 
 
@@ -116,14 +117,15 @@ def main(argv=None) -> int:
         forget_atlas()
         full_stages: dict = {}
         t = time.perf_counter()
-        bits = glyphs.render_bits(vocab, RECIPE_32, progress=True, timings=full_stages)
+        drawn = embeddings.glyph_strings(vocab)  # as the matrix draws them (byte tokens: hex digits)
+        bits = glyphs.render_bits(drawn, RECIPE_32, progress=True, timings=full_stages)
         t_render = time.perf_counter() - t
         matrix, t_pca = timed(embeddings.pca_embed, bits)
         t_full = t_render + t_pca
         embeddings.save_matrix(embeddings.cache_path(vocab, RECIPE_32, 1024), matrix)
         forget_atlas()
         t = time.perf_counter()
-        bits2 = glyphs.render_bits(vocab, RECIPE_32)
+        bits2 = glyphs.render_bits(drawn, RECIPE_32)
         t_render_disk = time.perf_counter() - t
         assert np.array_equal(bits, bits2)
         timings: dict = {}

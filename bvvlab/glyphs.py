@@ -9,27 +9,32 @@ using what the recipe's structure makes constant:
 * Re-seeding on every call means every token gets the same draws: the angle, dx and dy are two
   constants (one set for "easy" tokens, zero for "complex" ones) and the noise mask depends only
   on the canvas width. They are computed once, with private generators seeded the same way.
-* Each distinct character is rendered once with the recipe's own Pillow calls (`getbbox`, then
-  `ImageDraw.text` at the same integer offsets, which Pillow draws translation-invariantly) into
-  an atlas of ink masks, including ink that overflows the character's cell (combining marks are
-  drawn left of their origin). Unifont's outlines are pixel-aligned, so ink is exactly 0/255 and
-  drawing several characters on one canvas is a logical OR of their masks (checked at render).
+* Each distinct character is rendered once into an atlas of ink masks, including ink that
+  overflows the character's cell (combining marks are drawn left of their origin). The recipe
+  calls `font.getbbox(ch)` and then `ImageDraw.text`, which for one line calls
+  `font.getmask2` and pastes the mask at the origin plus its offset; both ask FreeType's
+  `getsize` for the same box, so one `getmask2` call gives the box and the ink (~35% of the
+  per-character cost saved; checked once for all 65,536 BMP characters at sizes 32 and 64,
+  and in tests/test_glyphs.py on a stride of them). Unifont's outlines are pixel-aligned, so
+  ink is exactly 0/255 and drawing several characters on one canvas is a logical OR of their
+  masks (checked at render).
 * Nearest-neighbour rotation + paste and the mode "1" resize are fixed pixel gathers per canvas
   width. They are derived exactly by pushing index images through the very same Pillow calls.
-* Pillow's GaussianBlur runs all horizontal box passes, then all vertical ones, on uint8
-  images; with the radius given per axis it is run on mosaics of many tokens at once (stacked
-  vertically for the horizontal pass, side by side for the vertical pass), which cannot mix
-  tokens because each pass only sees one row (or column) at a time.
+* The blur at the recipe's radius 0.5 provably changes no bit (`blur_keeps_binary`: the blur is
+  monotone, so lone-pixel probes through Pillow's own GaussianBlur bound every pixel of every
+  binary image; a lone black pixel on white blurs to 101, a lone white one on black to 154;
+  also seen: no token of the 65,536 or 131,072 recipes changes with blur=0). Then everything
+  after the drawing is one gather of size * size canvas pixels per token and an OR with the
+  noise (`point_gather`), whatever the token's width. Radii the probes do not certify are
+  computed exactly: Pillow's GaussianBlur runs all horizontal box passes, then all vertical
+  ones, on uint8 images; with the radius given per axis it is run on mosaics of many tokens at
+  once (stacked vertically for the horizontal pass, side by side for the vertical pass), which
+  cannot mix tokens because each pass only sees one row (or column) at a time.
 * The polar snake is one permutation per size, computed by the recipe's own sort.
 * The atlas is also saved under `cache_dir()/glyph_atlas/` (keyed by font hash, size, Pillow
   and FreeType versions, with a content digest), so a new process does not re-rasterise: the
-  per-character FreeType call (~35 us) is the one cost no batching removes.
-
-A finding, not an assumption: with radius 0.5 the recipe's blur never changes a bit. A lone
-black pixel on white blurs to 101 and a lone white pixel on black to 154, and the blur is
-monotone, so no pixel of a binary image crosses the 128 threshold (checked: no token of the
-65,536 or 131,072 recipes changes with blur=0). The blur is still computed exactly here, so
-other radii stay correct.
+  per-character FreeType call (~20-25 us: Pillow loads each glyph four times and rasterises it
+  twice per call) is the one cost no batching removes.
 
 Tokens are grouped by (length, easy/complex) and processed in vectorised chunks.
 """
@@ -196,6 +201,47 @@ def gaussian_blur(images: np.ndarray, radius: float, cols: np.ndarray | None = N
     return out.reshape(h, n, w).transpose(1, 0, 2)
 
 
+def blur_reach(radius: float) -> int:
+    """An upper bound on how far (px, per axis) Pillow's GaussianBlur(radius) looks.
+
+    Pillow blurs with 3 box passes per axis; a pass of box radius r reads x - floor(r) - 1 ..
+    x + floor(r) + 1, and the box radius it derives from `radius` is at most `radius`.
+    """
+    return 3 * (int(radius) + 1)
+
+
+@functools.lru_cache(maxsize=16)
+def blur_keeps_binary(radius: float) -> bool:
+    """True when GaussianBlur(radius) then the recipe's `< 128` threshold returns every binary
+    (0/255) image unchanged, for images at least 2 * blur_reach(radius) + 1 px on each side.
+
+    Each box pass is a weighted sum with non-negative weights, edge pixels repeated, rounded by a
+    non-decreasing rule, so the blur is monotone: a darker input never gives a lighter output.
+    A black pixel p of a binary image is therefore at most as light after the blur as p in the
+    image that is white everywhere else, and a white pixel at least as light as in the image
+    black everywhere else. Those lone-pixel responses depend only on p's distance to each
+    border, up to the blur's reach, so a probe of side 2 * reach + 1 with the lone pixel at
+    every position covers every case. When all probes stay on their side of 128 (radius 0.5:
+    101 and 154), the blur cannot change a bit and is skipped; otherwise it is computed.
+    """
+    n = 2 * blur_reach(radius) + 1
+    blur = ImageFilter.GaussianBlur(radius)  # the recipe's own call
+    for y in range(n):
+        for x in range(n):
+            for bg, fg in ((255, 0), (0, 255)):
+                probe = np.full((n, n), bg, dtype=np.uint8)
+                probe[y, x] = fg
+                out = int(np.asarray(Image.fromarray(probe).filter(blur))[y, x])
+                if (out < 128) != (fg == 0):
+                    return False
+    return True
+
+
+def blur_is_identity(radius: float, height: int, width: int) -> bool:
+    """No blur, or one that provably changes no bit of a binary height x width image."""
+    return radius <= 0 or (min(height, width) >= 2 * blur_reach(radius) + 1 and blur_keeps_binary(radius))
+
+
 # ---------------------------------------------------------------------------------------------
 # the glyph atlas: every character rendered once, exactly as recipe 3.2 draws it
 
@@ -315,64 +361,86 @@ class GlyphAtlas:
         for k, ch in enumerate(missing):
             self.index[ch] = start + k
 
-    def _offsets(self, ch: str) -> tuple[int, int, tuple[int, int, int, int]] | None:
-        """Recipe 3.2 drawing origin (x, y) within the cell, and the bbox; None if getbbox fails."""
-        s = self.size
+    def _ink(self, ch: str) -> tuple[object, int, int] | None:
+        """(mask, x, y): the ink recipe 3.2 draws for `ch` and where, relative to the cell; None = blank.
+
+        The recipe calls `font.getbbox(ch)` to centre the character, then `ImageDraw.text`, which
+        (for a one-line string) calls `font.getmask2` with these arguments and pastes the mask
+        at the drawing origin plus the returned offset. Both ask the C `getsize` for the same
+        box (same text, layout and load flags; the mode only matters for "1" and "RGBA"), so the
+        bbox is `(offset, offset + mask size)` and one FreeType call gives both: ~35% of the
+        per-character cost saved. Checked once against the recipe's own two calls for all
+        65,536 BMP characters (sizes 32 and 64); tests/test_glyphs.py repeats it on a stride.
+        """
         try:
-            box = self.font.getbbox(ch)
+            mask, (left, top) = self.font.getmask2(ch, "L", None, None, None, 0, "la", 0, (0.0, 0.0),
+                                                   stroke_filled=True)
         except Exception:  # noqa: BLE001 - recipe: a character that fails to render is left blank
             return None
-        left, top, right, bottom = box
-        return (s - (right - left)) // 2, (s - (bottom - top)) // 2 - top, box
+        w, h = mask.size
+        # drawn at ((s - w) // 2, (s - h) // 2 - top), pasted at that + (left, top)
+        return mask, (self.size - w) // 2 + left, (self.size - h) // 2
+
+    def _draw_literal(self, draw: ImageDraw.ImageDraw, ch: str, x: int, y: int) -> bool:
+        """Recipe 3.2 verbatim (getbbox, then ImageDraw.text) with the cell at (x, y); False = blank."""
+        s = self.size
+        try:
+            left, top, right, bottom = self.font.getbbox(ch)
+            draw.text((x + (s - (right - left)) // 2, y + (s - (bottom - top)) // 2 - top), ch, font=self.font, fill=0)
+        except Exception:  # noqa: BLE001 - recipe: a character that fails to render is left blank
+            return False
+        return True
 
     def _render_batch(self, batch: list[str], first: int) -> None:
-        """Draw up to _BATCH characters on one canvas, each in a window of its cell plus a margin."""
-        s, m, cols = self.size, self.size // 2, 32
-        pitch = s + 2 * m
+        """Draw the characters whose ink stays inside their cell side by side on one canvas.
+
+        A character's ink box is known before drawing (`_ink`), so the canvas needs no margins;
+        the few whose ink leaves the cell (combining marks, glyphs wider than the cell) and line
+        breaks are drawn each on a padded canvas of their own.
+        """
+        s, cols = self.size, 32
         rows = (len(batch) + cols - 1) // cols
-        canvas = Image.new("L", (cols * pitch, rows * pitch), 255)
+        canvas = Image.new("L", (cols * s, rows * s), 255)
         draw = ImageDraw.Draw(canvas)
         alone = []
         for k, ch in enumerate(batch):
-            off = self._offsets(ch)
-            if off is None:
+            if "\n" in ch:  # ImageDraw.text splits lines: drawn by the recipe's own calls
+                alone.append((k, None))
                 continue
-            x, y, (left, top, right, bottom) = off
-            if not (-m <= x + left and x + right <= s + m and -m <= y + top and y + bottom <= s + m):
-                alone.append(k)  # its ink box would leave its window: drawn on its own canvas
+            ink = self._ink(ch)
+            if ink is None:
+                continue
+            mask, dx, dy = ink
+            w, h = mask.size
+            if dx < 0 or dy < 0 or dx + w > s or dy + h > s:
+                alone.append((k, ink))
                 continue
             r, c = divmod(k, cols)
-            try:
-                draw.text((c * pitch + m + x, r * pitch + m + y), ch, font=self.font, fill=0)
-            except Exception:  # noqa: BLE001 - recipe: a character that fails to render is left blank
-                pass
-        pixels = np.asarray(canvas)
-        _check_binary(pixels)
-        windows = (pixels < 128).reshape(rows, pitch, cols, pitch).transpose(0, 2, 1, 3).reshape(-1, pitch, pitch)
-        windows = windows[:len(batch)]
-        self.cells[first:first + len(batch)] = windows[:, m:m + s, m:m + s]
-        windows[:, m:m + s, m:m + s] = False  # what is left is ink outside the cell
-        for k in np.nonzero(windows.any(axis=(1, 2)))[0]:
-            self._store_overflow(first + int(k), windows[k], m, m)
-        for k in alone:
-            self._render_alone(batch[k], first + k)
+            draw.draw.draw_bitmap((c * s + dx, r * s + dy), mask, 0)  # what ImageDraw.text does with the mask
+        _check_binary(canvas)
+        dark = np.asarray(canvas) < 128
+        self.cells[first:first + len(batch)] = dark.reshape(rows, s, cols, s).transpose(0, 2, 1, 3).reshape(-1, s, s)[:len(batch)]
+        for k, ink in alone:
+            self._render_alone(batch[k], first + k, ink)
 
-    def _render_alone(self, ch: str, slot: int) -> None:
-        """A glyph too big for the batch window: its own canvas, padded by its bbox."""
+    def _render_alone(self, ch: str, slot: int, ink: tuple[object, int, int] | None) -> None:
+        """A glyph whose ink leaves its cell (or a line break): its own canvas, padded by its ink box."""
         s = self.size
-        off = self._offsets(ch)
-        if off is None:
-            return
-        x, y, (left, top, right, bottom) = off
-        pad = max(s, abs(x + left), abs(y + top), abs(x + right), abs(y + bottom)) + s
+        if ink is None:  # a line break: the recipe's own calls, with a generous margin
+            pad = 4 * s
+        else:
+            mask, dx, dy = ink
+            w, h = mask.size
+            pad = max(s, abs(dx), abs(dy), abs(dx + w), abs(dy + h)) + s
         canvas = Image.new("L", (2 * pad + s, 2 * pad + s), 255)
-        try:
-            ImageDraw.Draw(canvas).text((pad + x, pad + y), ch, font=self.font, fill=0)
-        except Exception:  # noqa: BLE001 - recipe: left blank
-            return
-        pixels = np.asarray(canvas)
-        _check_binary(pixels)
-        self._store(slot, pixels < 128, pad, pad)
+        draw = ImageDraw.Draw(canvas)
+        if ink is None:
+            if not self._draw_literal(draw, ch, pad, pad):
+                return
+        else:
+            draw.draw.draw_bitmap((pad + dx, pad + dy), mask, 0)
+        _check_binary(canvas)
+        self._store(slot, np.asarray(canvas) < 128, pad, pad)
 
     def _store(self, slot: int, window: np.ndarray, oy: int, ox: int) -> None:
         s = self.size
@@ -388,9 +456,9 @@ class GlyphAtlas:
             self.overflow[slot] = (outside[y0:y1, x0:x1].copy(), int(y0 - oy), int(x0 - ox))
 
 
-def _check_binary(pixels: np.ndarray) -> None:
+def _check_binary(canvas: Image.Image) -> None:
     """Ink must be exactly 0/255 for compositing by OR to equal Pillow's blending (Unifont: it is)."""
-    if not np.all((pixels == 0) | (pixels == 255)):
+    if any(canvas.histogram()[1:255]):
         raise RuntimeError("glyph masks are not binary: compositing by OR would not match the recipe")
 
 
@@ -457,6 +525,30 @@ def _tick(timings: dict | None, key: str, t0: float) -> None:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
 
 
+@functools.lru_cache(maxsize=64)
+def point_gather(size: int, width: int, params: RecipeParams, easy: bool, snake: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source, inside, noise) for one output bit each, when the blur changes no bit.
+
+    Then recipe 3.3-3.5 after the drawing is a chain of gathers and an OR: rotate + shift
+    (geometry_gather; fill = white), noise (per canvas pixel), threshold (a no-op on binary
+    ink), resize (resize_gather) and snake. Output bit j is the ink of canvas pixel
+    `source[j]` if `inside[j]` (else white), OR `noise[j]`: only size * size canvas pixels
+    are ever read, whatever the token's width.
+    """
+    angle, dx, dy, p, _ = draws(params, easy)
+    order = snake_order(size) if snake else np.arange(size * size)
+    final = (resize_gather(size, width) if width > size else np.arange(size * size))[order]
+    geometry = geometry_gather(size, width, angle, dx, dy)
+    source = final if geometry is None else geometry[final]
+    inside = source >= 0
+    noise = noise_mask(size, width, p, params.seed).reshape(-1)[final]
+    out = (np.where(inside, source, 0), inside, noise)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
 def _final_gather(size: int, width: int, order: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     """(columns kept by the resize or None, flat gather from the kept columns to `order`)."""
     if width <= size:
@@ -468,7 +560,7 @@ def _final_gather(size: int, width: int, order: np.ndarray) -> tuple[np.ndarray 
 
 
 def _render(tokens: list[str], params: RecipeParams, progress: bool, timings: dict | None,
-            order: np.ndarray | None) -> np.ndarray:
+            snake: bool) -> np.ndarray:
     """Recipe 3.2-3.4 for every token, then pixels taken in `order` (flat indices of the s x s image)."""
     s = params.size
     t = time.perf_counter()
@@ -481,8 +573,7 @@ def _render(tokens: list[str], params: RecipeParams, progress: bool, timings: di
     for i, tok in enumerate(tokens):
         groups[(len(tok), is_easy(tok))].append(i)
     _tick(timings, "atlas+group", t)
-    if order is None:
-        order = np.arange(s * s)
+    order = snake_order(s) if snake else np.arange(s * s)
 
     from tqdm.auto import tqdm
 
@@ -490,9 +581,15 @@ def _render(tokens: list[str], params: RecipeParams, progress: bool, timings: di
     with tqdm(total=len(tokens), desc="render", unit="tok", disable=not progress, leave=False) as bar:
         for (length, easy), members in sorted(groups.items()):
             width = s * length
-            # recipe 3.4 (resize) and 3.5 (snake) are both gathers: fold them into one, over
-            # only the columns the resize keeps
-            cols, final = _final_gather(s, width, order)
+            direct = blur_is_identity(draws(params, easy)[4], s, width)
+            if direct:  # recipe 3.3-3.5 is one gather per output bit, then an OR
+                t = time.perf_counter()
+                source, inside, noise = point_gather(s, width, params, easy, snake)
+                _tick(timings, "gathers", t)
+            else:
+                # recipe 3.4 (resize) and 3.5 (snake) are both gathers: fold them into one,
+                # over only the columns the resize keeps
+                cols, final = _final_gather(s, width, order)
             chunk = max(1, (1 << 24) // (s * width))  # bound memory: ~16M pixels per chunk
             for c in range(0, len(members), chunk):
                 rows = np.asarray(members[c:c + chunk], dtype=np.int64)
@@ -500,10 +597,16 @@ def _render(tokens: list[str], params: RecipeParams, progress: bool, timings: di
                 ids = np.array([[at.index[ch] for ch in tokens[r]] for r in rows], dtype=np.int64)
                 ink = compose(ids, at)
                 _tick(timings, "compose", t)
-                ink = augment(ink, params, easy, timings, cols)
-                t = time.perf_counter()
-                out[rows] = np.take(ink.reshape(len(rows), -1), final, axis=1)
-                _tick(timings, "resize+snake", t)
+                if direct:
+                    t = time.perf_counter()
+                    bits = np.take(ink.reshape(len(rows), -1), source, axis=1)
+                    out[rows] = (bits & inside) | noise
+                    _tick(timings, "gather+noise", t)
+                else:
+                    ink = augment(ink, params, easy, timings, cols)
+                    t = time.perf_counter()
+                    out[rows] = np.take(ink.reshape(len(rows), -1), final, axis=1)
+                    _tick(timings, "resize+snake", t)
                 bar.update(len(rows))
     return out
 
@@ -511,7 +614,7 @@ def _render(tokens: list[str], params: RecipeParams, progress: bool, timings: di
 def render_images(tokens: list[str], params: RecipeParams = RECIPE_32, progress: bool = False,
                   timings: dict | None = None) -> np.ndarray:
     """Recipe 3.2-3.4: (N, size, size) bool images (True = ink), the tokens as the model sees them."""
-    return _render(tokens, params, progress, timings, None).reshape(len(tokens), params.size, params.size)
+    return _render(tokens, params, progress, timings, False).reshape(len(tokens), params.size, params.size)
 
 
 def render_bits(tokens: list[str], params: RecipeParams = RECIPE_32, progress: bool = False,
@@ -520,4 +623,4 @@ def render_bits(tokens: list[str], params: RecipeParams = RECIPE_32, progress: b
 
     `timings`, if given, accumulates seconds per stage (for bench/bench_embeddings.py).
     """
-    return _render(tokens, params, progress, timings, snake_order(params.size))
+    return _render(tokens, params, progress, timings, True)

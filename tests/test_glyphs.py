@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from bvvlab import font, glyphs
 from bvvlab.glyphs import RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits, render_images
@@ -205,3 +205,57 @@ def test_blur_radius_half_never_changes_a_bit():
     easy = [t for t in TOKENS if is_easy(t)]
     assert np.array_equal(render_bits(easy), render_bits(easy, dataclasses.replace(RECIPE_32, blur=0.0)))
     assert not np.array_equal(render_bits(easy), render_bits(easy, dataclasses.replace(RECIPE_32, blur=1.5)))
+
+
+def test_atlas_draws_each_character_as_the_recipe_does():
+    """The atlas takes each character's ink box from one `getmask2` call instead of the recipe's
+    `getbbox` + `ImageDraw.text`: the same box and the same pixels, for a stride over the whole
+    Basic Multilingual Plane (every character was checked once; see the glyphs docstring) and
+    for what falls outside it (emoji, CJK extension B, a lone surrogate, a line break)."""
+    s = 32
+    chars = [chr(c) for c in range(0, 0x10000, 5)] + ["\U0001F642", "\U00020000", "\udfff", "\n", "\u0301", "\u20dd"]
+    at = glyphs.GlyphAtlas(s)
+    at._render(chars, progress=False)
+    f = font.load_font(s)
+    pad = 2 * s
+    for ch in chars:
+        canvas = Image.new("L", (2 * pad + s, 2 * pad + s), 255)
+        try:  # recipe 3.2, verbatim, with the cell at (pad, pad)
+            left, top, right, bottom = f.getbbox(ch)
+            x, y = pad + (s - (right - left)) // 2, pad + (s - (bottom - top)) // 2 - top
+            ImageDraw.Draw(canvas).text((x, y), ch, font=f, fill=0)
+        except Exception:  # noqa: BLE001
+            pass
+        expected = np.asarray(canvas) < 128
+        ours = np.zeros_like(expected)
+        k = at.index[ch]
+        ours[pad:pad + s, pad:pad + s] = at.cells[k]
+        if k in at.overflow:
+            mask, top, left = at.overflow[k]
+            ours[pad + top:pad + top + mask.shape[0], pad + left:pad + left + mask.shape[1]] |= mask
+        assert np.array_equal(ours, expected), f"U+{ord(ch):04X} is drawn differently from the recipe"
+
+
+def test_blur_certificate_is_right():
+    """`blur_keeps_binary`: radius 0.5 (the recipe's) provably changes no bit of a binary image,
+    checked here on random binary images of the recipe's shapes, borders included; a radius it
+    refuses does change some bit (so the blur is then computed)."""
+    assert glyphs.blur_keeps_binary(0.5) and not glyphs.blur_keeps_binary(1.2)
+    assert glyphs.blur_is_identity(0.0, 32, 32) and not glyphs.blur_is_identity(0.5, 6, 32)
+    rng = np.random.default_rng(0)
+    for width in (32, 64, 96, 448):
+        for density in (0.02, 0.3, 0.5, 0.7, 0.98):
+            img = np.where(rng.random((32, width)) < density, 0, 255).astype(np.uint8)
+            out = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(0.5)))
+            assert np.array_equal(out < 128, img < 128)
+    lone = np.full((32, 32), 255, dtype=np.uint8)
+    lone[16, 16] = 0
+    assert np.asarray(Image.fromarray(lone).filter(ImageFilter.GaussianBlur(1.2)))[16, 16] >= 128
+
+
+def test_skipping_a_certified_blur_changes_nothing(monkeypatch):
+    """The direct gather (blur certified) and the full pipeline (blur computed) give the same bits."""
+    toks = [t for t in TOKENS if is_easy(t)][::3]
+    direct = render_bits(toks)
+    monkeypatch.setattr(glyphs, "blur_is_identity", lambda radius, h, w: radius <= 0)
+    assert np.array_equal(render_bits(toks), direct)
