@@ -27,9 +27,20 @@ LAPACK is MKL, whose results may also depend on the CPU's instruction set; expor
 `MKL_CBWR=COMPATIBLE` before starting Python asks MKL for CPU-independent results (not tested
 here: one machine type).
 
+Byte tokens, a deliberate departure from the recipe: the byte-fallback tokens `<0x80>`..`<0xFF>`
+that make bvvlab's vocabularies lossless (ids 0xE080-0xE0FF) do not exist in the published
+vocabulary, so the recipe says nothing about them. Drawn literally, the six characters of
+`<0xB3>` squeezed into one 32 px cell give only 98 distinct bit vectors for the 128 bytes
+(`<0xB3>` = `<0xB8>` = `<0xE3>` ...), and a model could not tell those bytes apart. Every
+token `<0xHH>` is therefore drawn as its two hex digits `HH` (`bvvlab.tokenizer.glyph_text`):
+128 distinct vectors. All other tokens are drawn exactly as recipe 3.2 says, so their bits are
+the recipe's; the PCA (3.6) is fitted over the whole vocabulary, so every projected row differs
+slightly from a build that drew the byte tokens literally. The rule is part of the cache key
+(`GLYPH_TEXT`), so a matrix cached before it is never reused.
+
 Cache: `glyph_matrix` stores results as safetensors under `cache_dir()/embeddings/`, keyed by
-sha256 over the token strings, the font hash, the recipe parameters, `dim` and the code
-versions; the file carries its own matrix hash, so a damaged file is detected, reported in one
+sha256 over the token strings, the font hash, the recipe parameters, `dim`, the byte-token
+drawing rule and the code versions; the file carries its own matrix hash, so a damaged file is detected, reported in one
 log line and rebuilt. Beside it, a dim-independent "basis" (packed bits, mean, components; with
 a digest) makes another `dim` of the same vocabulary one projection away.
 """
@@ -56,7 +67,7 @@ from bvvlab.glyphs import (GLYPHS_VERSION, RECIPE_32, RECIPE_64, RECIPE_MAX, Rec
 from bvvlab.runinfo import cache_dir, run_meta, write_json_atomic
 
 __all__ = ["RecipeParams", "RECIPE_32", "RECIPE_64", "RECIPE_MAX", "pca_components", "project", "pca_embed",
-           "glyph_matrix", "matrix_hash",
+           "glyph_strings", "glyph_bits", "glyph_matrix", "matrix_hash",
            "save_matrix", "load_matrix", "load_matrix_meta", "Embedded", "prepare_vocabulary", "load_embedded",
            "add_cli"]
 
@@ -64,9 +75,26 @@ log = logging.getLogger(__name__)
 
 # bump when the PCA / normalisation changes the numbers; part of the cache key
 EMBEDDINGS_VERSION = "1"
+# what is drawn for a byte-fallback token (module docstring); part of the cache key
+GLYPH_TEXT = "byte tokens <0xHH> drawn as HH"
 MATRIX_FILE = "glyph_matrix.safetensors"
 _TENSOR_NAME = "glyph_matrix"
 _NULL_RTOL = 1e-12  # components with eigenvalue below this fraction of the largest are zeroed
+
+
+# ---------------------------------------------------------------------------------------------
+# what is drawn (recipe 3.2, except byte tokens: see the module docstring)
+
+def glyph_strings(tokens: Sequence[str]) -> list[str]:
+    """The string drawn for each token: itself, except `<0xHH>` byte tokens, drawn as `HH`."""
+    from bvvlab.tokenizer import glyph_text
+
+    return [glyph_text(t) for t in tokens]
+
+
+def glyph_bits(tokens: Sequence[str], params: RecipeParams = RECIPE_32, progress: bool = False) -> np.ndarray:
+    """Recipe 3.2-3.5 bit vectors (N, size*size) of the tokens as the matrix sees them (`glyph_strings`)."""
+    return render_bits(glyph_strings(tokens), params, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,11 +231,12 @@ def load_matrix(path: str | Path, vocab_size: int | None = None) -> torch.Tensor
 # the cached matrix
 
 def cache_key(tokens: Sequence[str], params: RecipeParams, dim: int) -> str:
-    """Content address of a matrix: tokens, font, recipe numbers, dim and code versions."""
+    """Content address of a matrix: tokens, font, recipe numbers, dim, byte-token rule, code versions."""
     from bvvlab.font import font_sha256
 
     material = {"tokens": tokens_hash(tokens), "font_sha256": font_sha256(), "params": params.as_dict(),
-                "dim": dim, "glyphs_version": GLYPHS_VERSION, "embeddings_version": EMBEDDINGS_VERSION}
+                "dim": dim, "glyph_text": GLYPH_TEXT, "glyphs_version": GLYPHS_VERSION,
+                "embeddings_version": EMBEDDINGS_VERSION}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -245,7 +274,7 @@ def _basis(tokens: list[str], params: RecipeParams, cache: bool, progress: bool,
             pass
         log.warning("embedding cache file %s is damaged (digest or format check failed): rebuilding it", path)
     t = time.perf_counter()
-    bits = render_bits(tokens, params, progress=progress)
+    bits = glyph_bits(tokens, params, progress=progress)
     timings["render_s"] = time.perf_counter() - t
     t = time.perf_counter()
     mean, comps, _ = pca_components(bits)
@@ -432,7 +461,7 @@ def prepare_vocabulary(vocab: str = "compact", corpus: str | Sequence[str] | Non
     timings["total_s"] = time.perf_counter() - t0
     meta.update(vocab_size=len(tok), dim=int(matrix.shape[1]), recipe=params.as_dict(),
                 font_sha256=font_sha256(), font_version=FONT_VERSION, glyphs_version=GLYPHS_VERSION,
-                embeddings_version=EMBEDDINGS_VERSION, vocab_hash=tk.vocab_hash(tk.tokenizer_vocab(tok)),
+                embeddings_version=EMBEDDINGS_VERSION, glyph_text=GLYPH_TEXT, vocab_hash=tk.vocab_hash(tk.tokenizer_vocab(tok)),
                 corpus=("texts" if texts is not None else corpus if corpus is not None else "embedded"),
                 matrix_hash=matrix_hash(matrix), timings=timings)
     return Embedded(tok, matrix, meta)

@@ -320,12 +320,15 @@ def test_cli_bvv241_2_3_dir_loads_with_transformers(full_cli_dir):
     assert "bvvlab_version" in meta and "packages" in meta  # run_meta common part
     # recipe 3 consequence: tokens that render identically get identical rows, others do not
     ids = list(range(0, 65_536, 23))
-    sample_bits = render_bits(tok.convert_ids_to_tokens(ids))
+    sample_bits = render_bits(E.glyph_strings(tok.convert_ids_to_tokens(ids)))  # byte tokens: hex digits
     _, first, inverse = np.unique(np.packbits(sample_bits, axis=1), axis=0, return_index=True, return_inverse=True)
     rows = matrix[torch.tensor(ids)]
     assert len(first) < len(ids)  # the sample has some glyph twins (e.g. unassigned code points)
     assert torch.equal(rows, rows[torch.tensor(first[inverse.ravel()])])
     assert len(torch.unique(rows, dim=0)) == len(first)
+    # the 128 byte-fallback tokens (ids 0xE080-0xE0FF) get 128 different rows (module docstring)
+    assert tok.convert_ids_to_tokens(0xE080) == "<0x80>" and tok.convert_ids_to_tokens(0xE0FF) == "<0xFF>"
+    assert len(torch.unique(matrix[0xE080:0xE100], dim=0)) == 128
 
 
 @pytest.mark.slow
@@ -344,3 +347,37 @@ def test_compact_rows_come_from_the_full_matrix(full_cli_dir, monkeypatch):
         enc = compact.tokenizer.encode(text, add_special_tokens=False)
         assert compact.tokenizer.decode(enc) == text
         assert [ids[i] for i in enc] == full.tokenizer.encode(text, add_special_tokens=False)
+
+
+# --- byte tokens: drawn as their hex digits (a documented departure from the recipe) ---------
+
+def test_byte_tokens_are_drawn_as_hex_digits_and_nothing_else_changes(tmp_cache):
+    """In a lossless vocabulary the 128 byte tokens get pairwise distinct bit vectors (drawn
+    literally they give only 98), while every other token is drawn exactly as the recipe says."""
+    from bvvlab.tokenizer import BYTE_TOKENS, bvv241_vocab
+
+    vocab = bvv241_vocab(65_536, ["th", "the", "ей"])  # lossless: byte tokens at 0xE080-0xE0FF
+    assert tuple(vocab[0xE080:0xE100]) == BYTE_TOKENS
+    drawn = E.glyph_strings(vocab)
+    assert drawn[0xE080:0xE100] == [f"{b:02X}" for b in range(0x80, 0x100)]
+    assert drawn[:0xE080] == vocab[:0xE080] and drawn[0xE100:] == vocab[0xE100:]
+
+    others = vocab[0:0xE100:97][:-1] + vocab[0xE000:0xE080] + vocab[0xE100::211]  # no byte tokens
+    tokens = list(BYTE_TOKENS) + others
+    bits = E.glyph_bits(tokens)
+    byte_rows = np.packbits(bits[:128], axis=1)
+    assert len(np.unique(byte_rows, axis=0)) == 128
+    assert len(np.unique(np.packbits(render_bits(list(BYTE_TOKENS)), axis=1), axis=0)) == 98  # literal: twins
+    assert np.array_equal(bits[128:], render_bits(others))  # the recipe's bits (test_glyphs)
+
+    matrix = E.glyph_matrix(tokens, progress=False)
+    assert torch.equal(matrix, E.pca_embed(bits))
+    assert len(torch.unique(matrix[:128], dim=0)) == 128
+
+
+def test_cache_key_names_the_byte_token_rule(monkeypatch):
+    """A matrix cached under another drawing rule (e.g. before byte tokens were drawn as hex) is not reused."""
+    toks = ["a", "<0x80>"]
+    key = E.cache_key(toks, RECIPE_32, 1024)
+    monkeypatch.setattr(E, "GLYPH_TEXT", "byte tokens drawn literally")
+    assert E.cache_key(toks, RECIPE_32, 1024) != key
