@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order they appear in --help
-_MODULES = ["bvvlab.pipeline", "bvvlab.corpora", "bvvlab.embeddings", "bvvlab.train"]
+_MODULES = ["bvvlab.pipeline", "bvvlab.corpora", "bvvlab.embeddings", "bvvlab.model", "bvvlab.train"]
 
 
 class CLIError(Exception):

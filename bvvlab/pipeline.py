@@ -22,18 +22,22 @@ from bvvlab.runinfo import run_meta, write_json_atomic
 DEMO_CORPUS = {"libreoffice-en-ru": 0.6, "concepts": 0.3, "instructions": 0.1}
 
 
-def demo(out: str | Path = "runs/demo", steps: int = 200, seed: int = 0, overwrite: bool = True) -> dict[str, Any]:
+def demo(out: str | Path = "runs/demo", steps: int = 200, seed: int = 0) -> dict[str, Any]:
     from bvvlab import embeddings, train
 
     out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "demo.json").exists():
+        raise FileExistsError(f"{out} holds something other than an earlier demo: pass another --out "
+                              "(the demo replaces only its own earlier output)")
+    write_json_atomic(out / "demo.json", {"what": "bvvlab demo output; replaced by the next demo run"})
     t0 = time.perf_counter()
     embedded = embeddings.prepare_vocabulary("compact", corpus=list(DEMO_CORPUS), dim=train.model_dim(train.make_config(preset="tiny")))
-    embedded.save(out / "embedding", overwrite=overwrite)
+    embedded.save(out / "embedding", overwrite=True)
     t_embed = time.perf_counter() - t0
     # both twins use this one embedding dir: same tokenizer, same (frozen or initial) rows
     cfg = train.make_config(preset="tiny", steps=steps, seed=seed, corpus=dict(DEMO_CORPUS),
                             vocab=str(out / "embedding"), train_chars=2_000_000, out=str(out / "compare"),
-                            overwrite=overwrite)
+                            overwrite=True)
     train.compare(cfg)
     report = json.loads((out / "compare" / "compare.json").read_text(encoding="utf-8"))
     summary = run_meta(cfg, stage_seconds={"embedding": round(t_embed, 1), "total": round(time.perf_counter() - t0, 1)},
@@ -45,7 +49,7 @@ def demo(out: str | Path = "runs/demo", steps: int = 200, seed: int = 0, overwri
 
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="run the pipeline on the embedded default data (CPU, minutes)")
-    p.add_argument("--out", default="runs/demo", help="output directory (replaced if it holds an earlier demo)")
+    p.add_argument("--out", default="runs/demo", help="output directory (an earlier demo there is replaced; anything else is refused)")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per twin")
     p.add_argument("--seed", type=int, default=0)
 
