@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from bvvlab.glyphs import RECIPE_32, RecipeParams, render_bits, snake_order
+from bvvlab.glyphs import RECIPE_32, RecipeParams, snake_order
 from bvvlab.runinfo import cache_dir
 from bvvlab.tokenizer import is_reserved_name
 
@@ -91,7 +91,9 @@ def unsnake(bits: np.ndarray, size: int) -> np.ndarray:
 
 def model_view_images(tokens: Sequence[str], params: RecipeParams = RECIPE_32) -> np.ndarray:
     """What the model's input is made of: the recipe's bits for `tokens`, un-snaked to images."""
-    return unsnake(render_bits(list(tokens), params), params.size)
+    from bvvlab.embeddings import glyph_bits  # byte tokens drawn as the matrix draws them
+
+    return unsnake(glyph_bits(list(tokens), params), params.size)
 
 
 def gallery_figure(tokens: Sequence[str], images: np.ndarray, cols: int = 8,
@@ -127,7 +129,7 @@ class GlyphPCA:
 def glyph_pca(tokens: Sequence[str], params: RecipeParams = RECIPE_32, cache: bool = True) -> GlyphPCA:
     """The recipe's PCA of `tokens` (the whole vocabulary the matrix was built from), cached
     under `cache_dir()/glyph_pca/` by the same content key as the matrix."""
-    from bvvlab.embeddings import cache_key, pca_components
+    from bvvlab.embeddings import cache_key, glyph_bits, pca_components
 
     tokens = list(tokens)
     path = cache_dir() / "glyph_pca" / f"{cache_key(tokens, params, params.dim)}.npz"
@@ -137,7 +139,7 @@ def glyph_pca(tokens: Sequence[str], params: RecipeParams = RECIPE_32, cache: bo
                 return GlyphPCA(f["mean"], f["components"], f["explained_variance"])
         except (OSError, ValueError, KeyError):
             pass  # damaged: rebuilt below
-    pca = GlyphPCA(*pca_components(render_bits(tokens, params)))
+    pca = GlyphPCA(*pca_components(glyph_bits(tokens, params)))  # the bits the matrix is fitted on
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -151,9 +153,11 @@ def project(strings: Sequence[str], pca: GlyphPCA, params: RecipeParams = RECIPE
     """Glyph vectors of arbitrary strings, as if each were a token of the vocabulary: recipe
     bits, the vocabulary's PCA, the first `dim` components, L2 rows (the same arithmetic as
     `bvvlab.embeddings.pca_embed`, so a token's vector equals its matrix row)."""
+    from bvvlab.embeddings import glyph_bits  # byte tokens drawn as the matrix draws them
+
     dim = pca.components.shape[1] if dim is None else dim
     v = torch.from_numpy(np.ascontiguousarray(pca.components[:, :dim]))
-    x = torch.from_numpy(np.ascontiguousarray(render_bits(list(strings), params)).view(np.uint8)).to(torch.float32)
+    x = torch.from_numpy(np.ascontiguousarray(glyph_bits(list(strings), params)).view(np.uint8)).to(torch.float32)
     scores = x @ v.to(torch.float32)
     scores -= (torch.from_numpy(pca.mean) @ v).to(torch.float32)
     return torch.nn.functional.normalize(scores, dim=1)

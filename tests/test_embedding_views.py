@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bvvlab import embedding_views as ev
-from bvvlab.embeddings import glyph_matrix, pca_components
+from bvvlab.embeddings import glyph_bits, glyph_matrix, pca_components
 from bvvlab.glyphs import RECIPE_32, render_bits, render_images
 
 TOKENS = (["A", "a", "Ж", "ж", "中", "é", "e\u0301", "the", "ell", "При", "单元", "<s>", "<0xF0>", "\n", " ", "ffi"]
@@ -34,7 +34,7 @@ def test_project_equals_the_matrix_rows(dim, monkeypatch, tmp_path):
 
 def test_glyph_pca_is_the_recipe_pca_and_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("BVVLAB_CACHE", str(tmp_path))
-    mean, comps, var = pca_components(render_bits(TOKENS))
+    mean, comps, var = pca_components(glyph_bits(TOKENS))  # the recipe's bits; byte tokens as hex digits
     first = ev.glyph_pca(TOKENS)
     assert np.array_equal(first.components, comps) and np.array_equal(first.explained_variance, var)
     (cached,) = (tmp_path / "glyph_pca").glob("*.npz")
