@@ -80,7 +80,7 @@ BYTE_TOKENS: tuple[str, ...] = tuple(byte_token(b) for b in range(BYTE_FALLBACK_
 
 
 def glyph_text(token: str) -> str:
-    """The string to draw for a token's glyph (proposal, not wired into embeddings yet): a byte
+    """The string to draw for a token's glyph (used by `embeddings.glyph_strings`): a byte
     token's two hex digits ("<0xB3>" -> "B3"), every other token itself (recipe 3: literal
     text). Drawn literally, the six characters of "<0xB3>" squeezed into 32 px give only 98
     distinct vectors for the 128 byte tokens ("<0xB3>" = "<0xB8>" = "<0xE3>" ...); the two
