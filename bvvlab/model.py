@@ -72,7 +72,7 @@ class BVVConfig(PreTrainedConfig):
     embedding_init: str = "random"  # unfrozen only: "random" (the paper's baseline) or "glyph"
     embedding_hash: str | None = None  # sha256 of the glyph matrix (float32 bytes), set by from_glyphs
     initializer_range: float = 0.02  # std of the normal init of linear layers
-    loss_chunk_size: int = 0  # tokens per cross-entropy chunk; 0: about 2^25 logits per chunk
+    loss_chunk_size: int = 0  # tokens per cross-entropy chunk; 0: 256, fewer if that is over 2^25 logits
     use_cache: bool = True  # generate with the key-value cache
     pad_token_id: int | None = None  # from the tokenizer (bvv241: <pad> = 0xE000)
     bos_token_id: int | None = None  # from the tokenizer (bvv241: <s>)
@@ -494,29 +494,51 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
 
 
 def _chunked_ce(hidden, weight, targets, chunk, denom, need_h, need_w):
-    """(loss, d loss/d hidden or None, d loss/d weight or None), one chunk of logits at a time."""
+    """(loss, d loss/d hidden or None, d loss/d weight or None), one chunk of logits at a time.
+
+    Per chunk: the logits (c, V) and their softmax go into two buffers allocated once per call
+    (a fresh multi-MiB tensor per op costs page faults), the log-sum-exp comes from the softmax
+    (no second exp pass), and the 1/denom and ignore-mask scale is applied to the small (c, d)
+    sides of the two gradient matmuls instead of to the (c, V) softmax.
+    """
+    N, V = hidden.shape[0], weight.shape[0]
     grad_h = torch.empty_like(hidden) if need_h else None
-    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+    grad_w = None
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for s in range(0, hidden.shape[0], chunk):
+    logits_buf = torch.empty(min(chunk, N), V, dtype=torch.float32, device=hidden.device)
+    probs_buf = torch.empty_like(logits_buf)
+    for s in range(0, N, chunk):
         h, t = hidden[s:s + chunk], targets[s:s + chunk]
-        logits = (h @ weight.T).float()  # (c, V)
+        c = h.shape[0]
+        logits = logits_buf[:c]
+        if h.dtype == torch.float32 and weight.dtype == torch.float32:
+            torch.mm(h, weight.T, out=logits)
+        else:
+            logits.copy_(h @ weight.T)  # the softmax in fp32 whatever the weights' dtype
+        rows = torch.arange(c, device=h.device)
         valid = t != IGNORE_INDEX
         t0 = t.clamp(min=0)
-        lse = torch.logsumexp(logits, dim=-1)  # (c,)
-        total += ((lse - logits.gather(1, t0[:, None]).squeeze(1)) * valid).sum()
+        target_logit = logits[rows, t0]  # (c,)
+        top = logits.amax(-1)  # (c,)
+        probs = torch.softmax(logits, -1, out=probs_buf[:c])  # (c, V)
+        # log-sum-exp = max - log(largest probability): that probability is >= 1/V, so no underflow
+        lse = top - probs.amax(-1).log()
+        total += ((lse - target_logit) * valid).sum()
         if need_h or need_w:
-            g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-            g[torch.arange(g.shape[0], device=g.device), t0] -= 1.0
-            g.mul_((valid.float() / denom)[:, None])  # d loss / d logits, (c, V)
-            g = g.to(weight.dtype)
+            probs[rows, t0] -= 1.0  # softmax - one-hot = d loss_i / d logits_i (before the scale)
+            scale = (valid.float() / denom)[:, None]  # (c, 1): mean over scored tokens, 0 for ignored
+            g = probs.to(weight.dtype)
             if need_h:
-                grad_h[s:s + chunk] = g @ weight
+                grad_h[s:s + chunk] = (g @ weight) * scale
             if need_w:
-                if g.dtype == torch.float32:
-                    grad_w.addmm_(g.T, h)
+                hs = (h * scale).to(weight.dtype)
+                if weight.dtype != torch.float32:  # accumulate low-precision chunks in fp32
+                    part = (g.T @ hs).float()
+                    grad_w = part if grad_w is None else grad_w.add_(part)
+                elif grad_w is None:
+                    grad_w = g.T @ hs  # (V, d)
                 else:
-                    grad_w += (g.T @ h).float()
+                    grad_w.addmm_(g.T, hs)
     if grad_w is not None:
         grad_w = grad_w.to(weight.dtype)
     return total / denom, grad_h, grad_w
@@ -531,7 +553,11 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: to
     h = hidden.reshape(-1, hidden.shape[-1])  # (B*T, d)
     denom = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
     denom = torch.as_tensor(denom, device=hidden.device).float().clamp(min=1)
-    chunk = chunk or max(16, (1 << 25) // V)
+    # 256 tokens: big enough for efficient matmuls, small enough that a compact vocabulary's
+    # (256, V) logits and softmax stay in cache; never more than 2^25 fp32 logits (128 MiB) per
+    # chunk. Measured (1 thread, forward + gradients): V=8,192 x 2,048 tokens 310-330 ms with
+    # 256-512-token chunks vs 350 ms in one chunk; V=65,536 x 1,024 tokens 1.42 s vs 1.47 s at 512
+    chunk = chunk or max(16, min(256, (1 << 25) // V))
     if not torch.is_grad_enabled():  # evaluation: no gradients to prepare
         return _chunked_ce(h, weight, targets, chunk, denom, False, False)[0]
     return ChunkedLinearCrossEntropy.apply(h, weight, targets, chunk, denom)

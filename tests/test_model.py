@@ -202,6 +202,23 @@ def test_chunked_cross_entropy_equals_the_full_logits_loss():
         assert abs(chunked_cross_entropy(hidden, weight, labels, chunk=4).item() - full(hidden, weight).item()) < 1e-5
 
 
+def test_chunked_cross_entropy_is_exact_for_confident_predictions():
+    """The log-sum-exp is taken from the largest softmax probability (>= 1/V, never 0), so logits
+    hundreds apart (target probabilities far below fp32's smallest) still give F.cross_entropy's
+    loss and gradients, and the default chunk size (256 tokens) splits a longer sequence."""
+    g = torch.Generator().manual_seed(11)
+    hidden = (200 * torch.randn(2, 300, 8, generator=g)).requires_grad_()
+    weight = torch.randn(40, 8, generator=g, requires_grad=True)
+    labels = torch.randint(0, 40, (2, 300), generator=g)
+    logits = hidden @ weight.T
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, 40), labels[:, 1:].reshape(-1))
+    assert ref.item() > 100  # wrong targets sit hundreds of nats down: exp(-100) is 0 in fp32
+    got = chunked_cross_entropy(hidden, weight, labels)
+    assert abs(got.item() - ref.item()) / ref.item() < 1e-6
+    for a, b in zip(torch.autograd.grad(got, (hidden, weight)), torch.autograd.grad(ref, (hidden, weight))):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
 def test_forward_with_labels_skips_logits_unless_asked():
     model = tiny()
     ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(8))
