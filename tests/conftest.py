@@ -14,3 +14,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def broken_font(tmp_path, monkeypatch):
+    """A private copy of data/fonts that a test may delete or damage; yields the font file."""
+    from bvvlab import font
+    from bvvlab.runinfo import data_dir
+
+    shutil.copytree(data_dir() / "fonts", tmp_path / "fonts")
+    monkeypatch.setenv("BVVLAB_DATA", str(tmp_path))
+    font._font_bytes.cache_clear()
+    font._load.cache_clear()
+    yield tmp_path / font.FONT_FILE
+    font._font_bytes.cache_clear()
+    font._load.cache_clear()

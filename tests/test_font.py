@@ -3,13 +3,11 @@
 import gzip
 import hashlib
 import io
-import shutil
 
 import pytest
 from fontTools.ttLib import TTFont
 
 from bvvlab import font
-from bvvlab.runinfo import data_dir
 
 
 def test_font_hash_matches_pin():
@@ -35,34 +33,23 @@ def test_render_is_binary_and_sized():
     assert set(bytes(mask)) <= {0, 255}
 
 
-@pytest.fixture
-def broken_data(tmp_path, monkeypatch):
-    shutil.copytree(data_dir() / "fonts", tmp_path / "fonts")
-    monkeypatch.setenv("BVVLAB_DATA", str(tmp_path))
-    font._font_bytes.cache_clear()
-    font._load.cache_clear()
-    yield tmp_path / font.FONT_FILE
-    font._font_bytes.cache_clear()
-    font._load.cache_clear()
-
-
-def test_missing_font_is_one_clear_line(broken_data):
-    broken_data.unlink()
+def test_missing_font_is_one_clear_line(broken_font):
+    broken_font.unlink()
     with pytest.raises(font.FontError, match=r"missing: restore it with `git checkout") as exc:
         font.load_font(32)
     assert "\n" not in str(exc.value)
 
 
-def test_altered_font_is_detected(broken_data):
-    data = bytearray(gzip.decompress(broken_data.read_bytes()))
+def test_altered_font_is_detected(broken_font):
+    data = bytearray(gzip.decompress(broken_font.read_bytes()))
     data[5000] ^= 0xFF
-    broken_data.write_bytes(gzip.compress(bytes(data)))
+    broken_font.write_bytes(gzip.compress(bytes(data)))
     with pytest.raises(font.FontError, match=r"has SHA-256 .* expected .*`git checkout") as exc:
         font.load_font(32)
     assert "\n" not in str(exc.value)
 
 
-def test_corrupt_gzip_is_detected(broken_data):
-    broken_data.write_bytes(b"not a gzip file")
+def test_corrupt_gzip_is_detected(broken_font):
+    broken_font.write_bytes(b"not a gzip file")
     with pytest.raises(font.FontError, match="not a valid gzip"):
         font.font_bytes()

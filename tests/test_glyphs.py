@@ -8,7 +8,6 @@ closeness.
 from __future__ import annotations
 
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from bvvlab import font, glyphs
 from bvvlab.glyphs import RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits, render_images
-from bvvlab.runinfo import data_dir
 from bvvlab.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
 from recipe_reference import is_easy, render_bits_reference
 
@@ -143,17 +141,6 @@ def test_global_random_state_untouched():
 def test_bad_token_is_one_clear_line(bad):
     with pytest.raises(ValueError, match="token 1 is .*non-empty string"):
         render_bits(["a", bad])
-
-
-@pytest.fixture
-def broken_font(tmp_path, monkeypatch):
-    shutil.copytree(data_dir() / "fonts", tmp_path / "fonts")
-    monkeypatch.setenv("BVVLAB_DATA", str(tmp_path))
-    font._font_bytes.cache_clear()
-    font._load.cache_clear()
-    yield tmp_path / font.FONT_FILE
-    font._font_bytes.cache_clear()
-    font._load.cache_clear()
 
 
 def test_missing_font_stops_rendering_with_one_line(broken_font):
