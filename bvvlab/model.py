@@ -227,8 +227,68 @@ class Rotary(nn.Module):
         return cos[position_ids], sin[position_ids]
 
 
+def _rotate_into(out: torch.Tensor, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """out = x * cos + rotate_half(x) * sin (Llama's layout) as two half-width multiply-adds
+    written straight into `out` (any strides): no negated, concatenated or stacked copies.
+    x, out (B, T, ..., hd); cos/sin (T, hd) or (B, T, hd), whose two halves are equal."""
+    h2 = x.shape[-1] // 2
+    middle = [1] * (x.dim() - 3)
+    c = cos[..., :h2].reshape(*cos.shape[:-1], *middle, h2)  # (T, 1.., hd/2) or (B, T, 1.., hd/2)
+    s = sin[..., :h2].reshape(*sin.shape[:-1], *middle, h2)
+    x1, x2 = x[..., :h2], x[..., h2:]
+    torch.mul(x1, c, out=out[..., :h2]).addcmul_(x2, s, value=-1)
+    torch.mul(x2, c, out=out[..., h2:]).addcmul_(x1, s)
+    return out
+
+
+def _split_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """x (B, T, 3, H, hd) -> q, k rotated and v, each (B, H, T, hd), views of one new buffer."""
+    out = torch.empty_like(x)
+    _rotate_into(out[:, :, :2], x[:, :, :2], cos, sin)  # q and k in one pass
+    out[:, :, 2].copy_(x[:, :, 2])
+    return tuple(t.transpose(1, 2) for t in out.unbind(2))
+
+
+class _RotaryQKV(torch.autograd.Function):
+    """`_split_rotate` with a backward that rotates the q/k gradients back (by -angle) and copies
+    v's straight into one (B, T, 3, H, hd) gradient: autograd's version of the same ops builds
+    zero-filled slice gradients, a concatenation and a stack and sums them."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _split_rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_k, grad_v):
+        cos, sin = ctx.saved_tensors
+        ref = next(g for g in (grad_q, grad_k, grad_v) if g is not None)
+        B, H, T, hd = ref.shape
+        grad = torch.empty(B, T, 3, H, hd, dtype=ref.dtype, device=ref.device)
+        for i, g in enumerate((grad_q, grad_k)):
+            if g is None:
+                grad[:, :, i].zero_()
+            else:
+                _rotate_into(grad[:, :, i], g.transpose(1, 2), cos, -sin)
+        if grad_v is None:
+            grad[:, :, 2].zero_()
+        else:
+            grad[:, :, 2].copy_(grad_v.transpose(1, 2))
+        return grad, None, None
+
+
+def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, ...]:
+    """q, k (rotated) and v of a fused projection output (B, T, 3*H*hd), each (B, H, T, hd)."""
+    B, T, _ = qkv.shape
+    x = qkv.view(B, T, 3, n_heads, -1)
+    if torch.is_grad_enabled() and qkv.requires_grad:
+        return _RotaryQKV.apply(x, cos, sin)
+    return _split_rotate(x, cos, sin)  # inference: no autograd bookkeeping per decoding step
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, T, ..., hd) rotated; cos/sin (T, hd) or (B, T, hd), broadcast over the middle dims."""
+    """x (B, T, ..., hd) rotated; cos/sin (T, hd) or (B, T, hd), broadcast over the middle dims.
+    The textbook form (the tests' reference for `rotary_qkv`)."""
     middle = [1] * (x.dim() - 3)  # the dims between T and hd, e.g. (2, H) for stacked q, k
     cos = cos.view(*cos.shape[:-1], *middle, cos.shape[-1])  # (T, 1.., hd) or (B, T, 1.., hd)
     sin = sin.view(*sin.shape[:-1], *middle, sin.shape[-1])
@@ -254,10 +314,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: Cache | None, eager: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, d = x.shape
-        qkv = self.qkv_proj(x).view(B, T, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, hd)
-        qk = apply_rotary(qkv[:, :, :2], cos, sin)  # (B, T, 2, H, hd): q and k in one op
-        q, k = qk.unbind(2)  # (B, T, H, hd) each
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)  # (B, H, T, hd)
+        q, k, v = rotary_qkv(self.qkv_proj(x), cos, sin, self.n_heads)  # (B, H, T, hd) each
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, H, S, hd), S = past + T
         S = k.shape[2]

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, TextIteratorStreamer
 
-from bvvlab.model import (PRESETS, BVVConfig, BVVForCausalLM, FrozenEmbedding, chunked_cross_entropy,
-                          config_from_preset, count_parameters, load_checkpoint, matrix_sha256, save_checkpoint,
-                          to_llama)
+from bvvlab.model import (PRESETS, BVVConfig, BVVForCausalLM, FrozenEmbedding, Rotary, apply_rotary,
+                          chunked_cross_entropy, config_from_preset, count_parameters, load_checkpoint, matrix_sha256, save_checkpoint,
+                          rotary_qkv, to_llama)
 from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
 TEXTS = ["Hello, world! The quick brown fox.", "Привет, мир! Съешь же ещё этих мягких булок."]
@@ -74,6 +74,29 @@ def test_llama_equivalence_of_the_training_loss_and_gradients():
     assert (model.lm_head.weight.grad - llama.lm_head.weight.grad).abs().max() < 1e-6
     q_grad = model.model.blocks[0].attn.qkv_proj.weight.grad.chunk(3)[0]
     assert (q_grad - llama.model.layers[0].self_attn.q_proj.weight.grad).abs().max() < 1e-6
+
+
+def test_fused_rotary_split_matches_the_textbook_rotation_and_its_gradients():
+    """rotary_qkv (q, k rotated into one buffer, a hand-written backward) gives apply_rotary's
+    q, k, v and input gradients, for consecutive positions and for per-row position ids."""
+    B, T, H, hd = 3, 17, 4, 16
+    rot = Rotary(hd, 10000.0, 64)
+    g = torch.Generator().manual_seed(12)
+    grads = [torch.randn(B, H, T, hd, generator=g) for _ in range(3)]
+    for pos in (None, torch.randint(0, 60, (B, T), generator=g)):
+        cos, sin = rot(pos, 5, T, "cpu", torch.float32)
+        x = torch.randn(B, T, 3 * H * hd, generator=g, requires_grad=True)
+        got = rotary_qkv(x, cos, sin, H)
+        (got_grad,) = torch.autograd.grad(got, x, grads)
+        x5 = x.view(B, T, 3, H, hd)
+        q, k = apply_rotary(x5[:, :, :2], cos, sin).unbind(2)
+        ref = (q.transpose(1, 2), k.transpose(1, 2), x5[:, :, 2].transpose(1, 2))
+        (ref_grad,) = torch.autograd.grad(ref, x, grads)
+        for a, b in zip(got, ref):
+            assert a.shape == (B, H, T, hd) and (a - b).abs().max() < 1e-6
+        assert (got_grad - ref_grad).abs().max() < 1e-6
+        with torch.no_grad():  # the inference path (no autograd function) gives the same numbers
+            assert all(torch.equal(a, b) for a, b in zip(rotary_qkv(x, cos, sin, H), got))
 
 
 def test_default_architecture_matches_the_recipe_parameter_count():
