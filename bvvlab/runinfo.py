@@ -115,4 +115,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(to_jsonable(obj), fh, indent=2, ensure_ascii=False)
         fh.write("\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run's meta is for colleagues to read too
     os.replace(tmp, path)
