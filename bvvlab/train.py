@@ -13,7 +13,11 @@ Why each piece:
   published, recipe section 4), fused AdamW and bf16 autocast on CUDA, fp32 on CPU by default.
 - Exact resume: everything that decides the next step is saved (weights, optimiser, scheduler,
   sampler generator, python/numpy/torch RNG), so on CPU a resumed run ends bit-identical to an
-  uninterrupted one. Checkpoints are written under a temporary name and renamed.
+  uninterrupted one. Checkpoints are written under a temporary name and renamed. A resume starts
+  from the config the run saved and applies only the keys given explicitly; of those, only
+  `steps` (to extend the run) and the keys in `RESUME_MAY_CHANGE` (logging, saving, device) may
+  differ, anything else is refused. Extending `steps` recomputes the cosine over the new total,
+  so the learning rate from the resumed step on is not what the shorter run would have used.
 - DDP through torchrun: every rank draws the same global batch and takes its slice; the
   per-rank loss is averaged by DDP, so N processes follow the one-process curve.
 - Validation bits per character: sum of target-token NLL in bits over the characters those
@@ -45,6 +49,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import tempfile
 import time
 import tomllib
@@ -98,7 +103,7 @@ class TrainConfig:
     seq_len: int = 128  # tokens per training window
     batch_size: int = 16  # global batch (windows per optimizer step, all ranks and micro-steps together)
     grad_accum: int = 1  # micro-steps per optimizer step (per rank)
-    steps: int = 200  # optimizer steps
+    steps: int = 200  # optimizer steps (a resume may raise it: the cosine is then recomputed over the new total)
     lr: float = 1e-3  # peak learning rate
     warmup: int = 20  # linear warmup steps (at most steps // 5, so short runs also decay)
     min_lr: float = 1e-4  # learning rate at the end of the cosine decay
@@ -116,10 +121,14 @@ class TrainConfig:
     save_every: int = 100  # steps between checkpoints (one is always written at the end)
     keep_last: int = 3  # checkpoints kept (older ones are deleted)
     out: str = "runs/train"  # run directory
-    resume: bool = False  # continue the run in `out` from its last checkpoint (fresh start if none)
+    resume: bool = False  # continue the run in `out` from its last checkpoint, with its saved config (fresh start if none)
     overwrite: bool = False  # replace a run already in `out`
     tensorboard: bool = False  # also write TensorBoard events to out/tb
     progress: bool = True  # tqdm bars
+
+    # not a field (never saved or compared): the keys make_config was given explicitly ("model.<f>"
+    # for a model override); a resume applies only these over the saved config. None = every key.
+    _explicit = None
 
     def validate(self, world_size: int = 1) -> None:
         """Bad input fails here, before anything is read or written."""
@@ -199,6 +208,11 @@ def _coerce(name: str, value: Any) -> Any:
 def make_config(base: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """A TrainConfig from a base and overrides; `model.X=...` keys go into the model overrides.
     An unknown key is an error that lists the valid keys."""
+    if isinstance(base, TrainConfig):
+        explicit = set(base._explicit if base._explicit is not None else config_keys())
+    else:
+        explicit = set(base or {}) | {f"model.{k}" for k in dict((base or {}).get("model") or {})}
+    explicit |= set(overrides)
     cfg = dataclasses.asdict(base) if isinstance(base, TrainConfig) else dict(base or {})
     cfg = {**dataclasses.asdict(TrainConfig()), **cfg}
     cfg["model"] = dict(cfg.get("model") or {})
@@ -219,7 +233,69 @@ def make_config(base: TrainConfig | dict[str, Any] | None = None, **overrides: A
     unknown = set(cfg) - set(valid)
     if unknown:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}; valid keys: {', '.join(valid)}")
-    return TrainConfig(**{k: _coerce(k, v) for k, v in cfg.items()})
+    out = TrainConfig(**{k: _coerce(k, v) for k, v in cfg.items()})
+    out._explicit = frozenset(explicit)
+    return out
+
+
+# what a resume may change besides `steps` (extending a run): nothing here alters the numbers trained
+RESUME_MAY_CHANGE = ("log_every", "eval_every", "save_every", "keep_last", "progress", "tensorboard", "device",
+                     "out", "resume", "overwrite")
+
+
+def saved_config(out: str | Path) -> dict[str, Any] | None:
+    """The TrainConfig (as a dict) the run in `out` saved with its last checkpoint; None if none."""
+    ckpt = last_checkpoint(out)
+    if ckpt is None:
+        return None
+    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False, mmap=True)
+    return state.get("config")
+
+
+def resume_config(cfg: TrainConfig) -> TrainConfig:
+    """The config a resume of `cfg.out` runs with: the saved config, with only the keys given
+    explicitly (`cfg._explicit`; all keys for a TrainConfig built by hand) applied over it.
+    Explicit keys other than `steps` and RESUME_MAY_CHANGE must equal the saved values: changing
+    data, schedule or model halfway would silently mix two runs under one sampler state."""
+    saved = saved_config(cfg.out)
+    if saved is None:
+        return cfg
+    keys = config_keys()
+    explicit = cfg._explicit if cfg._explicit is not None else frozenset(keys)
+    mine = dataclasses.asdict(cfg)
+    base = {**dataclasses.asdict(TrainConfig()), **{k: v for k, v in saved.items() if k in keys}}
+    merged = {**base, "model": dict(base.get("model") or {})}
+    for key in explicit:
+        if key.startswith("model."):
+            sub = key[len("model."):]
+            if sub in cfg.model:
+                merged["model"][sub] = cfg.model[sub]
+        elif key in mine:
+            merged[key] = dict(mine[key]) if key == "model" else mine[key]
+    merged.update(out=cfg.out, resume=True, overwrite=False)
+    changed: list[str] = []
+    for key in keys:
+        if key in RESUME_MAY_CHANGE or key == "steps":
+            continue
+        a, b = base[key], merged[key]
+        if key == "corpus":
+            a, b = D.normalize_weights(a), D.normalize_weights(b)
+        if key == "model":
+            changed += [f"model.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            changed.append(key)
+    if changed:
+        what = "model config" if any(k.split(".")[0] in _MODEL_KEYS for k in changed) else "config"
+
+        def was(k: str) -> Any:
+            return base["model"].get(k[len("model."):]) if k.startswith("model.") else base[k]
+
+        raise ValueError(f"{cfg.out} was trained with a different {what}: "
+                         f"{', '.join(f'{k} (saved {was(k)!r})' for k in changed)} differ; a resume may change "
+                         f"only steps and {', '.join(RESUME_MAY_CHANGE[:-3])}: drop those keys or choose a new out=")
+    new = TrainConfig(**merged)
+    new._explicit = explicit
+    return new
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -312,7 +388,7 @@ _CONFIG_IGNORE = {"transformers_version", "dtype", "torch_dtype", "auto_map", "a
                   "use_cache", "output_hidden_states", "output_attentions", "return_dict",
                   # filled in from the matrix / tokenizer when the model is built and saved
                   "embedding_hash", "bos_token_id", "eos_token_id", "pad_token_id"}
-# the TrainConfig fields that decide the model: a resume must not change them
+# the TrainConfig fields that decide the model (named as such in resume errors)
 _MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
 
 
@@ -566,6 +642,9 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
         except ImportError:
             raise ValueError("tensorboard=true needs the tensorboard package: pip install tensorboard "
                              "(it is in bvvlab's dev extra)") from None
+    if cfg.resume:
+        cfg = resume_config(cfg)
+        cfg.validate(world)
     out = Path(cfg.out)
     if _holds_run(out) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
@@ -610,6 +689,9 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
     is_main = rank == 0
     weights = D.normalize_weights(cfg.corpus)
     resume_from = last_checkpoint(out) if cfg.resume else None
+    if cfg.resume and resume_from is None and is_main:  # the preemptible-job pattern: always pass --resume
+        print(f"bvvlab train: no checkpoint in {out} to resume from; starting a fresh run", file=sys.stderr,
+              flush=True)
 
     # vocabulary + model: from the checkpoint when resuming (exactly what was trained), else fresh
     seed_everything(cfg.seed)
@@ -622,9 +704,7 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
         embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
                                  prev.get("matrix_hash"), prev.get("frozen_hash"))
         new_cfg = build_model_config(cfg, embedded).to_dict()
-        diff = _config_diff(new_cfg, model.config.to_dict())
-        prev_cfg = prev.get("config", {})
-        diff += [k for k in _MODEL_KEYS if k in prev_cfg and prev_cfg[k] != dataclasses.asdict(cfg)[k]]
+        diff = _config_diff(new_cfg, model.config.to_dict())  # the checkpoint itself (resume_config checked cfg)
         if diff:
             raise ValueError(f"{out} was trained with a different model config ({', '.join(diff)} differ): "
                              "use the same preset/model/vocab/frozen settings, or a new out=")
@@ -913,6 +993,7 @@ def compare(cfg: TrainConfig, figures: str | Path | None = None) -> Path:
     results = {}
     for name, frozen in (("frozen", True), ("unfrozen", False)):
         twin = dataclasses.replace(cfg, frozen=frozen, out=str(out / name))
+        twin._explicit = None if cfg._explicit is None else cfg._explicit | {"frozen", "out"}
         ckpt = train(twin)
         results[name] = {"checkpoint": str(ckpt), "metrics": read_metrics(twin.out)}
     fig_dir = Path(figures) if figures is not None else REPO_ROOT / "figures"

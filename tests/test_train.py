@@ -249,6 +249,29 @@ def test_resume_with_another_model_config_is_refused(tiny_run, capsys):
     assert _dir_digest(tiny_run) == before
 
 
+def test_resume_starts_from_the_saved_config(tiny_run, capsys):
+    """`--resume steps=6` continues with the run's own settings (seq_len=32, not the default 128);
+    changing data or schedule settings is refused, naming the keys; harmless keys may change."""
+    def resumed(*argv):
+        return TR.resume_config(TR.config_from_args(cli.build_parser().parse_args(["train", *argv])))
+
+    saved = TR.saved_config(tiny_run)
+    cfg = resumed("--out", str(tiny_run), "--resume", "steps=6", "log_every=3", "progress=false")
+    expected = {**saved, "steps": 6, "log_every": 3, "progress": False, "out": str(tiny_run), "resume": True}
+    assert TR.dataclasses.asdict(cfg) == expected and cfg.seq_len == 32
+    before = _dir_digest(tiny_run)
+    err = _cli_error(capsys, "--out", str(tiny_run), "--resume", "steps=6", "lr=0.01", "seq_len=64")
+    assert "different config" in err and "lr (saved 0.001)" in err and "seq_len (saved 32)" in err
+    assert "steps=" not in err.split("differ")[0]  # steps may change: not named
+    assert _dir_digest(tiny_run) == before
+
+
+def test_resume_without_checkpoint_starts_fresh_and_says_so(tmp_path, capsys):
+    out = tmp_path / "preempted"
+    TR.train(_cfg(out, steps=1, eval_every=0, resume=True))
+    assert "no checkpoint" in capsys.readouterr().err and TR.last_checkpoint(out).name == "step_0000001"
+
+
 def test_empty_corpus(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")
