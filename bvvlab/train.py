@@ -489,11 +489,33 @@ def build_model_config(cfg: TrainConfig, embedded: Any) -> Any:
     return M.config_from_preset(cfg.preset, **overrides)
 
 
+EMBED_KEY = "model.embed_tokens.weight"
+
+
 def build_model(cfg: TrainConfig, embedded: Any) -> torch.nn.Module:
-    """A fresh model of `cfg.preset` (+ overrides) over the embedded vocabulary."""
+    """A fresh model of `cfg.preset` (+ overrides) over the embedded vocabulary, initialised from
+    `cfg.seed` alone.
+
+    The frozen and the unfrozen twin start from the same transformer: a trainable nn.Embedding
+    draws its init from the RNG before the blocks do, so building the unfrozen model directly would
+    give every Linear and the head other weights, and the comparison would mix the embedding's
+    effect with an init lottery. So the unfrozen twin takes every tensor but the embedding from the
+    frozen-architecture model of the same seed; its embedding keeps its own seeded init.
+    """
     from bvvlab import model as M
 
-    return M.BVVForCausalLM.from_glyphs(build_model_config(cfg, embedded), embedded.matrix)
+    config = build_model_config(cfg, embedded)
+    torch.manual_seed(cfg.seed)
+    if config.frozen_embedding:
+        return M.BVVForCausalLM.from_glyphs(config, embedded.matrix)
+    reference = M.BVVForCausalLM.from_glyphs(build_model_config(dataclasses.replace(cfg, frozen=True), embedded),
+                                             embedded.matrix)
+    torch.manual_seed(cfg.seed)
+    model = M.BVVForCausalLM.from_glyphs(config, embedded.matrix)
+    shared = {k: v for k, v in reference.state_dict().items() if k != EMBED_KEY}
+    missing, unexpected = model.load_state_dict(shared, strict=False)
+    assert missing == [EMBED_KEY] and not unexpected, (missing, unexpected)
+    return model
 
 
 def embedding_hash(model: torch.nn.Module) -> str:

@@ -339,6 +339,21 @@ def test_compare_twins_share_data_and_schedule(tmp_path):
     assert metas["unfrozen"]["model"]["trainable_params"] - metas["frozen"]["model"]["trainable_params"] == V * d
 
 
+def test_twins_start_from_the_same_transformer():
+    """At step 0 the frozen and the unfrozen twin differ only in the embedding: blocks, norms and
+    head come from the same seed (a trainable embedding must not shift the RNG for the rest)."""
+    from types import SimpleNamespace
+
+    tok = _byte_tokenizer()
+    emb = SimpleNamespace(tokenizer=tok, matrix=torch.nn.functional.normalize(torch.randn(len(tok), 64), dim=1))
+    models = {f: TR.build_model(TR.make_config(frozen=f, seed=3), emb).state_dict() for f in (True, False)}
+    assert set(models[True]) == set(models[False])
+    differ = [k for k in models[True] if not torch.equal(models[True][k], models[False][k])]
+    assert differ == [TR.EMBED_KEY]
+    again = TR.build_model(TR.make_config(frozen=False, seed=3), emb).state_dict()
+    assert all(torch.equal(again[k], v) for k, v in models[False].items())  # the seed alone decides
+
+
 def test_sigint_and_sigterm_are_caught_not_fatal():
     """Both signals only set the stop flag (the loop then saves and returns: the SIGTERM case runs
     end to end in test_resume.py); the previous handlers come back afterwards."""
