@@ -32,7 +32,7 @@ import torch
 
 from bvvlab.runinfo import cache_dir
 
-SHARD_FORMAT = 1  # bump when the on-disk layout or the tokenisation rule changes
+SHARD_FORMAT = 2  # bump when the on-disk layout or the tokenisation rule changes
 _ENCODE_CHUNK = 256  # documents per tokenizer call (fast tokenizers batch in Rust)
 
 
@@ -210,12 +210,14 @@ def _chars_per_token(offsets: list[tuple[int, int]]) -> list[int]:
 
 
 def encode_texts(tokenizer: Any, texts: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
-    """Yield (ids, chars, n_docs, n_chars) per chunk; each document ends with EOS (0 characters)."""
+    """Yield (ids, chars, n_docs, n_chars) per chunk; each document ends with EOS (0 characters),
+    the only special token a shard holds: special-token strings inside the text are tokenised as text."""
     eos = tokenizer.eos_token_id
     chunk: list[str] = []
 
     def flush() -> tuple[np.ndarray, np.ndarray, int, int]:
-        enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
+        # split_special_tokens: a literal "</s>" or "<s>" in the text (HTML strikethrough) is text, not EOS/BOS
+        enc = tokenizer(chunk, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
         ids: list[int] = []
         chars: list[int] = []
         for doc_ids, offs in zip(enc["input_ids"], enc["offset_mapping"]):

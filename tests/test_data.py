@@ -174,3 +174,20 @@ def test_endless_training_source_needs_a_budget():
         D.resolve_max_chars({"concepts": 1.0}, "train", None, 0)
     assert D.resolve_max_chars({"concepts": 1.0}, "train", 1000, 0) == 1000
     assert D.resolve_max_chars({"concepts": 1.0}, "validation", None, 0) is None  # held-out sets end
+
+
+def test_literal_special_token_text_stays_text(tmp_path):
+    """"<s>strike</s>" in a user's text file is HTML, not BOS/EOS: the shard holds its characters
+    (the only EOS is the one that ends the document) and decodes back to the text."""
+    tok = small_tokenizer()
+    path = tmp_path / "html.txt"
+    path.write_text("".join(f"old <s>price {i}</s> new </s>\n\n" for i in range(20)), encoding="utf-8")
+    shard = D.build_shard(str(path), tok, "train", root=tmp_path / "shards", progress=False)
+    ids = np.asarray(shard.tokens).tolist()
+    docs = list(D.iter_texts({str(path): 1.0}, "train", 0))
+    assert docs and all("<s>" in d and "</s>" in d for d in docs)
+    assert ids.count(tok.eos_token_id) == len(docs) and ids[-1] == tok.eos_token_id
+    assert tok.bos_token_id not in ids
+    eos_at = [i for i, t in enumerate(ids) if t == tok.eos_token_id]
+    assert tok.decode(ids[:eos_at[0]]) == docs[0]
+    assert int(np.asarray(shard.chars, dtype=np.int64).sum()) == sum(map(len, docs))
