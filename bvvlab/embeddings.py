@@ -32,8 +32,11 @@ that make bvvlab's vocabularies lossless (ids 0xE080-0xE0FF) do not exist in the
 vocabulary, so the recipe says nothing about them. Drawn literally, the six characters of
 `<0xB3>` squeezed into one 32 px cell give only 98 distinct bit vectors for the 128 bytes
 (`<0xB3>` = `<0xB8>` = `<0xE3>` ...), and a model could not tell those bytes apart. Every
-token `<0xHH>` is therefore drawn as its two hex digits `HH` (`bvvlab.tokenizer.glyph_text`):
-128 distinct vectors. All other tokens are drawn exactly as recipe 3.2 says, so their bits are
+token `<0xHH>` is therefore drawn as its two hex digits in their FULLWIDTH forms (U+FF10-FF19,
+U+FF21-FF26: `<0xCA>` -> "ＣＡ"; `bvvlab.tokenizer.glyph_text`): 128 distinct vectors, none
+equal to another token's (checked over the full bvv241-2-3 and bvv241-max vocabularies). The
+plain ASCII digits "CA" were used before and gave 33 byte tokens of bvv241-max the bits of
+the real n-gram tokens "CA", "FF", ... All other tokens are drawn exactly as recipe 3.2 says, so their bits are
 the recipe's; the PCA (3.6) is fitted over the whole vocabulary, so every projected row differs
 slightly from a build that drew the byte tokens literally. The rule is part of the cache key
 (`GLYPH_TEXT`), so a matrix cached before it is never reused.
@@ -76,7 +79,7 @@ log = logging.getLogger(__name__)
 # bump when the PCA / normalisation changes the numbers; part of the cache key
 EMBEDDINGS_VERSION = "1"
 # what is drawn for a byte-fallback token (module docstring); part of the cache key
-GLYPH_TEXT = "byte tokens <0xHH> drawn as HH"
+GLYPH_TEXT = "byte tokens <0xHH> drawn as fullwidth HH (U+FF10-FF19, U+FF21-FF26)"
 MATRIX_FILE = "glyph_matrix.safetensors"
 _TENSOR_NAME = "glyph_matrix"
 _NULL_RTOL = 1e-12  # components with eigenvalue below this fraction of the largest are zeroed
@@ -86,7 +89,7 @@ _NULL_RTOL = 1e-12  # components with eigenvalue below this fraction of the larg
 # what is drawn (recipe 3.2, except byte tokens: see the module docstring)
 
 def glyph_strings(tokens: Sequence[str]) -> list[str]:
-    """The string drawn for each token: itself, except `<0xHH>` byte tokens, drawn as `HH`."""
+    """The string drawn for each token: itself, except `<0xHH>` byte tokens, drawn as fullwidth `ＨＨ`."""
     from bvvlab.tokenizer import glyph_text
 
     return [glyph_text(t) for t in tokens]

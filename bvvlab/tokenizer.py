@@ -79,14 +79,24 @@ def byte_token(b: int) -> str:
 BYTE_TOKENS: tuple[str, ...] = tuple(byte_token(b) for b in range(BYTE_FALLBACK_FIRST, 256))
 
 
+# ASCII hex digit -> its FULLWIDTH form (U+FF10-FF19, U+FF21-FF26): what a byte token is drawn as
+_FULLWIDTH_HEX = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "0123456789ABCDEF"})
+
+
 def glyph_text(token: str) -> str:
     """The string to draw for a token's glyph (used by `embeddings.glyph_strings`): a byte
-    token's two hex digits ("<0xB3>" -> "B3"), every other token itself (recipe 3: literal
-    text). Drawn literally, the six characters of "<0xB3>" squeezed into 32 px give only 98
-    distinct vectors for the 128 byte tokens ("<0xB3>" = "<0xB8>" = "<0xE3>" ...); the two
-    digits give 128."""
+    token's two hex digits in their FULLWIDTH forms ("<0xCA>" -> "ＣＡ", U+FF23 U+FF21), every
+    other token itself (recipe 3: literal text).
+
+    Why: drawn literally, the six characters of "<0xB3>" squeezed into 32 px give only 98
+    distinct vectors for the 128 byte tokens ("<0xB3>" = "<0xB8>" = "<0xE3>" ...). Plain ASCII
+    digits "CA" would be distinct but equal to the real n-gram token "CA" (33 such pairs in
+    bvv241-max). Fullwidth digits give 128 distinct vectors and coincide with no other token:
+    n-grams come from letters-only words (`WORD_PATTERN` excludes the fullwidth block) and
+    one-character tokens are single characters (checked over the full bvv241-2-3 and
+    bvv241-max vocabularies; tests/test_tokenizer.py keeps a fast version)."""
     m = _BYTE_RE.match(token)
-    return m.group(1) if m else token
+    return m.group(1).translate(_FULLWIDTH_HEX) if m else token
 
 
 def special_slots(byte_fallback: bool = True) -> list[str]:

@@ -34,7 +34,7 @@ def test_project_equals_the_matrix_rows(dim, monkeypatch, tmp_path):
 
 def test_glyph_pca_is_the_recipe_pca_and_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("BVVLAB_CACHE", str(tmp_path))
-    mean, comps, var = pca_components(glyph_bits(TOKENS))  # the recipe's bits; byte tokens as hex digits
+    mean, comps, var = pca_components(glyph_bits(TOKENS))  # the recipe's bits; byte tokens as fullwidth hex
     first = ev.glyph_pca(TOKENS)
     assert np.array_equal(first.components, comps) and np.array_equal(first.explained_variance, var)
     (cached,) = (tmp_path / "glyph_pca").glob("*.npz")

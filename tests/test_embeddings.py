@@ -320,7 +320,7 @@ def test_cli_bvv241_2_3_dir_loads_with_transformers(full_cli_dir):
     assert "bvvlab_version" in meta and "packages" in meta  # run_meta common part
     # recipe 3 consequence: tokens that render identically get identical rows, others do not
     ids = list(range(0, 65_536, 23))
-    sample_bits = render_bits(E.glyph_strings(tok.convert_ids_to_tokens(ids)))  # byte tokens: hex digits
+    sample_bits = render_bits(E.glyph_strings(tok.convert_ids_to_tokens(ids)))  # byte tokens: fullwidth hex digits
     _, first, inverse = np.unique(np.packbits(sample_bits, axis=1), axis=0, return_index=True, return_inverse=True)
     rows = matrix[torch.tensor(ids)]
     assert len(first) < len(ids)  # the sample has some glyph twins (e.g. unassigned code points)
@@ -349,9 +349,9 @@ def test_compact_rows_come_from_the_full_matrix(full_cli_dir, monkeypatch):
         assert [ids[i] for i in enc] == full.tokenizer.encode(text, add_special_tokens=False)
 
 
-# --- byte tokens: drawn as their hex digits (a documented departure from the recipe) ---------
+# --- byte tokens: drawn as fullwidth hex digits (a documented departure from the recipe) ---------
 
-def test_byte_tokens_are_drawn_as_hex_digits_and_nothing_else_changes(tmp_cache):
+def test_byte_tokens_are_drawn_as_fullwidth_hex_digits_and_nothing_else_changes(tmp_cache):
     """In a lossless vocabulary the 128 byte tokens get pairwise distinct bit vectors (drawn
     literally they give only 98), while every other token is drawn exactly as the recipe says."""
     from bvvlab.tokenizer import BYTE_TOKENS, bvv241_vocab
@@ -359,7 +359,7 @@ def test_byte_tokens_are_drawn_as_hex_digits_and_nothing_else_changes(tmp_cache)
     vocab = bvv241_vocab(65_536, ["th", "the", "ей"])  # lossless: byte tokens at 0xE080-0xE0FF
     assert tuple(vocab[0xE080:0xE100]) == BYTE_TOKENS
     drawn = E.glyph_strings(vocab)
-    assert drawn[0xE080:0xE100] == [f"{b:02X}" for b in range(0x80, 0x100)]
+    assert drawn[0xE080:0xE100] == ["".join(chr(ord(c) + 0xFEE0) for c in f"{b:02X}") for b in range(0x80, 0x100)]
     assert drawn[:0xE080] == vocab[:0xE080] and drawn[0xE100:] == vocab[0xE100:]
 
     others = vocab[0:0xE100:97][:-1] + vocab[0xE000:0xE080] + vocab[0xE100::211]  # no byte tokens
@@ -376,8 +376,8 @@ def test_byte_tokens_are_drawn_as_hex_digits_and_nothing_else_changes(tmp_cache)
 
 
 def test_cache_key_names_the_byte_token_rule(monkeypatch):
-    """A matrix cached under another drawing rule (e.g. before byte tokens were drawn as hex) is not reused."""
+    """A matrix cached under another drawing rule (e.g. byte tokens drawn as ASCII hex) is not reused."""
     toks = ["a", "<0x80>"]
     key = E.cache_key(toks, RECIPE_32, 1024)
-    monkeypatch.setattr(E, "GLYPH_TEXT", "byte tokens drawn literally")
+    monkeypatch.setattr(E, "GLYPH_TEXT", "byte tokens <0xHH> drawn as HH")  # the previous rule
     assert E.cache_key(toks, RECIPE_32, 1024) != key

@@ -380,9 +380,40 @@ def test_vocab_from_tokenizer_dir_errors(tmp_path):
 
 
 def test_glyph_text_makes_byte_tokens_distinct():
-    from bvvlab.glyphs import render_bits
+    """The 128 byte tokens get pairwise distinct bit vectors at every cell size (drawn
+    literally they give only 98)."""
+    import numpy as np
+
+    from bvvlab.glyphs import RECIPE_32, RECIPE_64, RECIPE_MAX, render_bits
 
     literal = render_bits(list(T.BYTE_TOKENS))
-    hexes = render_bits([T.glyph_text(t) for t in T.BYTE_TOKENS])
-    assert len({r.tobytes() for r in literal}) < 128 == len({r.tobytes() for r in hexes})
-    assert T.glyph_text("<0xB3>") == "B3" and T.glyph_text("the") == "the" and T.glyph_text("<s>") == "<s>"
+    assert len({r.tobytes() for r in literal}) == 98 < 128
+    drawn = [T.glyph_text(t) for t in T.BYTE_TOKENS]
+    for params in (RECIPE_32, RECIPE_64, RECIPE_MAX):
+        assert len(np.unique(np.packbits(render_bits(drawn, params), axis=1), axis=0)) == 128, params
+    assert T.glyph_text("<0xCA>") == "\uff23\uff21" and T.glyph_text("<0x09>") == "\uff10\uff19"
+    assert T.glyph_text("the") == "the" and T.glyph_text("<s>") == "<s>" and T.glyph_text("CA") == "CA"
+
+
+@pytest.mark.parametrize("kind, params", [("bvv241-max", "RECIPE_MAX"), ("bvv241-2-3", "RECIPE_32")])
+def test_byte_token_glyphs_equal_no_other_token(kind, params):
+    """No byte token is drawn like any other token of the full vocabulary (every n-gram and
+    every one-character token, ~3 s). With the earlier ASCII hex digits, `<0xCA>` had exactly
+    the bits of the n-gram "CA" (33 such pairs in bvv241-max)."""
+    import numpy as np
+
+    from bvvlab import glyphs
+    from bvvlab.embeddings import glyph_bits
+
+    p = getattr(glyphs, params)
+    vocab = T.bvv241_vocab(T.VOCAB_KINDS[kind].size, T.kind_ngrams(kind))
+    packed = np.packbits(glyph_bits(vocab, p), axis=1)
+    is_byte = np.array([t in set(T.BYTE_TOKENS) for t in vocab])
+    others = {row.tobytes() for row in packed[~is_byte]}
+    byte_rows = {row.tobytes() for row in packed[is_byte]}
+    assert len(byte_rows) == 128 and not byte_rows & others
+    if kind == "bvv241-max":  # the defect this guards against, on the old drawing
+        assert "CA" in vocab
+        ascii_hex = glyphs.render_bits(["CA"], p)[0]
+        assert np.packbits(ascii_hex).tobytes() in others
+        assert not np.array_equal(*glyph_bits(["<0xCA>", "CA"], p))
