@@ -486,6 +486,10 @@ def build_model_config(cfg: TrainConfig, embedded: Any) -> Any:
     overrides["vocab_size"] = int(embedded.matrix.shape[0])
     overrides["hidden_size"] = int(embedded.matrix.shape[1])
     overrides["frozen_embedding"] = cfg.frozen
+    for name in ("pad", "bos", "eos"):  # recorded in meta.json as config.json will hold them
+        tid = getattr(embedded.tokenizer, f"{name}_token_id", None)
+        if tid is not None:
+            overrides[f"{name}_token_id"] = int(tid)
     return M.config_from_preset(cfg.preset, **overrides)
 
 
@@ -724,7 +728,7 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
             model, tokenizer = M.load_checkpoint(resume_from)
         prev = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
         embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
-                                 prev.get("matrix_hash"), prev.get("frozen_hash"))
+                                 prev.get("matrix_hash"), prev.get("frozen_hash"), prev.get("embedding"))
         new_cfg = build_model_config(cfg, embedded).to_dict()
         diff = _config_diff(new_cfg, model.config.to_dict())  # the checkpoint itself (resume_config checked cfg)
         if diff:
@@ -809,7 +813,10 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
 
     # the run directory: written only now, when data and model are known to be good
     metrics_path = out / "metrics.jsonl"
+    # embedding: where the glyph matrix came from (recipe params, font hash, glyph rule, dim, base
+    # vocabulary, full-matrix hash), so a figure traces back to the exact embedding
     meta = run_meta(cfg, seed=cfg.seed, world_size=world, matrix_hash=matrix_hash, frozen_hash=frozen_hash,
+                    embedding=getattr(embedded, "meta", None),
                     data={"train": train_shard.meta, "validation": val_shard.meta},
                     model={"config": model.config.to_dict(), "trainable_params": n_params,
                            "flops_per_token": fpt})
@@ -978,6 +985,7 @@ class _EmbeddedView:
     matrix: torch.Tensor
     matrix_hash: str | None  # embeddings.matrix_hash of the glyph matrix, as recorded at the start
     frozen_hash: str | None  # model.matrix_sha256 of the frozen buffer, as recorded at the start
+    meta: dict[str, Any] | None = None  # the Embedded's provenance (recipe params, font, hash), as recorded
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -147,6 +147,15 @@ def test_run_dir_keeps_last_checkpoints_and_meta(tiny_run):
     assert "rng" in state["sampler"] and state["sampler"]["batches_drawn"] == 4
     meta = json.loads((tiny_run / "meta.json").read_text())
     assert meta["frozen_hash"] == meta["model"]["config"]["embedding_hash"]
+    # the embedding's provenance, in the run and in every checkpoint
+    assert meta["embedding"]["matrix_hash"] == meta["matrix_hash"]
+    assert {"font_sha256", "recipe", "dim", "glyph_text", "full_matrix_hash"} <= set(meta["embedding"]), sorted(meta["embedding"])
+    ckpt_meta = json.loads((tiny_run / "checkpoints" / "step_0000004" / "meta.json").read_text())
+    assert ckpt_meta["embedding"] == meta["embedding"]
+    # the recorded model config holds the token ids config.json holds
+    saved = json.loads((tiny_run / "checkpoints" / "step_0000004" / "config.json").read_text())
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        assert meta["model"]["config"][name] == saved[name] is not None
     events = list((tiny_run / "tb").glob("events.out.tfevents.*"))
     assert events and b"val_bpc" in events[0].read_bytes()  # TensorBoard got the same scalars
 
