@@ -312,6 +312,10 @@ def hf_tokenizer(vocab: Sequence[str], ngrams: Sequence[str] | None = None, loss
     `ngrams` (default: `vocab_ngrams(vocab)`) fixes the merge order. `lossless=True` needs the
     byte tokens `<0x80>`..`<0xFF>` and the ASCII characters in `vocab`. Extra `init_kwargs` are
     stored in tokenizer_config.json (bvvlab keeps `bvvlab_full_ids` there for compact vocabs).
+
+    `padding_side` defaults to "left" (saved with the tokenizer): the model is a decoder-only
+    LM (recipe section 4), so a padded batch given to `generate` must end in real tokens, and
+    `tok(batch, padding=True)` must pad on the left for that without the caller remembering.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
@@ -344,7 +348,7 @@ def hf_tokenizer(vocab: Sequence[str], ngrams: Sequence[str] | None = None, loss
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         clean_up_tokenization_spaces=False, model_max_length=1 << 30,
-        bvvlab_lossless=lossless, **init_kwargs)
+        bvvlab_lossless=lossless, **{"padding_side": "left", **init_kwargs})
 
 
 def build_tokenizer(kind: str = "bvv241-2-3", ngrams: Iterable[str] | None = None,

@@ -234,8 +234,20 @@ def test_saved_tokenizer_loads_offline_without_bos_eos(full):
         T.PAD_ID, T.BOS_ID, T.EOS_ID, T.UNK_ID)
     assert full("ab")["input_ids"] == [ord("a"), ord("b")]  # no BOS/EOS added, ids = code points
     assert full.encode("Жук") == [ord("Ж"), ord("у"), ord("к")]
-    batch = full(["a", "abc"], padding=True)["input_ids"]
-    assert batch[0][1:] == [T.PAD_ID, T.PAD_ID]
+
+
+def test_saved_tokenizers_pad_left(full, compact, tmp_path):
+    """A decoder-only LM generates after the last position, so a padded batch must be padded
+    on the left: bvv tokenizers (full and compact, saved and reloaded) do it by default."""
+    for tok in (full, compact):
+        assert tok.padding_side == "left"
+        enc = tok(["a", "abc"], padding=True)
+        assert enc["input_ids"][0] == [tok.pad_token_id, tok.pad_token_id, tok.convert_tokens_to_ids("a")]
+        assert enc["attention_mask"] == [[0, 0, 1], [1, 1, 1]]
+    assert full.pad_token_id == T.PAD_ID
+    tok = T.hf_tokenizer(T.bvv241_vocab(65_536, GRAMS), padding_side="right")  # an explicit choice wins
+    tok.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).padding_side == "right"
 
 
 # --- lossless round trip ------------------------------------------------------------------
