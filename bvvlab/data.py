@@ -19,6 +19,7 @@ processes see the same data as one process with the same global batch (DDP equiv
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -345,15 +346,16 @@ class BatchSampler:
         self.batches_drawn = int(state["batches_drawn"])
 
 
-def eval_windows(shard: TokenShard, seq_len: int, n_windows: int) -> Iterator[tuple[torch.Tensor, int]]:
-    """Validation windows from the start of the split, the same for every run on the same data.
+def eval_windows(shard: TokenShard, seq_len: int, n_windows: int | None) -> Iterator[tuple[torch.Tensor, int]]:
+    """Validation windows from the start of the split, the same for every run on the same data
+    (`n_windows=None`: all of them, the whole split).
 
     Window i is tokens[i*(T-1) : i*(T-1)+T]: consecutive windows share one token, so every token
     after the first is a target exactly once. Yields (ids (<=T,), characters covered by the
     targets ids[1:]). The last window may be shorter.
     """
     step = seq_len - 1
-    for i in range(n_windows):
+    for i in range(n_windows) if n_windows is not None else itertools.count():
         s = i * step
         e = min(s + seq_len, len(shard))
         if e - s < 2:

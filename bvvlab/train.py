@@ -98,7 +98,7 @@ class TrainConfig:
     dim: int | None = None  # embedding width; None = the model's hidden_size
     corpus: dict[str, float] = field(default_factory=lambda: {"libreoffice-en-ru": 1.0})  # source -> weight
     train_chars: int | None = None  # characters of training text to tokenise (None = the whole split)
-    val_chars: int | None = 200_000  # characters of the held-out validation split to tokenise
+    val_chars: int | None = 200_000  # characters of the held-out validation split to tokenise (all evaluated at the end)
     val_split: str = "validation"  # split of the same sources used for validation
     seq_len: int = 128  # tokens per training window
     batch_size: int = 16  # global batch (windows per optimizer step, all ranks and micro-steps together)
@@ -116,8 +116,8 @@ class TrainConfig:
     dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16" (autocast)
     compile: bool = False  # torch.compile the model
     log_every: int = 10  # steps between train-metric records
-    eval_every: int = 50  # steps between validation records (0 = only at the end)
-    eval_batches: int = 4  # validation batches of batch_size windows per evaluation (run in micro-batches)
+    eval_every: int = 50  # steps between validation records (0 = only the final one, over the whole validation shard)
+    eval_batches: int = 4  # validation batches of batch_size windows per periodic evaluation (the final one: all)
     save_every: int = 100  # steps between checkpoints (one is always written at the end)
     keep_last: int = 3  # checkpoints kept (older ones are deleted)
     out: str = "runs/train"  # run directory
@@ -538,9 +538,11 @@ def lm_loss(model: torch.nn.Module, window: torch.Tensor, reduction: str = "mean
 
 
 @torch.no_grad()
-def evaluate_bpc(model: torch.nn.Module, shard: D.TokenShard, seq_len: int, n_windows: int, batch: int,
+def evaluate_bpc(model: torch.nn.Module, shard: D.TokenShard, seq_len: int, n_windows: int | None, batch: int,
                  device: torch.device, autocast: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
-    """Validation loss (nats per token) and bits per character over the first `n_windows` windows.
+    """Validation loss (nats per token) and bits per character over the first `n_windows` windows
+    (None: the whole shard, every token after the first a target once); `val_chars` says how many
+    characters that was.
 
     bits/char = sum over targets of -log2 p(target) / characters those targets cover (every
     character of the evaluated text counted once, EOS covers none).
@@ -854,11 +856,14 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
 
     timers = {"eval_s": 0.0, "eval_cpu_s": 0.0, "save_s": 0.0}
 
-    def run_eval() -> None:
+    def run_eval(final: bool = False) -> None:
+        """Periodic: the first eval_batches x batch_size windows (cheap, comparable along the run);
+        final: the whole validation shard, so the reported figure is the split's, not a sample's."""
         if is_main:
             t0, c0 = time.perf_counter(), time.process_time()
-            ev = evaluate_bpc(model, val_shard, cfg.seq_len, cfg.eval_batches * cfg.batch_size, micro, device,
-                              autocast)
+            ev = evaluate_bpc(model, val_shard, cfg.seq_len, None if final else cfg.eval_batches * cfg.batch_size,
+                              micro, device, autocast)
+            ev["val_full"] = final
             timers["eval_s"] += time.perf_counter() - t0
             timers["eval_cpu_s"] += time.process_time() - c0
             emit({"kind": "eval", "step": step, "tokens": tokens_seen, **ev})
@@ -945,7 +950,9 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
                 emit(rec)
                 bar.set_postfix(loss=f"{loss_val:.3f}", refresh=False)
                 busy, tok_log = 0.0, 0
-            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+            if step == cfg.steps:
+                run_eval(final=True)
+            elif cfg.eval_every and step % cfg.eval_every == 0:
                 run_eval()
             stop = sig.received is not None
             if world > 1:  # every rank must stop at the same step
@@ -970,7 +977,7 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
         # loop_s: the whole loop (steps, data, logging, evals, saves) of this process, for bench/
         meta["final"] = {"step": step, "tokens_seen": tokens_seen, "wall_s": time.time() - t_start,
                          "loop_s": loop_s, "loop_cpu_s": loop_cpu_s, "loop_steps": step - step0, **timers,
-                         **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "tok_per_s", "mfu") if k in final}}
+                         **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "val_chars", "val_tokens", "tok_per_s", "mfu") if k in final}}
         meta["checkpoint"] = str(last_path)
         write_json_atomic(out / "meta.json", meta)
     assert last_path is not None

@@ -147,6 +147,17 @@ def test_run_dir_keeps_last_checkpoints_and_meta(tiny_run):
     assert "rng" in state["sampler"] and state["sampler"]["batches_drawn"] == 4
     meta = json.loads((tiny_run / "meta.json").read_text())
     assert meta["frozen_hash"] == meta["model"]["config"]["embedding_hash"]
+    # periodic evals sample eval_batches x batch_size windows; the final one covers the whole
+    # validation shard (every token after the first is a target) and says how many characters
+    from bvvlab.runinfo import cache_dir
+
+    val = D.open_shard(cache_dir() / "shards" / meta["data"]["validation"]["key"])
+    whole = int(np.asarray(val.chars[1:], dtype=np.int64).sum())
+    evals = [r for r in TR.read_metrics(tiny_run) if r["kind"] == "eval"]
+    assert [(r["step"], r["val_full"]) for r in evals] == [(0, False), (2, False), (4, True)]
+    assert evals[-1]["val_chars"] == meta["final"]["val_chars"] == whole
+    assert evals[-1]["val_tokens"] == len(val) - 1
+    assert 0 < evals[0]["val_chars"] == evals[1]["val_chars"] < whole
     # the embedding's provenance, in the run and in every checkpoint
     assert meta["embedding"]["matrix_hash"] == meta["matrix_hash"]
     assert {"font_sha256", "recipe", "dim", "glyph_text", "full_matrix_hash"} <= set(meta["embedding"]), sorted(meta["embedding"])
