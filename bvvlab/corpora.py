@@ -26,7 +26,11 @@ Sources (`CORPORA` lists the names):
   `save_to_disk` is loaded with `load_from_disk`; anything else with `load_dataset` (local data
   files, or a Hub name: that downloads, so only when you are online and ask for it). Options
   `text_column="text"`, `lang_column="lang"`, `lang=None`, `config=None`. A dataset without
-  splits is split by text hash like a file.
+  splits, or with only a "train" split (what `load_dataset` gives for a folder of JSON-lines
+  files without validation/test files), is split by text hash exactly like a file:
+  "train"/"validation"/"test" are the rows whose text hash falls in 0-89/90-94/95-99, "all"
+  every row; so "train" is then ~90% of the rows, and validation never overlaps it. A dataset
+  with other splits uses its own splits.
 
 Language tags: "en", "ru", "zh" for monolingual text, "en-ru" / "en-zh" for parallel text, which
 is rendered one sentence (or paragraph) per line, English line first: "The cat sleeps.\\nКошка
@@ -264,21 +268,19 @@ def _hf_documents(spec: str, split: str, text_column: str = "text", lang_column:
     hash_split = False
     if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists()):
         ds = datasets.load_from_disk(str(local))
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise CorpusError(f"{spec} has no split {split!r}: it has {', '.join(ds)}")
-            ds = ds[split]
-        else:
-            _check_split(split, spec, allow_all=True)
-            hash_split = split != "all"
     else:
         try:
-            dd = datasets.load_dataset(str(local) if local.exists() else name, config)
+            ds = datasets.load_dataset(str(local) if local.exists() else name, config)
         except FileNotFoundError as exc:
             raise CorpusError(f"{spec}: dataset not found ({exc}): give a local path or a Hub name (online)") from None
-        if split not in dd:
-            raise CorpusError(f"{spec} has no split {split!r}: it has {', '.join(dd)}")
-        ds = dd[split]
+    if isinstance(ds, datasets.DatasetDict) and list(ds) != ["train"]:
+        if split not in ds:
+            raise CorpusError(f"{spec} has no split {split!r}: it has {', '.join(ds)}")
+        ds = ds[split]
+    else:  # no split, or only "train" (load_dataset on a folder of data files): split by text hash
+        _check_split(split, spec, allow_all=True)
+        ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+        hash_split = split != "all"
     if text_column not in ds.column_names:
         raise CorpusError(f"{spec}: no column {text_column!r} (columns: {', '.join(ds.column_names)}): pass text_column=")
     has_lang = lang_column in ds.column_names

@@ -243,6 +243,30 @@ def test_hf_local_json_files(tmp_path):
     assert [x.text for x in K.iter_documents(f"hf:{d}", split="test")] == ["gamma"]
 
 
+@pytest.mark.parametrize("saved", [False, True])
+def test_hf_train_only_dataset_is_split_by_text_hash(tmp_path, saved):
+    """A dataset with only a "train" split (load_dataset on a folder holding train.jsonl, or a
+    saved DatasetDict) is split by text hash exactly like a plain file, so it can validate."""
+    datasets = pytest.importorskip("datasets")
+    texts = [f"line {i} строка" if i % 3 else f"line {i}" for i in range(200)]
+    d = tmp_path / "trainonly"
+    d.mkdir()
+    (d / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    if saved:
+        datasets.load_dataset(str(d)).save_to_disk(str(tmp_path / "saved"))
+        d = tmp_path / "saved"
+        assert list(datasets.load_from_disk(str(d))) == ["train"]
+    got = {s: [x.text for x in K.iter_documents(f"hf:{d}", split=s)] for s in (*K.SPLITS, "all")}
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    assert got == {s: [x.text for x in K.iter_documents(plain, split=s)] for s in (*K.SPLITS, "all")}
+    assert got["all"] == texts and all(got[s] for s in K.SPLITS)
+    assert [t for t in texts if K.text_split(t) == "validation"] == got["validation"]
+    with pytest.raises(K.CorpusError, match="unknown split 'dev'") as e:
+        list(K.iter_documents(f"hf:{d}", split="dev"))
+    one_line(e)
+
+
 # ----------------------------------------------------------------------------- mixing
 
 
