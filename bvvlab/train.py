@@ -47,6 +47,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -1021,9 +1022,21 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
 # frozen vs unfrozen
 
 
+def figure_slug(out: str | Path) -> str:
+    """A file-name-safe name for a run directory from its whole path (relative to the repository
+    or the working directory when inside one): `runs/a/twins` -> `runs_a_twins`."""
+    path = Path(out).resolve()
+    for root in (REPO_ROOT, Path.cwd()):
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(root.resolve())
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.as_posix()).strip("_.") or "run"
+
+
 def compare(cfg: TrainConfig, figures: str | Path | None = None) -> Path:
     """Train the frozen and the unfrozen twin (same seed, data order, schedule) under `cfg.out`
-    (`frozen/`, `unfrozen/`), write overlaid curves to `figures/` and `compare.json`; return `cfg.out`."""
+    (`frozen/`, `unfrozen/`), write overlaid curves to `cfg.out/compare.html` and
+    `figures/compare_<slug of cfg.out>.html`, and `compare.json`; return `cfg.out`."""
     from bvvlab import plots
 
     out = Path(cfg.out)
@@ -1037,8 +1050,12 @@ def compare(cfg: TrainConfig, figures: str | Path | None = None) -> Path:
     fig_dir.mkdir(parents=True, exist_ok=True)
     fig = plots.training_curves({k: v["metrics"] for k, v in results.items()},
                                 title=f"frozen vs unfrozen: {cfg.preset}, {cfg.steps} steps, seed {cfg.seed}")
-    fig_path = fig_dir / f"compare_{out.name}.html"
-    fig.write_html(fig_path, include_plotlyjs="cdn")
+    # "directory": plotly.min.js is written once beside the html, so the figure draws offline
+    # ("cdn" left it blank without a network); one copy with the run, one in figures/ named
+    # after the whole out path (a/twins and b/twins must not overwrite each other)
+    fig.write_html(out / "compare.html", include_plotlyjs="directory")
+    fig_path = fig_dir / f"compare_{figure_slug(out)}.html"
+    fig.write_html(fig_path, include_plotlyjs="directory")
     summary = {name: {"checkpoint": r["checkpoint"],
                       "final": json.loads((out / name / "meta.json").read_text()).get("final", {})}
                for name, r in results.items()}

@@ -342,8 +342,11 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
 
 def test_compare_twins_share_data_and_schedule(tmp_path):
     out = TR.compare(_cfg(tmp_path / "cmp", steps=3, eval_every=3), figures=tmp_path / "figures")
-    fig = tmp_path / "figures" / "compare_cmp.html"
-    assert fig.exists() and "val bits" in fig.read_text()
+    fig = tmp_path / "figures" / f"compare_{TR.figure_slug(out)}.html"
+    for html in (fig, out / "compare.html"):  # plotly.js beside the figure: it draws offline
+        text = html.read_text()
+        assert "val bits" in text and '<script charset="utf-8" src="plotly.min.js"></script>' in text
+        assert "cdn.plot.ly" not in text and (html.parent / "plotly.min.js").stat().st_size > 1_000_000
     summary = json.loads((out / "compare.json").read_text())
     assert set(summary["runs"]) == {"frozen", "unfrozen"}
     metas = {k: json.loads((out / k / "meta.json").read_text()) for k in ("frozen", "unfrozen")}
@@ -357,6 +360,13 @@ def test_compare_twins_share_data_and_schedule(tmp_path):
     assert cfgs["frozen"]["frozen_embedding"] and not cfgs["unfrozen"]["frozen_embedding"]
     V, d = cfgs["frozen"]["vocab_size"], cfgs["frozen"]["hidden_size"]
     assert metas["unfrozen"]["model"]["trainable_params"] - metas["frozen"]["model"]["trainable_params"] == V * d
+
+
+def test_compare_figure_names_differ_for_same_basename(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert TR.figure_slug("a/twins") == "a_twins" and TR.figure_slug("b/twins") == "b_twins"
+    assert TR.figure_slug(tmp_path / "a" / "twins") == "a_twins"
+    assert TR.figure_slug(REPO_ROOT / "runs" / "twins") == "runs_twins"
 
 
 def test_twins_start_from_the_same_transformer():
