@@ -375,6 +375,27 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
 
 
+def clean_leftovers(out: str | Path) -> list[str]:
+    """Remove what a save killed mid-way left in `out/checkpoints`: `.tmp-step_N-<pid>` (a checkpoint
+    being written: incomplete) and `.old-step_N-<pid>` (the previous copy of a re-saved step). An
+    `.old-` copy whose step has no checkpoint any more (killed between the two renames) is complete,
+    so it is renamed back instead. Returns the names removed. Without this they stay forever."""
+    root = Path(out) / "checkpoints"
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".old-"):
+            name = p.name[len(".old-"):].rsplit("-", 1)[0]
+            if name.startswith(CKPT_PREFIX) and not (root / name).exists() and (p / STATE_FILE).exists():
+                os.replace(p, root / name)
+                continue
+        if p.name.startswith((".tmp-", ".old-")):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p.name)
+    return removed
+
+
 def last_checkpoint(out: str | Path) -> Path | None:
     ckpts = _checkpoints(Path(out))
     return ckpts[-1] if ckpts else None
@@ -717,6 +738,9 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
     t_start = time.time()
     is_main = rank == 0
     weights = D.normalize_weights(cfg.corpus)
+    if is_main and (cfg.resume or cfg.overwrite):  # a run killed while saving left these behind
+        clean_leftovers(out)
+    _barrier(world)
     resume_from = last_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None and is_main:  # the preemptible-job pattern: always pass --resume
         print(f"bvvlab train: no checkpoint in {out} to resume from; starting a fresh run", file=sys.stderr,

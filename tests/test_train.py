@@ -292,6 +292,22 @@ def test_resume_without_checkpoint_starts_fresh_and_says_so(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err and TR.last_checkpoint(out).name == "step_0000001"
 
 
+def test_resume_cleans_what_a_killed_save_left(tmp_path):
+    """A SIGKILL inside save_trainer_checkpoint leaves `.tmp-step_N-<pid>` (half written) or, between
+    its two renames, `.old-step_N-<pid>` with no `step_N`: the next start removes the first and
+    renames the second back (it is complete), then resumes from it."""
+    out = tmp_path / "killed"
+    TR.train(_cfg(out, steps=2, save_every=1, eval_every=0))
+    root = out / "checkpoints"
+    (root / ".tmp-step_0000003-4242").mkdir()
+    (root / ".tmp-step_0000003-4242" / "model.safetensors").write_bytes(b"half")
+    os.replace(root / "step_0000002", root / ".old-step_0000002-4242")
+    (root / ".old-step_0000001-4242").mkdir()  # a stale old copy whose step still exists
+    TR.train(_cfg(out, steps=3, save_every=1, eval_every=0, resume=True))
+    assert sorted(p.name for p in root.iterdir()) == ["step_0000001", "step_0000002", "step_0000003"]
+    assert [r["step"] for r in TR.read_metrics(out) if r["kind"] == "train"] == [1, 2, 3]  # resumed at step 2
+
+
 def test_empty_corpus(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")
