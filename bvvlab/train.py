@@ -152,6 +152,27 @@ class TrainConfig:
         if not (self.lr > 0) or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError(f"lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr and lr > 0")
         D.normalize_weights(self.corpus)
+        check_model_keys(self.model)
+        width = self.model.get("hidden_size")
+        if self.dim is not None and width is not None and int(width) != int(self.dim):
+            raise ValueError(f"dim={self.dim} but model.hidden_size={width}: the embedding feeds the blocks "
+                             "directly, so give one of them (or the same value)")
+
+
+def check_model_keys(model: dict[str, Any]) -> None:
+    """`model.<field>` overrides must name BVVConfig fields: a typo (`model.hiden_size=3`) would
+    otherwise become a stray config attribute and the run would train the preset unchanged."""
+    import difflib
+
+    from bvvlab.model import BVVConfig
+
+    known = sorted(BVVConfig().to_dict())
+    for key in model:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"did you mean {', '.join(f'model.{c}' for c in close)}?" if close else \
+                f"model fields: {', '.join(known)}"
+            raise ValueError(f"model.{key} is not a BVVConfig field: {hint}")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -468,7 +489,13 @@ def prepare_embedded(cfg: TrainConfig, texts: list[str] | None) -> Any:
     vocab = cfg.vocab
     p = Path(vocab).expanduser()
     if p.is_dir() and (p / "glyph_matrix.safetensors").exists():
-        return E.load_embedded(p)
+        embedded = E.load_embedded(p)
+        width = int(embedded.matrix.shape[1])
+        for name, asked in (("dim", cfg.dim), ("model.hidden_size", cfg.model.get("hidden_size"))):
+            if asked is not None and int(asked) != width:  # the saved matrix decides the width: say so
+                raise ValueError(f"{name}={asked} but the embedding in {p} is {width} wide: drop {name}= (the "
+                                 f"model takes the matrix's width) or rebuild the embedding with dim={asked}")
+        return embedded
     if vocab != "compact" or texts is None:
         return E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts, progress=cfg.progress)
     root = cache_dir() / "vocab"

@@ -249,6 +249,33 @@ def test_bad_steps_batch_and_keys(tmp_path, capsys):
     assert not Path(out).exists()
 
 
+def test_model_key_typo_and_width_conflicts(tmp_path, capsys):
+    out = str(tmp_path / "x")
+    err = _cli_error(capsys, "--out", out, "model.hiden_size=3")
+    assert "model.hiden_size" in err and "did you mean model.hidden_size" in err
+    err = _cli_error(capsys, "--out", out, "dim=64", "model.hidden_size=128")
+    assert "dim=64" in err and "model.hidden_size=128" in err
+    assert not Path(out).exists()
+
+
+def test_width_other_than_a_saved_embedding_is_refused(tmp_path, monkeypatch):
+    """With vocab=<embedding dir> the matrix decides the width: an explicit other dim or
+    model.hidden_size is an error, not silently ignored."""
+    from types import SimpleNamespace
+
+    from bvvlab import embeddings as E
+
+    saved = tmp_path / "emb"
+    saved.mkdir()
+    (saved / "glyph_matrix.safetensors").write_bytes(b"")  # what marks an embedding dir
+    fake = SimpleNamespace(matrix=torch.zeros(10, 64), tokenizer=None)
+    monkeypatch.setattr(E, "load_embedded", lambda p: fake)
+    for kw in ({"dim": 128}, {"model": {"hidden_size": 32}}):
+        with pytest.raises(ValueError, match="is 64 wide"):
+            TR.prepare_embedded(TR.make_config(vocab=str(saved), **kw), None)
+    assert TR.prepare_embedded(TR.make_config(vocab=str(saved), dim=64), None) is fake
+
+
 def test_batch_not_divisible_by_world_size():
     with pytest.raises(ValueError, match="2 process"):
         TR.make_config(batch_size=6, grad_accum=2).validate(world_size=2)
