@@ -257,10 +257,11 @@ def script_map_figure(ids: np.ndarray, xy: np.ndarray, scripts: Sequence[str], v
 
 
 def save_figure(fig: go.Figure, out_dir: str | Path, name: str) -> Path:
-    """`out_dir/name.html` (self-contained but for plotly.js from the CDN) and `name.json`."""
+    """`out_dir/name.html` and `name.json`. The page loads `plotly.min.js` written once beside it
+    (not the CDN): the figures must open offline, like the rest of the workbench."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+    fig.write_html(out / f"{name}.html", include_plotlyjs="directory")
     (out / f"{name}.json").write_text(fig.to_json(), encoding="utf-8")
     return out / f"{name}.html"
 

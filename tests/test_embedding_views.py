@@ -68,3 +68,22 @@ def test_identical_groups_are_identical_glyph_bits():
     got = ev.identical_groups(matrix, tokens)
     assert {frozenset(g) for g in got} == {g for g in expected if len(g) > 1}
     assert ["кот", "кст"] in got and ["O", "Ο", "О"] in got  # resize drops columns; homoglyphs across scripts
+
+
+def test_save_figure_works_offline(tmp_path):
+    """The HTML loads plotly.js from a file beside it (the installed plotly's bundle), never a URL."""
+    import re
+
+    import plotly
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
+    page = ev.save_figure(fig, tmp_path, "a")
+    ev.save_figure(fig, tmp_path, "b")
+    html = page.read_text(encoding="utf-8")
+    assert re.findall(r'<script[^>]*src="([^"]+)"', html) == ["plotly.min.js"]
+    assert "cdn" not in html.lower() and "https://cdn" not in html
+    assert (tmp_path / "plotly.min.js").read_text(encoding="utf-8") == get_plotlyjs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "a.json", "b.html", "b.json", "plotly.min.js"]
+    assert go.Figure(plotly.io.from_json((tmp_path / "a.json").read_text(encoding="utf-8"))) == fig
