@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         forget_atlas()
         full_stages: dict = {}
         t = time.perf_counter()
-        drawn = embeddings.glyph_strings(vocab)  # as the matrix draws them (byte tokens: hex digits)
+        drawn = embeddings.glyph_strings(vocab)  # as the matrix draws them (byte tokens: fullwidth hex digits)
         bits = glyphs.render_bits(drawn, RECIPE_32, progress=True, timings=full_stages)
         t_render = time.perf_counter() - t
         matrix, t_pca = timed(embeddings.pca_embed, bits)
