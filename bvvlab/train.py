@@ -99,7 +99,7 @@ class TrainConfig:
     dim: int | None = None  # embedding width; None = the model's hidden_size
     corpus: dict[str, float] = field(default_factory=lambda: {"libreoffice-en-ru": 1.0})  # source -> weight
     train_chars: int | None = None  # characters of training text to tokenise (None = the whole split)
-    val_chars: int | None = 200_000  # characters of the held-out validation split to tokenise (all evaluated at the end)
+    val_chars: int | None = 200_000  # characters of held-out validation text to tokenise (all evaluated at the end)
     val_split: str = "validation"  # split of the same sources used for validation
     seq_len: int = 128  # tokens per training window
     batch_size: int = 16  # global batch (windows per optimizer step, all ranks and micro-steps together)
@@ -122,7 +122,7 @@ class TrainConfig:
     save_every: int = 100  # steps between checkpoints (one is always written at the end)
     keep_last: int = 3  # checkpoints kept (older ones are deleted)
     out: str = "runs/train"  # run directory
-    resume: bool = False  # continue the run in `out` from its last checkpoint, with its saved config (fresh start if none)
+    resume: bool = False  # continue the run in `out` from its last checkpoint and saved config (fresh start if none)
     overwrite: bool = False  # replace a run already in `out`
     tensorboard: bool = False  # also write TensorBoard events to out/tb
     progress: bool = True  # tqdm bars
@@ -1029,7 +1029,8 @@ def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, 
         # loop_s: the whole loop (steps, data, logging, evals, saves) of this process, for bench/
         meta["final"] = {"step": step, "tokens_seen": tokens_seen, "wall_s": time.time() - t_start,
                          "loop_s": loop_s, "loop_cpu_s": loop_cpu_s, "loop_steps": step - step0, **timers,
-                         **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "val_chars", "val_tokens", "tok_per_s", "mfu") if k in final}}
+                         **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "val_chars", "val_tokens", "tok_per_s",
+                                                  "mfu") if k in final}}
         meta["checkpoint"] = str(last_path)
         write_json_atomic(out / "meta.json", meta)
     assert last_path is not None
