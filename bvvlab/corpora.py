@@ -30,7 +30,11 @@ Sources (`CORPORA` lists the names):
   files without validation/test files), is split by text hash exactly like a file:
   "train"/"validation"/"test" are the rows whose text hash falls in 0-89/90-94/95-99, "all"
   every row; so "train" is then ~90% of the rows, and validation never overlaps it. A dataset
-  with other splits uses its own splits.
+  with other splits uses its own splits. Options can also ride in the spec as a query string,
+  so a training `corpus=` can carry them: "hf:allenai/c4?config=en&streaming=1&text_column=text"
+  (`parse_hf_spec`). `streaming=True` passes `streaming=True` to `load_dataset`: meant for Hub
+  names when online (nothing is downloaded up front; rows arrive as they are read).
+  `hf_fingerprint(spec)` names the dataset's content for caches (token shards, `bvvlab.data`).
 
 Language tags: "en", "ru", "zh" for monolingual text, "en-ru" / "en-zh" for parallel text, which
 is rendered one sentence (or paragraph) per line, English line first: "The cat sleeps.\\nКошка
@@ -255,44 +259,127 @@ def _file_documents(path: Path, split: str) -> Iterator[Document]:
 # ----------------------------------------------------------------------------- Hugging Face
 
 
-def _hf_documents(spec: str, split: str, text_column: str = "text", lang_column: str = "lang",
-                  lang: str | None = None, config: str | None = None) -> Iterator[Document]:
-    """Documents of a Hugging Face dataset (see the module docstring)."""
-    import datasets
+HF_OPTIONS = ("text_column", "lang_column", "lang", "config", "streaming")  # options an hf: spec may carry
 
-    name = spec[3:]
+
+def parse_hf_spec(spec: str, **options: Any) -> tuple[str, dict[str, Any]]:
+    """`"hf:name?k=v&k=v"` -> (name, options); keyword `options` override the query string.
+
+    Why: a training corpus is one string (`corpus=hf:...:0.5,libreoffice-en-ru:0.5`), so the
+    options a dataset needs (config, text column, streaming) must fit in it.
+    """
+    from urllib.parse import parse_qsl
+
+    name, _, query = spec[3:].partition("?")
     if not name:
         raise CorpusError("empty Hugging Face source 'hf:': use hf:<dataset name or local path>")
+    opts: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    opts.update(options)
+    bad = [k for k in opts if k not in HF_OPTIONS]
+    if bad:
+        raise CorpusError(f"{spec}: unknown option {bad[0]!r}: use {', '.join(HF_OPTIONS)}")
+    if isinstance(opts.get("streaming"), str):
+        flag = opts["streaming"].lower()
+        if flag not in ("1", "true", "yes", "0", "false", "no", ""):
+            raise CorpusError(f"{spec}: streaming={opts['streaming']!r} is not a yes/no value: use streaming=1 or 0")
+        opts["streaming"] = flag in ("1", "true", "yes")
+    return name, opts
+
+
+def _is_saved(local: Path) -> bool:
+    """A folder written by `save_to_disk` (Dataset or DatasetDict)."""
+    return local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists())
+
+
+def _load_hf(spec: str, name: str, config: str | None, streaming: bool) -> Any:
+    import datasets
+
     local = Path(name).expanduser()
-    ds: Any
+    if _is_saved(local):
+        return datasets.load_from_disk(str(local))
+    try:
+        return datasets.load_dataset(str(local) if local.exists() else name, config, streaming=streaming)
+    except FileNotFoundError as exc:
+        raise CorpusError(f"{spec}: dataset not found ({exc}): give a local path or a Hub name (online)") from None
+
+
+def _hash_files(root: Path) -> str:
+    """SHA-256 over the relative names and bytes of a file, or of a folder's non-hidden files."""
+    h = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    for f in files:
+        h.update((f.name if f == root else f.relative_to(root).as_posix()).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def hf_fingerprint(spec: str, **options: Any) -> str | None:
+    """A content fingerprint of an `hf:` dataset, for caches keyed by content; None for a stream.
+
+    - a local path (a `save_to_disk` folder: its state/info/arrow files; a data file or a
+      folder of data files): SHA-256 of the bytes and relative names of its non-hidden files,
+      so any edit of a row changes it (also when the spec asks for streaming: the bytes are here);
+    - a Hub name: the dataset is loaded as `iter_documents` would load it (from the `datasets`
+      cache, or downloaded: only when you are online and asked for this source) and the
+      `Dataset._fingerprint` of each split is hashed; `datasets` derives it from the resolved
+      data files' origin (Hub revision / ETag), so a new revision gives a new fingerprint;
+    - a Hub name with `streaming=True`: None. A stream is never materialised, so there is
+      nothing to fingerprint; callers must not reuse anything cached from it (`bvvlab.data`
+      re-tokenises it on every build).
+
+    The spec string itself (name and options) is not part of the fingerprint: callers key on both.
+    """
+    name, opts = parse_hf_spec(spec, **options)
+    local = Path(name).expanduser()
+    if local.exists():
+        return "sha256:" + _hash_files(local)
+    if opts.get("streaming"):
+        return None
+    ds = _load_hf(spec, name, opts.get("config"), False)
+    splits = {k: ds[k]._fingerprint for k in sorted(ds)} if isinstance(ds, dict) else {"": ds._fingerprint}
+    return "datasets:" + hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()
+
+
+def _hf_documents(spec: str, split: str, **options: Any) -> Iterator[Document]:
+    """Documents of a Hugging Face dataset (see the module docstring)."""
+    name, opts = parse_hf_spec(spec, **options)
+    return _hf_rows(spec, name, split, **opts)
+
+
+def _hf_rows(spec: str, name: str, split: str, text_column: str = "text", lang_column: str = "lang",
+             lang: str | None = None, config: str | None = None, streaming: bool = False) -> Iterator[Document]:
+    import datasets
+
+    ds: Any = _load_hf(spec, name, config, bool(streaming))
     hash_split = False
-    if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists()):
-        ds = datasets.load_from_disk(str(local))
-    else:
-        try:
-            ds = datasets.load_dataset(str(local) if local.exists() else name, config)
-        except FileNotFoundError as exc:
-            raise CorpusError(f"{spec}: dataset not found ({exc}): give a local path or a Hub name (online)") from None
-    if isinstance(ds, datasets.DatasetDict) and list(ds) != ["train"]:
+    dicts = (datasets.DatasetDict, datasets.IterableDatasetDict)
+    if isinstance(ds, dicts) and list(ds) != ["train"]:
         if split not in ds:
             raise CorpusError(f"{spec} has no split {split!r}: it has {', '.join(ds)}")
         ds = ds[split]
     else:  # no split, or only "train" (load_dataset on a folder of data files): split by text hash
         _check_split(split, spec, allow_all=True)
-        ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+        ds = ds["train"] if isinstance(ds, dicts) else ds
         hash_split = split != "all"
-    if text_column not in ds.column_names:
-        raise CorpusError(f"{spec}: no column {text_column!r} (columns: {', '.join(ds.column_names)}): pass text_column=")
-    has_lang = lang_column in ds.column_names
+    columns = ds.column_names  # a stream may not know its columns before the first row: checked per row then
+    if columns is not None and text_column not in columns:
+        raise CorpusError(f"{spec}: no column {text_column!r} (columns: {', '.join(columns)}): pass text_column=")
     n = 0
     for i, row in enumerate(ds):
+        if text_column not in row:
+            raise CorpusError(f"{spec}: row {i} has no column {text_column!r} (columns: {', '.join(row)}): "
+                              "pass text_column=")
         text = row[text_column]
         if not isinstance(text, str):
             raise CorpusError(f"{spec}: row {i} column {text_column!r} is {type(text).__name__}, not text")
         n += 1
         if hash_split and text_split(text) != split:
             continue
-        tag = lang or (row[lang_column] if has_lang and row[lang_column] else guess_lang(text))
+        tag = lang or row.get(lang_column) or guess_lang(text)
         yield Document(text, tag, spec, {"row": i})
     if n == 0:
         raise CorpusError(f"{spec} split {split!r} is empty: give a dataset with at least one row")

@@ -267,6 +267,74 @@ def test_hf_train_only_dataset_is_split_by_text_hash(tmp_path, saved):
     one_line(e)
 
 
+def _hub_from_local(monkeypatch, datasets, folders):
+    """Make `datasets.load_dataset("org/name", ...)` read a local folder: a stand-in Hub (offline)."""
+    real = datasets.load_dataset
+
+    def fake(path, *args, **kwargs):
+        return real(str(folders.get(path, path)), *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+
+
+def test_hf_spec_options_and_streaming_local_files(tmp_path):
+    """Options ride in the spec ("?streaming=1&lang=ru"); a streamed dataset gives the same
+    documents and splits as the loaded one; a bad option is one line naming the valid ones."""
+    pytest.importorskip("datasets")
+    texts = [f"row {i}" for i in range(60)]
+    d = tmp_path / "ds"
+    d.mkdir()
+    (d / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    assert K.parse_hf_spec("hf:org/x?config=en&streaming=1") == ("org/x", {"config": "en", "streaming": True})
+    assert K.parse_hf_spec("hf:org/x?streaming=0", lang="ru") == ("org/x", {"streaming": False, "lang": "ru"})
+    for split in (*K.SPLITS, "all"):
+        loaded = [(x.text, x.lang) for x in K.iter_documents(f"hf:{d}", split=split)]
+        streamed = [(x.text, x.lang) for x in K.iter_documents(f"hf:{d}?streaming=1", split=split)]
+        assert streamed == loaded and loaded
+    assert {x.lang for x in K.iter_documents(f"hf:{d}?streaming=true&lang=ru", split="all")} == {"ru"}
+    with pytest.raises(K.CorpusError, match="unknown option 'colour': use text_column") as e:
+        list(K.iter_documents(f"hf:{d}?colour=red"))
+    one_line(e)
+    with pytest.raises(K.CorpusError, match="streaming='maybe' is not a yes/no value") as e:
+        list(K.iter_documents(f"hf:{d}?streaming=maybe"))
+    one_line(e)
+    with pytest.raises(K.CorpusError, match="no column 'body'") as e:
+        list(K.iter_documents(f"hf:{d}?streaming=1&text_column=body", split="all"))
+    one_line(e)
+
+
+def test_hf_fingerprint_follows_content(tmp_path, monkeypatch):
+    """Local data files and save_to_disk folders: changing one row changes the fingerprint,
+    rewriting the same bytes does not. A Hub name: the loaded dataset's `datasets` fingerprint
+    (here a stand-in Hub over local folders): other data, other fingerprint. A streamed Hub name: None."""
+    datasets = pytest.importorskip("datasets")
+    d = tmp_path / "ds"
+    d.mkdir()
+    rows = [{"text": f"row {i}"} for i in range(10)]
+    write = lambda rs: (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs), encoding="utf-8")
+    write(rows)
+    a = K.hf_fingerprint(f"hf:{d}")
+    write(rows)
+    assert K.hf_fingerprint(f"hf:{d}") == a == K.hf_fingerprint(f"hf:{d}?streaming=1")  # local bytes, streamed or not
+    write(rows[:3] + [{"text": "row 3!"}] + rows[4:])
+    assert K.hf_fingerprint(f"hf:{d}") != a
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": ["a", "b"]}).save_to_disk(str(saved))
+    s1 = K.hf_fingerprint(f"hf:{saved}")
+    datasets.Dataset.from_dict({"text": ["a", "c"]}).save_to_disk(str(tmp_path / "saved2"))
+    assert K.hf_fingerprint(f"hf:{tmp_path / 'saved2'}") != s1
+    # stand-in Hub: two "revisions" of org/name are two folders with different data
+    other = tmp_path / "rev2"
+    other.mkdir()
+    (other / "train.jsonl").write_text(json.dumps({"text": "new revision"}) + "\n", encoding="utf-8")
+    _hub_from_local(monkeypatch, datasets, {"org/name": d})
+    h1 = K.hf_fingerprint("hf:org/name")
+    assert h1.startswith("datasets:") and h1 == K.hf_fingerprint("hf:org/name")
+    _hub_from_local(monkeypatch, datasets, {"org/name": other})
+    assert K.hf_fingerprint("hf:org/name") != h1
+    assert K.hf_fingerprint("hf:org/name?streaming=1") is None
+
+
 # ----------------------------------------------------------------------------- mixing
 
 
