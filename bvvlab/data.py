@@ -5,7 +5,8 @@ data order depend on worker timing. Here a source mixture (`bvvlab.corpora`: emb
 text / JSON-lines files, local Hugging Face datasets) is tokenised once into a flat memory-mapped
 array of token ids (uint16 while the vocabulary fits, else uint32), cached under
 `cache_dir()/shards/<key>` where the key hashes everything that determines the content (source
-spec and file contents, tokenizer, split, limits, seed). A parallel array stores how many
+spec and file contents, an `hf:` dataset's `corpora.hf_fingerprint`, tokenizer, split, limits,
+seed); a streamed Hub dataset has no fingerprint and is re-tokenised on every build. A parallel array stores how many
 characters of the original text each token covers, so validation can report bits per character,
 which does not depend on the tokenizer (frozen vs unfrozen, compact vs full vocabulary compare
 fairly; issue 5, "bits per character").
@@ -82,9 +83,16 @@ def _hash_path(path: Path, h: Any) -> None:
 
 
 def source_fingerprint(name: str) -> str:
-    """What identifies a source's content: a path or embedded corpus by its bytes, a generated one by its code."""
-    local = name[3:] if name.startswith("hf:") else name
-    p = Path(local).expanduser()
+    """What identifies a source's content: a path or embedded corpus by its bytes, a generated one
+    by its code, an `hf:` dataset by `corpora.hf_fingerprint` (local bytes, or the loaded Hub
+    dataset's `datasets` fingerprint, which follows its revision). A streamed Hub dataset has no
+    fingerprint: it gets "#stream" and `build_shard` never reuses its shard (`is_cacheable`)."""
+    if name.startswith("hf:"):
+        from bvvlab import corpora
+
+        fp = corpora.hf_fingerprint(name)
+        return f"{name}#stream" if fp is None else f"{name}#{fp}"
+    p = Path(name).expanduser()
     if p.exists():
         h = hashlib.sha256()
         _hash_path(p, h)
@@ -100,6 +108,12 @@ def source_fingerprint(name: str) -> str:
     return f"{name}#sha256={h.hexdigest()}"
 
 
+def is_cacheable(fingerprints: Iterable[str]) -> bool:
+    """False when a source has no content fingerprint (a streamed `hf:` dataset): its text may
+    differ on every read, so a shard made from it must not stand in for a later build."""
+    return not any(fp.endswith("#stream") for fp in fingerprints)
+
+
 def tokenizer_hash(tokenizer: Any) -> str:
     """Hash of the tokenizer's full definition (vocab, normaliser, specials)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -108,8 +122,12 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def shard_key(weights: dict[str, float], tok_hash: str, split: str, max_chars: int | None, seed: int) -> str:
-    spec = {"format": SHARD_FORMAT, "sources": {source_fingerprint(k): v for k, v in sorted(weights.items())},
+def shard_key(weights: dict[str, float], tok_hash: str, split: str, max_chars: int | None, seed: int,
+              fingerprints: dict[str, str] | None = None) -> str:
+    """The cache key: everything that determines a shard's content (`fingerprints`: precomputed
+    `source_fingerprint` per source, so a Hub dataset is not loaded twice)."""
+    fps = fingerprints or {k: source_fingerprint(k) for k in weights}
+    spec = {"format": SHARD_FORMAT, "sources": {fps[k]: v for k, v in sorted(weights.items())},
             "tokenizer": tok_hash, "split": split, "max_chars": max_chars, "seed": seed}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -246,14 +264,24 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
 
     The directory is written under a temporary name and renamed, so a killed build never leaves a
     half shard that a later run would trust.
+
+    A mixture with a streamed `hf:` source (`?streaming=1`, a Hub name) has no content
+    fingerprint, so it is re-tokenised on every call and replaces the shard of its key; the one
+    exception is a non-zero rank of an initialised torch.distributed group, which opens the shard
+    rank 0 has just built (the trainer builds on rank 0, then a barrier, then the others open it),
+    so all ranks read the same tokens. A resumed run re-reads the stream: its data matches the
+    interrupted run's only if the stream gives the same rows.
     """
     from tqdm.auto import tqdm
 
     weights = normalize_weights(weights)
     max_chars = resolve_max_chars(weights, split, max_chars, seed)
-    key = shard_key(weights, tokenizer_hash(tokenizer), split, max_chars, seed)
+    fps = {k: source_fingerprint(k) for k in weights}
+    key = shard_key(weights, tokenizer_hash(tokenizer), split, max_chars, seed, fps)
     root = Path(root) if root is not None else cache_dir() / "shards"
     final = root / key
+    if not is_cacheable(fps.values()):
+        cache = _nonzero_rank() and (final / "meta.json").exists()
     if cache and (final / "meta.json").exists():
         return open_shard(final)
 
@@ -293,6 +321,11 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_shard(final)
+
+
+def _nonzero_rank() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_rank() != 0
 
 
 def open_shard(path: str | Path) -> TokenShard:

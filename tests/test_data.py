@@ -4,6 +4,7 @@ resumable and rank-independent batch sampling."""
 from __future__ import annotations
 
 import itertools
+import json
 import string
 
 import numpy as np
@@ -144,6 +145,8 @@ def test_corpus_weights_parsing():
     assert D.normalize_weights("a:0.7,b:0.3") == {"a": 0.7, "b": 0.3}
     assert D.normalize_weights("libreoffice-en-ru") == {"libreoffice-en-ru": 1.0}
     assert D.normalize_weights("hf:/data/x") == {"hf:/data/x": 1.0}
+    assert D.normalize_weights("hf:org/x?config=en&streaming=1:0.5,libreoffice-en-ru:0.5") == {
+        "hf:org/x?config=en&streaming=1": 0.5, "libreoffice-en-ru": 0.5}  # spec options survive weights
     with pytest.raises(ValueError, match="weight"):
         D.normalize_weights({"a": 0})
 
@@ -160,6 +163,97 @@ def test_local_hugging_face_dataset_source(tmp_path):
     assert texts and set(texts) <= set(DOCS)
     expected = [i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
     assert np.asarray(shard.tokens).tolist() == expected
+
+
+def _decoded_docs(tok, shard):
+    ids, docs, cur = np.asarray(shard.tokens).tolist(), [], []
+    for i in ids:
+        if i == tok.eos_token_id:
+            docs.append(tok.decode(cur))
+            cur = []
+        else:
+            cur.append(i)
+    return docs
+
+
+def _write_rows(folder, texts):
+    folder.mkdir(exist_ok=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+
+
+def _no_tokenising(*args, **kwargs):
+    raise AssertionError("a cached shard was tokenised again")
+
+
+def test_hf_json_folder_shard_follows_a_changed_row(tmp_path, monkeypatch):
+    """`hf:<folder of JSON lines>`: unchanged data reuses the cached shard; changing one row
+    changes the key, and the new shard holds the new text (not the old shard's)."""
+    pytest.importorskip("datasets")
+    tok, root, d = small_tokenizer(), tmp_path / "shards", tmp_path / "ds"
+    texts = [f"doc {i} zebra" for i in range(12)]
+    _write_rows(d, texts)
+    a = D.build_shard(f"hf:{d}", tok, "all", root=root, progress=False)
+    assert _decoded_docs(tok, a) == texts
+    _write_rows(d, texts)  # same bytes, new mtime: still the same content
+    with monkeypatch.context() as m:
+        m.setattr(D, "encode_texts", _no_tokenising)
+        assert D.build_shard(f"hf:{d}", tok, "all", root=root, progress=False).path == a.path
+    changed = texts[:5] + ["doc 5 zebu"] + texts[6:]
+    _write_rows(d, changed)
+    b = D.build_shard(f"hf:{d}", tok, "all", root=root, progress=False)
+    assert b.path != a.path and _decoded_docs(tok, b) == changed
+    assert _decoded_docs(tok, D.open_shard(a.path)) == texts  # the old shard is intact
+
+
+def test_hf_hub_shard_key_follows_the_dataset_revision(tmp_path, monkeypatch):
+    """A Hub name (a stand-in Hub over local folders, offline) is keyed by the loaded dataset's
+    `datasets` fingerprint: a new revision is a new shard, not the old one reused."""
+    datasets = pytest.importorskip("datasets")
+    tok, root = small_tokenizer(), tmp_path / "shards"
+    revs = {1: tmp_path / "rev1", 2: tmp_path / "rev2"}
+    _write_rows(revs[1], ["old text one", "old text two"])
+    _write_rows(revs[2], ["new text one", "old text two"])
+    real = datasets.load_dataset
+    current = {"rev": 1}
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, *a, **k: real(
+        str(revs[current["rev"]]) if path == "org/name" else path, *a, **k))
+    a = D.build_shard("hf:org/name", tok, "all", root=root, progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(D, "encode_texts", _no_tokenising)
+        assert D.build_shard("hf:org/name", tok, "all", root=root, progress=False).path == a.path
+    current["rev"] = 2
+    b = D.build_shard("hf:org/name", tok, "all", root=root, progress=False)
+    assert b.path != a.path and _decoded_docs(tok, b) == ["new text one", "old text two"]
+
+
+def test_streamed_hub_source_is_never_reused(tmp_path, monkeypatch):
+    """A streamed Hub dataset has no fingerprint: every build re-tokenises it (and so reads the
+    stream's current rows), replacing the shard of its key; no temporary folders are left."""
+    datasets = pytest.importorskip("datasets")
+    tok, root, d = small_tokenizer(), tmp_path / "shards", tmp_path / "ds"
+    _write_rows(d, ["first version", "second row"])
+    real, streamed = datasets.load_dataset, []
+
+    def hub(path, *args, **kwargs):
+        streamed.append(kwargs.get("streaming"))
+        return real(str(d) if path == "org/name" else path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    spec = "hf:org/name?streaming=1"
+    assert D.source_fingerprint(spec) == f"{spec}#stream"
+    a = D.build_shard(spec, tok, "all", root=root, progress=False)
+    assert _decoded_docs(tok, a) == ["first version", "second row"] and set(streamed) == {True}
+    calls, real_encode = [], D.encode_texts
+
+    def counting_encode(*args, **kwargs):
+        calls.append(1)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(D, "encode_texts", counting_encode)
+    _write_rows(d, ["changed version", "second row"])
+    b = D.build_shard(spec, tok, "all", root=root, progress=False)
+    assert calls and b.path == a.path and _decoded_docs(tok, b) == ["changed version", "second row"]
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
 
 
 def test_validation_mixture_drops_train_only_sources():
