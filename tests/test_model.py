@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, TextIteratorStreamer
 
-from bvvlab.model import (PRESETS, BVVConfig, BVVForCausalLM, FrozenEmbedding, Rotary, apply_rotary,
+from bvvlab.model import (PRESETS, BVVConfig, BVVForCausalLM, FrozenEmbedding, RMSNorm, Rotary, apply_rotary,
                           chunked_cross_entropy, config_from_preset, count_parameters, load_checkpoint, matrix_sha256, save_checkpoint,
                           rotary_qkv, to_llama)
 from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
@@ -97,6 +97,21 @@ def test_fused_rotary_split_matches_the_textbook_rotation_and_its_gradients():
         assert (got_grad - ref_grad).abs().max() < 1e-6
         with torch.no_grad():  # the inference path (no autograd function) gives the same numbers
             assert all(torch.equal(a, b) for a, b in zip(rotary_qkv(x, cos, sin, H), got))
+
+
+def test_fp32_rmsnorm_fast_path_is_llamas_formula_bit_for_bit():
+    """RMSNorm takes F.rms_norm in fp32 (fewer ops per decoding step); values and gradients must
+    be exactly LlamaRMSNorm's x * rsqrt(mean(x^2) + eps) * weight, not merely close."""
+    norm = RMSNorm(48, 1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = (torch.randn(3, 7, 48, generator=torch.Generator().manual_seed(3)) * 4).requires_grad_()
+    ref = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+    got = norm(x)
+    assert torch.equal(got, ref)
+    g = torch.randn_like(ref)
+    assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(got, (x, norm.weight), g),
+                                                  torch.autograd.grad(ref, (x, norm.weight), g)))
 
 
 def test_default_architecture_matches_the_recipe_parameter_count():
