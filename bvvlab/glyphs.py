@@ -31,7 +31,7 @@ using what the recipe's structure makes constant:
   once (stacked vertically for the horizontal pass, side by side for the vertical pass), which
   cannot mix tokens because each pass only sees one row (or column) at a time.
 * The polar snake is one permutation per size, computed by the recipe's own sort.
-* The atlas is also saved under `cache_dir()/glyph_atlas/` (keyed by font hash, size, Pillow
+* The atlas is also saved under `cache_dir()/glyph_atlas/` (keyed by font hash, size, layout, Pillow
   and FreeType versions, with a content digest), so a new process does not re-rasterise: the
   per-character FreeType call (~20-25 us: Pillow loads each glyph four times and rasterises it
   twice per call) is the one cost no batching removes.
@@ -59,7 +59,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bvvlab.font import font_sha256, load_font
+from bvvlab.font import check_layout, font_sha256, layout_version, load_font
 from bvvlab.runinfo import cache_dir
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,13 @@ class RecipeParams:
     complex_noise: float = 0.001  # complex tokens: noise probability; no rotation, shift or blur (3.3)
     blur: float = 0.5  # easy tokens: GaussianBlur radius (3.3)
     seed: int = 42  # both generators are re-seeded with this before every token (3.3)
+    # Pillow layout engine the characters are drawn with (3.1): "basic" (the same on every
+    # machine) or "raqm" (Pillow's default where libraqm is present; bvvlab.font docstring)
+    layout: str = "basic"
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("basic", "raqm"):
+            check_layout(self.layout)  # raises the one-line ValueError
 
     @property
     def dim(self) -> int:
@@ -253,9 +260,10 @@ class GlyphAtlas:
 
     _BATCH = 1024  # characters drawn per Pillow canvas
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, layout: str = "basic"):
         self.size = size
-        self.font = load_font(size)
+        self.layout = layout
+        self.font = load_font(size, layout)
         self.index: dict[str, int] = {}
         self.cells = np.zeros((1, size, size), dtype=bool)
         self.overflow: dict[int, tuple[np.ndarray, int, int]] = {}
@@ -282,8 +290,11 @@ class GlyphAtlas:
         import PIL
         from PIL import features
 
-        material = json.dumps({"font": font_sha256(), "size": self.size, "glyphs": GLYPHS_VERSION,
-                               "pillow": PIL.__version__, "freetype": features.version("freetype2")}, sort_keys=True)
+        material = {"font": font_sha256(), "size": self.size, "glyphs": GLYPHS_VERSION,
+                    "pillow": PIL.__version__, "freetype": features.version("freetype2")}
+        if self.layout != "basic":  # BASIC atlases keep the key they always had
+            material.update(layout=self.layout, raqm=layout_version(self.layout))
+        material = json.dumps(material, sort_keys=True)
         return cache_dir() / "glyph_atlas" / f"{hashlib.sha256(material.encode()).hexdigest()[:32]}.npz"
 
     def _payload(self) -> dict[str, np.ndarray]:
@@ -460,14 +471,15 @@ def _check_binary(canvas: Image.Image) -> None:
         raise RuntimeError("glyph masks are not binary: compositing by OR would not match the recipe")
 
 
-_ATLASES: dict[tuple[int, str], GlyphAtlas] = {}
+_ATLASES: dict[tuple[int, str, str], GlyphAtlas] = {}
 
 
-def atlas(size: int) -> GlyphAtlas:
-    """The process-wide atlas for this size and the pinned font (rendered lazily)."""
-    key = (size, font_sha256())
+def atlas(size: int, layout: str = "basic") -> GlyphAtlas:
+    """The process-wide atlas for this size, layout and the pinned font (rendered lazily)."""
+    check_layout(layout)  # one line if RAQM is asked for and Pillow has no libraqm
+    key = (size, font_sha256(), layout)
     if key not in _ATLASES:
-        _ATLASES[key] = GlyphAtlas(size)
+        _ATLASES[key] = GlyphAtlas(size, layout)
     return _ATLASES[key]
 
 
@@ -565,7 +577,7 @@ def _render(tokens: list[str], params: RecipeParams, progress: bool, timings: di
     for i, tok in enumerate(tokens):
         if not isinstance(tok, str) or not tok:
             raise ValueError(f"token {i} is {tok!r}: every token must be a non-empty string")
-    at = atlas(s)
+    at = atlas(s, params.layout)
     at.lookup((ch for tok in tokens for ch in tok), progress=progress)
     groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
     for i, tok in enumerate(tokens):

@@ -53,3 +53,20 @@ def test_corrupt_gzip_is_detected(broken_font):
     broken_font.write_bytes(b"not a gzip file")
     with pytest.raises(font.FontError, match="not a valid gzip"):
         font.font_bytes()
+
+
+def test_layout_is_basic_by_default_and_raqm_on_request():
+    assert font.load_font(32).layout_engine == font.ImageFont.Layout.BASIC
+    if not font.features.check("raqm"):
+        pytest.skip("this Pillow has no libraqm (the error is tested below)")
+    assert font.load_font(32, "raqm").layout_engine == font.ImageFont.Layout.RAQM
+
+
+def test_raqm_without_libraqm_is_one_clear_line(monkeypatch):
+    """Pillow silently falls back to BASIC when RAQM is asked for and libraqm is missing: say so instead."""
+    monkeypatch.setattr(font.features, "check", lambda name: False if name == "raqm" else True)
+    with pytest.raises(font.FontError, match=r"layout='raqm' needs Pillow with libraqm.*layout='basic'") as exc:
+        font.load_font(32, "raqm")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ValueError, match="layout='fancy' is not a glyph layout"):
+        font.load_font(32, "fancy")

@@ -246,3 +246,56 @@ def test_skipping_a_certified_blur_changes_nothing(monkeypatch):
     direct = render_bits(toks)
     monkeypatch.setattr(glyphs, "blur_is_identity", lambda radius, h, w: radius <= 0)
     assert np.array_equal(render_bits(toks), direct)
+
+
+_HAS_RAQM = font.features.check("raqm")
+
+
+@pytest.mark.skipif(not _HAS_RAQM, reason="this Pillow has no libraqm (the one-line error is tested without it)")
+def test_raqm_layout_is_the_authors_default_pillow_call(monkeypatch):
+    """layout="raqm" gives the bits of the literal recipe drawn with the author's own font call,
+    `ImageFont.truetype(unifont, 32)` with no layout named (RAQM wherever libraqm is present),
+    and differs from BASIC on lone combining marks (dotted circle) and some controls."""
+    import dataclasses
+    import io
+
+    import recipe_reference
+    from PIL import ImageFont
+
+    authors = ImageFont.truetype(io.BytesIO(font.font_bytes()), 32)
+    assert authors.layout_engine == ImageFont.Layout.RAQM
+    monkeypatch.setattr(recipe_reference, "load_font", lambda size: authors)
+    raqm = dataclasses.replace(RECIPE_32, layout="raqm")
+    _assert_same(TOKENS, raqm)
+    differ = (render_bits(TOKENS, raqm) != render_bits(TOKENS, RECIPE_32)).any(axis=1)
+    assert differ[TOKENS.index("\u0301")] and not differ[TOKENS.index("A")]
+
+
+def test_raqm_without_libraqm_fails_rendering_in_one_line(monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(font.features, "check", lambda name: False if name == "raqm" else True)
+    with pytest.raises(font.FontError, match="layout='raqm' needs Pillow with libraqm") as exc:
+        render_bits(["a"], dataclasses.replace(RECIPE_32, layout="raqm"))
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ValueError, match="is not a glyph layout"):
+        RecipeParams(layout="RAQM ")
+
+
+def test_layout_is_in_the_params_and_so_in_every_cache_key(tmp_path, monkeypatch):
+    """The layout rides in RecipeParams.as_dict(): the matrix cache key, the saved matrix's
+    metadata and the embedding's provenance (meta["recipe"]) all carry it."""
+    import dataclasses
+
+    from bvvlab.embeddings import cache_key
+
+    raqm = dataclasses.replace(RECIPE_32, layout="raqm")
+    assert RECIPE_32.as_dict()["layout"] == "basic" and raqm.as_dict()["layout"] == "raqm"
+    toks = ["a", "b", "\u0301"]
+    assert cache_key(toks, RECIPE_32, 8) != cache_key(toks, raqm, 8)
+    if _HAS_RAQM:  # the glyph atlas on disk is per layout too
+        monkeypatch.setenv("BVVLAB_CACHE", str(tmp_path))
+        monkeypatch.setattr(glyphs, "_ATLASES", {})
+        render_bits(toks)
+        render_bits(toks, raqm)
+        assert len(list((tmp_path / "glyph_atlas").glob("*.npz"))) == 2
