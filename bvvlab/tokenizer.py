@@ -5,9 +5,15 @@ Layout (ids of a 65,536 or 131,072 vocabulary; recipe section 2):
 * 0x0000-0xD7FF and 0xF900-0xFFFE: one-character tokens, id = code point.
 * 0xE000-0xE0FF: 256 special slots. Slot i (id 0xE000 + i) holds `SPECIAL_TOKENS[i]` for
   i < 23 (`<pad>` 57344, `<s>`, `</s>`, `<unk>` 57347, ..., `[FILE_SEP]` 57366), else the
-  placeholder `<special_token_{i}>`: **N is the slot offset** i = id - 0xE000 (23..255).
+  placeholder `<special_token_{id}>`: **N is the id** (57367..57599), as the author's builder
+  writes `f"<special_token_{cp}>"`. Only the 23 named tokens are registered as special (as
+  the author registered them); placeholders are plain vocabulary entries.
   Lossless vocabularies (the default) put the byte-fallback tokens `<0x80>`..`<0xFF>` in
-  slots 0x80..0xFF, i.e. byte b has id 0xE000 + b (placeholders 128..255 give way to them).
+  slots 0x80..0xFF, i.e. byte b has id 0xE000 + b (placeholders 57472..57599 give way to them).
+  Tokenizers saved before bvvlab followed the author here named the placeholders by slot
+  offset (`<special_token_23>`..) and registered them as special: they load unchanged, and
+  `hf_tokenizer` over such a vocabulary keeps registering them (`legacy_placeholders`), since
+  their matrix rows were rendered from those names.
 * Multi-character n-grams, sorted by (length descending, string), fill 0xD800-0xDFFF, then
   0xE100-0xF8FF, and in the 131,072 vocabulary also 0x10000-0x1FFFE.
 * Every id left over becomes `<unused_{id}>` (**N is the id**, decimal), e.g. 0xFFFF is
@@ -99,8 +105,13 @@ def glyph_text(token: str) -> str:
     return m.group(1).translate(_FULLWIDTH_HEX) if m else token
 
 
+def placeholder(token_id: int) -> str:
+    """The author's name for an unnamed special slot: `<special_token_{id}>` (57367..57599)."""
+    return f"<special_token_{token_id}>"
+
+
 def special_slots(byte_fallback: bool = True) -> list[str]:
-    """The 256 strings of ids 0xE000-0xE0FF (names above; placeholders `<special_token_{slot}>`)."""
+    """The 256 strings of ids 0xE000-0xE0FF (names above; placeholders `<special_token_{id}>`)."""
     out = []
     for i in range(N_SPECIAL_SLOTS):
         if i < len(SPECIAL_TOKENS):
@@ -108,8 +119,18 @@ def special_slots(byte_fallback: bool = True) -> list[str]:
         elif byte_fallback and i >= BYTE_FALLBACK_FIRST:
             out.append(byte_token(i))
         else:
-            out.append(f"<special_token_{i}>")
+            out.append(placeholder(SPECIAL_BASE + i))
     return out
+
+
+_LEGACY_PLACEHOLDER_RE = re.compile(r"<special_token_(\d+)>\Z")
+
+
+def legacy_placeholders(vocab: Sequence[str]) -> list[str]:
+    """The placeholders of a vocabulary built before bvvlab used the author's names: slot-offset
+    names `<special_token_N>` with N < 256 (`<special_token_23>` at id 57367). Such tokenizers
+    registered them as special; `hf_tokenizer` keeps doing so for them. Empty for current ones."""
+    return [t for t in vocab if (m := _LEGACY_PLACEHOLDER_RE.match(t)) and int(m.group(1)) < N_SPECIAL_SLOTS]
 
 
 def is_reserved_name(token: str) -> bool:
@@ -341,9 +362,11 @@ def hf_tokenizer(vocab: Sequence[str], ngrams: Sequence[str] | None = None, loss
                        byte_fallback=lossless, fuse_unk=False)
     tok = Tokenizer(model)
     tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()]) if lossless else decoders.Fuse()
-    # special-slot names become special added tokens (the byte tokens stay plain vocabulary, so
-    # the text "<0x80>" is never mistaken for a byte)
-    specials = [t for t in vocab if (t in SPECIAL_TOKENS or t.startswith("<special_token_"))]
+    # the 23 named specials become special added tokens, as the author registered them (the
+    # placeholders and byte tokens stay plain vocabulary, so the text "<0x80>" or
+    # "<special_token_57367>" is never mistaken for one); an old vocabulary whose placeholders
+    # carry slot-offset names keeps them registered, as it was built
+    specials = [t for t in vocab if t in SPECIAL_TOKENS] + legacy_placeholders(vocab)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",

@@ -56,11 +56,11 @@ def test_layout_ids(size, byte_fallback):
     assert v[T.PAD_ID] == "<pad>" == v[57344] and v[T.BOS_ID] == "<s>" and v[T.EOS_ID] == "</s>"
     assert v[T.UNK_ID] == "<unk>" == v[57347] and v[57366] == "[FILE_SEP]"
     assert v[0xE000:0xE017] == list(T.SPECIAL_TOKENS)
-    assert v[0xE017] == "<special_token_23>" and v[0xE07F] == "<special_token_127>"
+    assert v[0xE017] == "<special_token_57367>" and v[0xE07F] == "<special_token_57471>"  # N = id (the author)
     if byte_fallback:
         assert v[0xE080] == "<0x80>" and v[0xE0FF] == "<0xFF>" and v[0xE0C3] == "<0xC3>"
     else:
-        assert v[0xE080] == "<special_token_128>" and v[0xE0FF] == "<special_token_255>"
+        assert v[0xE080] == "<special_token_57472>" and v[0xE0FF] == "<special_token_57599>"
     order = T.sort_ngrams(grams)
     assert order[0] < order[1] and len(order[-1]) == 2 and order[-2:] == ["ab", "zz"]
     assert v[0xD800:0xE000] == order[:2048]
@@ -297,9 +297,62 @@ def test_lossless_round_trip_property(full, compact):
     assert any(c not in compact.get_vocab() for s in seen for c in s)  # the compact one needed its fallback
 
 
+def test_placeholders_carry_the_authors_names_and_only_named_specials_are_special(full):
+    """The author's builder names the unnamed slots `<special_token_{cp}>` (57367..57599) and
+    registers only the 23 named tokens as special (bvv-recipe.md section 2)."""
+    published = T.bvv241_vocab(65_536, GRAMS, byte_fallback=False)
+    assert published[0xE017:0xE100] == [f"<special_token_{cp}>" for cp in range(57367, 57600)]
+    lossless = T.bvv241_vocab(65_536, GRAMS)
+    assert lossless[0xE017:0xE080] == [f"<special_token_{cp}>" for cp in range(57367, 57472)]
+    for tok in (full, T.hf_tokenizer(published, lossless=False)):
+        registered = {t.content for t in tok.added_tokens_decoder.values() if t.special}
+        assert registered == set(T.SPECIAL_TOKENS)
+    ids = full.encode("x<special_token_57367>y")  # placeholder text is plain text, not the slot
+    assert 0xE017 not in ids and full.decode(ids) == "x<special_token_57367>y"
+    assert full.encode("<s>") == [T.BOS_ID]  # named specials still match as specials
+    assert T.legacy_placeholders(lossless) == [] and T.is_reserved_name("<special_token_57367>")
+
+
+def _legacy_vocab(vocab: list[str]) -> list[str]:
+    """A vocabulary as bvvlab built it before following the author: placeholders by slot offset."""
+    old = list(vocab)
+    for i in range(len(T.SPECIAL_TOKENS), T.N_SPECIAL_SLOTS):
+        if old[T.SPECIAL_BASE + i].startswith("<special_token_"):
+            old[T.SPECIAL_BASE + i] = f"<special_token_{i}>"
+    return old
+
+
+def test_old_tokenizer_with_slot_offset_placeholders_still_loads(tmp_path):
+    """A tokenizer saved with `<special_token_23>`-style names (and those registered as special,
+    as bvvlab did then) loads with the same strings, ids and behaviour; rebuilding a tokenizer
+    from its vocabulary (`hf_tokenizer`, as `compact_vocab(list)` does) keeps them registered."""
+    old_vocab = _legacy_vocab(T.bvv241_vocab(65_536, GRAMS))
+    assert old_vocab[0xE017] == "<special_token_23>" and old_vocab[0xE07F] == "<special_token_127>"
+    assert T.legacy_placeholders(old_vocab) == [f"<special_token_{i}>" for i in range(23, 128)]
+    T.hf_tokenizer(old_vocab).save_pretrained(tmp_path)
+    loaded = T.load_tokenizer_dir(tmp_path)
+    assert T.tokenizer_vocab(loaded) == old_vocab
+    registered = {t.content for t in loaded.added_tokens_decoder.values() if t.special}
+    assert registered == set(T.SPECIAL_TOKENS) | {f"<special_token_{i}>" for i in range(23, 128)}
+    assert loaded.encode("<special_token_23>") == [0xE017]  # as the old tokenizer encoded it
+    assert loaded.decode(loaded.encode(EN[:80] + RU[:40])) == EN[:80] + RU[:40]
+    rebuilt = T.hf_tokenizer(T.tokenizer_vocab(loaded))
+    assert rebuilt.encode("<special_token_99>") == [0xE000 + 99]
+
+
+def test_renamed_placeholders_never_reuse_an_old_cached_matrix():
+    """The matrix cache is keyed by the token strings: rows rendered from the old names (a
+    different picture) are never served for the author's names."""
+    from bvvlab.embeddings import cache_key
+    from bvvlab.glyphs import RECIPE_32
+
+    new = T.bvv241_vocab(65_536, GRAMS)
+    assert cache_key(new, RECIPE_32, 1024) != cache_key(_legacy_vocab(new), RECIPE_32, 1024)
+
+
 def test_published_unk_behaviour_with_lossless_false():
     vocab = T.bvv241_vocab(65_536, GRAMS, byte_fallback=False)
-    assert "<0x80>" not in vocab and vocab[0xE080] == "<special_token_128>"
+    assert "<0x80>" not in vocab and vocab[0xE080] == "<special_token_57472>"
     tok = T.hf_tokenizer(vocab, lossless=False)
     ids = tok.encode("a😀b\ue000")
     assert tok.convert_ids_to_tokens(ids) == ["a", "<unk>", "b", "<unk>"]
