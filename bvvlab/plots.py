@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import uuid
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+import plotly.io as pio
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+LOSS_AXIS = "train loss (nats/token)"
+BPC_AXIS = "validation bits/char"
+
+
+def _curve_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    """One x axis (tokens seen), train loss on the left y axis and validation bits per character
+    on the right one: the two units differ (nats per token, bits per character), so each has its
+    own titled scale."""
+    fig.update_layout(title=title, template="plotly_white", height=height,
+                      xaxis={"title": {"text": "tokens seen"}},
+                      yaxis={"title": {"text": LOSS_AXIS}},
+                      yaxis2={"title": {"text": BPC_AXIS}, "overlaying": "y", "side": "right", "showgrid": False},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def _eval_points(records: Sequence[Mapping[str, Any]]) -> tuple[list, list]:
+    """(periodic evaluations, full-split evaluations): a record with `val_full: true` is the
+    final evaluation over the whole validation split, the others a fixed sample of it, so the
+    full one is drawn as its own marker instead of as the last point of the sample's line."""
+    evals = [r for r in records if r.get("kind") == "eval"]
+    return [r for r in evals if not r.get("val_full")], [r for r in evals if r.get("val_full")]
 
 
 def training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str = "training curves") -> go.Figure:
@@ -16,20 +42,26 @@ def training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str 
     `runs` maps a label (e.g. "frozen", "unfrozen") to that run's metrics records (the lines of
     `metrics.jsonl`: `kind` "train" with `loss`, `kind` "eval" with `val_bpc`, both with `tokens`).
     Bits per character is tokenizer-independent, so runs over different vocabularies share the axis.
+    Periodic evaluations (a sample of the validation split) are a dotted line; the final one over
+    the whole split (`val_full: true`) is a diamond labelled "full split".
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss (nats/token)", "validation bits per character"))
+    fig = go.Figure()
     for i, (label, records) in enumerate(runs.items()):
         color = _COLORS[i % len(_COLORS)]
         train = [r for r in records if r.get("kind") == "train"]
-        evals = [r for r in records if r.get("kind") == "eval"]
+        sample, full = _eval_points(records)
         fig.add_trace(go.Scatter(x=[r["tokens"] for r in train], y=[r["loss"] for r in train], mode="lines",
-                                 name=f"{label} train loss", line={"color": color}, legendgroup=label), row=1, col=1)
-        fig.add_trace(go.Scatter(x=[r["tokens"] for r in evals], y=[r["val_bpc"] for r in evals],
-                                 mode="lines+markers", name=f"{label} val bits/char",
-                                 line={"color": color, "dash": "dot"}, legendgroup=label), row=1, col=2)
-    fig.update_xaxes(title_text="tokens seen")
-    fig.update_layout(title=title, template="plotly_white", height=420, legend={"orientation": "h", "y": -0.2})
-    return fig
+                                 name=f"{label} train loss", line={"color": color}, legendgroup=label))
+        fig.add_trace(go.Scatter(x=[r["tokens"] for r in sample], y=[r["val_bpc"] for r in sample],
+                                 mode="lines+markers", name=f"{label} val bits/char (sample)", yaxis="y2",
+                                 line={"color": color, "dash": "dot"}, legendgroup=label))
+        if full:
+            fig.add_trace(go.Scatter(x=[r["tokens"] for r in full], y=[r["val_bpc"] for r in full],
+                                     mode="markers+text", name=f"{label} val bits/char (full split)", yaxis="y2",
+                                     marker={"color": color, "symbol": "diamond", "size": 11},
+                                     text=[f"full split {r['val_bpc']:.3f}" for r in full], textposition="top left",
+                                     legendgroup=label))
+    return _curve_layout(fig, title, 440)
 
 
 def interactive_frontend() -> bool:
@@ -44,26 +76,66 @@ def interactive_frontend() -> bool:
 
 
 class LiveCurves:
-    """A `train(cfg, callback=...)` callback that redraws loss and bits/char as records arrive,
-    in a live frontend only; elsewhere it just keeps the records (draw the static figure after)."""
+    """A `train(cfg, callback=...)` callback that draws loss and bits/char as records arrive.
 
-    def __init__(self, title: str = "training", live: bool | None = None):
+    Live (in a Jupyter frontend; `live=None` asks `interactive_frontend`): ONE output, redrawn in
+    place. It is published once as a raw plotly mime bundle with a display id and then replaced
+    with `update_display` (plotly's own `_ipython_display_` ignores the display id and appends a
+    new output on every update: 37 stacked figures for one default run). Not live (papermill,
+    nbval, scripts): no figure, the records are kept for the static one, and with `total` a
+    text progress bar goes to stderr, which papermill logs (`--log-output`).
+    """
+
+    def __init__(self, title: str = "training", live: bool | None = None, total: int | None = None,
+                 mininterval: float = 2.0):
         self.records: list[dict[str, Any]] = []
         self.live = interactive_frontend() if live is None else live
-        self.fig = go.Figure(layout={"title": title, "xaxis": {"title": "tokens seen"}, "template": "plotly_white",
-                                     "height": 380})
-        self.fig.add_scatter(name="train loss (nats/token)", mode="lines")
-        self.fig.add_scatter(name="val bits/char", mode="lines+markers")
-        self._handle = None
+        self.fig = _curve_layout(go.Figure(), title, 400)
+        self.fig.add_scatter(name="train loss", mode="lines", x=[], y=[])
+        self.fig.add_scatter(name="val bits/char (sample)", mode="lines+markers", yaxis="y2", x=[], y=[],
+                             line={"dash": "dot"})
+        self.fig.add_scatter(name="val bits/char (full split)", mode="markers+text", yaxis="y2", x=[], y=[],
+                             marker={"symbol": "diamond", "size": 11}, text=[], textposition="top left")
+        self.display_id: str | None = None
+        self.bar = None
         if self.live:
             from IPython.display import display
 
-            self._handle = display(self.fig, display_id=True)
+            self.display_id = f"bvvlab-live-{uuid.uuid4().hex}"
+            display(self.bundle(), raw=True, display_id=self.display_id)
+        elif total is not None:
+            from tqdm import tqdm  # the plain text bar: tqdm.auto would draw a widget papermill cannot log
+
+            self.bar = tqdm(total=total, desc="train", unit="step", file=sys.stderr, mininterval=mininterval,
+                            ascii=True, dynamic_ncols=False, ncols=100)
+
+    def bundle(self) -> dict[str, Any]:
+        """The figure as a mime bundle: plotly JSON (JupyterLab's plotly renderer) and a text line."""
+        n = len(self.records)
+        return {PLOTLY_MIME: json.loads(pio.to_json(self.fig, validate=False)),
+                "text/plain": f"<training curves: {n} record{'s' * (n != 1)}>"}
 
     def __call__(self, rec: Mapping[str, Any]) -> None:
         self.records.append(dict(rec))
-        trace, key = (self.fig.data[0], "loss") if rec.get("kind") == "train" else (self.fig.data[1], "val_bpc")
+        if rec.get("kind") == "train":
+            trace, y = self.fig.data[0], rec["loss"]
+        elif rec.get("val_full"):
+            trace, y = self.fig.data[2], rec["val_bpc"]
+            trace.text = (*(trace.text or ()), f"full split {y:.3f}")
+        else:
+            trace, y = self.fig.data[1], rec["val_bpc"]
         trace.x = (*(trace.x or ()), rec["tokens"])
-        trace.y = (*(trace.y or ()), rec[key])
-        if self._handle is not None:
-            self._handle.update(self.fig)
+        trace.y = (*(trace.y or ()), y)
+        if self.display_id is not None:
+            from IPython.display import update_display
+
+            update_display(self.bundle(), raw=True, display_id=self.display_id)
+        if self.bar is not None and rec.get("kind") == "train" and "step" in rec:
+            self.bar.update(int(rec["step"]) - self.bar.n)
+            self.bar.set_postfix_str(f"loss {rec['loss']:.3f}", refresh=False)
+
+    def close(self) -> None:
+        """End the progress bar (the figure stays)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
