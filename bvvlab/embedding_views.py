@@ -13,6 +13,7 @@ Figures are plotly.graph_objects (no pandas).
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import unicodedata
 from dataclasses import dataclass
@@ -57,16 +58,20 @@ def token_script(token: str) -> str:
     return scripts.pop() if len(scripts) == 1 else "mixed"
 
 
-def recipe_for(vocab: str, size: int = 32) -> RecipeParams | None:
-    """Recipe numbers for a notebook's (vocab kind, glyph size): None lets `prepare_vocabulary`
-    pick the kind's own (32 px; bvv241-max's stronger augmentation); 64 gives RECIPE_64."""
-    from bvvlab.glyphs import RECIPE_64
+def recipe_for(vocab: str, size: int = 32, layout: str = "basic") -> RecipeParams | None:
+    """Recipe numbers for a notebook's (vocab kind, glyph size, layout): None lets
+    `prepare_vocabulary` pick the kind's own (32 px, BASIC; bvv241-max's stronger augmentation);
+    64 gives RECIPE_64; layout="raqm" draws with Pillow's RAQM engine (bvvlab.font)."""
+    import dataclasses
 
-    if size == 32:
+    from bvvlab.glyphs import RECIPE_64, RECIPE_MAX
+
+    if size not in (32, 64):
+        raise ValueError(f"glyph size {size} is not a recipe size: use 32 (1024 dims) or 64 (4096 dims)")
+    if size == 32 and layout == "basic":
         return None
-    if size == 64:
-        return RECIPE_64
-    raise ValueError(f"glyph size {size} is not a recipe size: use 32 (1024 dims) or 64 (4096 dims)")
+    params = RECIPE_64 if size == 64 else RECIPE_MAX if vocab == "bvv241-max" else RECIPE_32
+    return dataclasses.replace(params, layout=layout)  # an unknown layout fails here, in one line
 
 
 def base_vocabulary(embedded) -> list[str]:
@@ -77,6 +82,38 @@ def base_vocabulary(embedded) -> list[str]:
     if embedded.meta.get("vocab_kind") == "compact":
         return tk.tokenizer_vocab(tk.build_tokenizer(embedded.meta.get("base", "bvv241-2-3")))
     return tk.tokenizer_vocab(embedded.tokenizer)
+
+
+# --- labels --------------------------------------------------------------------------------
+
+# characters that draw nothing (or nothing on their own) in a label: spaces, controls, format
+# characters, marks, separators, unassigned, private use, surrogates
+_INVISIBLE = ("Zs", "Zl", "Zp", "Cc", "Cf", "Cn", "Co", "Cs", "Mn", "Mc", "Me")
+
+
+def visible(token: str) -> str:
+    """A token as readable text: visible characters as themselves, every character that would
+    print as nothing (space, control, combining mark, ...) as `[U+XXXX]`, so a blank glyph's
+    token never shows as an empty cell (" " -> "[U+0020]", "e\u0301" -> "e[U+0301]")."""
+    return "".join(f"[U+{ord(c):04X}]" if unicodedata.category(c) in _INVISIBLE else c for c in token)
+
+
+def code_points(token: str, limit: int = 4) -> str:
+    """"U+0065 U+0301": what tells apart tokens that look alike (`é` vs `e\u0301`, Latin `A`
+    vs Cyrillic `А`); at most `limit` code points, then "…"."""
+    cps = " ".join(f"U+{ord(c):04X}" for c in token[:limit])
+    return cps + (" …" if len(token) > limit else "")
+
+
+def plotly_label(text: str) -> str:
+    """`text` escaped for plotly, which reads a subset of HTML in titles, tick labels, table
+    cells and hover text (a token `<s>` became a strike-through tag and showed nothing)."""
+    return html.escape(text, quote=False)
+
+
+def token_title(token: str) -> str:
+    """A subplot title for a token: its visible form over its code points, HTML-escaped."""
+    return f"{plotly_label(visible(token))}<br><sup>{code_points(token)}</sup>"
 
 
 # --- images --------------------------------------------------------------------------------
@@ -99,14 +136,15 @@ def model_view_images(tokens: Sequence[str], params: RecipeParams = RECIPE_32) -
 def gallery_figure(tokens: Sequence[str], images: np.ndarray, cols: int = 8,
                    title: str = "token glyphs as the model sees them (after augmentation)") -> go.Figure:
     rows = -(-len(tokens) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[repr(t)[1:-1] for t in tokens],
-                        horizontal_spacing=0.01, vertical_spacing=0.06)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[token_title(t) for t in tokens],
+                        horizontal_spacing=0.01, vertical_spacing=0.08)
     for i, img in enumerate(images):
         fig.add_trace(go.Heatmap(z=img[::-1].astype(np.uint8), colorscale=[[0, "white"], [1, "black"]],
                                  showscale=False, hoverinfo="skip"), row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
-    fig.update_layout(title=title, template="plotly_white", height=140 * rows + 80, margin={"t": 80})
+    fig.update_layout(title=title, template="plotly_white", height=160 * rows + 80, margin={"t": 100})
+    fig.update_annotations(font_size=12)
     return fig
 
 
@@ -172,7 +210,8 @@ def spectrum_figure(pca: GlyphPCA, dim: int | None = None, title: str = "PCA spe
                   secondary_y=True)
     if dim is not None:
         fig.add_vline(x=dim, line={"color": "grey", "dash": "dash"}, annotation_text=f"dim={dim}")
-    fig.update_yaxes(type="log", title_text="ratio", secondary_y=False)
+    # a ratio: plain exponents (1e-4), not plotly's SI prefixes ("100µ")
+    fig.update_yaxes(type="log", title_text="ratio", tickformat=".0e", exponentformat="e", secondary_y=False)
     fig.update_yaxes(range=[0, 1.02], title_text="cumulative", secondary_y=True)
     fig.update_xaxes(title_text="component")
     fig.update_layout(title=title, template="plotly_white", height=380)
@@ -194,8 +233,9 @@ def nearest(queries: torch.Tensor, matrix: torch.Tensor, vocab: Sequence[str], k
 
 def neighbours_figure(words: Sequence[str], neighbours: list[list[tuple[str, float]]],
                       title: str = "nearest vocabulary tokens in glyph space") -> go.Figure:
-    cells = [list(words)] + [[f"{n[j][0]} ({n[j][1]:.2f})" if j < len(n) else "" for n in neighbours]
-                             for j in range(max(map(len, neighbours), default=0))]
+    cells = [[plotly_label(visible(w)) for w in words]]
+    cells += [[f"{plotly_label(visible(n[j][0]))} ({n[j][1]:.2f})" if j < len(n) else "" for n in neighbours]
+              for j in range(max(map(len, neighbours), default=0))]
     header = ["word"] + [f"#{j + 1}" for j in range(len(cells) - 1)]
     fig = go.Figure(go.Table(header={"values": header}, cells={"values": cells}))
     fig.update_layout(title=title, height=60 + 30 * len(words) + 60)
@@ -204,9 +244,12 @@ def neighbours_figure(words: Sequence[str], neighbours: list[list[tuple[str, flo
 
 def similarity_figure(words: Sequence[str], vectors: torch.Tensor,
                       title: str = "cosine between glyph vectors of words") -> go.Figure:
-    sims = (vectors @ vectors.T).numpy()
-    fig = go.Figure(go.Heatmap(z=sims, x=list(words), y=list(words), zmin=-1, zmax=1, colorscale="RdBu",
-                               reversescale=True, text=np.round(sims, 2), texttemplate="%{text}"))
+    # float64 rounded values and preformatted text: float32 cosines printed as "0.9300000071525574"
+    sims = np.round((vectors @ vectors.T).numpy().astype(np.float64), 4)
+    labels = [plotly_label(visible(w)) for w in words]
+    fig = go.Figure(go.Heatmap(z=sims, x=labels, y=labels, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
+                               text=[[f"{v:.2f}" for v in row] for row in sims], texttemplate="%{text}",
+                               hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=title, template="plotly_white", height=120 + 36 * len(words))
     return fig
@@ -251,7 +294,8 @@ def script_map_figure(ids: np.ndarray, xy: np.ndarray, scripts: Sequence[str], v
         if sel.any():
             fig.add_trace(go.Scattergl(x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=f"{name} ({int(sel.sum())})",
                                        marker={"size": 4, "color": color, "opacity": 0.7},
-                                       text=[repr(vocab[i])[1:-1] for i in ids[sel]], hoverinfo="text"))
+                                       text=[f"{plotly_label(visible(vocab[i]))} ({code_points(vocab[i])})"
+                                             for i in ids[sel]], hoverinfo="text"))
     fig.update_layout(title=title, template="plotly_white", height=560, xaxis_title="PC 1", yaxis_title="PC 2")
     return fig
 

@@ -87,3 +87,57 @@ def test_save_figure_works_offline(tmp_path):
     assert (tmp_path / "plotly.min.js").read_text(encoding="utf-8") == get_plotlyjs()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "a.json", "b.html", "b.json", "plotly.min.js"]
     assert go.Figure(plotly.io.from_json((tmp_path / "a.json").read_text(encoding="utf-8"))) == fig
+
+
+def test_labels_show_blank_glyphs_and_code_points():
+    assert ev.visible(" ") == "[U+0020]" and ev.visible("\n") == "[U+000A]" and ev.visible("") == ""
+    assert ev.visible("e\u0301") == "e[U+0301]" and ev.visible("é") == "é" and ev.visible("<s>") == "<s>"
+    assert ev.code_points("A") == "U+0041" and ev.code_points("А") == "U+0410"
+    assert ev.code_points("abcdef") == "U+0061 U+0062 U+0063 U+0064 …"
+
+
+def test_gallery_titles_are_escaped_and_tell_lookalikes_apart():
+    """`<s>` was a blank title (plotly read it as a strike-through tag); `é` and `e\\u0301`, `A`
+    and `А` had identical titles: every title is now distinct, escaped, with code points."""
+    toks = ["<s>", "é", "e\u0301", "A", "А", " ", "\n", "<0xF0>"]
+    fig = ev.gallery_figure(toks, ev.model_view_images(toks), cols=4)
+    titles = [a.text for a in fig.layout.annotations]
+    assert len(titles) == len(set(titles)) == len(toks)
+    assert titles[0].startswith("&lt;s&gt;<br>") and "<s>" not in titles[0]
+    assert "U+00E9" in titles[1] and "U+0065 U+0301" in titles[2] and "U+0410" in titles[4]
+    assert titles[5].startswith("[U+0020]") and titles[7].startswith("&lt;0xF0&gt;")
+
+
+def test_similarity_labels_are_rounded_not_float32_noise():
+    words = ["cat", "cot", "<s>"]
+    vectors = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.93, 0.3675], [0.2, 0.98]]), dim=1)
+    fig = ev.similarity_figure(words, vectors)
+    heat = fig.data[0]
+    assert all(isinstance(t, str) and len(t.split(".")[1]) == 2 for row in heat.text for t in row)
+    assert heat.text[0][1] == f"{float(vectors[0] @ vectors[1]):.2f}"
+    assert "0000000" not in fig.to_json() and list(heat.x) == ["cat", "cot", "&lt;s&gt;"]
+
+
+def test_neighbour_table_shows_blank_tokens_visibly():
+    fig = ev.neighbours_figure(["a"], [[(" ", 0.91), ("\u0301", 0.5), ("<s>", 0.25)]])
+    cells = fig.data[0].cells.values
+    assert [c[0] for c in cells] == ["a", "[U+0020] (0.91)", "[U+0301] (0.50)", "&lt;s&gt; (0.25)"]
+
+
+def test_spectrum_ticks_are_plain_exponents():
+    """A variance ratio is not a physical unit: no SI prefixes ("100µ") on its log axis."""
+    pca = ev.GlyphPCA(np.zeros(4), np.eye(4), np.array([1.0, 1e-2, 1e-4, 1e-6]))
+    fig = ev.spectrum_figure(pca, dim=2)
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.tickformat == ".0e"
+    assert fig.layout.yaxis.exponentformat == "e"
+
+
+def test_recipe_for_carries_the_layout():
+    assert ev.recipe_for("compact") is None
+    assert ev.recipe_for("compact", 32, "raqm").layout == "raqm"
+    assert ev.recipe_for("bvv241-max", 32, "raqm").max_angle == 7.0
+    assert ev.recipe_for("compact", 64).size == 64
+    with pytest.raises(ValueError, match="not a glyph layout"):
+        ev.recipe_for("compact", 32, "Raqm")
+    with pytest.raises(ValueError, match="not a recipe size"):
+        ev.recipe_for("compact", 48)
