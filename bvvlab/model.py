@@ -25,6 +25,7 @@ checkpoint with `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=Tru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -227,8 +228,10 @@ class Rotary(nn.Module):
         if position_ids is None:
             cos, sin = self.tables(start + length, device, dtype)
             return cos[start:start + length], sin[start:start + length]
-        cos, sin = self.tables(int(position_ids.max()) + 1, device, dtype)
-        return cos[position_ids], sin[position_ids]
+        # the table always covers max_positions (longer inputs are refused): indexing it needs no
+        # host read of position_ids.max(), so no device sync and nothing for torch.compile to break on
+        cos, sin = self.tables(self.max_positions, device, dtype)
+        return cos[position_ids], sin[position_ids]  # (T, hd) or (B, T, hd)
 
 
 def _rotate_into(out: torch.Tensor, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -285,6 +288,12 @@ def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads:
     """q, k (rotated) and v of a fused projection output (B, T, 3*H*hd), each (B, H, T, hd)."""
     B, T, _ = qkv.shape
     x = qkv.view(B, T, 3, n_heads, -1)
+    if torch.compiler.is_compiling():
+        # the textbook formula: Inductor fuses it into one kernel and derives its backward, while
+        # the eager kernels' `out=` writes into strided views are not traceable (as_strided_scatter
+        # out of bounds in Inductor, a graph break per call in Dynamo)
+        q, k = apply_rotary(x[:, :, :2], cos, sin).unbind(2)
+        return q.transpose(1, 2), k.transpose(1, 2), x[:, :, 2].transpose(1, 2)
     if torch.is_grad_enabled() and qkv.requires_grad:
         return _RotaryQKV.apply(x, cos, sin)
     return _split_rotate(x, cos, sin)  # inference: no autograd bookkeeping per decoding step
@@ -446,8 +455,19 @@ class BVVModel(BVVPreTrainedModel):
         self.embed_tokens = value
 
     def check_ids(self, input_ids: torch.Tensor) -> None:
-        """Out-of-range ids raise one clear line instead of an index assertion deep in torch."""
+        """Out-of-range ids raise one clear line instead of an index assertion deep in torch.
+
+        On CPU (eager) a host check with the offending id. On an accelerator, or under
+        torch.compile, a device-side assertion (`torch._assert_async`): it costs no host sync per
+        step, and a bad id still stops the run with the message below.
+        """
         if input_ids.numel() == 0:
+            return
+        V = self.config.vocab_size
+        if input_ids.device.type != "cpu" or torch.compiler.is_compiling():
+            ok = (input_ids >= 0).all() & (input_ids < V).all()
+            torch._assert_async(ok, f"a token id is out of range: the model's vocab_size is {V} (valid ids "
+                                    f"0..{V - 1}); encode with the checkpoint's own tokenizer")
             return
         lo, hi = torch.aminmax(input_ids)
         lo, hi = int(lo), int(hi)
@@ -464,8 +484,7 @@ class BVVModel(BVVPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
-            if not torch.compiler.is_compiling():  # a host sync; torch.compile traces without it
-                self.check_ids(input_ids)
+            self.check_ids(input_ids)  # no host sync on accelerators or under torch.compile
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, d)
         x = inputs_embeds
         B, T, _ = x.shape
@@ -496,18 +515,10 @@ class BVVModel(BVVPreTrainedModel):
         elif T > 1 and past > 0:
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(past)[None, None]  # (1, 1, T, S)
         if position_ids is not None and (position_ids.dim() == 1 or position_ids.shape[0] == 1):
-            # unbatched positions: a plain slice if they are consecutive, which they are in every
-            # HF call path (generate passes arange(past, past + T) when there is no padding)
+            # unbatched positions: (T,) rows of the table, shared by the batch. A gather, not a test
+            # for "consecutive, then slice", which read the ids on the host (a sync per forward)
             position_ids = position_ids.reshape(-1)
-            first = int(position_ids[0])
-            if torch.equal(position_ids, torch.arange(first, first + T, device=position_ids.device)):
-                position_ids, past_pos = None, first
-            else:
-                position_ids = position_ids[None].expand(B, T)
-                past_pos = 0
-        else:
-            past_pos = past
-        cos, sin = self.rotary(position_ids, past_pos, T, x.device, x.dtype)
+        cos, sin = self.rotary(position_ids, past, T, x.device, x.dtype)
 
         eager = output_attentions or self.config._attn_implementation == "eager"
         hidden_states = (x,) if output_hidden_states else None
@@ -530,10 +541,15 @@ class BVVModel(BVVPreTrainedModel):
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Mean next-token cross-entropy of `hidden @ weight.T` without the whole logits tensor.
 
-    Forward walks over token chunks: each chunk's logits (chunk, V) are computed in fp32, its
-    loss summed, and, when gradients are wanted, its softmax-minus-one-hot turned at once into
-    the gradients of `hidden` (chunk, d) and `weight` (V, d), which are kept for backward. So the
-    head matmul is done once (no recompute), and only one chunk of logits is ever alive.
+    Forward walks over token chunks: each chunk's logits (chunk, V) are computed, its loss summed
+    in fp32, and, when gradients are wanted, its softmax-minus-one-hot turned at once into the
+    gradients of `hidden` (chunk, d) and `weight` (V, d), which are kept for backward. So the head
+    matmul is done once (no recompute), and only one chunk of logits is ever alive.
+
+    Precision (see `_head_dtype`): under bf16 autocast the three head matmuls run in bf16 (an
+    `out=` matmul is not autocast-eligible, so the cast is explicit); softmax, log-sum-exp, the
+    loss and the weight-gradient accumulator stay fp32; gradients come back in the dtypes of
+    `hidden` and `weight`.
     """
 
     @staticmethod
@@ -541,21 +557,51 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         # hidden (N, d), weight (V, d), targets (N,) int64 with IGNORE_INDEX for no loss
         loss, grad_h, grad_w = _chunked_ce(hidden, weight, targets, chunk, denom,
                                            ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        ctx.grads = (grad_h, grad_w)
+        # saved tensors, not ctx attributes: torch.compile traces only save_for_backward; autograd
+        # releases them before the gradients are accumulated, so they are still taken without a copy
+        ctx.save_for_backward(grad_h, grad_w)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.grads
-        del ctx.grads  # autograd takes the tensors without a copy
-        if not bool(grad_out == 1):
-            grad_h = None if grad_h is None else grad_h * grad_out
-            grad_w = None if grad_w is None else grad_w * grad_out
+        grad_h, grad_w = ctx.saved_tensors
+        # the usual upstream gradient is exactly 1 (loss.backward()): skip two passes, but test for
+        # it only where reading a scalar costs nothing (eager CPU); elsewhere scale unconditionally
+        unit = grad_out.device.type == "cpu" and not torch.compiler.is_compiling() and bool(grad_out == 1)
+        if not unit:
+            grad_h = None if grad_h is None else grad_h * grad_out.to(grad_h.dtype)
+            grad_w = None if grad_w is None else grad_w * grad_out.to(grad_w.dtype)
         return grad_h, grad_w, None, None, None
 
 
+def _head_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype of the head matmuls: the autocast dtype where autocast is on for this device
+    type, else the weights' dtype. fp16 autocast is refused: fp16's 5-bit exponent overflows on
+    large logits and underflows small gradients without a GradScaler; bf16 has fp32's range."""
+    dev = hidden.device.type
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+        dtype = torch.get_autocast_dtype(dev)
+        if dtype == torch.float16:
+            raise ValueError("the chunked cross-entropy does not support float16 autocast (no gradient scaler; "
+                             "fp16 overflows on large logits): use bfloat16 autocast (dtype='bf16') or fp32")
+        return dtype
+    return weight.dtype
+
+
 def _chunked_ce(hidden, weight, targets, chunk, denom, need_h, need_w):
-    """(loss, d loss/d hidden or None, d loss/d weight or None), one chunk of logits at a time.
+    """(loss, d loss/d hidden or None, d loss/d weight or None), one chunk of logits at a time."""
+    dtype, dev = _head_dtype(hidden, weight), hidden.device.type
+    no_autocast = torch.autocast(dev, enabled=False) if torch.amp.is_autocast_available(dev) else contextlib.nullcontext()
+    with no_autocast:  # precision is chosen explicitly below
+        if torch.compiler.is_compiling():
+            return _chunked_ce_traced(hidden, weight, targets, chunk, denom, need_h, need_w, dtype)
+        if dtype == torch.float32 and hidden.dtype == torch.float32 and weight.dtype == torch.float32:
+            return _chunked_ce_fp32(hidden, weight, targets, chunk, denom, need_h, need_w)
+        return _chunked_ce_low(hidden, weight, targets, chunk, denom, need_h, need_w, dtype)
+
+
+def _chunked_ce_fp32(hidden, weight, targets, chunk, denom, need_h, need_w):
+    """The fp32 path, tuned for CPU.
 
     Per chunk: the logits (c, V) and their softmax go into two buffers allocated once per call
     (a fresh multi-MiB tensor per op costs page faults), the log-sum-exp comes from the softmax
@@ -571,11 +617,7 @@ def _chunked_ce(hidden, weight, targets, chunk, denom, need_h, need_w):
     for s in range(0, N, chunk):
         h, t = hidden[s:s + chunk], targets[s:s + chunk]
         c = h.shape[0]
-        logits = logits_buf[:c]
-        if h.dtype == torch.float32 and weight.dtype == torch.float32:
-            torch.mm(h, weight.T, out=logits)
-        else:
-            logits.copy_(h @ weight.T)  # the softmax in fp32 whatever the weights' dtype
+        logits = torch.mm(h, weight.T, out=logits_buf[:c])
         rows = torch.arange(c, device=h.device)
         valid = t != IGNORE_INDEX
         t0 = t.clamp(min=0)
@@ -588,21 +630,76 @@ def _chunked_ce(hidden, weight, targets, chunk, denom, need_h, need_w):
         if need_h or need_w:
             probs[rows, t0] -= 1.0  # softmax - one-hot = d loss_i / d logits_i (before the scale)
             scale = (valid.float() / denom)[:, None]  # (c, 1): mean over scored tokens, 0 for ignored
-            g = probs.to(weight.dtype)
             if need_h:
-                grad_h[s:s + chunk] = (g @ weight) * scale
+                grad_h[s:s + chunk] = (probs @ weight) * scale
             if need_w:
-                hs = (h * scale).to(weight.dtype)
-                if weight.dtype != torch.float32:  # accumulate low-precision chunks in fp32
-                    part = (g.T @ hs).float()
-                    grad_w = part if grad_w is None else grad_w.add_(part)
-                elif grad_w is None:
-                    grad_w = g.T @ hs  # (V, d)
+                hs = h * scale
+                if grad_w is None:
+                    grad_w = probs.T @ hs  # (V, d)
                 else:
-                    grad_w.addmm_(g.T, hs)
-    if grad_w is not None:
-        grad_w = grad_w.to(weight.dtype)
+                    grad_w.addmm_(probs.T, hs)
     return total / denom, grad_h, grad_w
+
+
+def _chunked_ce_low(hidden, weight, targets, chunk, denom, need_h, need_w, dtype):
+    """The same walk with the head matmuls in `dtype` (bf16 under autocast, or low-precision
+    weights): logits are upcast into an fp32 buffer before the softmax, and the chunks' weight
+    gradients are summed in fp32 (a bf16 running sum would lose the small late chunks)."""
+    N, V = hidden.shape[0], weight.shape[0]
+    w = weight.to(dtype)  # (V, d), cast once per call, not once per chunk
+    grad_h = torch.empty_like(hidden) if need_h else None
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    logits_buf = torch.empty(min(chunk, N), V, dtype=torch.float32, device=hidden.device)
+    probs_buf = torch.empty_like(logits_buf)
+    for s in range(0, N, chunk):
+        h, t = hidden[s:s + chunk].to(dtype), targets[s:s + chunk]
+        c = h.shape[0]
+        logits = logits_buf[:c]
+        logits.copy_(h @ w.T)  # (c, V): low-precision matmul, fp32 softmax
+        rows = torch.arange(c, device=h.device)
+        valid = t != IGNORE_INDEX
+        t0 = t.clamp(min=0)
+        target_logit = logits[rows, t0]
+        top = logits.amax(-1)
+        probs = torch.softmax(logits, -1, out=probs_buf[:c])
+        lse = top - probs.amax(-1).log()
+        total += ((lse - target_logit) * valid).sum()
+        if need_h or need_w:
+            probs[rows, t0] -= 1.0
+            scale = (valid.float() / denom)[:, None]
+            g = probs.to(dtype)
+            if need_h:
+                grad_h[s:s + chunk] = (g @ w).float() * scale
+            if need_w:
+                grad_w += g.T @ (h.float() * scale).to(dtype)
+    return total / denom, grad_h, None if grad_w is None else grad_w.to(weight.dtype)
+
+
+def _chunked_ce_traced(hidden, weight, targets, chunk, denom, need_h, need_w, dtype):
+    """The walk without `out=` buffers or in-place writes into slices, for torch.compile (Dynamo
+    traces the chunk loop unrolled; Inductor fuses each chunk's softmax/loss/gradient ops)."""
+    N = hidden.shape[0]
+    w = weight.to(dtype)
+    total, gh, grad_w = hidden.new_zeros((), dtype=torch.float32), [], None
+    for s in range(0, N, chunk):
+        h, t = hidden[s:s + chunk].to(dtype), targets[s:s + chunk]
+        logits = (h @ w.T).float()  # (c, V)
+        valid = t != IGNORE_INDEX
+        t0 = t.clamp(min=0)
+        lse = torch.logsumexp(logits, -1)
+        total = total + ((lse - logits.gather(1, t0[:, None])[:, 0]) * valid).sum()
+        if need_h or need_w:
+            probs = torch.softmax(logits, -1) - F.one_hot(t0, logits.shape[1]).to(torch.float32)
+            scale = (valid.float() / denom)[:, None]
+            g = probs.to(dtype)
+            if need_h:
+                gh.append((g @ w).float() * scale)
+            if need_w:
+                part = (g.T @ (h.float() * scale).to(dtype)).float()
+                grad_w = part if grad_w is None else grad_w + part
+    grad_h = torch.cat(gh).to(hidden.dtype) if need_h else None
+    return total / denom, grad_h, None if grad_w is None else grad_w.to(weight.dtype)
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 0,
