@@ -14,9 +14,7 @@ import sys
 # subcommand modules, in the order they appear in --help
 _MODULES = ["bvvlab.pipeline", "bvvlab.corpora", "bvvlab.embeddings", "bvvlab.model", "bvvlab.train"]
 
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
+from bvvlab.errors import BVVError, CLIError  # noqa: E402,F401  (CLIError: the old name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = argparse.Namespace(command="")
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (BVVError, ValueError, FileNotFoundError, FileExistsError) as exc:
         # one clear line, no traceback: bad input is the user's to fix
         print(f"bvvlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the trainer's own handler is in place (start-up)
+        print("bvvlab: interrupted (nothing was saved by this command yet)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -514,7 +514,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cli_embed(args: argparse.Namespace) -> int:
-    from bvvlab.cli import CLIError
+    from bvvlab.errors import CLIError
     from bvvlab.font import FontError
 
     try:

@@ -1,13 +1,16 @@
 """Where things live, and how every run describes itself (DESIGN.md: "every run describes itself").
 
 `run_meta()` is the common part of every `meta.json`: bvvlab version, git commit, package
-versions, device, seed and the caller's config. `write_json_atomic` writes through a temporary
-name and a rename, so an interrupted write never leaves half a file behind.
+versions, device, seed and the caller's config. Writes go through `bvvlab.atomic`.
+
+Where things live: the embedded data (`data_dir()`: the checkout's `data/`, or `BVVLAB_DATA`),
+the content-addressed caches (`cache_dir()`: `~/.cache/bvvlab`, or `BVVLAB_CACHE`) and run
+outputs, which always go where the caller says (relative to the working directory), never
+next to the installed package.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
@@ -15,10 +18,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from bvvlab.atomic import to_jsonable, write_json_atomic  # noqa: F401  (re-exported: older imports)
+
+# the checkout the package runs from: its git commit is recorded, its data/ holds the embedded
+# corpora and font; outputs never go here (see above)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pillow", "scikit-learn")
@@ -42,13 +48,17 @@ def cache_dir() -> Path:
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str | None:
-    """The commit of the bvvlab checkout (with `-dirty` when it has uncommitted changes)."""
+    """The commit of the bvvlab checkout (with `-dirty` when tracked files have changes).
+
+    Read without taking `.git/index.lock` (`--no-optional-locks`), so a training run never
+    collides with the user's own git command in the same checkout."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
+                                text=True, timeout=10, check=True, env=env).stdout.strip()
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(repo), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True, timeout=10, env=env).stdout
+        return commit + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -78,18 +88,6 @@ def device_info() -> dict[str, Any]:
     return info
 
 
-def to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def run_meta(config: Any = None, **extra: Any) -> dict[str, Any]:
     """The self-description every run directory carries in `meta.json`."""
     from bvvlab import __version__
@@ -106,16 +104,3 @@ def run_meta(config: Any = None, **extra: Any) -> dict[str, Any]:
         meta["config"] = to_jsonable(config)
     meta.update(to_jsonable(extra))
     return meta
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(to_jsonable(obj), fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run's meta is for colleagues to read too
-    os.replace(tmp, path)

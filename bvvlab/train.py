@@ -1,29 +1,34 @@
-"""The trainer: one loop for a laptop CPU and for GPUs, with exact resume (issue 5).
+"""The trainer: one loop for a laptop CPU and for GPUs, with exact resume.
 
-`train(cfg)` trains the model of `bvv-recipe.md` section 4 (frozen glyph embedding, or its
-trainable twin) on a token-shard mixture (`bvvlab.data`) and writes a run directory:
+`train(cfg)` trains the model of docs/recipe.md section 4 (frozen glyph embedding, or its
+trainable twin) on a token-shard mixture (`bvvlab.data`) and writes a run folder:
 
-    out/meta.json              config, git commit, versions, device, data, seed, final metrics
+    out/meta.json              config, git commit, versions, device, data, seed, resumes, final metrics
     out/metrics.jsonl          one JSON record per log / eval step
-    out/checkpoints/step_N/    a Hugging Face checkpoint dir + trainer_state.pt (optimizer,
-                               scheduler, step, batch-sampler and every RNG state)
+    out/checkpoints/step_N/    a Hugging Face checkpoint dir + trainer_state.safetensors (optimizer,
+                               scheduler, step, batch-sampler and every RNG state; no pickle)
+    out/config.json, ...       when the run ends: its final model as a plain HF directory
+
+The rooms: `train_config` (TrainConfig, merging, the resume rule), `checkpoints` (save, load,
+resolve, verify, clean), `distributed` (torchrun set-up), `evaluate` (bits per character);
+here: building vocabulary and model, `train_step` (one optimizer step) and the loop.
 
 Why each piece:
 - AdamW + linear warmup + cosine decay + clipping: the usual recipe (the seed's optimiser is not
-  published, recipe section 4), fused AdamW and bf16 autocast on CUDA, fp32 on CPU by default.
-- Exact resume: everything that decides the next step is saved (weights, optimiser, scheduler,
-  sampler generator, python/numpy/torch RNG), so on CPU a resumed run ends bit-identical to an
-  uninterrupted one. Checkpoints are written under a temporary name and renamed. A resume starts
-  from the config the run saved and applies only the keys given explicitly; of those, only
-  `steps` (to extend the run) and the keys in `RESUME_MAY_CHANGE` (logging, saving, device) may
-  differ, anything else is refused. Extending `steps` recomputes the cosine over the new total,
-  so the learning rate from the resumed step on is not what the shorter run would have used.
+  published, docs/recipe.md section 4). Fused AdamW (CPU and CUDA; foreach where fused is not
+  available), bf16 autocast on CUDA by default, fp32 on CPU by default.
+- No host sync per step outside logging, evaluation and saving: the loss and gradient norm stay
+  on the device until a record is written; a non-finite loss or gradient norm skips its update
+  on the device (the fused optimizer's `found_inf`) and stops the run at the next record,
+  naming the step, so no bad update is ever applied or saved. On CUDA the next batch is copied
+  from pinned memory while the current step runs.
+- Exact resume: everything that decides the next step is saved, so on CPU a resumed run ends
+  bit-identical to an uninterrupted one. A resume starts from the newest intact checkpoint (a
+  damaged one is named and skipped) and from the config the run saved; see `train_config`.
 - DDP through torchrun: every rank draws the same global batch and takes its slice; the
   per-rank loss is averaged by DDP, so N processes follow the one-process curve.
-- Validation bits per character: sum of target-token NLL in bits over the characters those
-  targets cover; tokenizer-independent, so frozen/unfrozen/compact/full runs compare fairly.
-- SIGINT/SIGTERM save a checkpoint after the current step and exit cleanly; a non-finite loss
-  (or gradient norm) stops the run before the bad update, naming the step and the learning rate.
+- SIGINT/SIGTERM save a checkpoint after the current step and stop with `Interrupted`
+  (the command exits 130/143 and says how to resume).
 
 Command line (a config file, then flags, then `key=value` overrides; `model.<field>=` for the
 model config):
@@ -33,7 +38,6 @@ model config):
         train_chars=2000000
     bvvlab train --out runs/smoke --resume steps=40          # continue (and extend) a run
     torchrun --nproc_per_node 2 -m bvvlab train --config configs/tiny.json   # DDP: Gloo on CPU, NCCL on GPU
-    bvvlab compare --preset tiny --steps 200 --out runs/twins   # frozen + unfrozen twins, curves to figures/
 """
 
 from __future__ import annotations
@@ -47,26 +51,31 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
-import tomllib
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from bvvlab import checkpoints as C
 from bvvlab import data as D
-from bvvlab.runinfo import REPO_ROOT, cache_dir, run_meta, write_json_atomic
+from bvvlab import distributed as dist
+from bvvlab.atomic import atomic_dir, ensure_dir, write_atomic, write_json_atomic
+from bvvlab.errors import BVVError, Interrupted
+from bvvlab.evaluate import evaluate_bpc, lm_loss  # noqa: F401  (lm_loss: re-exported)
+from bvvlab.runinfo import cache_dir, run_meta
+from bvvlab.train_config import (RESUME_MAY_CHANGE, TrainConfig, check_model_keys, config_from_args,  # noqa: F401
+                                 config_keys, load_config_file, make_config, resume_config, saved_config)
 
-STATE_FILE = "trainer_state.pt"
-CKPT_PREFIX = "step_"
+# re-exported for callers of the slice's names
+STATE_FILE, CKPT_PREFIX, EMBED_KEY = C.STATE_FILE, C.CKPT_PREFIX, C.EMBED_KEY
+last_checkpoint, clean_leftovers, list_checkpoints = C.last_checkpoint, C.clean_leftovers, C.list_checkpoints
+save_trainer_checkpoint = C.save_trainer_checkpoint
 
 # dense bf16 peak FLOP/s per device (vendor data sheets, no sparsity); MFU is reported only for these
 PEAK_FLOPS_BF16: dict[str, float] = {
@@ -88,253 +97,12 @@ PEAK_FLOPS_BF16: dict[str, float] = {
 }
 
 
-@dataclass
-class TrainConfig:
-    """Everything one training run depends on (saved in meta.json; `key=value` on the CLI)."""
-
-    preset: str = "tiny"  # model preset of bvvlab.model.PRESETS
-    model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's config fields (HF names)
-    frozen: bool = True  # frozen glyph embedding (True) or its trainable, randomly initialised twin
-    vocab: str = "compact"  # "compact", "bvv241-2-3", "bvv241-max", a tokenizer dir or a saved embedding dir
-    dim: int | None = None  # embedding width; None = the model's hidden_size
-    corpus: dict[str, float] = field(default_factory=lambda: {"libreoffice-en-ru": 1.0})  # source -> weight
-    train_chars: int | None = None  # characters of training text to tokenise (None = the whole split)
-    val_chars: int | None = 200_000  # characters of held-out validation text to tokenise (all evaluated at the end)
-    val_split: str = "validation"  # split of the same sources used for validation
-    seq_len: int = 128  # tokens per training window
-    batch_size: int = 16  # global batch (windows per optimizer step, all ranks and micro-steps together)
-    grad_accum: int = 1  # micro-steps per optimizer step (per rank)
-    steps: int = 200  # optimizer steps (a resume may raise it: the cosine is then recomputed over the new total)
-    lr: float = 1e-3  # peak learning rate
-    warmup: int = 20  # linear warmup steps (at most steps // 5, so short runs also decay)
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
-    weight_decay: float = 0.1  # AdamW decay of matrices (norms and biases are not decayed)
-    beta1: float = 0.9  # AdamW beta1
-    beta2: float = 0.95  # AdamW beta2
-    grad_clip: float = 1.0  # max global gradient norm (0 = no clipping)
-    seed: int = 0  # seeds model init, data order and the batch sampler
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16" (autocast)
-    compile: bool = False  # torch.compile the model
-    log_every: int = 10  # steps between train-metric records
-    eval_every: int = 50  # steps between validation records (0 = only the final one, over the whole validation shard)
-    eval_batches: int = 4  # validation batches of batch_size windows per periodic evaluation (the final one: all)
-    save_every: int = 100  # steps between checkpoints (one is always written at the end)
-    keep_last: int = 3  # checkpoints kept (older ones are deleted)
-    out: str = "runs/train"  # run directory
-    resume: bool = False  # continue the run in `out` from its last checkpoint and saved config (fresh start if none)
-    overwrite: bool = False  # replace a run already in `out`
-    tensorboard: bool = False  # also write TensorBoard events to out/tb
-    progress: bool = True  # tqdm bars
-
-    # not a field (never saved or compared): the keys make_config was given explicitly ("model.<f>"
-    # for a model override); a resume applies only these over the saved config. None = every key.
-    _explicit = None
-
-    def validate(self, world_size: int = 1) -> None:
-        """Bad input fails here, before anything is read or written."""
-        if self.steps <= 0:
-            raise ValueError(f"steps={self.steps}: steps must be > 0")
-        for name in ("seq_len", "batch_size", "grad_accum", "log_every", "eval_batches", "save_every",
-                     "keep_last"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
-        if self.eval_every < 0 or self.warmup < 0:
-            raise ValueError("eval_every and warmup must be >= 0")
-        if self.batch_size % (self.grad_accum * world_size):
-            raise ValueError(f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum} x "
-                             f"{world_size} process(es): choose a batch_size that is a multiple of "
-                             f"{self.grad_accum * world_size}")
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"dtype={self.dtype!r}: use auto, fp32 or bf16")
-        if self.resume and self.overwrite:
-            raise ValueError("resume=true and overwrite=true contradict each other: pick one")
-        if not (self.lr > 0) or self.min_lr < 0 or self.min_lr > self.lr:
-            raise ValueError(f"lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr and lr > 0")
-        D.normalize_weights(self.corpus)
-        check_model_keys(self.model)
-        width = self.model.get("hidden_size")
-        if self.dim is not None and width is not None and int(width) != int(self.dim):
-            raise ValueError(f"dim={self.dim} but model.hidden_size={width}: the embedding feeds the blocks "
-                             "directly, so give one of them (or the same value)")
-
-
-def check_model_keys(model: dict[str, Any]) -> None:
-    """`model.<field>` overrides must name BVVConfig fields: a typo (`model.hiden_size=3`) would
-    otherwise become a stray config attribute and the run would train the preset unchanged."""
-    import difflib
-
-    from bvvlab.model import BVVConfig
-
-    known = sorted(BVVConfig().to_dict())
-    for key in model:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=3)
-            hint = f"did you mean {', '.join(f'model.{c}' for c in close)}?" if close else \
-                f"model fields: {', '.join(known)}"
-            raise ValueError(f"model.{key} is not a BVVConfig field: {hint}")
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN/inf: the run stops; the last good checkpoint is kept."""
-
-
-# ---------------------------------------------------------------------------------------------
-# config from file / CLI
-
-
-def config_keys() -> list[str]:
-    return [f.name for f in dataclasses.fields(TrainConfig)]
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Turn a CLI string (or a file value) into the field's type."""
-    hint = typing.get_type_hints(TrainConfig)[name]
-    if not isinstance(value, str):
-        return value
-    if typing.get_origin(hint) is dict:  # corpus, model
-        if value.strip().startswith("{"):
-            return json.loads(value)
-        if name == "corpus":
-            return D.normalize_weights(value)  # "a:0.7,b:0.3" or one name
-        raise ValueError(f"{name}={value!r}: expected a JSON object")
-    args = [a for a in typing.get_args(hint) if a is not type(None)]  # X | None -> X
-    if value.lower() in ("none", "null") and len(args) < len(typing.get_args(hint)):
-        return None
-    base = args[0] if args else hint
-    if base is bool:
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name}={value!r}: expected true or false")
-    if base is int:
-        try:
-            return int(value)
-        except ValueError:
-            try:
-                as_float = float(value)  # 1e6
-            except ValueError:
-                as_float = math.nan
-            if as_float.is_integer():
-                return int(as_float)
-            raise ValueError(f"{name}={value!r}: expected an integer") from None
-    if base is float:
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{name}={value!r}: expected a number") from None
-    return value
-
-
-def make_config(base: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
-    """A TrainConfig from a base and overrides; `model.X=...` keys go into the model overrides.
-    An unknown key is an error that lists the valid keys."""
-    if isinstance(base, TrainConfig):
-        explicit = set(base._explicit if base._explicit is not None else config_keys())
-    else:
-        explicit = set(base or {}) | {f"model.{k}" for k in dict((base or {}).get("model") or {})}
-    explicit |= set(overrides)
-    cfg = dataclasses.asdict(base) if isinstance(base, TrainConfig) else dict(base or {})
-    cfg = {**dataclasses.asdict(TrainConfig()), **cfg}
-    cfg["model"] = dict(cfg.get("model") or {})
-    valid = config_keys()
-    for key, value in overrides.items():
-        if key.startswith("model."):
-            sub = key[len("model."):]
-            if isinstance(value, str):
-                try:
-                    value = json.loads(value)
-                except json.JSONDecodeError:
-                    pass
-            cfg["model"][sub] = value
-            continue
-        if key not in valid:
-            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(valid)} (and model.<field>)")
-        cfg[key] = _coerce(key, value)
-    unknown = set(cfg) - set(valid)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)}; valid keys: {', '.join(valid)}")
-    out = TrainConfig(**{k: _coerce(k, v) for k, v in cfg.items()})
-    out._explicit = frozenset(explicit)
-    return out
-
-
-# what a resume may change besides `steps` (extending a run): nothing here alters the numbers trained
-RESUME_MAY_CHANGE = ("log_every", "eval_every", "save_every", "keep_last", "progress", "tensorboard", "device",
-                     "out", "resume", "overwrite")
-
-
-def saved_config(out: str | Path) -> dict[str, Any] | None:
-    """The TrainConfig (as a dict) the run in `out` saved with its last checkpoint; None if none."""
-    ckpt = last_checkpoint(out)
-    if ckpt is None:
-        return None
-    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False, mmap=True)
-    return state.get("config")
-
-
-def resume_config(cfg: TrainConfig) -> TrainConfig:
-    """The config a resume of `cfg.out` runs with: the saved config, with only the keys given
-    explicitly (`cfg._explicit`; all keys for a TrainConfig built by hand) applied over it.
-    Explicit keys other than `steps` and RESUME_MAY_CHANGE must equal the saved values: changing
-    data, schedule or model halfway would silently mix two runs under one sampler state."""
-    saved = saved_config(cfg.out)
-    if saved is None:
-        return cfg
-    keys = config_keys()
-    explicit = cfg._explicit if cfg._explicit is not None else frozenset(keys)
-    mine = dataclasses.asdict(cfg)
-    base = {**dataclasses.asdict(TrainConfig()), **{k: v for k, v in saved.items() if k in keys}}
-    merged = {**base, "model": dict(base.get("model") or {})}
-    for key in explicit:
-        if key.startswith("model."):
-            sub = key[len("model."):]
-            if sub in cfg.model:
-                merged["model"][sub] = cfg.model[sub]
-        elif key in mine:
-            merged[key] = dict(mine[key]) if key == "model" else mine[key]
-    merged.update(out=cfg.out, resume=True, overwrite=False)
-    changed: list[str] = []
-    for key in keys:
-        if key in RESUME_MAY_CHANGE or key == "steps":
-            continue
-        a, b = base[key], merged[key]
-        if key == "corpus":
-            a, b = D.normalize_weights(a), D.normalize_weights(b)
-        if key == "model":
-            changed += [f"model.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            changed.append(key)
-    if changed:
-        what = "model config" if any(k.split(".")[0] in _MODEL_KEYS for k in changed) else "config"
-
-        def was(k: str) -> Any:
-            return base["model"].get(k[len("model."):]) if k.startswith("model.") else base[k]
-
-        raise ValueError(f"{cfg.out} was trained with a different {what}: "
-                         f"{', '.join(f'{k} (saved {was(k)!r})' for k in changed)} differ; a resume may change "
-                         f"only steps and {', '.join(RESUME_MAY_CHANGE[:-3])}: drop those keys or choose a new out=")
-    new = TrainConfig(**merged)
-    new._explicit = explicit
-    return new
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or TOML file of TrainConfig keys."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+class NonFiniteLoss(BVVError):
+    """The loss became NaN/inf: the run stops before the bad update; the last good checkpoint is kept."""
 
 
 # ---------------------------------------------------------------------------------------------
 # small pieces
-
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to `lr` over `warmup` steps, then cosine decay to `min_lr` at `steps`."""
@@ -387,78 +155,70 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoints (renamed into place, so complete by construction), oldest first."""
-    root = out / "checkpoints"
-    if not root.exists():
-        return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / STATE_FILE).exists()]
-    return sorted(dirs, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
-
-
-def clean_leftovers(out: str | Path) -> list[str]:
-    """Remove what a save killed mid-way left in `out/checkpoints`: `.tmp-step_N-<pid>` (a checkpoint
-    being written: incomplete) and `.old-step_N-<pid>` (the previous copy of a re-saved step). An
-    `.old-` copy whose step has no checkpoint any more (killed between the two renames) is complete,
-    so it is renamed back instead. Returns the names removed. Without this they stay forever."""
-    root = Path(out) / "checkpoints"
-    if not root.is_dir():
-        return []
-    removed = []
-    for p in sorted(root.iterdir()):
-        if p.name.startswith(".old-"):
-            name = p.name[len(".old-"):].rsplit("-", 1)[0]
-            if name.startswith(CKPT_PREFIX) and not (root / name).exists() and (p / STATE_FILE).exists():
-                os.replace(p, root / name)
-                continue
-        if p.name.startswith((".tmp-", ".old-")):
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-            removed.append(p.name)
-    return removed
-
-
-def last_checkpoint(out: str | Path) -> Path | None:
-    ckpts = _checkpoints(Path(out))
-    return ckpts[-1] if ckpts else None
-
-
-def _holds_run(out: Path) -> bool:
-    return out.exists() and any((out / n).exists() for n in ("meta.json", "metrics.jsonl", "checkpoints"))
-
-
-# the model config fields that must agree for a resume to make sense
-_CONFIG_IGNORE = {"transformers_version", "dtype", "torch_dtype", "auto_map", "architectures", "_name_or_path",
-                  "use_cache", "output_hidden_states", "output_attentions", "return_dict",
-                  # filled in from the matrix / tokenizer when the model is built and saved
-                  "embedding_hash", "bos_token_id", "eos_token_id", "pad_token_id"}
-# the TrainConfig fields that decide the model (named as such in resume errors)
-_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
-
-
-def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = (set(a) | set(b)) - _CONFIG_IGNORE
-    return sorted(k for k in keys if a.get(k) != b.get(k))
-
-
 # ---------------------------------------------------------------------------------------------
-# model and data
+# device and precision
 
 
-def _resolve_device(cfg: TrainConfig, local_rank: int) -> torch.device:
+def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
     if cfg.device == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(cfg.device)
+    try:
+        dev = torch.device(cfg.device)
+    except RuntimeError:
+        raise ValueError(f"device={cfg.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu (or auto)")
     return dev
 
 
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def resolve_dtype(cfg: TrainConfig, device: torch.device) -> str:
+    """"bf16" or "fp32": auto is bf16 autocast on a CUDA device with bf16 support, else fp32 (on a
+    CPU without native bf16 (AVX2 only) bf16 matmuls are emulated and far slower than fp32; CPU
+    bf16 is for CPUs with AVX-512 BF16 / AMX, asked for explicitly: see bench/bench_gpu_path.py)."""
+    if cfg.dtype == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if cfg.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"dtype=bf16 but {torch.cuda.get_device_name(device)} has no bf16 support: use dtype=fp32")
+    if cfg.dtype == "bf16" and device.type not in ("cuda", "cpu"):
+        raise ValueError(f"dtype=bf16 is not supported on device {device}: use dtype=fp32")
+    return cfg.dtype
 
+
+def autocast(dtype: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    if dtype == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, matrices decayed, norms not; fused (CPU and CUDA) where this torch has it, else foreach."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(groups, foreach=True, **kw)
+
+
+def compile_model(model: torch.nn.Module) -> Callable:
+    """`torch.compile(model)`, or one line naming compile=false where no backend can be used."""
+    try:
+        import torch._inductor  # noqa: F401  (the default backend)
+    except ImportError as exc:
+        raise ValueError(f"compile=true but torch.compile's backend is unavailable ({exc}): use compile=false") from None
+    if sys.platform == "win32" or not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+                                      or torch.cuda.is_available()):
+        raise ValueError("compile=true needs a C compiler for Inductor on CPU (none found on PATH): install gcc, "
+                         "or use compile=false")
+    return torch.compile(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# vocabulary and model
 
 def _compact_cache_key(dim: int, texts: list[str]) -> str:
     """Everything a compact vocabulary is made of: the code that builds it, the font, the embedded
@@ -503,14 +263,9 @@ def prepare_embedded(cfg: TrainConfig, texts: list[str] | None) -> Any:
     if (final / "glyph_matrix.safetensors").exists():
         return E.load_embedded(final)
     embedded = E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts, progress=cfg.progress)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}-"))
-    try:
-        embedded.save(tmp / "e")
-        if not final.exists():  # another process may have finished the same entry first
-            os.replace(tmp / "e", final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(FileExistsError):  # another process may have finished the same entry first
+        with atomic_dir(final) as tmp:
+            embedded.save(tmp, overwrite=True)
     return embedded
 
 
@@ -578,104 +333,161 @@ def embedding_hash(model: torch.nn.Module) -> str:
     return matrix_sha256(model.get_input_embeddings().weight.detach())
 
 
-def lm_loss(model: torch.nn.Module, window: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Next-token cross-entropy of (B, T) windows (HF convention: position t predicts t+1, so
-    T-1 targets per row), through the model's chunked loss (the full logits never exist).
-    `reduction="sum"` gives the summed NLL in nats."""
-    kw = {"num_items_in_batch": 1} if reduction == "sum" else {}
-    return model(input_ids=window, labels=window, **kw).loss
+@dataclass
+class _EmbeddedView:
+    """What the trainer needs of an `Embedded` when it resumes from a checkpoint."""
+
+    tokenizer: Any
+    matrix: torch.Tensor
+    matrix_hash: str | None  # embeddings.matrix_hash of the glyph matrix, as recorded at the start
+    frozen_hash: str | None  # model.matrix_sha256 of the frozen buffer, as recorded at the start
+    meta: dict[str, Any] | None = None  # the Embedded's provenance (recipe params, font, hash), as recorded
 
 
-@torch.no_grad()
-def evaluate_bpc(model: torch.nn.Module, shard: D.TokenShard, seq_len: int, n_windows: int | None, batch: int,
-                 device: torch.device, autocast: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
-    """Validation loss (nats per token) and bits per character over the first `n_windows` windows
-    (None: the whole shard, every token after the first a target once); `val_chars` says how many
-    characters that was.
+# the model config fields that must agree for a resume to make sense
+_CONFIG_IGNORE = {"transformers_version", "dtype", "torch_dtype", "auto_map", "architectures", "_name_or_path",
+                  "use_cache", "output_hidden_states", "output_attentions", "return_dict",
+                  # filled in from the matrix / tokenizer when the model is built and saved
+                  "embedding_hash", "bos_token_id", "eos_token_id", "pad_token_id"}
+# the TrainConfig fields that decide the model (named as such in resume errors)
+_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
 
-    bits/char = sum over targets of -log2 p(target) / characters those targets cover (every
-    character of the evaluated text counted once, EOS covers none).
-    """
-    was_training = model.training
-    model.eval()
-    nll = 0.0
-    n_tok = n_chars = 0
-    pending: list[tuple[torch.Tensor, int]] = []
 
-    def flush() -> None:
-        nonlocal nll, n_tok, n_chars
-        lens = {w.shape[0] for w, _ in pending}
-        groups = [pending] if len(lens) == 1 else [[p] for p in pending]
-        for g in groups:
-            ids = torch.stack([w for w, _ in g]).to(device)
-            with autocast():
-                nll += float(lm_loss(model, ids, reduction="sum"))
-            n_tok += ids.shape[0] * (ids.shape[1] - 1)
-            n_chars += sum(c for _, c in g)
-        pending.clear()
-
-    for w, c in D.eval_windows(shard, seq_len, n_windows):
-        pending.append((w, c))
-        if len(pending) == batch:
-            flush()
-    if pending:
-        flush()
-    model.train(was_training)
-    return {"val_loss": nll / max(1, n_tok), "val_bpc": nll / math.log(2) / max(1, n_chars),
-            "val_tokens": n_tok, "val_chars": n_chars}
+def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = (set(a) | set(b)) - _CONFIG_IGNORE
+    return sorted(k for k in keys if a.get(k) != b.get(k))
 
 
 # ---------------------------------------------------------------------------------------------
-# checkpoints
+# one optimizer step
 
 
-@contextlib.contextmanager
-def _quiet_hf() -> Any:
-    """No transformers progress bars (loading / writing weights) inside the trainer."""
-    from transformers.utils import logging as hf_logging
+@dataclass
+class StepOut:
+    """What a step leaves on the device: read them (a host sync) only when logging."""
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    loss: torch.Tensor  # mean next-token loss of the global batch on this rank (nats/token)
+    grad_norm: torch.Tensor  # global gradient norm before clipping
+    bad: torch.Tensor  # 1.0 if the loss or the gradient norm was not finite (the update was skipped)
 
 
-def save_trainer_checkpoint(out: Path, step: int, model: torch.nn.Module, tokenizer: Any, state: dict[str, Any],
-                            meta: dict[str, Any], keep_last: int, expected_hash: str | None) -> Path:
-    """HF checkpoint dir + trainer state, written under a temporary name and renamed into place."""
-    from bvvlab import model as M
+def train_step(fwd_model: torch.nn.Module, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer,
+               rows: torch.Tensor, grad_accum: int, grad_clip: float, amp: Callable = contextlib.nullcontext,
+               ddp: Any = None, world: int = 1) -> StepOut:
+    """Forward, backward over `grad_accum` micro-batches of `rows` (this rank's share of the
+    global batch), clipping and the AdamW update, with no host sync: a non-finite loss or
+    gradient norm makes the fused optimizer skip the update (`found_inf`); the foreach fallback,
+    which has no such input, checks on the host instead."""
+    loss_sum = torch.zeros((), device=rows.device)
+    for micro_step, window in enumerate(rows.chunk(grad_accum)):
+        last = micro_step == grad_accum - 1
+        ctx = ddp.no_sync() if (ddp is not None and not last) else contextlib.nullcontext()
+        with ctx, amp():
+            loss = lm_loss(fwd_model, window) / grad_accum
+        loss.backward()
+        loss_sum += loss.detach().float()
+    gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"), foreach=True)
+    bad = (~(torch.isfinite(loss_sum) & torch.isfinite(gnorm))).float()
+    if world > 1:  # every rank must skip the same updates
+        import torch.distributed as tdist
 
-    if expected_hash is not None:
-        got = embedding_hash(model)
-        if got != expected_hash:
-            raise RuntimeError(f"frozen glyph matrix changed at step {step} (hash {got[:12]} != {expected_hash[:12]}): "
-                               "nothing may write to the frozen embedding; checkpoint not saved")
-    root = out / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{CKPT_PREFIX}{step:07d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with _quiet_hf():  # a "Writing model shards" bar per checkpoint would break the train bar
-        M.save_checkpoint(model, tokenizer, tmp, meta)
-    torch.save(state, tmp / STATE_FILE)
-    if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
-        old = root / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    for stale in _checkpoints(out)[:-keep_last]:
-        shutil.rmtree(stale, ignore_errors=True)
-    return final
+        tdist.all_reduce(bad, op=tdist.ReduceOp.MAX)
+    if opt.defaults.get("fused"):
+        opt.found_inf = bad  # the fused kernel leaves parameters and moments alone when it is 1
+        opt.step()
+    elif not bool(bad):  # foreach: one host check (CPU, or devices without the fused kernel)
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return StepOut(loss_sum, gnorm.detach(), bad)
+
+
+class Batches:
+    """This rank's rows of each global batch; on CUDA the next batch is prepared in pinned memory
+    and copied without blocking while the current step runs. `state_dict()` is the sampler's state
+    as of the batches handed out (not the prefetched one), so a resume draws the same batches."""
+
+    def __init__(self, sampler: D.BatchSampler, device: torch.device):
+        self.sampler, self.device = sampler, device
+        self.prefetch = device.type == "cuda"
+        self._next: tuple[torch.Tensor, dict[str, Any]] | None = None
+        self._state = sampler.state_dict()
+
+    def _draw(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        before = self.sampler.state_dict()
+        rows = self.sampler.next_batch()
+        if self.prefetch:
+            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        return rows, before
+
+    def next(self) -> torch.Tensor:
+        rows, _ = self._next if self._next is not None else self._draw()
+        self._state = self.sampler.state_dict()
+        self._next = self._draw() if self.prefetch else None
+        if self._next is not None:
+            self._state = self._next[1]
+        return rows if self.prefetch else rows.to(self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+
+
+class RunLog:
+    """metrics.jsonl (one JSON record a line), optional TensorBoard, and the caller's callback;
+    only rank 0 writes."""
+
+    def __init__(self, out: Path, active: bool, tensorboard: bool,
+                 callback: Callable[[dict[str, Any]], None] | None):
+        self.path, self.active, self.callback = out / "metrics.jsonl", active, callback
+        self.records: list[dict[str, Any]] = []
+        self.writer = None
+        if active and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tb"))
+
+    def emit(self, rec: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        self.records.append(rec)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        if self.writer is not None:
+            for k, v in rec.items():
+                if k not in ("step", "kind") and isinstance(v, (int, float)) and v is not None:
+                    self.writer.add_scalar(k, v, rec["step"])
+        if self.callback is not None:
+            self.callback(rec)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop records a killed run wrote after its last checkpoint (they are replayed)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    write_atomic(path, "".join(k + "\n" for k in keep))
+
+
+def read_metrics(out: str | Path) -> list[dict[str, Any]]:
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ---------------------------------------------------------------------------------------------
 # the loop
-
 
 class _Signals:
     """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step and returns."""
@@ -700,9 +512,8 @@ class _Signals:
             signal.signal(sig, old)
 
 
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+def _holds_run(out: Path) -> bool:
+    return out.exists() and any((out / n).exists() for n in ("meta.json", "metrics.jsonl", "checkpoints"))
 
 
 def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
@@ -711,448 +522,350 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     `callback(record)` is called on rank 0 with every metrics record (live plots). Under torchrun
     (WORLD_SIZE > 1) the process group is set up here (NCCL on GPU, Gloo on CPU).
     """
-    rank, local_rank, world = _dist_info()
-    cfg.validate(world)
+    info = dist.dist_info()
+    cfg.validate(info.world)
     if cfg.tensorboard:
         try:
-            importlib.import_module("torch.utils.tensorboard")  # (a plain import would make `torch` local)
+            importlib.import_module("torch.utils.tensorboard")
         except ImportError:
             raise ValueError("tensorboard=true needs the tensorboard package: pip install tensorboard "
                              "(it is in bvvlab's dev extra)") from None
     if cfg.resume:
         cfg = resume_config(cfg)
-        cfg.validate(world)
+        cfg.validate(info.world)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out={out} is a file, not a folder: choose another out=")
     if _holds_run(out) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
                               "replace it, or choose another out=")
-    device = _resolve_device(cfg, local_rank)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu (or auto)")
-    dist = world > 1
-    if dist:
-        import torch.distributed as tdist
-
-        if not tdist.is_initialized():
-            tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # share the cores, don't fight
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    try:
-        return _train(cfg, callback, out, device, rank, world)
-    finally:
-        if dist:
-            import torch.distributed as tdist
-
-            if tdist.is_initialized():
-                tdist.destroy_process_group()
+    device = resolve_device(cfg, info.local_rank)
+    dtype = resolve_dtype(cfg, device)
+    with dist.process_group(info, device):
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return _Run(cfg, callback, out, device, dtype, info).run()
 
 
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as tdist
-
-        tdist.barrier()
-
-
-def _train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None, out: Path, device: torch.device,
-           rank: int, world: int) -> Path:
-    from tqdm.auto import tqdm
-
-    t_start = time.time()
-    is_main = rank == 0
-    weights = D.normalize_weights(cfg.corpus)
-    if is_main and (cfg.resume or cfg.overwrite):  # a run killed while saving left these behind
-        clean_leftovers(out)
-    _barrier(world)
-    resume_from = last_checkpoint(out) if cfg.resume else None
-    if cfg.resume and resume_from is None and is_main:  # the preemptible-job pattern: always pass --resume
+def _resume_point(cfg: TrainConfig, out: Path, is_main: bool) -> Path | None:
+    """The newest intact checkpoint to resume from (damaged newer ones named on stderr), None for a
+    fresh start; refuses when the run has weights but no resumable state (nothing is deleted)."""
+    if not cfg.resume:
+        return None
+    ckpt, skipped = C.newest_intact(out)
+    if is_main:
+        for bad, why in skipped:
+            print(f"bvvlab train: {bad} is damaged ({why}); skipping it", file=sys.stderr, flush=True)
+    if ckpt is not None:
+        if skipped and is_main:
+            print(f"bvvlab train: resuming from the newest intact checkpoint {ckpt}", file=sys.stderr, flush=True)
+        return ckpt
+    if skipped:
+        raise C.CheckpointError(f"every checkpoint of {out} is damaged ({'; '.join(f'{p.name}: {w}' for p, w in skipped)})"
+                                ": restore one, or start again with overwrite=true or a new out=")
+    weights = [p for p in C.step_dirs(out) if C.is_model_dir(p)]
+    if weights:
+        raise C.CheckpointError(f"{out} has checkpoints without trainer state ({', '.join(p.name for p in weights)}): "
+                                "a run cannot resume from them exactly; keep them and choose a new out=, or pass "
+                                "overwrite=true to delete them and start again")
+    if is_main:  # the preemptible-job pattern: always pass --resume
         print(f"bvvlab train: no checkpoint in {out} to resume from; starting a fresh run", file=sys.stderr,
               flush=True)
+    return None
 
-    # vocabulary + model: from the checkpoint when resuming (exactly what was trained), else fresh
-    seed_everything(cfg.seed)
-    if resume_from is not None:
-        from bvvlab import model as M
 
-        with _quiet_hf():
-            model, tokenizer = M.load_checkpoint(resume_from)
-        prev = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
-        embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
-                                 prev.get("matrix_hash"), prev.get("frozen_hash"), prev.get("embedding"))
-        new_cfg = build_model_config(cfg, embedded).to_dict()
-        diff = _config_diff(new_cfg, model.config.to_dict())  # the checkpoint itself (resume_config checked cfg)
-        if diff:
-            raise ValueError(f"{out} was trained with a different model config ({', '.join(diff)} differ): "
-                             "use the same preset/model/vocab/frozen settings, or a new out=")
-        model.train()
-    else:
-        texts = None
-        if cfg.vocab == "compact":  # the compact vocabulary covers the training text (recipe section 2)
-            budget = D.resolve_max_chars(weights, "train", cfg.train_chars, cfg.seed)
-            texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), budget))
-            if not texts:
-                raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
-                                 "source with text")
-        if is_main:
-            embedded = prepare_embedded(cfg, texts)
-        _barrier(world)
-        if not is_main:
-            embedded = prepare_embedded(cfg, texts)
-        model = build_model(cfg, embedded)
-        tokenizer = embedded.tokenizer
-    if cfg.seq_len > model.config.max_position_embeddings:
-        raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's context of {model.config.max_position_embeddings} "
-                         f"tokens: use seq_len<={model.config.max_position_embeddings} or "
-                         "model.max_position_embeddings=...")
-    matrix_hash = getattr(embedded, "matrix_hash", None)
-    frozen_hash = embedding_hash(model) if cfg.frozen else None
-    recorded = getattr(embedded, "frozen_hash", None)
-    if cfg.frozen and resume_from is not None and recorded and frozen_hash != recorded:
-        raise RuntimeError(f"frozen glyph matrix of {resume_from} does not match the hash the run recorded in "
-                           "meta.json: the checkpoint was altered; resume from an intact copy")
+class _Run:
+    """One training run: set-up (vocabulary, model, data, optimizer, run folder) then `loop()`."""
 
-    # data: rank 0 tokenises, the others open the cached shards
-    shards = {}
-    for split, mixture, limit in (("train", weights, cfg.train_chars),
-                                  (cfg.val_split, D.held_out_weights(weights), cfg.val_chars)):
-        if is_main:
-            shards[split] = D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed,
-                                          progress=cfg.progress)
-        _barrier(world)
-        if not is_main:
-            shards[split] = D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False)
-    train_shard, val_shard = shards["train"], shards[cfg.val_split]
+    def __init__(self, cfg: TrainConfig, callback: Callable | None, out: Path, device: torch.device, dtype: str,
+                 info: dist.DistInfo):
+        self.cfg, self.out, self.device, self.dtype, self.info = cfg, out, device, dtype, info
+        self.callback = callback
+        self.is_main, self.world = info.is_main, info.world
+        self.t_start = time.time()
+        self.timers = {"eval_s": 0.0, "eval_cpu_s": 0.0, "save_s": 0.0}
+        self.step = self.tokens_seen = 0
 
-    model.to(device)
-    micro = cfg.batch_size // (cfg.grad_accum * world)
-    sampler = D.BatchSampler(train_shard, cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world)
+    # -- set-up --------------------------------------------------------------------------------
+    def setup(self) -> Path | None:
+        cfg, out, is_main = self.cfg, self.out, self.is_main
+        weights = D.normalize_weights(cfg.corpus)
+        if is_main and (cfg.resume or cfg.overwrite):  # a run killed while saving left these behind
+            C.clean_leftovers(out)
+        dist.barrier(self.world)
+        resume_from = _resume_point(cfg, out, is_main)
+        seed_everything(cfg.seed)
+        if resume_from is not None:
+            model, tokenizer = C.load_checkpoint(resume_from)
+            prev = C.read_meta(out)
+            embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
+                                     prev.get("matrix_hash"), prev.get("frozen_hash"), prev.get("embedding"))
+            diff = _config_diff(build_model_config(cfg, embedded).to_dict(), model.config.to_dict())
+            if diff:
+                raise ValueError(f"{out} was trained with a different model config ({', '.join(diff)} differ): "
+                                 "use the same preset/model/vocab/frozen settings, or a new out=")
+            model.train()
+        else:
+            texts = None
+            if cfg.vocab == "compact":  # the compact vocabulary covers the training text (docs/recipe.md section 2)
+                budget = D.resolve_max_chars(weights, "train", cfg.train_chars, cfg.seed)
+                texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), budget))
+                if not texts:
+                    raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
+                                     "source with text")
+            embedded = dist.rank0_first(self.info, lambda: prepare_embedded(cfg, texts))
+            model = build_model(cfg, embedded)
+            tokenizer = embedded.tokenizer
+        if cfg.seq_len > model.config.max_position_embeddings:
+            raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's context of "
+                             f"{model.config.max_position_embeddings} tokens: use seq_len<="
+                             f"{model.config.max_position_embeddings} or model.max_position_embeddings=...")
+        self.matrix_hash = getattr(embedded, "matrix_hash", None)
+        self.frozen_hash = embedding_hash(model) if cfg.frozen else None
+        recorded = getattr(embedded, "frozen_hash", None)
+        if cfg.frozen and resume_from is not None and recorded and self.frozen_hash != recorded:
+            raise RuntimeError(f"frozen glyph matrix of {resume_from} does not match the hash the run recorded in "
+                               "meta.json: the checkpoint was altered; resume from an intact copy")
+        self.embedded_meta = getattr(embedded, "meta", None)
 
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                            betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
+        # data: rank 0 tokenises, the others open the cached shards
+        shards = {}
+        for split, mixture, limit in (("train", weights, cfg.train_chars),
+                                      (cfg.val_split, D.held_out_weights(weights), cfg.val_chars)):
+            shards[split] = dist.rank0_first(
+                self.info,
+                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=cfg.progress),
+                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False))
+        self.train_shard, self.val_shard = shards["train"], shards[cfg.val_split]
 
-    step = 0
-    tokens_seen = 0
-    if resume_from is not None:
-        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
-        set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
-        if step >= cfg.steps:
-            return resume_from
+        model.to(self.device)
+        self.model, self.tokenizer = model, tokenizer
+        self.micro = cfg.batch_size // (cfg.grad_accum * self.world)
+        self.sampler = D.BatchSampler(self.train_shard, cfg.seq_len, cfg.batch_size, seed=cfg.seed,
+                                      rank=self.info.rank, world_size=self.world)
+        self.opt = make_optimizer(model, cfg, self.device)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, cfg) / cfg.lr)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if resume_from is not None:
+            state = C.read_trainer_state(resume_from)
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.sampler.load_state_dict(state["sampler"])
+            self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            rngs = state["rng"]
+            set_rng_state(rngs[self.info.rank] if isinstance(rngs, list) else rngs)
+        self.batches = Batches(self.sampler, self.device)
 
-    fwd_model: torch.nn.Module = model
-    ddp: Any = None
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+        self.fwd_model: Any = model
+        self.ddp: Any = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-        # the frozen matrix is a constant buffer: re-broadcasting it every forward would only cost bandwidth
-        fwd_model = ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                              forward_sync_buffers=False)
-    if cfg.compile:
-        fwd_model = torch.compile(fwd_model)
-    autocast = lambda: _autocast(cfg, device)  # noqa: E731
-    peak = peak_flops(device)
-    fpt = flops_per_token(model, cfg.seq_len)
-    n_params = sum(p.numel() for p in model.parameters())
+            # the frozen matrix is a constant buffer: re-broadcasting it every forward would only cost bandwidth
+            self.fwd_model = self.ddp = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None, forward_sync_buffers=False)
+        if cfg.compile:
+            self.fwd_model = compile_model(self.fwd_model)
+        self.amp = autocast(self.dtype, self.device)
+        self.peak = peak_flops(self.device)
+        self.fpt = flops_per_token(model, cfg.seq_len)
+        return resume_from
 
-    # the run directory: written only now, when data and model are known to be good
-    metrics_path = out / "metrics.jsonl"
-    # embedding: where the glyph matrix came from (recipe params, font hash, glyph rule, dim, base
-    # vocabulary, full-matrix hash), so a figure traces back to the exact embedding
-    meta = run_meta(cfg, seed=cfg.seed, world_size=world, matrix_hash=matrix_hash, frozen_hash=frozen_hash,
-                    embedding=getattr(embedded, "meta", None),
-                    data={"train": train_shard.meta, "validation": val_shard.meta},
-                    model={"config": model.config.to_dict(), "trainable_params": n_params,
-                           "flops_per_token": fpt})
-    writer = None
-    if is_main:
-        if resume_from is None and (cfg.overwrite or cfg.resume) and out.exists():
-            # replacing a run, or "resuming" one that died before its first checkpoint: its records are void
-            for name in ("checkpoints", "tb"):
-                shutil.rmtree(out / name, ignore_errors=True)
-            for name in ("meta.json", "metrics.jsonl"):
-                (out / name).unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        if resume_from is not None and (out / "meta.json").exists():
-            meta = {**json.loads((out / "meta.json").read_text()), "resumed": meta}
-        write_json_atomic(out / "meta.json", meta)
-        _truncate_metrics(metrics_path, step)
-        if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+    def write_run_folder(self, resume_from: Path | None) -> None:
+        """meta.json and metrics.jsonl: written only now, when data and model are known to be good."""
+        cfg, out = self.cfg, self.out
+        meta = run_meta(cfg, seed=cfg.seed, world_size=self.world, dtype=self.dtype, matrix_hash=self.matrix_hash,
+                        frozen_hash=self.frozen_hash, embedding=self.embedded_meta,
+                        optimizer="AdamW fused" if self.opt.defaults.get("fused") else "AdamW foreach",
+                        data={"train": self.train_shard.meta, "validation": self.val_shard.meta},
+                        model={"config": self.model.config.to_dict(),
+                               "trainable_params": sum(p.numel() for p in self.params),
+                               "flops_per_token": self.fpt})
+        if self.is_main:
+            if resume_from is None and (cfg.overwrite or cfg.resume) and out.exists():
+                # replacing a run (overwrite=true), or "resuming" one that died before its first
+                # checkpoint: its records are void (a resume never gets here with weights saved)
+                for name in ("checkpoints", "tb"):
+                    shutil.rmtree(out / name, ignore_errors=True)
+                for name in ("meta.json", "metrics.jsonl"):
+                    (out / name).unlink(missing_ok=True)
+            ensure_dir(out)
+            if resume_from is not None:
+                prev = C.read_meta(out)
+                history = list(prev.get("resumes") or ([prev["resumed"]] if "resumed" in prev else []))
+                history.append({"created": meta["created"], "from_checkpoint": str(resume_from), "at_step": self.step,
+                                "git_commit": meta["git_commit"], "device": meta["device"],
+                                "steps": cfg.steps})
+                meta = {**prev, **{k: v for k, v in meta.items() if k not in ("created",)}, "resumes": history}
+                meta.pop("resumed", None)
+                meta.pop("final", None)
+            write_json_atomic(out / "meta.json", meta)
+            _truncate_metrics(out / "metrics.jsonl", self.step)
+        self.meta = meta
+        self.log = RunLog(out, self.is_main, cfg.tensorboard, self.callback)
 
-            writer = SummaryWriter(str(out / "tb"))
-    records: list[dict[str, Any]] = []
-
-    def emit(rec: dict[str, Any]) -> None:
-        if not is_main:
-            return
-        records.append(rec)
-        with open(metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec) + "\n")
-        if writer is not None:
-            for k, v in rec.items():
-                if k not in ("step", "kind") and isinstance(v, (int, float)) and v is not None:
-                    writer.add_scalar(k, v, rec["step"])
-        if callback is not None:
-            callback(rec)
-
-    timers = {"eval_s": 0.0, "eval_cpu_s": 0.0, "save_s": 0.0}
-
-    def run_eval(final: bool = False) -> None:
+    # -- pieces of the loop ----------------------------------------------------------------------
+    def evaluate(self, final: bool = False) -> None:
         """Periodic: the first eval_batches x batch_size windows (cheap, comparable along the run);
         final: the whole validation shard, so the reported figure is the split's, not a sample's."""
-        if is_main:
-            t0, c0 = time.perf_counter(), time.process_time()
-            ev = evaluate_bpc(model, val_shard, cfg.seq_len, None if final else cfg.eval_batches * cfg.batch_size,
-                              micro, device, autocast)
-            ev["val_full"] = final
-            timers["eval_s"] += time.perf_counter() - t0
-            timers["eval_cpu_s"] += time.process_time() - c0
-            emit({"kind": "eval", "step": step, "tokens": tokens_seen, **ev})
+        if not self.is_main:
+            return
+        t0, c0 = time.perf_counter(), time.process_time()
+        ev = evaluate_bpc(self.model, self.val_shard, self.cfg.seq_len,
+                          None if final else self.cfg.eval_batches * self.cfg.batch_size, self.micro, self.device,
+                          self.amp)
+        ev["val_full"] = final
+        self.timers["eval_s"] += time.perf_counter() - t0
+        self.timers["eval_cpu_s"] += time.process_time() - c0
+        self.log.emit({"kind": "eval", "step": self.step, "tokens": self.tokens_seen, **ev})
 
-    def trainer_state() -> dict[str, Any]:
-        rngs: Any = rng_state()
-        if world > 1:
-            import torch.distributed as tdist
+    def trainer_state(self) -> dict[str, Any]:
+        rngs = dist.gather_objects(rng_state(), self.world)  # collective under DDP: every rank takes part
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "sampler": self.batches.state_dict(), "rng": rngs,
+                "config": dataclasses.asdict(self.cfg)}
 
-            gathered: list[Any] = [None] * world
-            tdist.all_gather_object(gathered, rngs)
-            rngs = gathered
-        return {"step": step, "tokens_seen": tokens_seen, "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "sampler": sampler.state_dict(), "rng": rngs,
-                "config": dataclasses.asdict(cfg)}
-
-    def save() -> Path:
+    def save(self) -> Path:
         t0 = time.perf_counter()
-        st = trainer_state()  # collective under DDP: every rank takes part
-        path = out / "checkpoints" / f"{CKPT_PREFIX}{step:07d}"
-        if is_main:
-            ckpt_meta = {**meta, "step": step, "tokens_seen": tokens_seen}
-            path = save_trainer_checkpoint(out, step, model, tokenizer, st, ckpt_meta, cfg.keep_last, frozen_hash)
-        _barrier(world)
-        timers["save_s"] += time.perf_counter() - t0
+        st = self.trainer_state()
+        path = self.out / "checkpoints" / f"{CKPT_PREFIX}{self.step:07d}"
+        if self.is_main:
+            ckpt_meta = {**self.meta, "step": self.step, "tokens_seen": self.tokens_seen}
+            path = C.save_trainer_checkpoint(self.out, self.step, self.model, self.tokenizer, st, ckpt_meta,
+                                             self.cfg.keep_last, self.frozen_hash)
+        dist.barrier(self.world)
+        self.timers["save_s"] += time.perf_counter() - t0
         return path
 
-    if step == 0 and cfg.eval_every > 0:
-        run_eval()
+    def check_finite(self, bad_since: torch.Tensor, first_bad: torch.Tensor, lr_of: dict[int, float]) -> None:
+        """A host sync: stop if any step since the last check had a non-finite loss or gradient norm."""
+        if float(bad_since) > 0:
+            at = int(first_bad)
+            raise NonFiniteLoss(f"loss or gradient norm is not finite at step {at} (lr {lr_of.get(at, math.nan):.3g}); "
+                                f"the run stopped, that update was not applied; last good checkpoint: "
+                                f"{C.last_checkpoint(self.out) or 'none'}; lower lr= or raise warmup=")
 
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not (cfg.progress and is_main),
-               dynamic_ncols=True)
-    last_path: Path | None = None
-    busy, tok_log = 0.0, 0  # seconds spent in training steps (no eval, no saving) since the last record
-    model.train()
-    t_loop, c_loop, step0 = time.perf_counter(), time.process_time(), step
-    with _Signals() as sig:
-        while step < cfg.steps:
-            t_step = time.perf_counter()
-            lr = sched.get_last_lr()[0]
-            loss_sum = torch.zeros((), device=device)
-            # this rank's rows of the global batch, cut into grad_accum micro-batches: any
-            # (processes x accumulation) split of one global batch sees the same windows
-            rows = sampler.next_batch().to(device, non_blocking=True)
-            for micro_step, window in enumerate(rows.chunk(cfg.grad_accum)):
-                sync = micro_step == cfg.grad_accum - 1
-                ctx = ddp.no_sync() if (ddp is not None and not sync) else contextlib.nullcontext()
-                with ctx, autocast():
-                    loss = lm_loss(fwd_model, window) / cfg.grad_accum
-                loss.backward()
-                loss_sum += loss.detach()
-            if world > 1:
-                import torch.distributed as tdist
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> Path:
+        resume_from = self.setup()
+        if resume_from is not None and self.step >= self.cfg.steps:
+            return resume_from
+        self.write_run_folder(resume_from)
+        cfg = self.cfg
+        from tqdm.auto import tqdm
 
-                tdist.all_reduce(loss_sum, op=tdist.ReduceOp.AVG)
-            loss_val = float(loss_sum)
-            if not math.isfinite(loss_val):
-                bar.close()
-                good = last_checkpoint(out)
-                raise NonFiniteLoss(f"loss is {loss_val} at step {step + 1} (lr {lr:.3g}); the run stopped, "
-                                    f"last good checkpoint: {good or 'none'}; lower lr= or raise warmup=")
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            if not math.isfinite(float(gnorm)):  # a finite loss can still overflow in backward
-                bar.close()
-                raise NonFiniteLoss(f"gradient norm is {float(gnorm)} at step {step + 1} (lr {lr:.3g}); the run "
-                                    f"stopped, last good checkpoint: {last_checkpoint(out) or 'none'}; lower lr= "
-                                    "or raise warmup=")
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            tokens_seen += tokens_per_step
-            tok_log += tokens_per_step
-            busy += time.perf_counter() - t_step
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                tps = tok_log / max(busy, 1e-9)
-                rec = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": loss_val, "lr": lr,
-                       "grad_norm": float(gnorm), "tok_per_s": tps}
-                if peak is not None:
-                    rec["mfu"] = fpt * tps / (peak * world)
-                emit(rec)
-                bar.set_postfix(loss=f"{loss_val:.3f}", refresh=False)
-                busy, tok_log = 0.0, 0
-            if step == cfg.steps:
-                run_eval(final=True)
-            elif cfg.eval_every and step % cfg.eval_every == 0:
-                run_eval()
-            stop = sig.received is not None
-            if world > 1:  # every rank must stop at the same step
-                import torch.distributed as tdist
-
-                flag = torch.tensor([1.0 if stop else 0.0], device=device)  # NCCL reduces CUDA tensors
-                tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-                stop = bool(flag.item())
-            if step % cfg.save_every == 0 or step == cfg.steps or stop:
-                last_path = save()
-            if stop:
-                if is_main:
-                    print(f"bvvlab train: {sig.received or 'signal'} received; saved {last_path}, stopping at "
-                          f"step {step}", flush=True)
-                break
-    loop_s, loop_cpu_s = time.perf_counter() - t_loop, time.process_time() - c_loop
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if is_main and step == cfg.steps:
-        final = {k: v for r in records for k, v in r.items() if k not in ("kind",)}
-        # loop_s: the whole loop (steps, data, logging, evals, saves) of this process, for bench/
-        meta["final"] = {"step": step, "tokens_seen": tokens_seen, "wall_s": time.time() - t_start,
-                         "loop_s": loop_s, "loop_cpu_s": loop_cpu_s, "loop_steps": step - step0, **timers,
-                         **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "val_chars", "val_tokens", "tok_per_s",
-                                                  "mfu") if k in final}}
-        meta["checkpoint"] = str(last_path)
-        write_json_atomic(out / "meta.json", meta)
-    assert last_path is not None
-    return last_path
-
-
-@dataclass
-class _EmbeddedView:
-    """What the trainer needs of an `Embedded` when it resumes from a checkpoint."""
-
-    tokenizer: Any
-    matrix: torch.Tensor
-    matrix_hash: str | None  # embeddings.matrix_hash of the glyph matrix, as recorded at the start
-    frozen_hash: str | None  # model.matrix_sha256 of the frozen buffer, as recorded at the start
-    meta: dict[str, Any] | None = None  # the Embedded's provenance (recipe params, font, hash), as recorded
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop records a killed run wrote after its last checkpoint (they are replayed)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+        if self.step == 0 and cfg.eval_every > 0:
+            self.evaluate()
+        tokens_per_step = cfg.batch_size * cfg.seq_len
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not (cfg.progress and self.is_main),
+                   dynamic_ncols=True, mininterval=1.0)
+        last_path: Path | None = None
+        busy, tok_log = 0.0, 0  # seconds spent in training steps (no eval, no saving) since the last record
+        dev = self.device
+        bad_since = torch.zeros((), device=dev)
+        first_bad = torch.zeros((), dtype=torch.long, device=dev)
+        lr_of: dict[int, float] = {}
+        self.model.train()
+        t_loop, c_loop, step0 = time.perf_counter(), time.process_time(), self.step
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the kill
-            continue
-        if rec.get("step", 0) <= step:
-            keep.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    path = Path(out) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-# ---------------------------------------------------------------------------------------------
-# frozen vs unfrozen
-
-
-def figure_slug(out: str | Path) -> str:
-    """A file-name-safe name for a run directory from its whole path (relative to the repository
-    or the working directory when inside one): `runs/a/twins` -> `runs_a_twins`."""
-    path = Path(out).resolve()
-    for root in (REPO_ROOT, Path.cwd()):
-        with contextlib.suppress(ValueError):
-            path = path.relative_to(root.resolve())
-            break
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.as_posix()).strip("_.") or "run"
-
-
-def compare(cfg: TrainConfig, figures: str | Path | None = None) -> Path:
-    """Train the frozen and the unfrozen twin (same seed, data order, schedule) under `cfg.out`
-    (`frozen/`, `unfrozen/`), write overlaid curves to `cfg.out/compare.html` and
-    `figures/compare_<slug of cfg.out>.html`, and `compare.json`; return `cfg.out`."""
-    from bvvlab import plots
-
-    out = Path(cfg.out)
-    results = {}
-    for name, frozen in (("frozen", True), ("unfrozen", False)):
-        twin = dataclasses.replace(cfg, frozen=frozen, out=str(out / name))
-        twin._explicit = None if cfg._explicit is None else cfg._explicit | {"frozen", "out"}
-        ckpt = train(twin)
-        results[name] = {"checkpoint": str(ckpt), "metrics": read_metrics(twin.out)}
-    fig_dir = Path(figures) if figures is not None else REPO_ROOT / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    fig = plots.training_curves({k: v["metrics"] for k, v in results.items()},
-                                title=f"frozen vs unfrozen: {cfg.preset}, {cfg.steps} steps, seed {cfg.seed}")
-    # "directory": plotly.min.js is written once beside the html, so the figure draws offline
-    # ("cdn" left it blank without a network); one copy with the run, one in figures/ named
-    # after the whole out path (a/twins and b/twins must not overwrite each other)
-    fig.write_html(out / "compare.html", include_plotlyjs="directory")
-    fig_path = fig_dir / f"compare_{figure_slug(out)}.html"
-    fig.write_html(fig_path, include_plotlyjs="directory")
-    summary = {name: {"checkpoint": r["checkpoint"],
-                      "final": json.loads((out / name / "meta.json").read_text()).get("final", {})}
-               for name, r in results.items()}
-    write_json_atomic(out / "compare.json", {"config": cfg, "figure": str(fig_path), "runs": summary})
-    return out
+            with _Signals() as sig:
+                while self.step < cfg.steps:
+                    t_step = time.perf_counter()
+                    lr = self.sched.get_last_lr()[0]
+                    out = train_step(self.fwd_model, self.params, self.opt, self.batches.next(), cfg.grad_accum,
+                                     cfg.grad_clip, self.amp, self.ddp, self.world)
+                    self.sched.step()
+                    self.step += 1
+                    lr_of[self.step] = lr
+                    first_bad = torch.where((bad_since == 0) & (out.bad > 0), self.step, first_bad)
+                    bad_since = torch.maximum(bad_since, out.bad)
+                    self.tokens_seen += tokens_per_step
+                    tok_log += tokens_per_step
+                    busy += time.perf_counter() - t_step
+                    bar.update(1)
+                    log_now = self.step % cfg.log_every == 0 or self.step == cfg.steps
+                    save_now = self.step % cfg.save_every == 0 or self.step == cfg.steps
+                    eval_now = self.step == cfg.steps or bool(cfg.eval_every and self.step % cfg.eval_every == 0)
+                    if log_now or save_now or eval_now:
+                        self.check_finite(bad_since, first_bad, lr_of)
+                        lr_of.clear()
+                    if log_now:
+                        if dev.type == "cuda":  # the queued work belongs to these steps: tok_per_s counts it
+                            t_sync = time.perf_counter()
+                            torch.cuda.synchronize(dev)
+                            busy += time.perf_counter() - t_sync
+                        loss = float(dist.all_reduce_mean(out.loss.clone(), self.world))
+                        tps = tok_log / max(busy, 1e-9)
+                        rec = {"kind": "train", "step": self.step, "tokens": self.tokens_seen, "loss": loss, "lr": lr,
+                               "grad_norm": float(out.grad_norm), "tok_per_s": tps}
+                        if self.peak is not None:
+                            rec["mfu"] = self.fpt * tps / (self.peak * self.world)
+                        self.log.emit(rec)
+                        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                        busy, tok_log = 0.0, 0
+                    if self.step == cfg.steps:
+                        self.evaluate(final=True)
+                    elif eval_now:
+                        self.evaluate()
+                    # a signal is a flag on this process; under DDP the ranks agree at log steps only
+                    # (a collective and a host sync), so every rank stops at the same step
+                    stop = sig.received is not None
+                    if self.world > 1:
+                        stop = dist.any_rank(stop, self.world, dev) if (log_now or save_now) else False
+                    if save_now or stop:
+                        last_path = self.save()
+                    if stop:
+                        break
+        finally:
+            bar.close()
+            self.log.close()
+        loop_s, loop_cpu_s = time.perf_counter() - t_loop, time.process_time() - c_loop
+        if self.step < cfg.steps:  # interrupted: saved, not finished
+            name = sig.received or "SIGINT"
+            hint = f"bvvlab train --out {self.out} --resume"
+            if self.is_main:
+                self.meta["interrupted"] = {"step": self.step, "signal": name, "checkpoint": str(last_path)}
+                write_json_atomic(self.out / "meta.json", self.meta)
+            raise Interrupted(f"interrupted ({name}) at step {self.step} of {cfg.steps}; saved {last_path}; resume "
+                              f"with: {hint}", exit_code=143 if name == "SIGTERM" else 130)
+        if self.is_main:
+            recs = self.log.records
+            final = {k: v for r in recs for k, v in r.items() if k not in ("kind",)}
+            # loop_s: the whole loop (steps, data, logging, evals, saves) of this process, for bench/
+            self.meta["final"] = {"step": self.step, "tokens_seen": self.tokens_seen,
+                                  "wall_s": time.time() - self.t_start, "loop_s": loop_s, "loop_cpu_s": loop_cpu_s,
+                                  "loop_steps": self.step - step0, **self.timers,
+                                  **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "val_chars", "val_tokens",
+                                                           "tok_per_s", "mfu") if k in final}}
+            self.meta["checkpoint"] = str(last_path)
+            self.meta.pop("interrupted", None)
+            assert last_path is not None
+            # the run folder is also the final model, as a plain HF directory (from_pretrained(run_dir))
+            C.publish_final(self.out, last_path)
+            write_json_atomic(self.out / "meta.json", self.meta)
+        assert last_path is not None
+        return last_path
 
 
 # ---------------------------------------------------------------------------------------------
 # CLI
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = load_config_file(args.config) if args.config else {}
-    overrides: dict[str, Any] = {}
-    for flag in ("preset", "steps", "out"):
-        if getattr(args, flag) is not None:
-            overrides[flag] = getattr(args, flag)
-    for flag in ("resume", "overwrite"):
-        if getattr(args, flag):
-            overrides[flag] = True
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{item!r} is not key=value; valid keys: {', '.join(config_keys())}")
-        overrides[key.strip()] = value
-    unknown = [k for k in base if k not in config_keys()]
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} in {args.config}; valid keys: {', '.join(config_keys())}")
-    return make_config(base, **overrides)
-
-
 def _run_cli(fn: Callable[[TrainConfig], Path], args: argparse.Namespace) -> int:
-    from bvvlab.cli import CLIError
-
     cfg = config_from_args(args)
-    try:  # corpus errors (e.g. a non-UTF-8 file) are ValueErrors: cli prints them as one line too
+    try:
         path = fn(cfg)
-    except NonFiniteLoss as exc:
-        raise CLIError(str(exc)) from None
-    if _dist_info()[0] == 0:
+    except Interrupted as exc:
+        print(f"bvvlab {args.command}: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    if dist.dist_info().is_main:
         print(path)
     return 0
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="JSON or TOML file of TrainConfig keys")
     p.add_argument("--preset", help="model preset (same as preset=...)")
     p.add_argument("--steps", type=int, help="optimizer steps (same as steps=...)")
@@ -1166,9 +879,5 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="train a model (torchrun --nproc_per_node N -m bvvlab train for DDP)",
                               description="Train a BVV model; prints the final checkpoint directory.")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(func=lambda a: _run_cli(train, a))
-    c = subparsers.add_parser("compare", help="train frozen and unfrozen twins and plot their curves",
-                              description="Frozen vs unfrozen twins under --out; curves to figures/.")
-    _add_common(c)
-    c.set_defaults(func=lambda a: _run_cli(compare, a))

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bvvlab import checkpoints as C
 from bvvlab import train as TR
 from bvvlab.runinfo import REPO_ROOT
 
@@ -90,10 +91,15 @@ def test_sigkill_and_sigterm_then_resume_are_bit_identical(tmp_path):
     rc_b, out_b, err_b = _finish(b)
     assert a.returncode == -signal.SIGKILL
     assert kill_at < STEPS and TR.last_checkpoint(killed).name < f"step_{STEPS:07d}", "the kill came too late"
-    # SIGTERM: a clean exit with a checkpoint at the step it stopped
-    assert rc_b == 0, err_b[-2000:]
+    # SIGTERM: an honest exit (143, issue 10 item 7) with a checkpoint at the step it stopped and
+    # the command to resume; not the finished run's output (no checkpoint path on stdout, no final)
+    assert rc_b == 143, err_b[-2000:]
     stopped = TR.last_checkpoint(termed)
-    assert "SIGTERM received" in out_b and int(stopped.name.split("_")[1]) >= term_at
+    assert f"interrupted (SIGTERM) at step {stopped.name.split('_')[1].lstrip('0')}" in err_b
+    assert "--resume" in err_b and out_b.strip() == ""
+    meta = json.loads((termed / "meta.json").read_text())
+    assert "final" not in meta and meta["interrupted"]["signal"] == "SIGTERM"
+    assert int(stopped.name.split("_")[1]) >= term_at
     assert int(stopped.name.split("_")[1]) < STEPS, "the signal came too late"
 
     # resume both (the killed one from step 10, replaying the steps it lost)
@@ -114,9 +120,11 @@ def test_sigkill_and_sigterm_then_resume_are_bit_identical(tmp_path):
         assert [r["step"] for r in recs] == list(range(1, STEPS + 1))
         assert [r["loss"] for r in recs] == [r["loss"] for r in ref_recs]
         # optimizer state too
-        s_ref = torch.load(ref / "checkpoints" / final / TR.STATE_FILE, weights_only=False)
-        s_got = torch.load(run / "checkpoints" / final / TR.STATE_FILE, weights_only=False)
+        s_ref = C.read_trainer_state(ref / "checkpoints" / final)
+        s_got = C.read_trainer_state(run / "checkpoints" / final)
         for k, st in s_ref["optimizer"]["state"].items():
             assert torch.equal(st["exp_avg_sq"], s_got["optimizer"]["state"][k]["exp_avg_sq"])
         assert s_got["sampler"] == s_ref["sampler"]
-    assert len(TR._checkpoints(killed)) == 2  # keep_last
+        meta = json.loads((run / "meta.json").read_text())  # the history of resumes is kept (item 8)
+        assert meta["config"]["steps"] == STEPS and len(meta["resumes"]) == 1 and "final" in meta
+    assert len(C.list_checkpoints(killed)) == 2  # keep_last

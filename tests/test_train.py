@@ -18,6 +18,8 @@ import torch
 from bvvlab import cli
 from bvvlab import data as D
 from bvvlab import tokenizer as T
+from bvvlab import checkpoints as C
+from bvvlab import pipeline as P
 from bvvlab import train as TR
 from bvvlab.model import BVVForCausalLM, config_from_preset
 from bvvlab.runinfo import REPO_ROOT
@@ -140,9 +142,9 @@ def test_smoke_cli_run_loads_in_hugging_face(tmp_path):
 
 
 def test_run_dir_keeps_last_checkpoints_and_meta(tiny_run):
-    ckpts = [p.name for p in TR._checkpoints(tiny_run)]
+    ckpts = [p.name for p in C.list_checkpoints(tiny_run)]
     assert ckpts == ["step_0000002", "step_0000004"]
-    state = torch.load(tiny_run / "checkpoints" / "step_0000004" / TR.STATE_FILE, weights_only=False)
+    state = C.read_trainer_state(tiny_run / "checkpoints" / "step_0000004")
     assert state["step"] == 4 and set(state["rng"]) >= {"python", "numpy", "torch"}
     assert "rng" in state["sampler"] and state["sampler"]["batches_drawn"] == 4
     meta = json.loads((tiny_run / "meta.json").read_text())
@@ -374,7 +376,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
         TR.train(cfg)
     last = TR.last_checkpoint(out)
     assert last is not None and str(last) in str(info.value)
-    state = torch.load(last / TR.STATE_FILE, weights_only=False)
+    state = C.read_trainer_state(last)
     bad_step = int(str(info.value).split("at step ")[1].split()[0])
     assert state["step"] == bad_step - 1  # the last good step is saved, the bad one is not
 
@@ -384,8 +386,8 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
 
 
 def test_compare_twins_share_data_and_schedule(tmp_path):
-    out = TR.compare(_cfg(tmp_path / "cmp", steps=3, eval_every=3), figures=tmp_path / "figures")
-    fig = tmp_path / "figures" / f"compare_{TR.figure_slug(out)}.html"
+    out = P.compare(_cfg(tmp_path / "cmp", steps=3, eval_every=3), figures=tmp_path / "figures")
+    fig = tmp_path / "figures" / f"compare_{P.figure_slug(out)}.html"
     for html in (fig, out / "compare.html"):  # plotly.js beside the figure: it draws offline
         text = html.read_text()
         assert "val bits" in text and '<script charset="utf-8" src="plotly.min.js"></script>' in text
@@ -397,7 +399,7 @@ def test_compare_twins_share_data_and_schedule(tmp_path):
     runs = {k: TR.read_metrics(out / k) for k in ("frozen", "unfrozen")}
     sched = {k: [(r["step"], r["tokens"], r["lr"]) for r in v if r["kind"] == "train"] for k, v in runs.items()}
     assert sched["frozen"] == sched["unfrozen"]
-    states = {k: torch.load(TR.last_checkpoint(out / k) / TR.STATE_FILE, weights_only=False) for k in runs}
+    states = {k: C.read_trainer_state(TR.last_checkpoint(out / k)) for k in runs}
     assert states["frozen"]["sampler"] == states["unfrozen"]["sampler"]  # the same batches were drawn
     cfgs = {k: metas[k]["model"]["config"] for k in runs}
     assert cfgs["frozen"]["frozen_embedding"] and not cfgs["unfrozen"]["frozen_embedding"]
@@ -407,9 +409,28 @@ def test_compare_twins_share_data_and_schedule(tmp_path):
 
 def test_compare_figure_names_differ_for_same_basename(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert TR.figure_slug("a/twins") == "a_twins" and TR.figure_slug("b/twins") == "b_twins"
-    assert TR.figure_slug(tmp_path / "a" / "twins") == "a_twins"
-    assert TR.figure_slug(REPO_ROOT / "runs" / "twins") == "runs_twins"
+    assert P.figure_slug("a/twins") == "a_twins" and P.figure_slug("b/twins") == "b_twins"
+    assert P.figure_slug(tmp_path / "a" / "twins") == "a_twins"
+
+
+def test_compare_writes_only_under_out_unless_asked(tmp_path, monkeypatch):
+    """Issue 10 item 11: `bvvlab compare` wrote figures/ and plotly.min.js into the repository
+    whatever --out was; now everything stays under --out, and --figures DIR asks for a copy."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = {p for p in REPO_ROOT.joinpath("figures").glob("*")} if REPO_ROOT.joinpath("figures").exists() else set()
+    rc = cli.main(["compare", "--out", str(tmp_path / "cmp"), "--steps", "2",
+                   *[f"{k}={v}" for k, v in {**FAST, "eval_every": 2}.items()]])
+    assert rc == 0
+    after = {p for p in REPO_ROOT.joinpath("figures").glob("*")} if REPO_ROOT.joinpath("figures").exists() else set()
+    assert after == before and list(work.iterdir()) == []
+    assert (tmp_path / "cmp" / "compare.html").exists() and (tmp_path / "cmp" / "plotly.min.js").exists()
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert summary["figure"] == str(tmp_path / "cmp" / "compare.html")
+    assert cli.main(["compare", "--out", str(tmp_path / "cmp2"), "--steps", "2", "--figures", str(tmp_path / "figs"),
+                     *[f"{k}={v}" for k, v in FAST.items()]]) == 0
+    assert [p.name for p in (tmp_path / "figs").glob("compare_*.html")] == [f"compare_{P.figure_slug(tmp_path / 'cmp2')}.html"]
 
 
 def test_twins_start_from_the_same_transformer():
