@@ -185,3 +185,12 @@ def sha256_file(path: str | os.PathLike, h: Any = None) -> str:
             if h is not None:
                 h.update(block)
     return own.hexdigest()
+
+
+def hash_path(path: str | os.PathLike, h: Any) -> None:
+    """Feed a file's (or a folder's files', with their relative names) bytes into the hasher `h`."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        sha256_file(f, h)

@@ -34,6 +34,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from bvvlab.documents import Document
+
 # ----------------------------------------------------------------------------- lexicon
 
 CATEGORIES: tuple[str, ...] = (
@@ -872,9 +874,7 @@ class ConceptCorpus:
             if heldout_split(p) is None:
                 yield p
 
-    def documents(self, split: str = "train") -> Iterator["Document"]:
-        from bvvlab.corpora import Document
-
+    def documents(self, split: str = "train") -> Iterator[Document]:
         if split != "train":
             yield from (self._parallel_doc([p], "heldout") for p in self.eval_split(split))
             return
@@ -906,8 +906,6 @@ class ConceptCorpus:
 
     @staticmethod
     def _parallel_doc(pairs: list[Pair], kind: str) -> "Document":
-        from bvvlab.corpora import Document
-
         sentences = []
         for p in pairs:
             sentences += [{"text": p.en, "lang": "en", "concepts": list(p.concepts), "template": p.template},

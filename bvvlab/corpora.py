@@ -43,106 +43,26 @@ is rendered one sentence (or paragraph) per line, English line first: "The cat s
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import json
 import math
 import os
 import random
+import sys
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from bvvlab import concepts as _concepts
-from bvvlab.runinfo import data_dir
+from bvvlab.atomic import hash_path
+from bvvlab.documents import Document
+from bvvlab.errors import CorpusError
+from bvvlab.instructions import InstructionCorpus, eval_texts, training_weights  # noqa: F401  (re-exported)
+from bvvlab.parallel import (CORPORA_VERSION, GENERATOR_VERSION, PARALLEL_FILES, SPLITS, _check_split,  # noqa: F401
+                             corpora_dir, parallel_pairs)
 
 CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts", "instructions")
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-PARALLEL_FILES = {"libreoffice-en-ru": ("libreoffice-en-ru.jsonl.gz", "ru"),
-                  "libreoffice-en-zh": ("libreoffice-en-zh.jsonl.gz", "zh")}
-_EXTRACT = "python scripts/extract_libreoffice.py"
-GENERATOR_VERSION = 1  # bump when concept/instruction generation or file parsing rules change
-
-
-def _corpora_version() -> str:
-    """GENERATOR_VERSION + the manifest's hash: names a named corpus's content for caches (data.py)."""
-    try:
-        digest = hashlib.sha256((data_dir() / "corpora" / "manifest.json").read_bytes()).hexdigest()[:12]
-    except OSError:
-        digest = "no-manifest"
-    return f"{GENERATOR_VERSION}+{digest}"
-
-
-class CorpusError(ValueError):
-    """Bad corpus input (unknown name, corrupt or non-UTF-8 file, empty source): one line with the fix."""
-
-
-@dataclass
-class Document:
-    """One unit of text with its language tag and provenance."""
-
-    text: str  # the text (parallel documents: one line per language, English first)
-    lang: str  # "en", "ru", "zh", or "en-ru" / "en-zh" for parallel text
-    source: str  # corpus name, file path or "hf:..." it came from
-    meta: dict[str, Any] = field(default_factory=dict)  # source-specific labels (ids, concepts, kind, split)
-
-
-# ----------------------------------------------------------------------------- embedded files
-
-
-def corpora_dir() -> Path:
-    """`data/corpora` of the repo (or of `BVVLAB_DATA`)."""
-    return data_dir() / "corpora"
-
-
-def _restore_hint(name: str) -> str:
-    return f"restore it with `git checkout -- data/corpora/{name}` or re-run `{_EXTRACT}`"
-
-
-def _manifest() -> dict:
-    path = corpora_dir() / "manifest.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CorpusError(f"{path} is missing: {_restore_hint('manifest.json')}") from None
-    except (ValueError, UnicodeDecodeError):
-        raise CorpusError(f"{path} is corrupt (not JSON): {_restore_hint('manifest.json')}") from None
-
-
-@functools.lru_cache(maxsize=8)
-def _load_parallel(path_str: str, size: int, mtime_ns: int, expected_sha: str) -> tuple[dict, ...]:
-    """Rows of a committed pair file, after the hash check (cached per file state)."""
-    path = Path(path_str)
-    data = path.read_bytes()
-    got = hashlib.sha256(data).hexdigest()
-    if got != expected_sha:
-        raise CorpusError(f"{path} is corrupt or altered (SHA-256 {got[:12]}..., manifest says {expected_sha[:12]}...): "
-                          f"{_restore_hint(path.name)}")
-    try:
-        lines = gzip.decompress(data).decode("utf-8").splitlines()
-        return tuple(json.loads(line) for line in lines)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
-        raise CorpusError(f"{path} is not valid gzipped JSON lines ({type(exc).__name__}): {_restore_hint(path.name)}") from None
-
-
-def parallel_pairs(name: str, split: str = "train") -> list[dict]:
-    """The pairs (dicts with id, en, ru|zh, split) of one embedded corpus; split may be "all"."""
-    if name not in PARALLEL_FILES:
-        raise CorpusError(f"unknown parallel corpus {name!r}: use one of {', '.join(PARALLEL_FILES)}")
-    _check_split(split, name, allow_all=True)
-    fname, _ = PARALLEL_FILES[name]
-    entry = _manifest().get("files", {}).get(fname)
-    path = corpora_dir() / fname
-    if entry is None:
-        raise CorpusError(f"{path.parent / 'manifest.json'} has no entry for {fname}: {_restore_hint('manifest.json')}")
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise CorpusError(f"{path} is missing: {_restore_hint(fname)}") from None
-    rows = _load_parallel(str(path), st.st_size, st.st_mtime_ns, entry["sha256"])
-    return [r for r in rows if split == "all" or r["split"] == split]
 
 
 def _parallel_documents(name: str, split: str, seed: int) -> Iterator[Document]:
@@ -153,13 +73,6 @@ def _parallel_documents(name: str, split: str, seed: int) -> Iterator[Document]:
         yield Document(f"{r['en']}\n{r[tgt]}", f"en-{tgt}", name, dict(r))
 
 
-def _check_split(split: str, source: str, allow_all: bool = False) -> None:
-    ok = SPLITS + (("all",) if allow_all else ())
-    if split not in ok:
-        raise CorpusError(f"unknown split {split!r} for {source}: use one of {', '.join(ok)}")
-
-
-CORPORA_VERSION = _corpora_version()
 
 # ----------------------------------------------------------------------------- files
 
@@ -385,149 +298,6 @@ def _hf_rows(spec: str, name: str, split: str, text_column: str = "text", lang_c
         raise CorpusError(f"{spec} split {split!r} is empty: give a dataset with at least one row")
 
 
-# ----------------------------------------------------------------------------- instructions
-
-
-INSTRUCTION_DIRECTIONS = (("libreoffice-en-ru", "en", "ru"), ("libreoffice-en-ru", "ru", "en"),
-                          ("libreoffice-en-zh", "en", "zh"), ("concepts", "en", "ru"), ("concepts", "ru", "en"))
-_LANG_NAMES = {"en": "English", "ru": "Russian", "zh": "Chinese"}
-_CATEGORY_QUESTIONS = {
-    "animals": "an animal", "colours": "a color", "numbers": "a number", "family": "a family member",
-    "people": "a word for a person", "food": "food or a drink", "body": "a part of the body", "places": "a place",
-    "time": "a day, a month, a season or a time of day", "professions": "a profession", "verbs": "an action (a verb)",
-    "adjectives": "a quality (an adjective)", "things": "a man-made object", "nature": "a thing in nature",
-}
-# categories a "Which of these is ...?" question must not mix (the distractor could also be right)
-_CONFUSABLE = ({"family", "people", "professions"}, {"colours", "adjectives"},
-               {"animals", "nature", "food", "things", "places"})
-
-
-def eval_texts(concept_corpus: "_concepts.ConceptCorpus | None" = None) -> frozenset[str]:
-    """Every text of every evaluation item: LibreOffice validation/test (all sides) and concept held-out sentences."""
-    out = set((concept_corpus or _concepts.ConceptCorpus()).eval_texts())
-    for name, (_, tgt) in PARALLEL_FILES.items():
-        for split in ("validation", "test"):
-            for r in parallel_pairs(name, split):
-                out.update((r["en"], r[tgt]))
-    return frozenset(out)
-
-
-class InstructionCorpus:
-    """Instruction infusion (bvv-recipe.md section 7 prompt formats), training data only.
-
-    Why: the author mixed about 10% of training text in the evaluation prompt formats so a small
-    model learns what `Question: ... Options: ... Answer:` and `Translate from English to
-    Russian:` ask for. Items:
-
-    - translation requests `Translate from English to Russian:\\n{src}\\nAnswer: {tgt}` over
-      LibreOffice *train* pairs (en->ru, ru->en, en->zh) and concept *training* sentences;
-    - concept questions with four options in either layout of section 7 (MMLU: options on one
-      line; ARC: one per line), `Answer: X`: the Russian word for an English one, the English
-      word for a Russian one, "Which of these is an animal?" and so on, over concepts that are
-      not held out.
-
-    No item contains an evaluation text (checked against `eval_texts`), a held-out concept
-    sentence, or a held-out concept.
-    """
-
-    def __init__(self, seed: int = 0, concepts: "_concepts.ConceptCorpus | None" = None,
-                 question_share: float = 0.4, holdout_concepts: tuple[str, ...] | list[str] = ()) -> None:
-        if concepts is not None and holdout_concepts:
-            raise CorpusError("give holdout_concepts either to the ConceptCorpus or to InstructionCorpus, not both")
-        self.seed = seed  # item order and choices
-        # holdout rules come from here: pass the same ConceptCorpus (or holdout_concepts) as the training mix uses
-        self.concepts = concepts or _concepts.ConceptCorpus(seed=seed, holdout_concepts=holdout_concepts)
-        self.question_share = question_share  # share of items that are concept questions (rest: translations)
-
-    def documents(self, split: str = "train") -> Iterator[Document]:
-        if split != "train":
-            raise CorpusError(f"instructions exist only for split 'train' (got {split!r}): evaluation prompts "
-                              f"come from the validation/test splits of the other corpora")
-        rng = random.Random(f"instructions:{self.seed}")
-        banned = eval_texts(self.concepts)
-        pools = {name: [r for r in parallel_pairs(name, "train")
-                        if r["en"] not in banned and r[PARALLEL_FILES[name][1]] not in banned]
-                 for name in PARALLEL_FILES}
-        concept_pairs = self.concepts.train_pairs(random.Random(f"instructions-pairs:{self.seed}"))
-        words = [c for c in _concepts.LEXICON.values() if c.id not in self.concepts.holdout]
-        while True:
-            if rng.random() < self.question_share:
-                doc = self._question(rng, words)
-            else:
-                source, src, tgt = rng.choice(INSTRUCTION_DIRECTIONS)
-                if source == "concepts":
-                    p = next(concept_pairs)
-                    pair, ids = {"en": p.en, "ru": p.ru}, list(p.concepts)
-                else:
-                    pair, ids = rng.choice(pools[source]), []
-                if pair[src] in banned or pair[tgt] in banned:
-                    continue
-                text = f"Translate from {_LANG_NAMES[src]} to {_LANG_NAMES[tgt]}:\n{pair[src]}\nAnswer: {pair[tgt]}"
-                doc = Document(text, "-".join(sorted((src, tgt), key=["en", "ru", "zh"].index)), "instructions",
-                               {"kind": "translation", "task": f"{src}->{tgt}", "from": source, "concepts": ids})
-            yield doc
-
-    @staticmethod
-    def _options(rng: random.Random, answer: str, distractors: list[str]) -> tuple[str, str]:
-        opts = [answer] + distractors
-        rng.shuffle(opts)
-        letter = "ABCD"[opts.index(answer)]
-        if rng.random() < 0.5:  # MMLU layout
-            return "Options: " + " ".join(f"{l}) {o}" for l, o in zip("ABCD", opts)), letter
-        return "Options:\n" + "\n".join(f"{l}) {o}" for l, o in zip("ABCD", opts)), letter
-
-    def _question(self, rng: random.Random, words: list) -> Document:
-        kind = rng.choice(("ru_word", "en_word", "category"))
-        c = rng.choice(words)
-        if kind == "category":
-            group = next((g for g in _CONFUSABLE if c.category in g), {c.category})
-            pool = [w for w in words if w.category not in group]
-            distract = []
-            while len(distract) < 3:
-                w = rng.choice(pool)
-                if _concepts.word_line(w)[0] not in distract + [_concepts.word_line(c)[0]]:
-                    distract.append(_concepts.word_line(w)[0])
-            q = f"Question: Which of these is {_CATEGORY_QUESTIONS[c.category]}?"
-            answer, lang, others = _concepts.word_line(c)[0], "en", distract
-        else:
-            side = 1 if kind == "ru_word" else 0
-            en, ru = _concepts.word_line(c)
-            pool = [w for w in words if w.pos == c.pos and w.category == c.category and w.id != c.id]
-            if len(pool) < 3:
-                pool = [w for w in words if w.pos == c.pos and w.id != c.id]
-            # distractors must not be another correct answer: no shared English or Russian form
-            others = []
-            for w in rng.sample(pool, len(pool)):
-                e, r = _concepts.word_line(w)
-                if e != en and r != ru and (e, r)[side] not in others:
-                    others.append((e, r)[side])
-                if len(others) == 3:
-                    break
-            if kind == "ru_word":
-                q, answer = f'Question: What is the Russian word for "{en}"?', ru
-            else:
-                q, answer = f'Question: What does the Russian word "{ru}" mean in English?', en
-            lang = "en-ru"
-        opts, letter = self._options(rng, answer, others)
-        return Document(f"{q}\n{opts}\nAnswer: {letter}", lang, "instructions",
-                        {"kind": "question", "task": kind, "concepts": [c.id], "answer": letter})
-
-
-def training_weights(instruction_share: float = 0.10, base: dict[str, float] | None = None) -> dict[str, float]:
-    """Mixture weights with `instruction_share` of the characters going to "instructions".
-
-    `base` (default: equal LibreOffice en-ru and concepts) is scaled to the remaining share.
-    """
-    if not 0.0 <= instruction_share < 1.0:
-        raise CorpusError(f"instruction_share must be in [0, 1), got {instruction_share}")
-    base = base or {"libreoffice-en-ru": 1.0, "concepts": 1.0}
-    total = sum(base.values())
-    out = {k: (1.0 - instruction_share) * v / total for k, v in base.items()}
-    if instruction_share > 0:
-        out["instructions"] = instruction_share
-    return out
-
-
 # ----------------------------------------------------------------------------- API
 
 
@@ -626,6 +396,64 @@ def take(docs: Iterable[Document], n: int) -> list[Document]:
             break
         out.append(doc)
     return out
+
+
+# ----------------------------------------------------------------------------- text for n-gram statistics
+
+NGRAM_CORPORA = ("libreoffice-en-ru", "libreoffice-en-zh")  # the default n-gram source (tokenizer.DEFAULT_CORPORA)
+
+
+def texts_by_lang(corpora: Sequence[str] = NGRAM_CORPORA, split: str = "train",
+                  max_chars: int = 4_000_000) -> dict[str, list[str]]:
+    """Texts of corpora (names or paths, as `iter_documents` takes them) grouped
+    by language, each distinct text once: a parallel document ("en-ru") contributes each side
+    to its own language, and the English side shared by en-ru and en-zh counts once.
+
+    At most `max_chars` characters are read from each corpus: the generated corpora
+    ("concepts", "instructions") are unbounded, and the embedded files are smaller than that."""
+    out: dict[str, dict[str, None]] = {}
+    for name in corpora:
+        budget = max_chars
+        for doc in iter_documents(name, split=split):
+            budget -= len(doc.text)
+            if budget < 0:
+                break
+            langs = doc.lang.split("-")
+            if len(langs) > 1 and all(isinstance(doc.meta.get(lang), str) for lang in langs):
+                for lang in langs:
+                    out.setdefault(lang, {})[doc.meta[lang]] = None
+            else:
+                out.setdefault(doc.lang, {})[doc.text] = None
+    return {lang: list(texts) for lang, texts in sorted(out.items())}
+
+
+# ----------------------------------------------------------------------------- cache identity
+
+GENERATED = ("concepts", "instructions")  # generated sources: their "train" split never ends
+TRAIN_ONLY = ("instructions",)  # built from training splits only: no held-out text
+
+
+def source_fingerprint(name: str) -> str:
+    """What identifies a source's content: a path or embedded corpus by its bytes, a generated one
+    by its code, an `hf:` dataset by `hf_fingerprint` (local bytes, or the loaded Hub dataset's
+    `datasets` fingerprint, which follows its revision). A streamed Hub dataset has no
+    fingerprint: it gets "#stream" and `data.build_shard` never reuses its shard."""
+    from bvvlab import instructions, parallel
+
+    if name.startswith("hf:"):
+        fp = hf_fingerprint(name)
+        return f"{name}#stream" if fp is None else f"{name}#{fp}"
+    p = Path(name).expanduser()
+    h = hashlib.sha256()
+    if p.exists():
+        hash_path(p, h)
+        return f"{name}#sha256={h.hexdigest()}"
+    if name in PARALLEL_FILES:  # an embedded corpus: its data file
+        hash_path(corpora_dir() / PARALLEL_FILES[name][0], h)
+    else:  # a generated corpus: the code that generates it
+        for module in (sys.modules[__name__], _concepts, instructions, parallel):
+            hash_path(Path(module.__file__), h)
+    return f"{name}#sha256={h.hexdigest()}"
 
 
 # ----------------------------------------------------------------------------- CLI

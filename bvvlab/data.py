@@ -72,40 +72,11 @@ def _looks_weighted(part: str) -> bool:
         return False
 
 
-def _hash_path(path: Path, h: Any) -> None:
-    """Feed a file's (or a folder's files') bytes into `h`: a file cache is keyed by content."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-
-
 def source_fingerprint(name: str) -> str:
-    """What identifies a source's content: a path or embedded corpus by its bytes, a generated one
-    by its code, an `hf:` dataset by `corpora.hf_fingerprint` (local bytes, or the loaded Hub
-    dataset's `datasets` fingerprint, which follows its revision). A streamed Hub dataset has no
-    fingerprint: it gets "#stream" and `build_shard` never reuses its shard (`is_cacheable`)."""
-    if name.startswith("hf:"):
-        from bvvlab import corpora
+    """What identifies a source's content (`bvvlab.corpora.source_fingerprint`)."""
+    from bvvlab import corpora
 
-        fp = corpora.hf_fingerprint(name)
-        return f"{name}#stream" if fp is None else f"{name}#{fp}"
-    p = Path(name).expanduser()
-    if p.exists():
-        h = hashlib.sha256()
-        _hash_path(p, h)
-        return f"{name}#sha256={h.hexdigest()}"
-    from bvvlab import concepts, corpora
-
-    h = hashlib.sha256()
-    if name in getattr(corpora, "PARALLEL_FILES", {}):  # an embedded corpus: its data file
-        _hash_path(corpora.corpora_dir() / corpora.PARALLEL_FILES[name][0], h)
-    else:  # a generated corpus: the code that generates it
-        for module in (corpora, concepts):
-            _hash_path(Path(module.__file__), h)
-    return f"{name}#sha256={h.hexdigest()}"
+    return corpora.source_fingerprint(name)
 
 
 def is_cacheable(fingerprints: Iterable[str]) -> bool:
@@ -150,13 +121,13 @@ def iter_texts(weights: dict[str, float], split: str, seed: int) -> Iterator[str
             yield text
 
 
-UNBOUNDED = ("concepts", "instructions")  # generated sources: their "train" split never ends
-TRAIN_ONLY = ("instructions",)  # built from training splits only (corpora): no held-out text
 
 
 def held_out_weights(weights: dict[str, float]) -> dict[str, float]:
     """The validation mixture of a training mixture: the same sources and weights, less those
     that have no held-out split (instruction infusion is made from training text)."""
+    from bvvlab.corpora import TRAIN_ONLY
+
     held = {k: v for k, v in weights.items() if k not in TRAIN_ONLY}
     if not held:
         raise ValueError(f"{', '.join(weights)} has no validation split: add a source with held-out text, "
@@ -170,7 +141,9 @@ def resolve_max_chars(weights: dict[str, float], split: str, max_chars: int | No
     a generated source has no end at all, so it needs an explicit budget."""
     if max_chars is not None or split != "train":
         return max_chars
-    endless = [name for name in weights if name in UNBOUNDED]
+    from bvvlab.corpora import GENERATED
+
+    endless = [name for name in weights if name in GENERATED]
     if endless:
         raise ValueError(f"{endless[0]} generates text without end: set train_chars= (e.g. train_chars=2000000)")
     if len(weights) == 1:

@@ -26,3 +26,7 @@ class Interrupted(BVVError):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class CorpusError(BVVError):
+    """Bad corpus input (unknown name, corrupt or non-UTF-8 file, empty source): one line with the fix."""

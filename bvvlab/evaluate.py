@@ -1,4 +1,4 @@
-"""Evaluation of language models (floor 6): bits per character of a held-out split.
+"""Evaluation of language models (floor 5, with the trainer, which reports it): bits per character.
 
 Bits per character is the tokenizer-independent figure (docs/recipe.md section 7): the summed
 negative log-likelihood of every target token, in bits, over the characters those targets

@@ -271,28 +271,10 @@ DEFAULT_CORPORA = ("libreoffice-en-ru", "libreoffice-en-zh")
 
 def corpus_texts_by_lang(corpora: Sequence[str] = DEFAULT_CORPORA, split: str = "train",
                          max_chars: int = 4_000_000) -> dict[str, list[str]]:
-    """Texts of corpora (names or paths, as `bvvlab.corpora.iter_documents` takes them) grouped
-    by language, each distinct text once: a parallel document ("en-ru") contributes each side
-    to its own language, and the English side shared by en-ru and en-zh counts once.
+    """Texts of corpora grouped by language, for n-gram statistics: `bvvlab.corpora.texts_by_lang`."""
+    from bvvlab.corpora import texts_by_lang
 
-    At most `max_chars` characters are read from each corpus: the generated corpora
-    ("concepts", "instructions") are unbounded, and the embedded files are smaller than that."""
-    from bvvlab.corpora import iter_documents
-
-    out: dict[str, dict[str, None]] = {}
-    for name in corpora:
-        budget = max_chars
-        for doc in iter_documents(name, split=split):
-            budget -= len(doc.text)
-            if budget < 0:
-                break
-            langs = doc.lang.split("-")
-            if len(langs) > 1 and all(isinstance(doc.meta.get(lang), str) for lang in langs):
-                for lang in langs:
-                    out.setdefault(lang, {})[doc.meta[lang]] = None
-            else:
-                out.setdefault(doc.lang, {})[doc.text] = None
-    return {lang: list(texts) for lang, texts in sorted(out.items())}
+    return texts_by_lang(corpora, split, max_chars)
 
 
 def kind_ngrams(kind: str, texts_by_lang: Mapping[str, Iterable[str]] | None = None) -> list[str]:

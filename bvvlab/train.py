@@ -65,7 +65,7 @@ import torch
 from bvvlab import checkpoints as C
 from bvvlab import data as D
 from bvvlab import distributed as dist
-from bvvlab.atomic import atomic_dir, ensure_dir, write_atomic, write_json_atomic
+from bvvlab.atomic import atomic_dir, hash_path, ensure_dir, write_atomic, write_json_atomic
 from bvvlab.errors import BVVError, Interrupted
 from bvvlab.evaluate import evaluate_bpc, lm_loss  # noqa: F401  (lm_loss: re-exported)
 from bvvlab.runinfo import cache_dir, run_meta
@@ -228,7 +228,7 @@ def _compact_cache_key(dim: int, texts: list[str]) -> str:
 
     h = hashlib.sha256()
     for module in (tk, embeddings, glyphs, font, corpora):
-        D._hash_path(Path(module.__file__), h)
+        hash_path(Path(module.__file__), h)
     h.update(font.font_sha256().encode())
     for name in tk.DEFAULT_CORPORA:
         h.update(D.source_fingerprint(name).encode())
