@@ -8,7 +8,7 @@ OUT    ?= runs/demo
 # papermill/nbval run notebooks on the venv's own kernel "python3" (stack-notes section 3)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: demo test setup clean-venv strip
+.PHONY: demo test test-fast setup clean-venv strip
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --timeout 900 tests
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --timeout 900 -p no:randomly notebooks
+
+## the unit tier only (no test marked slow, no notebooks): a few minutes
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --timeout 900 -m "not slow" tests
 
 strip:
 	$(BIN)/python scripts/strip_notebooks.py notebooks/*.ipynb

@@ -158,7 +158,9 @@ def pca_embed(bits: np.ndarray, dim: int | None = None) -> torch.Tensor:
 # hashes and files
 
 def matrix_hash(matrix: torch.Tensor) -> str:
-    """sha256 over dtype, shape and the row-major bytes: the identity of a frozen matrix."""
+    """sha256 over dtype, shape and the row-major bytes: the identity of a frozen matrix. For a
+    float32 matrix it equals `model.matrix_sha256` (config.json `embedding_hash`), which the
+    self-contained modeling file restates (tested); meta.json calls it `matrix_hash`."""
     arr = np.ascontiguousarray(matrix.detach().cpu().numpy())
     h = hashlib.sha256(f"{arr.dtype.str}{tuple(arr.shape)}".encode())
     h.update(memoryview(arr).cast("B"))
@@ -166,8 +168,10 @@ def matrix_hash(matrix: torch.Tensor) -> str:
 
 
 def tokens_hash(tokens: Sequence[str]) -> str:
-    """sha256 of the id-ordered token strings (JSON, ASCII-escaped so any str hashes)."""
-    return hashlib.sha256(json.dumps(list(tokens), ensure_ascii=True).encode("ascii")).hexdigest()
+    """The vocabulary's hash (`tokenizer.vocab_hash`: one definition for caches and meta.json)."""
+    from bvvlab.tokenizer import vocab_hash
+
+    return vocab_hash(tokens)
 
 
 def save_matrix(path: str | Path, matrix: torch.Tensor, **meta: Any) -> str:

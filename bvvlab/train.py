@@ -339,8 +339,7 @@ class _EmbeddedView:
 
     tokenizer: Any
     matrix: torch.Tensor
-    matrix_hash: str | None  # embeddings.matrix_hash of the glyph matrix, as recorded at the start
-    frozen_hash: str | None  # model.matrix_sha256 of the frozen buffer, as recorded at the start
+    matrix_hash: str | None  # the glyph matrix's hash (= config.embedding_hash of a frozen model), as recorded
     meta: dict[str, Any] | None = None  # the Embedded's provenance (recipe params, font, hash), as recorded
 
 
@@ -601,7 +600,8 @@ class _Run:
             model, tokenizer = C.load_checkpoint(resume_from)
             prev = C.read_meta(out)
             embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
-                                     prev.get("matrix_hash"), prev.get("frozen_hash"), prev.get("embedding"))
+                                     prev.get("matrix_hash") or prev.get("frozen_hash"),  # bvvlab 0.1: frozen_hash
+                                     prev.get("embedding"))
             diff = _config_diff(build_model_config(cfg, embedded).to_dict(), model.config.to_dict())
             if diff:
                 raise ValueError(f"{out} was trained with a different model config ({', '.join(diff)} differ): "
@@ -622,10 +622,11 @@ class _Run:
             raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's context of "
                              f"{model.config.max_position_embeddings} tokens: use seq_len<="
                              f"{model.config.max_position_embeddings} or model.max_position_embeddings=...")
+        # one name for the matrix's identity: `matrix_hash` (meta.json) = `embedding_hash` (config.json)
         self.matrix_hash = getattr(embedded, "matrix_hash", None)
-        self.frozen_hash = embedding_hash(model) if cfg.frozen else None
-        recorded = getattr(embedded, "frozen_hash", None)
-        if cfg.frozen and resume_from is not None and recorded and self.frozen_hash != recorded:
+        self.frozen_hash = embedding_hash(model) if cfg.frozen else None  # what the save guard checks
+        recorded = self.matrix_hash if resume_from is not None else None
+        if cfg.frozen and recorded and self.frozen_hash != recorded:
             raise RuntimeError(f"frozen glyph matrix of {resume_from} does not match the hash the run recorded in "
                                "meta.json: the checkpoint was altered; resume from an intact copy")
         self.embedded_meta = getattr(embedded, "meta", None)
@@ -677,7 +678,7 @@ class _Run:
         """meta.json and metrics.jsonl: written only now, when data and model are known to be good."""
         cfg, out = self.cfg, self.out
         meta = run_meta(cfg, seed=cfg.seed, world_size=self.world, dtype=self.dtype, matrix_hash=self.matrix_hash,
-                        frozen_hash=self.frozen_hash, embedding=self.embedded_meta,
+                        embedding=self.embedded_meta,
                         optimizer="AdamW fused" if self.opt.defaults.get("fused") else "AdamW foreach",
                         data={"train": self.train_shard.meta, "validation": self.val_shard.meta},
                         model={"config": self.model.config.to_dict(),

@@ -148,7 +148,8 @@ def test_run_dir_keeps_last_checkpoints_and_meta(tiny_run):
     assert state["step"] == 4 and set(state["rng"]) >= {"python", "numpy", "torch"}
     assert "rng" in state["sampler"] and state["sampler"]["batches_drawn"] == 4
     meta = json.loads((tiny_run / "meta.json").read_text())
-    assert meta["frozen_hash"] == meta["model"]["config"]["embedding_hash"]
+    # one name for the matrix's identity (issue 9): meta.json matrix_hash = config.json embedding_hash
+    assert meta["matrix_hash"] == meta["model"]["config"]["embedding_hash"] and "frozen_hash" not in meta
     # periodic evals sample eval_batches x batch_size windows; the final one covers the whole
     # validation shard (every token after the first is a target) and says how many characters
     from bvvlab.runinfo import cache_dir
