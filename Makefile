@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
-# papermill/nbval run notebooks on the venv's own kernel "python3" (stack-notes section 3)
+# papermill/nbval run notebooks on the venv's own kernel "python3" (docs/stack.md section 3.1)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: demo test test-fast setup clean-venv strip

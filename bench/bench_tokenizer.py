@@ -1,4 +1,4 @@
-"""Tokenizer measurements on the embedded corpora (bvv-recipe.md section 2).
+"""Tokenizer measurements on the embedded corpora (docs/recipe.md section 2).
 
 1. Compression, chars per token, on the validation split per language, for bvv241-2-3 and
    bvv241-max built from the embedded training text (published: 1.74 en / 1.57 ru and

@@ -1,6 +1,6 @@
 """Checkpoint directories: save, load, resolve, list, verify and clean (floor 4).
 
-One checkpoint directory is the unit everything exchanges (DESIGN.md): `config.json` (with
+One checkpoint directory is the unit everything exchanges: `config.json` (with
 `auto_map`), the self-contained modeling file, `model.safetensors` (the frozen glyph buffer
 included), tokenizer files, `generation_config.json` and `meta.json`. A trainer checkpoint
 (`RUN/checkpoints/step_N/`) also holds `trainer_state.safetensors`: optimizer, scheduler,
@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from bvvlab.atomic import apply_umask, atomic_dir, sha256_file, to_jsonable, write_json_atomic
+from bvvlab.atomic import apply_umask, atomic_dir, output_error, sha256_file, to_jsonable, write_json_atomic
 from bvvlab.errors import BVVError
 
 STATE_FILE = "trainer_state.safetensors"
@@ -113,7 +113,7 @@ def save_checkpoint(model: Any, tokenizer: Any, out_dir: str | os.PathLike, meta
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"checkpoint directory {out} is not empty; choose a new directory or pass overwrite=True")
-    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    needed = _tensor_bytes(model.state_dict()) + _tensor_bytes(state)  # what a full disk line reports
     with atomic_dir(out, replace=True, needed=needed) as tmp:
         write_model_files(model, tokenizer, tmp)
         if state is not None:
@@ -121,6 +121,19 @@ def save_checkpoint(model: Any, tokenizer: Any, out_dir: str | os.PathLike, meta
         _finish_dir(tmp, {**(meta or {}), "embedding_hash": model.config.embedding_hash,
                           "parameters": count_parameters(model)})
     return out
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor / array in a nested state (the size of its safetensors file, about)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def _safetensors_shape(path: Path, key: str) -> list[int] | None:
@@ -435,10 +448,15 @@ def publish_final(out: Path, ckpt: Path) -> None:
         if not src.is_file() or src.name in _NOT_MODEL:
             continue
         tmp = out / f".{src.name}.link.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
         try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, out / src.name)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copy2(src, tmp)
+            os.replace(tmp, out / src.name)
+        except OSError as exc:  # a full disk or read-only folder: one line, no .link.tmp left behind
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise output_error(exc, out / src.name, src.stat().st_size) from None

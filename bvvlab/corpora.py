@@ -1,6 +1,6 @@
 """Documents from every text source the workbench trains and evaluates on, and their mixture.
 
-Why (issue 2, "The embedded corpora"; DESIGN.md "data"): the offline default data ships in the
+Why (issue 2, "The embedded corpora"): the offline default data ships in the
 repo, and every consumer (tokenizer statistics, token shards, probes, evaluation) reads text
 through one small API with language tags:
 
@@ -14,7 +14,7 @@ Sources (`CORPORA` lists the names):
   is checked against `manifest.json` before reading. One document per pair, shuffled by seed.
 - "concepts": the bilingual concept generator (`bvvlab.concepts.ConceptCorpus`; options
   `parallel_ratio`, `holdout_concepts`, ...). "train" is unbounded.
-- "instructions": instruction infusion in the prompt formats of bvv-recipe.md section 7
+- "instructions": instruction infusion in the prompt formats of docs/recipe.md section 7
   (`InstructionCorpus`), built from training splits only; "train" only, unbounded.
 - a path: a `.txt` file (one document per blank-line-separated paragraph), a `.jsonl` file
   (one JSON object per line with a `text` field and an optional `lang`), either of them

@@ -1,6 +1,6 @@
 """Distributed set-up for `torchrun` (floor 5): process group, barriers, rank-0-first work.
 
-DDP goes through PyTorch's own launcher (DESIGN.md: no home-made launcher): `torchrun
+DDP goes through PyTorch's own launcher (no home-made one): `torchrun
 --nproc_per_node N -m bvvlab train ...` sets RANK / LOCAL_RANK / WORLD_SIZE; NCCL on GPUs,
 Gloo on CPUs. Every rank draws the same global batch and trains on its slice.
 """

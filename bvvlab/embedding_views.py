@@ -1,4 +1,4 @@
-"""Looking at the frozen glyph embedding (bvv-recipe.md section 3): what notebooks/01 shows.
+"""Looking at the frozen glyph embedding (docs/recipe.md section 3): what notebooks/01 shows.
 
 * `unsnake` turns the polar-snake bit vectors back into images, so the gallery shows exactly the
   bits the PCA sees (after the recipe's seeded augmentation, threshold and resize).

@@ -1,4 +1,4 @@
-"""Glyph bits -> PCA -> L2 rows: the frozen embedding matrix (bvv-recipe.md section 3, steps 6-7).
+"""Glyph bits -> PCA -> L2 rows: the frozen embedding matrix (docs/recipe.md section 3, steps 6-7).
 
 The recipe stacks every token's 1024 bits, fits scikit-learn `PCA(n_components=1024)` on the
 whole vocabulary (`fit_transform` on float32) and L2-normalises the rows. `pca_embed` computes
@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -67,7 +68,8 @@ import numpy as np
 import torch
 
 from bvvlab.glyphs import (GLYPHS_VERSION, RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits)
-from bvvlab.runinfo import cache_dir, run_meta, write_json_atomic
+from bvvlab.atomic import write_atomic, write_json_atomic
+from bvvlab.runinfo import cache_dir, run_meta
 
 __all__ = ["RecipeParams", "RECIPE_32", "RECIPE_64", "RECIPE_MAX", "pca_components", "project", "pca_embed",
            "glyph_strings", "glyph_bits", "glyph_matrix", "matrix_hash",
@@ -176,25 +178,14 @@ def tokens_hash(tokens: Sequence[str]) -> str:
 
 def save_matrix(path: str | Path, matrix: torch.Tensor, **meta: Any) -> str:
     """Write `matrix` as safetensors (atomically) with `meta` and its own hash; returns the hash."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as save_bytes
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     matrix = matrix.detach().cpu().to(torch.float32).contiguous()
     digest = matrix_hash(matrix)
     metadata = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in meta.items()}
     metadata["matrix_hash"] = digest
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({_TENSOR_NAME: matrix}, tmp, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a matrix is not a secret
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, save_bytes({_TENSOR_NAME: matrix}, metadata=metadata))
     return digest
 
 
@@ -290,16 +281,10 @@ def _basis(tokens: list[str], params: RecipeParams, cache: bool, progress: bool,
     if path is not None:
         arrays = {"bits": np.packbits(bits, axis=1), "mean": mean, "comps": comps}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, digest=_digest(arrays), **arrays)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        except OSError as exc:
+            buf = io.BytesIO()
+            np.savez(buf, digest=_digest(arrays), **arrays)
+            write_atomic(path, buf.getvalue())
+        except OSError as exc:  # OutputError included: a cache is optional
             log.warning("could not write the embedding cache %s (%s): continuing without it", path, exc)
     return bits, mean, comps
 

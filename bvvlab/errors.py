@@ -16,8 +16,9 @@ class BVVError(ValueError):
 CLIError = BVVError  # the name the command line used before the error moved here
 
 
-class OutputError(BVVError):
-    """An output could not be written (disk full, read-only folder, not a folder): nothing was left half-written."""
+class OutputError(BVVError, OSError):
+    """An output could not be written (disk full, read-only folder, not a folder): nothing was left
+    half-written. Also an OSError, so code that treats a failed cache write as optional still does."""
 
 
 class Interrupted(BVVError):

@@ -7,7 +7,7 @@ embedding. The author used the 14.0.01 TTF; 15.0.01 differs only in glyphs added
 upstream, which changes the matrix for those tokens (documented in data/fonts/README.md).
 
 Layout engine: Pillow's BASIC layout by default. RAQM (Pillow's own default where libraqm is
-present, hence what the author's code used on such a machine: bvv-recipe.md 3.1) shapes some
+present, hence what the author's code used on such a machine: docs/recipe.md 3.1) shapes some
 scripts differently, draws a dotted circle under a lone combining mark and fails outright on a
 few characters such as NUL, so BASIC keeps the rendering identical on every machine (and
 matches the author's code run under BASIC bit for bit). `layout="raqm"` is offered for

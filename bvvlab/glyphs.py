@@ -1,4 +1,4 @@
-"""Token string -> glyph bit vector, bit-exact with the published recipe (bvv-recipe.md section 3).
+"""Token string -> glyph bit vector, bit-exact with the published recipe (docs/recipe.md section 3).
 
 The recipe (steps 3.2-3.5) renders each token on its own Pillow canvas, re-seeds `random` and
 `numpy.random` with 42, rotates, shifts, adds noise, blurs, thresholds, resizes and flattens in
@@ -44,12 +44,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -317,17 +316,12 @@ class GlyphAtlas:
         return np.frombuffer(h.digest(), dtype=np.uint8)
 
     def _save(self) -> None:
-        path = self._path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from bvvlab.atomic import write_atomic
+
         payload = self._payload()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, digest=self._digest(payload), **payload)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buf = io.BytesIO()
+        np.savez(buf, digest=self._digest(payload), **payload)
+        write_atomic(self._path(), buf.getvalue())
 
     def _load(self) -> None:
         try:

@@ -43,7 +43,7 @@ def eval_texts(concept_corpus: "_concepts.ConceptCorpus | None" = None) -> froze
 
 
 class InstructionCorpus:
-    """Instruction infusion (bvv-recipe.md section 7 prompt formats), training data only.
+    """Instruction infusion (docs/recipe.md section 7 prompt formats), training data only.
 
     Why: the author mixed about 10% of training text in the evaluation prompt formats so a small
     model learns what `Question: ... Options: ... Answer:` and `Translate from English to

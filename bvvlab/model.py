@@ -1,4 +1,4 @@
-"""The frozen-embedding causal language model (bvv-recipe.md section 4), Hugging Face native.
+"""The frozen-embedding causal language model (docs/recipe.md section 4), Hugging Face native.
 
 One readable file, in the order config, norm, rotary, attention, MLP, block, model, head.
 
@@ -52,9 +52,9 @@ IGNORE_INDEX = -100  # label value that takes no part in the loss (the PyTorch /
 # config
 # ----------------------------------------------------------------------------------------------
 class BVVConfig(PreTrainedConfig):
-    """Shape and options of a bvv model, with Hugging Face field names (DESIGN.md "fixed points").
+    """Shape and options of a bvv model, with Hugging Face field names (the names tools such as lm-evaluation-harness read).
 
-    transformers 5 turns this class into a keyword-only dataclass (stack-notes section 2.1);
+    transformers 5 turns this class into a keyword-only dataclass (docs/stack.md section 2.1);
     unknown keys are kept as attributes.
     """
 
@@ -201,7 +201,7 @@ class Rotary(nn.Module):
     """cos/sin tables of rotary positions (RoFormer; Llama's half-split layout).
 
     No buffers: transformers 5 re-creates non-persistent buffers as garbage after
-    `from_pretrained` (stack-notes section 2.5), so the table is a plain attribute, computed on
+    `from_pretrained` (docs/stack.md section 2.5), so the table is a plain attribute, computed on
     first use per (device, dtype) and grown when needed. fp32 math as in `LlamaRotaryEmbedding`.
     """
 
@@ -396,7 +396,7 @@ class FrozenEmbedding(nn.Module):
     """The glyph matrix as a persistent buffer `weight` (vocab, d): saved, loaded, never trained.
 
     A buffer rather than a `requires_grad=False` parameter, because transformers 5 re-creates
-    parameters as trainable in `from_pretrained` (stack-notes section 2.6).
+    parameters as trainable in `from_pretrained` (docs/stack.md section 2.6).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int):
@@ -890,7 +890,7 @@ if __name__.startswith("bvvlab"):
 elif "bvv" not in CONFIG_MAPPING:
     # running as a checkpoint's remote code: once the model is loaded, let AutoConfig know "bvv",
     # so a following AutoTokenizer.from_pretrained(dir) (the card's order) does not stop at
-    # transformers' interactive "run the custom code? [y/N]" prompt (stack-notes section 2.9)
+    # transformers' interactive "run the custom code? [y/N]" prompt (docs/stack.md section 2.9)
     AutoConfig.register("bvv", BVVConfig)
 
 
@@ -908,7 +908,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def save_checkpoint(model: BVVForCausalLM, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None,
                     overwrite: bool = False) -> Path:
-    """Write a self-describing Hugging Face checkpoint directory (DESIGN.md: "one checkpoint
+    """Write a self-describing Hugging Face checkpoint directory ("one checkpoint
     directory is the unit everything exchanges").
 
     Files: config.json (with auto_map), model.py (this file, the remote code), model.safetensors

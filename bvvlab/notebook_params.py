@@ -1,4 +1,4 @@
-"""Notebook parameters -> the trainer's typed config (DESIGN.md: a notebook's `parameters` cell
+"""Notebook parameters -> the trainer's typed config (a notebook's `parameters` cell
 holds plain literals, validated through the same typed config as the CLI).
 
 papermill injects parsed literals (`-p steps abc` gives the string "abc", `-p steps 1.5` a

@@ -1,4 +1,4 @@
-"""Where things live, and how every run describes itself (DESIGN.md: "every run describes itself").
+"""Where things live, and how every run describes itself.
 
 `run_meta()` is the common part of every `meta.json`: bvvlab version, git commit, package
 versions, device, seed and the caller's config. Writes go through `bvvlab.atomic`.

@@ -1,4 +1,4 @@
-"""The Unicode-centric "bvv241" tokenizer (bvv-recipe.md section 2), made lossless.
+"""The Unicode-centric "bvv241" tokenizer (docs/recipe.md section 2), made lossless.
 
 Layout (ids of a 65,536 or 131,072 vocabulary; recipe section 2):
 

@@ -5,7 +5,7 @@ Why: issue 2 asks for real en-ru (and en-zh, for the fusion issue) parallel text
 the repo, so that nothing downloads at run time. LibreOffice's help (MPL-2.0) is translated
 paragraph by paragraph, and each paragraph keeps the same `id` attribute (`par_id...`,
 `hd_id...`) in every language's HTML page, so pairs need no sentence aligner
-(stack-notes section 5a: ~21,400 really translated en-ru pairs, ~1.5 M chars per side).
+(docs/stack.md section 5a: ~21,400 really translated en-ru pairs, ~1.5 M chars per side).
 
 Steps (each deterministic; the output is byte-identical on every run for the same .debs):
 1. `apt-get download` the three help packages and `dpkg -x` them (or reuse `--debs`).

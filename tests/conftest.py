@@ -3,7 +3,7 @@
 import os
 import tempfile
 
-# never touch a hub; keep copied remote code out of the user's HF cache (stack-notes 2.8)
+# never touch a hub; keep copied remote code out of the user's HF cache (docs/stack.md section 2.8)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="bvvlab-hf-"))

@@ -1,4 +1,4 @@
-"""The embedding recipe of bvv-recipe.md section 3, written out literally, step by step.
+"""The embedding recipe of docs/recipe.md section 3, written out literally, step by step.
 
 This is the *reference* that `bvvlab.glyphs` must match bit for bit. It is deliberately naive:
 one Pillow canvas per token, the global `random` / `numpy.random` generators re-seeded on

@@ -1,4 +1,4 @@
-"""The frozen matrix: PCA as the recipe's sklearn call computes it (bvv-recipe.md 3.6-3.7),
+"""The frozen matrix: PCA as the recipe's sklearn call computes it (docs/recipe.md 3.6-3.7),
 deterministic, cached with damage detection, saved/loaded with clear errors, and the
 `bvvlab embed` CLI producing a directory transformers loads."""
 

@@ -1,4 +1,4 @@
-"""The fast renderer gives the literal recipe's bits exactly (bvv-recipe.md section 3, steps 2-5).
+"""The fast renderer gives the literal recipe's bits exactly (docs/recipe.md section 3, steps 2-5).
 
 `tests/recipe_reference.py` is the recipe written out step by step with Pillow; every test here
 compares `bvvlab.glyphs` against it (or against the Pillow call it replaces) for equality, not

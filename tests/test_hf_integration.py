@@ -18,7 +18,8 @@ from bvvlab.model import BVVForCausalLM, config_from_preset, save_checkpoint
 from bvvlab.runinfo import REPO_ROOT
 from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
-CARD = REPO_ROOT.parent / "shared" / "reference" / "seed-model-card.txt"
+# a copy of the Bochkov/best_bvv_ru model card, where one is at hand (CI points at its own copy)
+CARD = Path(os.environ.get("BVVLAB_SEED_CARD", "/nonexistent/seed-model-card.txt"))
 # The card's "Example Usage", character for character (its prompt is mojibake of "мир" in the
 # card itself; kept as is). The test swaps only the hub id for a local dir and 'cuda' for 'cpu'.
 CARD_EXAMPLE = """\
@@ -119,9 +120,9 @@ def test_seed_card_example_runs_verbatim(fresh_process):
 
 
 def test_card_example_text_is_the_card_s():
-    """Guards CARD_EXAMPLE against drift from the reference card (present in the project tree)."""
+    """Guards CARD_EXAMPLE against drift from the published card (BVVLAB_SEED_CARD=a copy of it)."""
     if not CARD.exists():
-        pytest.skip(f"reference card not in this checkout ({CARD})")
+        pytest.skip("set BVVLAB_SEED_CARD to a copy of the Bochkov/best_bvv_ru model card")
     text = CARD.read_text(encoding="utf-8")
     start = text.index("from transformers import AutoModelForCausalLM")
     block = text[start:text.index("print(tokenizer.decode(outputs[0]))", start)] + "print(tokenizer.decode(outputs[0]))\n"

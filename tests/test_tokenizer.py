@@ -1,4 +1,4 @@
-"""The bvv241 tokenizer (bvv-recipe.md section 2): layout, n-gram rule, BPE mechanics against a
+"""The bvv241 tokenizer (docs/recipe.md section 2): layout, n-gram rule, BPE mechanics against a
 literal reference, lossless round trip (hypothesis, 10,000 strings per vocabulary), the
 published `<unk>` switch, compact vocabularies, and loading any tokenizer dir."""
 
@@ -299,7 +299,7 @@ def test_lossless_round_trip_property(full, compact):
 
 def test_placeholders_carry_the_authors_names_and_only_named_specials_are_special(full):
     """The author's builder names the unnamed slots `<special_token_{cp}>` (57367..57599) and
-    registers only the 23 named tokens as special (bvv-recipe.md section 2)."""
+    registers only the 23 named tokens as special (docs/recipe.md section 2)."""
     published = T.bvv241_vocab(65_536, GRAMS, byte_fallback=False)
     assert published[0xE017:0xE100] == [f"<special_token_{cp}>" for cp in range(57367, 57600)]
     lossless = T.bvv241_vocab(65_536, GRAMS)
