@@ -414,7 +414,7 @@ class Batches:
     def _draw(self) -> tuple[torch.Tensor, dict[str, Any]]:
         before = self.sampler.state_dict()
         rows = self.sampler.next_batch()
-        if self.prefetch:
+        if self.device.type == "cuda":
             rows = rows.pin_memory().to(self.device, non_blocking=True)
         return rows, before
 
@@ -424,7 +424,7 @@ class Batches:
         self._next = self._draw() if self.prefetch else None
         if self._next is not None:
             self._state = self._next[1]
-        return rows if self.prefetch else rows.to(self.device)
+        return rows.to(self.device)  # a no-op for rows already copied to the device
 
     def state_dict(self) -> dict[str, Any]:
         return self._state
