@@ -468,6 +468,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("-n", type=int, default=5, help="how many documents")
 
     def run(args) -> int:
+        if args.n < 0:
+            raise CorpusError(f"-n {args.n}: the number of documents must be >= 0")
         for doc in take(iter_documents(args.source, args.split, args.seed), args.n):
             print(json.dumps({"text": doc.text, "lang": doc.lang, "source": doc.source, "meta": doc.meta},
                              ensure_ascii=False))

@@ -141,6 +141,11 @@ def project(bits: np.ndarray, mean: np.ndarray, comps: np.ndarray, dim: int | No
     dim = d if dim is None else dim
     if not 1 <= dim <= d:
         raise ValueError(f"dim={dim} is out of range: pass 1 <= dim <= {d} (size*size)")
+    zero = int((np.abs(comps[:, :dim]).sum(axis=0) == 0).sum())
+    if zero and dim != d:  # the full width keeps the recipe's matrix as it is, null directions included
+        log.warning("dim=%d is above the rank %d of these %d tokens' glyph bits: the last %d columns are all zero; "
+                    "use dim<=%d (or a vocabulary with more distinct glyphs)", dim, dim - zero, bits.shape[0], zero,
+                    dim - zero)
     v = torch.from_numpy(np.ascontiguousarray(comps[:, :dim]))
     x = torch.from_numpy(np.ascontiguousarray(bits).view(np.uint8)).to(torch.float32)
     scores = x @ v.to(torch.float32)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import ImageFont, features
 
+from bvvlab.errors import BVVError
 from bvvlab.runinfo import data_dir
 
 FONT_VERSION = "1:15.0.01-2 (Debian fonts-unifont)"
@@ -34,7 +35,7 @@ FONT_SHA256 = "db1960227adcb14640063e7384fdcd2867aaf819d9ca4866bca289d4db9a9f67"
 LAYOUTS = ("basic", "raqm")
 
 
-class FontError(RuntimeError):
+class FontError(BVVError, RuntimeError):
     """The vendored font is missing or altered; the message names the file and the fix."""
 
 

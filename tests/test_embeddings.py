@@ -381,3 +381,18 @@ def test_cache_key_names_the_byte_token_rule(monkeypatch):
     key = E.cache_key(toks, RECIPE_32, 1024)
     monkeypatch.setattr(E, "GLYPH_TEXT", "byte tokens <0xHH> drawn as HH")  # the previous rule
     assert E.cache_key(toks, RECIPE_32, 1024) != key
+
+
+def test_dim_above_the_rank_says_so(caplog):
+    """Issue 10: `--dim` above the rank of the glyph bits gave all-zero columns without a word."""
+    bits = np.zeros((6, 16), dtype=bool)
+    for i in range(6):
+        bits[i, i] = True  # 6 tokens: at most 5 directions of variance
+    with caplog.at_level("WARNING", logger=E.log.name):
+        m = E.pca_embed(bits, dim=8)
+    assert int((m.abs().sum(0) == 0).sum()) == 3
+    assert "above the rank 5" in caplog.text and "use dim<=5" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger=E.log.name):
+        E.pca_embed(bits, dim=4)
+    assert caplog.text == ""
