@@ -79,11 +79,15 @@ class LiveCurves:
     """A `train(cfg, callback=...)` callback that draws loss and bits/char as records arrive.
 
     Live (in a Jupyter frontend; `live=None` asks `interactive_frontend`): ONE output, redrawn in
-    place. It is published once as a raw plotly mime bundle with a display id and then replaced
-    with `update_display` (plotly's own `_ipython_display_` ignores the display id and appends a
-    new output on every update: 37 stacked figures for one default run). Not live (papermill,
-    nbval, scripts): no figure, the records are kept for the static one, and with `total` a
-    text progress bar goes to stderr, which papermill logs (`--log-output`).
+    place. plotly's own `_ipython_display_` ignores a display id and appends a new output on
+    every update (37 stacked figures for one default run), and JupyterLab's plotly renderer
+    ignores `update_display` once it has drawn a graph (seen in a browser: the figure stayed
+    empty). So the figure lives in an `ipywidgets.Output` shown once (one display with a display
+    id), whose content is replaced by each record's plotly bundle; `close()` then swaps the
+    widget for the final figure as a plain plotly output (`update_display`), which the saved
+    notebook keeps. Not live (papermill, nbval, scripts): no figure, the records are kept for the
+    static one, and with `total` a text progress bar goes to stderr, which papermill logs
+    (`--log-output`) where it would not show a widget.
     """
 
     def __init__(self, title: str = "training", live: bool | None = None, total: int | None = None,
@@ -91,18 +95,23 @@ class LiveCurves:
         self.records: list[dict[str, Any]] = []
         self.live = interactive_frontend() if live is None else live
         self.fig = _curve_layout(go.Figure(), title, 400)
-        self.fig.add_scatter(name="train loss", mode="lines", x=[], y=[])
+        self.fig.add_scatter(name="train loss", mode="lines", x=[], y=[], line={"color": _COLORS[0]})
         self.fig.add_scatter(name="val bits/char (sample)", mode="lines+markers", yaxis="y2", x=[], y=[],
-                             line={"dash": "dot"})
+                             line={"dash": "dot", "color": _COLORS[1]})
         self.fig.add_scatter(name="val bits/char (full split)", mode="markers+text", yaxis="y2", x=[], y=[],
-                             marker={"symbol": "diamond", "size": 11}, text=[], textposition="top left")
+                             marker={"symbol": "diamond", "size": 11, "color": _COLORS[1]}, text=[],
+                             textposition="top left")
         self.display_id: str | None = None
         self.bar = None
+        self._out = None
         if self.live:
+            import ipywidgets
             from IPython.display import display
 
             self.display_id = f"bvvlab-live-{uuid.uuid4().hex}"
-            display(self.bundle(), raw=True, display_id=self.display_id)
+            self._out = ipywidgets.Output()
+            self._redraw()
+            display(self._out, display_id=self.display_id)
         elif total is not None:
             from tqdm import tqdm  # the plain text bar: tqdm.auto would draw a widget papermill cannot log
 
@@ -115,6 +124,10 @@ class LiveCurves:
         return {PLOTLY_MIME: json.loads(pio.to_json(self.fig, validate=False)),
                 "text/plain": f"<training curves: {n} record{'s' * (n != 1)}>"}
 
+    def _redraw(self) -> None:
+        # replacing the widget's outputs makes the frontend draw a new graph in the same place
+        self._out.outputs = ({"output_type": "display_data", "data": self.bundle(), "metadata": {}},)
+
     def __call__(self, rec: Mapping[str, Any]) -> None:
         self.records.append(dict(rec))
         if rec.get("kind") == "train":
@@ -126,16 +139,21 @@ class LiveCurves:
             trace, y = self.fig.data[1], rec["val_bpc"]
         trace.x = (*(trace.x or ()), rec["tokens"])
         trace.y = (*(trace.y or ()), y)
-        if self.display_id is not None:
-            from IPython.display import update_display
-
-            update_display(self.bundle(), raw=True, display_id=self.display_id)
+        if self._out is not None:
+            self._redraw()
         if self.bar is not None and rec.get("kind") == "train" and "step" in rec:
             self.bar.update(int(rec["step"]) - self.bar.n)
             self.bar.set_postfix_str(f"loss {rec['loss']:.3f}", refresh=False)
 
     def close(self) -> None:
-        """End the progress bar (the figure stays)."""
+        """End the progress bar; live, replace the widget by the final figure as a plain plotly
+        output (kept in the saved notebook, unlike a widget's content)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self._out is not None:
+            from IPython.display import update_display
+
+            update_display(self.bundle(), raw=True, display_id=self.display_id)
+            self._out.close()
+            self._out = None

@@ -65,19 +65,7 @@ def _run(kc, code: str, allow_stdin: bool = True) -> list[dict]:
     return msgs
 
 
-def test_live_curves_publish_one_output_and_update_it_in_place(kernel):
-    """33 records (30 steps) in a real kernel: exactly one display_data, then one
-    update_display_data per record on the same display id (plotly's own display appended a new
-    output each time), and the last update holds every point."""
-    records = _records(30)
-    assert len(records) == 33
-    msgs = _run(kernel, FEED.format(records=records))
-    kinds = [m["msg_type"] for m in msgs if m["msg_type"] in ("display_data", "update_display_data", "execute_result")]
-    assert kinds == ["display_data"] + ["update_display_data"] * 33
-    ids = {m["content"]["transient"]["display_id"] for m in msgs if m["msg_type"].endswith("display_data")}
-    assert len(ids) == 1
-    last = [m for m in msgs if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
-    fig = last[plots.PLOTLY_MIME]
+def _check_figure(fig: dict, records: list[dict]) -> None:
     train, sample, full = fig["data"]
     assert train["y"] == [r["loss"] for r in records if r["kind"] == "train"]
     assert sample["y"] == [r["val_bpc"] for r in records if r["kind"] == "eval" and not r["val_full"]]
@@ -87,6 +75,33 @@ def test_live_curves_publish_one_output_and_update_it_in_place(kernel):
     assert fig["layout"]["yaxis"]["title"]["text"] == "train loss (nats/token)"
     assert fig["layout"]["yaxis2"]["title"]["text"] == "validation bits/char"
     assert fig["layout"]["yaxis2"]["overlaying"] == "y"
+
+
+def test_live_curves_publish_one_output_and_update_it_in_place(kernel):
+    """33 records (30 steps) in a real kernel: exactly one display_data for the whole run (plotly's
+    own display appended one per record), the figure replaced inside it on every record (an
+    Output widget's state update: JupyterLab's plotly renderer ignores update_display), and
+    `close()` turns that one output into the final plain plotly figure with every point."""
+    records = _records(30)
+    assert len(records) == 33
+    msgs = _run(kernel, FEED.format(records=records))
+    kinds = [m["msg_type"] for m in msgs if m["msg_type"] in ("display_data", "update_display_data", "execute_result")]
+    assert kinds == ["display_data"]
+    shown = next(m for m in msgs if m["msg_type"] == "display_data")["content"]
+    assert "application/vnd.jupyter.widget-view+json" in shown["data"]
+    display_id = shown["transient"]["display_id"]
+    updates = [m["content"]["data"]["state"]["outputs"] for m in msgs if m["msg_type"] == "comm_msg"
+               and "outputs" in m["content"]["data"].get("state", {})]
+    assert len(updates) == 1 + len(records)  # the empty figure, then one redraw per record
+    assert all(len(u) == 1 for u in updates)  # one figure inside the widget, never a stack
+    _check_figure(updates[-1][0]["data"][plots.PLOTLY_MIME], records)
+
+    msgs = _run(kernel, "live.close()")
+    final = [m["content"] for m in msgs if m["msg_type"] in ("display_data", "update_display_data")]
+    assert [m["transient"]["display_id"] for m in final] == [display_id]
+    assert [m["msg_type"] for m in msgs if m["msg_type"] in ("display_data", "update_display_data")] == \
+        ["update_display_data"]
+    _check_figure(final[0]["data"][plots.PLOTLY_MIME], records)
 
 
 def test_not_live_under_a_kernel_without_stdin(kernel):
