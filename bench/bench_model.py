@@ -18,7 +18,8 @@ models are interleaved (A, B, A, B, ...) and the median is taken, so a busy mach
 Peak memory is the child process's VmHWM (the kernel's high-water mark of resident memory,
 nothing sampled), reported with the RSS just before the measured work so that the increase
 is visible. CPU figures only here; `--device cuda --dtype bf16` runs the train part at the
-best_bvv_ru shape and reports tokens/s and MFU (FLOPs = 6 x matmul parameters + attention).
+best_bvv_ru shape, eager and compiled, bf16 as autocast over fp32 weights (the trainer's path),
+and reports tokens/s and MFU (FLOPs = 6 x matmul parameters + attention).
 
     .venv/bin/python bench/bench_model.py                 # all parts, writes bench/results/model.json
     .venv/bin/python bench/bench_model.py --parts train gen
@@ -84,15 +85,19 @@ def model_pair(shape: dict, swiglu: bool, seed: int = 0):
     return model
 
 
-def train_step_fn(model, ids, device):
+def train_step_fn(model, ids, device, amp: torch.dtype | None = None):
+    """One training step; `amp` runs the forward under autocast (the trainer's bf16 path: fp32
+    weights and optimizer, bf16 matmuls)."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    dev = torch.device(device).type
 
     def step():
-        loss = model(input_ids=ids, labels=ids).loss
+        with torch.autocast(dev, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if device == "cuda":
+        if dev == "cuda":
             torch.cuda.synchronize()
         return loss.item()
 
@@ -235,25 +240,33 @@ def bench_ce() -> dict:
 
 # ------------------------------------------------------------------ GPU ------------------
 
-def bench_gpu(dtype: torch.dtype, steps: int, batch: int) -> dict:
-    """best_bvv_ru training step on one GPU: tokens/s and MFU. Never run in this project's
+def bench_gpu(dtype: torch.dtype, steps: int, batch: int, preset: str = "best_bvv_ru", device: str = "cuda") -> dict:
+    """best_bvv_ru training step on one GPU, eager and torch.compile'd (interleaved): tokens/s and
+    MFU. bf16 is autocast over fp32 weights, as the trainer runs it. Never run in this project's
     CPU-only CI; figures only from a real run (issue 4: never estimate a GPU figure)."""
     torch.manual_seed(0)
-    cfg = config_from_preset("best_bvv_ru")
-    model = BVVForCausalLM(cfg).to("cuda", dtype).train()
+    cfg = config_from_preset(preset)
+    model = BVVForCausalLM(cfg).to(device).train()
     seq = cfg.max_position_embeddings
-    ids = torch.randint(0, cfg.vocab_size, (batch, seq), device="cuda")
-    sec = statistics.median(interleaved({"bvv": train_step_fn(model, ids, "cuda")}, steps)["bvv"])
-    tps = batch * seq / sec
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
+    amp = dtype if dtype != torch.float32 else None
+    fns = {"eager": train_step_fn(model, ids, device, amp), "compiled": train_step_fn(torch.compile(model), ids, device, amp)}
+    times = interleaved(fns, steps)
     counts = count_parameters(model)
     matmul_params = counts["trainable"]  # blocks + head; the frozen lookup does no matmul
     flops_per_token = 6 * matmul_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name() if device == "cuda" else device
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    return {"device": name, "dtype": str(dtype), "batch": batch, "seq": seq, "sec_per_step": sec,
-            "tokens_per_s": tps, "flops_per_token": flops_per_token,
-            "mfu": None if peak is None else tps * flops_per_token / (peak * 1e12),
-            "peak_tflops_assumed": peak, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+    out = {"device": name, "dtype": str(dtype), "preset": preset, "batch": batch, "seq": seq,
+           "flops_per_token": flops_per_token, "peak_tflops_assumed": peak,
+           "ratio_compiled_vs_eager": paired_ratio(times, "compiled", "eager"),
+           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
+    for k, v in times.items():
+        sec = statistics.median(v)
+        tps = batch * seq / sec
+        out[k] = {"sec_per_step": sec, "tokens_per_s": tps,
+                  "mfu": None if peak is None else tps * flops_per_token / (peak * 1e12)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         results["gpu_train"] = r = bench_gpu(torch.bfloat16 if args.dtype == "bf16" else torch.float32,
                                              args.steps, args.batch)
-        print(f"[gpu] {r['device']} {r['dtype']}: {r['tokens_per_s']:.0f} tok/s, MFU {r['mfu']}")
+        for k in ("eager", "compiled"):
+            print(f"[gpu] {r['device']} {r['dtype']} {k}: {r[k]['tokens_per_s']:.0f} tok/s, MFU {r[k]['mfu']}")
+        print(f"[gpu] compiled vs eager {r['ratio_compiled_vs_eager']:.2f}x")
     else:
         if args.dtype != "fp32":
             raise SystemExit("CPU figures are fp32 only (pass --device cuda for bf16)")
