@@ -16,6 +16,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -50,6 +51,21 @@ def _existing_parent(path: Path) -> Path:
         if p.exists():
             return p if p.is_dir() else p.parent
     return Path.cwd()
+
+
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+def as_oserror(exc: BaseException) -> OSError | None:
+    """`exc` as an OSError when it is one, or wraps one: safetensors reports a full disk as
+    `SafetensorError("... No space left on device (os error 28)")`, not as an OSError."""
+    if isinstance(exc, OSError):
+        return exc
+    m = _OS_ERROR.search(str(exc)) if isinstance(exc, Exception) else None
+    if m is None:
+        return None
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code))
 
 
 def output_error(exc: OSError, path: str | os.PathLike, needed: int | None = None) -> OutputError:
@@ -133,7 +149,8 @@ def atomic_dir(final: str | os.PathLike, replace: bool = False, needed: int | No
     becomes `final` by rename. An existing `final` is an error unless `replace=True`, which swaps
     it out (`.old-NAME-PID`, removed after the new copy is in place: a kill in between leaves a
     complete copy under one of the two names; `checkpoints.clean_leftovers` sorts that out).
-    On any error the temporary folder is removed; an OSError becomes one `OutputError` line."""
+    On any error the temporary folder is removed (and a swapped-out copy put back); an OSError
+    (or a library error wrapping one, such as safetensors' on a full disk) becomes one `OutputError` line."""
     final = Path(final)
     ensure_dir(final.parent)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
@@ -148,18 +165,25 @@ def atomic_dir(final: str | os.PathLike, replace: bool = False, needed: int | No
             old = final.parent / f".old-{final.name}-{os.getpid()}"
             _remove(old)
             os.replace(final, old)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)  # the previous copy goes back under its name
+                raise
             _remove(old)
         else:
             os.replace(tmp, final)
-    except OSError as exc:
+    except OutputError as exc:  # a write inside the block: name the destination, not the temporary folder
+        _remove(tmp)
+        raise OutputError(str(exc).replace(str(tmp), str(final))) from None
+    except BaseException as exc:
         _remove(tmp)
         if isinstance(exc, FileExistsError) and exc.errno is None:
             raise
-        raise output_error(exc, final, needed) from None
-    except BaseException:
-        _remove(tmp)
-        raise
+        os_exc = as_oserror(exc)
+        if os_exc is None:
+            raise
+        raise output_error(os_exc, final, needed) from None
 
 
 # ---------------------------------------------------------------------------------------------

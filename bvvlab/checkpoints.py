@@ -136,6 +136,21 @@ def _tensor_bytes(obj: Any) -> int:
     return 0
 
 
+def _safetensors_complete(path: Path) -> bool:
+    """Whether a safetensors file's header parses and its size is exactly header + tensor data."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or 8 + n > size:
+                return False
+            header = json.loads(fh.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        return 8 + n + max(ends, default=0) == size
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False
+
+
 def _safetensors_shape(path: Path, key: str) -> list[int] | None:
     with open(path, "rb") as fh:
         n = int.from_bytes(fh.read(8), "little")
@@ -156,12 +171,16 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def damaged_files(path: str | os.PathLike) -> list[str]:
     """Files of a checkpoint whose bytes differ from the digests recorded when it was written
-    (missing ones included); [] for an intact checkpoint or one written before digests existed."""
+    (missing ones included); [] for an intact checkpoint. A checkpoint written before digests
+    existed gets the check its files allow: every safetensors file must hold its whole header
+    and exactly the bytes the header describes (a truncated or padded file is named)."""
     path = Path(path)
     try:
         recorded = read_meta(path).get("files") or {}
     except CheckpointError:
         return ["meta.json"]
+    if not recorded:
+        return [p.name for p in sorted(path.glob("*.safetensors")) if not _safetensors_complete(p)]
     bad = []
     for name, digest in recorded.items():
         f = path / name
@@ -270,12 +289,23 @@ def save_state(state: dict[str, Any], path: Path) -> None:
 
 def _read_legacy_state(path: Path) -> dict[str, Any]:
     """bvvlab 0.1's pickled trainer_state.pt, without running anything it may hold: only
-    tensors, containers and the numpy types of its RNG states are allowed."""
-    import numpy.core.multiarray as multiarray  # noqa: F401  (numpy 2 keeps the alias)
-
-    allowed = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-    with torch.serialization.safe_globals(allowed):
+    tensors, containers and the numpy types of its RNG and sampler states are allowed (arrays,
+    scalars and dtypes, under their numpy 1 and numpy 2 names)."""
+    with torch.serialization.safe_globals(_legacy_globals()):
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _legacy_globals() -> list[Any]:
+    try:
+        from numpy._core import multiarray  # numpy 2 (numpy.core is a deprecated alias)
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    allowed: list[Any] = [np.ndarray, np.dtype]
+    allowed += [t for name in dir(np.dtypes) if isinstance(t := getattr(np.dtypes, name), type)
+                and issubclass(t, np.dtype)]  # numpy 2 pickles a dtype as its class, e.g. numpy.dtypes.UInt32DType
+    for fn in (multiarray._reconstruct, multiarray.scalar):
+        allowed += [(fn, f"numpy.core.multiarray.{fn.__name__}"), (fn, f"numpy._core.multiarray.{fn.__name__}")]
+    return allowed
 
 
 def read_trainer_state(ckpt: str | os.PathLike) -> dict[str, Any]:
