@@ -299,3 +299,22 @@ def test_layout_is_in_the_params_and_so_in_every_cache_key(tmp_path, monkeypatch
         render_bits(toks)
         render_bits(toks, raqm)
         assert len(list((tmp_path / "glyph_atlas").glob("*.npz"))) == 2
+
+
+@pytest.mark.skipif(not _HAS_RAQM, reason="this Pillow has no libraqm")
+def test_raqm_matrix_is_cached_apart_and_records_its_layout(tmp_path, monkeypatch):
+    """A RAQM matrix of the same tokens is a different cache file, and says so in its metadata."""
+    import dataclasses
+    import json
+
+    from bvvlab import embeddings as E
+
+    monkeypatch.setenv("BVVLAB_CACHE", str(tmp_path))
+    toks = ["a", "b", "\u0301", "\x00", "ab", "xyz"]
+    raqm = dataclasses.replace(RECIPE_32, layout="raqm")
+    basic_m, raqm_m = E.glyph_matrix(toks, 4, progress=False), E.glyph_matrix(toks, 4, raqm, progress=False)
+    assert not np.array_equal(basic_m.numpy(), raqm_m.numpy())
+    paths = {E.cache_path(toks, RECIPE_32, 4), E.cache_path(toks, raqm, 4)}
+    assert len(paths) == 2 and all(p.is_file() for p in paths)
+    layouts = {json.loads(E.load_matrix_meta(p)["params"])["layout"] for p in paths}
+    assert layouts == {"basic", "raqm"}
