@@ -498,6 +498,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="corpus names or files for the n-gram table / compact selection (default: the embedded corpora)")
     p.add_argument("--dim", type=int, default=None, help="keep the first DIM principal components (default: size^2)")
     p.add_argument("--size", type=int, choices=(32, 64), default=None, help="glyph cell in px (default: 32)")
+    p.add_argument("--layout", choices=("basic", "raqm"), default="basic",
+                   help="Pillow layout engine the glyphs are drawn with: basic (default, the same everywhere) or raqm "
+                        "(Pillow's default where libraqm is installed; see docs/recipe.md 10.1)")
     p.add_argument("--base", default="bvv241-2-3", choices=sorted(_KIND_PARAMS),
                    help="full vocabulary a compact one is cut from (default: %(default)s)")
     p.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
@@ -521,6 +524,10 @@ def _embed(args: argparse.Namespace) -> int:
     check_out_dir(args.out, args.overwrite)  # fail before the work, not after
     kind = args.base if args.vocab == "compact" else args.vocab
     params = default_params(kind, args.size)
+    if args.layout != params.layout:
+        import dataclasses
+
+        params = dataclasses.replace(params, layout=args.layout)
     if args.dim is not None and not 1 <= args.dim <= params.dim:
         raise ValueError(f"--dim {args.dim} is out of range: pass 1..{params.dim} for --size {params.size}")
     emb = prepare_vocabulary(args.vocab, corpus=args.corpus, dim=args.dim, params=params, base=args.base,

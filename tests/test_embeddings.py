@@ -396,3 +396,24 @@ def test_dim_above_the_rank_says_so(caplog):
     with caplog.at_level("WARNING", logger=E.log.name):
         E.pca_embed(bits, dim=4)
     assert caplog.text == ""
+
+
+def test_cli_layout_raqm_is_recorded(tmp_path):
+    """`bvvlab embed --layout raqm` draws with Pillow's RAQM engine and says so in the provenance."""
+    from PIL import features
+
+    from bvvlab.cli import main as cli_main
+
+    if not features.check("raqm"):
+        pytest.skip("this Pillow has no libraqm")
+    from bvvlab import tokenizer as T
+
+    tok = T.hf_tokenizer(["<pad>", "<s>", "</s>", "<unk>", "a", "b", "\u0301", "e\u0301"], [], lossless=False)
+    tok.save_pretrained(tmp_path / "tok")
+    outs = {}
+    for layout in ("basic", "raqm"):
+        assert cli_main(["embed", "--vocab", str(tmp_path / "tok"), "--layout", layout, "--out",
+                         str(tmp_path / layout), "--quiet"]) == 0
+        outs[layout] = E.load_embedded(tmp_path / layout)
+        assert json.loads((tmp_path / layout / "meta.json").read_text())["recipe"]["layout"] == layout
+    assert outs["basic"].matrix_hash != outs["raqm"].matrix_hash  # a lone combining mark draws differently
