@@ -190,6 +190,25 @@ def test_legacy_run_without_digests_resumes(run, capsys):
     _finished(run, 8)
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "train.py _Run.setup: opt.load_state_dict() takes the saved groups' fused=False (bvvlab 0.1 on CPU, "
+    "or a run started where the fused kernel was missing) while train_step passes found_inf because "
+    "opt.defaults says fused: torch asserts 'Expected grad_scale and found_inf to be None'. Fix: after "
+    "load_state_dict, set each group's fused/foreach from opt.defaults; then drop this marker"))
+def test_run_saved_with_an_unfused_optimizer_resumes(run, capsys):
+    """A real bvvlab 0.1 trainer_state.pt (CPU) records fused=False, foreach=None in its groups."""
+    for ckpt in C.step_dirs(run):
+        state = C.read_trainer_state(ckpt)
+        for group in state["optimizer"]["param_groups"]:
+            group.update(fused=False, foreach=None)
+        (ckpt / C.STATE_FILE).unlink()
+        torch.save(state, ckpt / C.LEGACY_STATE_FILE)
+        _fix_digests(ckpt)
+    rc, out, err = _resume(capsys, run, "steps=8")
+    assert rc == 0, err
+    _finished(run, 8)
+
+
 @pytest.mark.parametrize("metadata", ["{not json", json.dumps({"__tensor__": "missing"}),
                                       json.dumps({"__items__": 5}), None])
 def test_trainer_state_with_malformed_metadata_is_one_line(run, capsys, metadata):
