@@ -65,7 +65,7 @@ import torch
 from bvvlab import checkpoints as C
 from bvvlab import data as D
 from bvvlab import distributed as dist
-from bvvlab.atomic import atomic_dir, hash_path, ensure_dir, write_atomic, write_json_atomic
+from bvvlab.atomic import ensure_dir, output_error, write_atomic, write_json_atomic
 from bvvlab.errors import BVVError, Interrupted
 from bvvlab.evaluate import evaluate_bpc, lm_loss  # noqa: F401  (lm_loss: re-exported)
 from bvvlab.runinfo import cache_dir, run_meta
@@ -218,144 +218,9 @@ def compile_model(model: torch.nn.Module) -> Callable:
 
 
 # ---------------------------------------------------------------------------------------------
-# vocabulary and model
-
-def _compact_cache_key(dim: int, texts: list[str]) -> str:
-    """Everything a compact vocabulary is made of: the code that builds it, the font, the embedded
-    corpora the base n-grams come from, the width and the training texts."""
-    from bvvlab import corpora, embeddings, font, glyphs
-    from bvvlab import tokenizer as tk
-
-    h = hashlib.sha256()
-    for module in (tk, embeddings, glyphs, font, corpora):
-        hash_path(Path(module.__file__), h)
-    h.update(font.font_sha256().encode())
-    for name in tk.DEFAULT_CORPORA:
-        h.update(D.source_fingerprint(name).encode())
-    h.update(f"compact:{dim}".encode())
-    for t in texts:
-        h.update(t.encode("utf-8") + b"\0")
-    return h.hexdigest()[:24]
-
-
-def prepare_embedded(cfg: TrainConfig, texts: list[str] | None) -> Any:
-    """The tokenizer + glyph matrix (recipe sections 2-3) for `cfg.vocab`.
-
-    A compact vocabulary is cached under `cache_dir()/vocab/<key>` (a saved `Embedded`, keyed by
-    content), so runs on the same text (twins, resumed or repeated runs) skip rebuilding it.
-    """
-    from bvvlab import embeddings as E
-
-    vocab = cfg.vocab
-    p = Path(vocab).expanduser()
-    if p.is_dir() and (p / "glyph_matrix.safetensors").exists():
-        embedded = E.load_embedded(p)
-        width = int(embedded.matrix.shape[1])
-        for name, asked in (("dim", cfg.dim), ("model.hidden_size", cfg.model.get("hidden_size"))):
-            if asked is not None and int(asked) != width:  # the saved matrix decides the width: say so
-                raise ValueError(f"{name}={asked} but the embedding in {p} is {width} wide: drop {name}= (the "
-                                 f"model takes the matrix's width) or rebuild the embedding with dim={asked}")
-        return embedded
-    if vocab != "compact" or texts is None:
-        return E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts, progress=cfg.progress)
-    root = cache_dir() / "vocab"
-    final = root / _compact_cache_key(model_dim(cfg), texts)
-    if (final / "glyph_matrix.safetensors").exists():
-        return E.load_embedded(final)
-    embedded = E.prepare_vocabulary(vocab, dim=model_dim(cfg), texts=texts, progress=cfg.progress)
-    with contextlib.suppress(FileExistsError):  # another process may have finished the same entry first
-        with atomic_dir(final) as tmp:
-            embedded.save(tmp, overwrite=True)
-    return embedded
-
-
-def model_dim(cfg: TrainConfig) -> int:
-    """The glyph matrix's width: `dim`, else the model's hidden_size (the embedding feeds the blocks)."""
-    from bvvlab import model as M
-
-    if cfg.dim is not None:
-        return int(cfg.dim)
-    if "hidden_size" in cfg.model:
-        return int(cfg.model["hidden_size"])
-    if cfg.preset not in M.PRESETS:
-        raise ValueError(f"unknown model preset {cfg.preset!r}; choose one of {', '.join(M.PRESETS)}")
-    return int(M.PRESETS[cfg.preset]["hidden_size"])
-
-
-def build_model_config(cfg: TrainConfig, embedded: Any) -> Any:
-    """The preset's config with the trainer's overrides: vocab and width from the matrix, `frozen`."""
-    from bvvlab import model as M
-
-    overrides = dict(cfg.model)
-    overrides["vocab_size"] = int(embedded.matrix.shape[0])
-    overrides["hidden_size"] = int(embedded.matrix.shape[1])
-    overrides["frozen_embedding"] = cfg.frozen
-    for name in ("pad", "bos", "eos"):  # recorded in meta.json as config.json will hold them
-        tid = getattr(embedded.tokenizer, f"{name}_token_id", None)
-        if tid is not None:
-            overrides[f"{name}_token_id"] = int(tid)
-    return M.config_from_preset(cfg.preset, **overrides)
-
-
-EMBED_KEY = "model.embed_tokens.weight"
-
-
-def build_model(cfg: TrainConfig, embedded: Any) -> torch.nn.Module:
-    """A fresh model of `cfg.preset` (+ overrides) over the embedded vocabulary, initialised from
-    `cfg.seed` alone.
-
-    The frozen and the unfrozen twin start from the same transformer: a trainable nn.Embedding
-    draws its init from the RNG before the blocks do, so building the unfrozen model directly would
-    give every Linear and the head other weights, and the comparison would mix the embedding's
-    effect with an init lottery. So the unfrozen twin takes every tensor but the embedding from the
-    frozen-architecture model of the same seed; its embedding keeps its own seeded init.
-    """
-    from bvvlab import model as M
-
-    config = build_model_config(cfg, embedded)
-    torch.manual_seed(cfg.seed)
-    if config.frozen_embedding:
-        return M.BVVForCausalLM.from_glyphs(config, embedded.matrix)
-    reference = M.BVVForCausalLM.from_glyphs(build_model_config(dataclasses.replace(cfg, frozen=True), embedded),
-                                             embedded.matrix)
-    torch.manual_seed(cfg.seed)
-    model = M.BVVForCausalLM.from_glyphs(config, embedded.matrix)
-    shared = {k: v for k, v in reference.state_dict().items() if k != EMBED_KEY}
-    missing, unexpected = model.load_state_dict(shared, strict=False)
-    assert missing == [EMBED_KEY] and not unexpected, (missing, unexpected)
-    return model
-
-
-def embedding_hash(model: torch.nn.Module) -> str:
-    """sha256 of the input matrix, as the model records it in `config.embedding_hash`."""
-    from bvvlab.model import matrix_sha256
-
-    return matrix_sha256(model.get_input_embeddings().weight.detach())
-
-
-@dataclass
-class _EmbeddedView:
-    """What the trainer needs of an `Embedded` when it resumes from a checkpoint."""
-
-    tokenizer: Any
-    matrix: torch.Tensor
-    matrix_hash: str | None  # the glyph matrix's hash (= config.embedding_hash of a frozen model), as recorded
-    meta: dict[str, Any] | None = None  # the Embedded's provenance (recipe params, font, hash), as recorded
-
-
-# the model config fields that must agree for a resume to make sense
-_CONFIG_IGNORE = {"transformers_version", "dtype", "torch_dtype", "auto_map", "architectures", "_name_or_path",
-                  "use_cache", "output_hidden_states", "output_attentions", "return_dict",
-                  # filled in from the matrix / tokenizer when the model is built and saved
-                  "embedding_hash", "bos_token_id", "eos_token_id", "pad_token_id"}
-# the TrainConfig fields that decide the model (named as such in resume errors)
-_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
-
-
-def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = (set(a) | set(b)) - _CONFIG_IGNORE
-    return sorted(k for k in keys if a.get(k) != b.get(k))
-
+# vocabulary and model: bvvlab.build
+from bvvlab.build import (_config_diff, _EmbeddedView, build_model, build_model_config,  # noqa: E402,F401
+                          embedding_hash, model_dim, prepare_embedded)
 
 # ---------------------------------------------------------------------------------------------
 # one optimizer step
@@ -452,8 +317,11 @@ class RunLog:
         if not self.active:
             return
         self.records.append(rec)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        except OSError as exc:  # a full disk: one line; the checkpoints already saved are intact
+            raise output_error(exc, self.path) from None
         if self.writer is not None:
             for k, v in rec.items():
                 if k not in ("step", "kind") and isinstance(v, (int, float)) and v is not None:
@@ -652,6 +520,8 @@ class _Run:
         if resume_from is not None:
             state = C.read_trainer_state(resume_from)
             self.opt.load_state_dict(state["optimizer"])
+            for g in self.opt.param_groups:  # the kernel (fused/foreach) is this run's choice, not saved state
+                g.update({k: self.opt.defaults[k] for k in ("fused", "foreach") if k in self.opt.defaults})
             self.sched.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
             self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
@@ -793,18 +663,7 @@ class _Run:
                         self.check_finite(bad_since, first_bad, lr_of)
                         lr_of.clear()
                     if log_now:
-                        if dev.type == "cuda":  # the queued work belongs to these steps: tok_per_s counts it
-                            t_sync = time.perf_counter()
-                            torch.cuda.synchronize(dev)
-                            busy += time.perf_counter() - t_sync
-                        loss = float(dist.all_reduce_mean(out.loss.clone(), self.world))
-                        tps = tok_log / max(busy, 1e-9)
-                        rec = {"kind": "train", "step": self.step, "tokens": self.tokens_seen, "loss": loss, "lr": lr,
-                               "grad_norm": float(out.grad_norm), "tok_per_s": tps}
-                        if self.peak is not None:
-                            rec["mfu"] = self.fpt * tps / (self.peak * self.world)
-                        self.log.emit(rec)
-                        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                        self.log_train(out, lr, tok_log, busy, bar)
                         busy, tok_log = 0.0, 0
                     if self.step == cfg.steps:
                         self.evaluate(final=True)
@@ -822,32 +681,50 @@ class _Run:
         finally:
             bar.close()
             self.log.close()
-        loop_s, loop_cpu_s = time.perf_counter() - t_loop, time.process_time() - c_loop
+        loop = {"loop_s": time.perf_counter() - t_loop, "loop_cpu_s": time.process_time() - c_loop,
+                "loop_steps": self.step - step0}
         if self.step < cfg.steps:  # interrupted: saved, not finished
-            name = sig.received or "SIGINT"
-            hint = f"bvvlab train --out {self.out} --resume"
-            if self.is_main:
-                self.meta["interrupted"] = {"step": self.step, "signal": name, "checkpoint": str(last_path)}
-                write_json_atomic(self.out / "meta.json", self.meta)
-            raise Interrupted(f"interrupted ({name}) at step {self.step} of {cfg.steps}; saved {last_path}; resume "
-                              f"with: {hint}", exit_code=143 if name == "SIGTERM" else 130)
-        if self.is_main:
-            recs = self.log.records
-            final = {k: v for r in recs for k, v in r.items() if k not in ("kind",)}
-            # loop_s: the whole loop (steps, data, logging, evals, saves) of this process, for bench/
-            self.meta["final"] = {"step": self.step, "tokens_seen": self.tokens_seen,
-                                  "wall_s": time.time() - self.t_start, "loop_s": loop_s, "loop_cpu_s": loop_cpu_s,
-                                  "loop_steps": self.step - step0, **self.timers,
-                                  **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "val_chars", "val_tokens",
-                                                           "tok_per_s", "mfu") if k in final}}
-            self.meta["checkpoint"] = str(last_path)
-            self.meta.pop("interrupted", None)
-            assert last_path is not None
-            # the run folder is also the final model, as a plain HF directory (from_pretrained(run_dir))
-            C.publish_final(self.out, last_path)
-            write_json_atomic(self.out / "meta.json", self.meta)
+            self.interrupted(sig.received or "SIGINT", last_path)
         assert last_path is not None
+        if self.is_main:
+            self.finish(last_path, loop)
         return last_path
+
+    def log_train(self, out: StepOut, lr: float, tokens: int, busy: float, bar: Any) -> None:
+        """A train record: the only place a step's loss and gradient norm are read on the host."""
+        if self.device.type == "cuda":  # the queued work belongs to these steps: tok_per_s counts it
+            t_sync = time.perf_counter()
+            torch.cuda.synchronize(self.device)
+            busy += time.perf_counter() - t_sync
+        loss = float(dist.all_reduce_mean(out.loss.clone(), self.world))
+        tps = tokens / max(busy, 1e-9)
+        rec = {"kind": "train", "step": self.step, "tokens": self.tokens_seen, "loss": loss, "lr": lr,
+               "grad_norm": float(out.grad_norm), "tok_per_s": tps}
+        if self.peak is not None:
+            rec["mfu"] = self.fpt * tps / (self.peak * self.world)
+        self.log.emit(rec)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+    def interrupted(self, name: str, last_path: Path | None) -> None:
+        """Saved but not finished: meta.json says so, and `Interrupted` carries 130/143 to the CLI."""
+        if self.is_main:
+            self.meta["interrupted"] = {"step": self.step, "signal": name, "checkpoint": str(last_path)}
+            write_json_atomic(self.out / "meta.json", self.meta)
+        raise Interrupted(f"interrupted ({name}) at step {self.step} of {self.cfg.steps}; saved {last_path}; resume "
+                          f"with: bvvlab train --out {self.out} --resume", exit_code=143 if name == "SIGTERM" else 130)
+
+    def finish(self, last_path: Path, loop: dict[str, float]) -> None:
+        """meta.json's `final` record, and the run folder made a plain HF directory of the final model."""
+        final = {k: v for r in self.log.records for k, v in r.items() if k not in ("kind",)}
+        # loop_s: the whole loop (steps, data, logging, evals, saves) of this process, for bench/
+        self.meta["final"] = {"step": self.step, "tokens_seen": self.tokens_seen, "wall_s": time.time() - self.t_start,
+                              **loop, **self.timers,
+                              **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "val_chars", "val_tokens",
+                                                       "tok_per_s", "mfu") if k in final}}
+        self.meta["checkpoint"] = str(last_path)
+        self.meta.pop("interrupted", None)
+        C.publish_final(self.out, last_path)  # from_pretrained(run_dir) works, as for HF Trainer's output_dir
+        write_json_atomic(self.out / "meta.json", self.meta)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -190,11 +190,6 @@ def test_legacy_run_without_digests_resumes(run, capsys):
     _finished(run, 8)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "train.py _Run.setup: opt.load_state_dict() takes the saved groups' fused=False (bvvlab 0.1 on CPU, "
-    "or a run started where the fused kernel was missing) while train_step passes found_inf because "
-    "opt.defaults says fused: torch asserts 'Expected grad_scale and found_inf to be None'. Fix: after "
-    "load_state_dict, set each group's fused/foreach from opt.defaults; then drop this marker"))
 def test_run_saved_with_an_unfused_optimizer_resumes(run, capsys):
     """A real bvvlab 0.1 trainer_state.pt (CPU) records fused=False, foreach=None in its groups."""
     for ckpt in C.step_dirs(run):

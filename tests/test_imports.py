@@ -18,7 +18,7 @@ FLOORS = {
     3: {"tokenizer", "embeddings", "model", "embedding_views"},
     4: {"checkpoints", "data"},
     # evaluate sits with the trainer: its bits/char is what every training run reports
-    5: {"train_config", "distributed", "evaluate", "train", "notebook_params"},
+    5: {"train_config", "distributed", "evaluate", "build", "train", "notebook_params"},
     6: {"probe", "fusion", "growth", "generation"},
     7: {"plots", "widgets"},
     8: {"pipeline", "cli", "__main__"},
