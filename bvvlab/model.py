@@ -18,7 +18,7 @@ One readable file, in the order config, norm, rotary, attention, MLP, block, mod
   logits of the whole sequence: at the best_bvv_ru shape 1 x 1024 tokens x 131,072 vocab those are
   512 MiB, and a naive loss keeps three such tensors alive.
 
-This file is also the remote code of every saved checkpoint (`save_checkpoint`), so it imports
+This file is also the remote code of every saved checkpoint (`bvvlab.checkpoints.save_checkpoint`), so it imports
 only the standard library, torch and transformers: a process that never imported bvvlab loads a
 checkpoint with `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`.
 """
@@ -29,17 +29,13 @@ import contextlib
 import copy
 import hashlib
 import inspect
-import json
 import math
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -892,91 +888,6 @@ elif "bvv" not in CONFIG_MAPPING:
     # so a following AutoTokenizer.from_pretrained(dir) (the card's order) does not stop at
     # transformers' interactive "run the custom code? [y/N]" prompt (docs/stack.md section 2.9)
     AutoConfig.register("bvv", BVVConfig)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    try:  # bvvlab's atomic writer; inside a try so this file's import scan stays torch/transformers only
-        from bvvlab.runinfo import write_json_atomic
-    except ImportError:  # running as remote code without bvvlab: same atomic write, inline
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, ensure_ascii=False)
-        os.replace(tmp, path)
-        return
-    write_json_atomic(path, obj)
-
-
-def save_checkpoint(model: BVVForCausalLM, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None,
-                    overwrite: bool = False) -> Path:
-    """Write a self-describing Hugging Face checkpoint directory ("one checkpoint
-    directory is the unit everything exchanges").
-
-    Files: config.json (with auto_map), model.py (this file, the remote code), model.safetensors
-    (the glyph buffer included), tokenizer files, generation_config.json, meta.json. Refuses a
-    non-empty directory unless `overwrite=True`, so nothing saved is clobbered by accident.
-    """
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"checkpoint directory {out} is not empty; choose a new directory or pass overwrite=True")
-    if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                         f"{model.config.vocab_size}; save the tokenizer the matrix was built from")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
-    if tokenizer is not None:
-        for name in ("pad", "bos", "eos"):
-            tid = getattr(tokenizer, f"{name}_token_id", None)
-            if tid is not None and getattr(cfg, f"{name}_token_id") is None:
-                setattr(cfg, f"{name}_token_id", tid)
-    gen = model.generation_config if model.generation_config is not None else GenerationConfig()
-    for name in ("bos", "eos", "pad"):
-        if getattr(gen, f"{name}_token_id", None) is None:
-            setattr(gen, f"{name}_token_id", getattr(cfg, f"{name}_token_id"))
-    model.generation_config = gen
-    model.save_pretrained(out)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
-    _write_json(out / "meta.json", {**(meta or {}), "embedding_hash": cfg.embedding_hash,
-                                    "parameters": count_parameters(model)})
-    return out
-
-
-def _safetensors_shape(path: Path, key: str) -> list[int] | None:
-    with open(path, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n))
-    return header.get(key, {}).get("shape")
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
-                    dtype: torch.dtype | None = None, verify_hash: bool = True):
-    """(model, tokenizer) from a directory written by `save_checkpoint`, checked for consistency:
-    the matrix's rows against the config and the tokenizer, and its sha256 against the config."""
-    from transformers import AutoTokenizer
-
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} is not a checkpoint directory (no config.json); pass the directory "
-                                "written by save_checkpoint")
-    config = BVVConfig.from_pretrained(path)
-    weights = path / "model.safetensors"
-    if weights.exists():
-        shape = _safetensors_shape(weights, "model.embed_tokens.weight")
-        if shape is not None and list(shape) != [config.vocab_size, config.hidden_size]:
-            raise ValueError(f"{weights}: embedding matrix is {shape[0]}x{shape[1]} but config.json says "
-                             f"{config.vocab_size}x{config.hidden_size}; the checkpoint is inconsistent, re-save it")
-    tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
-    if tokenizer is not None and len(tokenizer) != config.vocab_size:
-        raise ValueError(f"{path}: tokenizer has {len(tokenizer)} tokens but the embedding matrix has "
-                         f"{config.vocab_size} rows; the tokenizer and matrix do not belong together")
-    model = BVVForCausalLM.from_pretrained(path)
-    emb = model.model.embed_tokens.weight
-    if verify_hash and config.frozen_embedding and config.embedding_hash and emb.dtype == torch.float32:
-        got = matrix_sha256(emb)
-        if got != config.embedding_hash:
-            raise ValueError(f"{path}: frozen matrix sha256 {got[:12]}... does not match config embedding_hash "
-                             f"{config.embedding_hash[:12]}...; the weights were altered, re-save the checkpoint")
-    return model.to(device=device, dtype=dtype), tokenizer
 
 
 def add_cli(subparsers) -> None:

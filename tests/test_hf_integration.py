@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bvvlab.model import BVVForCausalLM, config_from_preset, save_checkpoint
+from bvvlab.checkpoints import save_checkpoint
+from bvvlab.model import BVVForCausalLM, config_from_preset
 from bvvlab.runinfo import REPO_ROOT
 from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 

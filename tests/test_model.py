@@ -3,6 +3,8 @@ frozen buffer, generation, and one-line errors (issue 4). Tiny shapes: seconds o
 
 from __future__ import annotations
 
+import json
+
 import threading
 
 import pytest
@@ -11,8 +13,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, TextIteratorStreamer
 
 from bvvlab.model import (PRESETS, BVVConfig, BVVForCausalLM, FrozenEmbedding, RMSNorm, Rotary, apply_rotary,
-                          chunked_cross_entropy, config_from_preset, count_parameters, load_checkpoint, matrix_sha256, save_checkpoint,
+                          chunked_cross_entropy, config_from_preset, count_parameters, matrix_sha256,
                           rotary_qkv, to_llama)
+from bvvlab.checkpoints import load_checkpoint, save_checkpoint
 from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
 TEXTS = ["Hello, world! The quick brown fox.", "Привет, мир! Съешь же ещё этих мягких булок."]
@@ -422,9 +425,18 @@ def test_checkpoint_whose_matrix_does_not_match_its_tokenizer(tok, tmp_path):
     # another tokenizer dropped into the directory (e.g. copied from another run)
     small = hf_tokenizer(compact_vocab(bvv241_vocab(65536, []), ["abc"])[0], [])
     small.save_pretrained(out)
+    with pytest.raises(ValueError, match="tokenizer.json.* differ from the digests"):  # the file digests see it
+        load_checkpoint(out)
+    _drop_digests(out)  # a checkpoint written before digests existed: the size check still sees it
     with pytest.raises(ValueError, match=f"tokenizer has {len(small)} tokens but the embedding matrix has "
                                          f"{len(tok)} rows"):
         load_checkpoint(out)
+
+
+def _drop_digests(out):
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["files"]
+    (out / "meta.json").write_text(json.dumps(meta))
 
 
 def test_altered_frozen_matrix_fails_the_hash_check(tok, tmp_path):
@@ -434,5 +446,8 @@ def test_altered_frozen_matrix_fails_the_hash_check(tok, tmp_path):
     sd = load_file(out / "model.safetensors")
     sd["model.embed_tokens.weight"][3, 0] += 1e-3
     save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="model.safetensors differ from the digests"):
+        load_checkpoint(out)
+    _drop_digests(out)  # without digests (an older checkpoint) the frozen-matrix hash still catches it
     with pytest.raises(ValueError, match="does not match config embedding_hash"):
         load_checkpoint(out)

@@ -359,7 +359,7 @@ def test_non_utf8_file_names_file_and_offset(tmp_path, capsys):
 
 
 def test_frozen_matrix_changed_fails_loudly(tiny_run, tmp_path):
-    from bvvlab.model import load_checkpoint
+    from bvvlab.checkpoints import load_checkpoint
 
     model, tok = load_checkpoint(TR.last_checkpoint(tiny_run))
     expected = TR.embedding_hash(model)
