@@ -768,6 +768,25 @@ class BVVForCausalLM(BVVPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
+    def generate(self, inputs: torch.Tensor | None = None, generation_config: Any = None, **kwargs: Any):
+        """`GenerationMixin.generate`, with the two ordinary mistakes caught before any work: an
+        empty prompt (the forward has nothing to attend to), and a prompt plus `max_new_tokens`
+        (or `max_length`) longer than the context, which would fail only after generating."""
+        ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if isinstance(ids, torch.Tensor) and kwargs.get("inputs_embeds") is None:
+            n = ids.shape[-1]
+            if n == 0:
+                raise ValueError("the prompt is empty: give at least one token (e.g. the tokenizer's bos_token, <s>)")
+            gc = generation_config if generation_config is not None else self.generation_config
+            new = kwargs.get("max_new_tokens", getattr(gc, "max_new_tokens", None))
+            total = n + new if new is not None else kwargs.get("max_length", getattr(gc, "max_length", None))
+            ctx = self.config.max_position_embeddings
+            if total is not None and total > ctx:
+                raise ValueError(f"the prompt has {n} tokens and {total - n} more were asked for, {total} in all, "
+                                 f"longer than the context of {ctx} tokens: use max_new_tokens<={max(ctx - n, 0)} or "
+                                 "a shorter prompt")
+        return super().generate(inputs, generation_config=generation_config, **kwargs)
+
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: Cache | None = None,
                 inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,

@@ -451,3 +451,16 @@ def test_altered_frozen_matrix_fails_the_hash_check(tok, tmp_path):
     _drop_digests(out)  # without digests (an older checkpoint) the frozen-matrix hash still catches it
     with pytest.raises(ValueError, match="does not match config embedding_hash"):
         load_checkpoint(out)
+
+
+def test_generate_refuses_an_empty_prompt_and_a_run_past_the_context():
+    """Issue 10: an empty prompt was an IndexError/reshape error in the forward, and a prompt plus
+    max_new_tokens past the context failed only after generating (the output lost)."""
+    model = tiny().eval()
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        model.generate(input_ids=torch.zeros((1, 0), dtype=torch.long), max_new_tokens=3)
+    ctx = model.config.max_position_embeddings
+    with pytest.raises(ValueError, match=rf"longer than the context of {ctx} tokens: use max_new_tokens<=8"):
+        model.generate(input_ids=torch.ones((1, ctx - 8), dtype=torch.long), max_new_tokens=20, do_sample=False)
+    out = model.generate(input_ids=torch.ones((1, ctx - 8), dtype=torch.long), max_new_tokens=8, do_sample=False)
+    assert out.shape == (1, ctx)  # exactly up to the context is fine
