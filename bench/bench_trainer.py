@@ -46,10 +46,7 @@ def bare_loop(cfg: TR.TrainConfig, embedded, shard: D.TokenShard) -> tuple[dict[
     model.train()
     sampler = D.BatchSampler(shard, cfg.seq_len, cfg.batch_size, seed=cfg.seed)
     batches = [sampler.next_batch() for _ in range(cfg.steps)]
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt = TR.make_optimizer(model, cfg, torch.device("cpu"))  # the trainer's AdamW (fused where available)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: TR.lr_at(s, cfg) / cfg.lr)
     losses = []
     t0, c0 = time.perf_counter(), time.process_time()
