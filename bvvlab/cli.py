@@ -12,7 +12,8 @@ import importlib
 import sys
 
 # subcommand modules, in the order they appear in --help
-_MODULES = ["bvvlab.pipeline", "bvvlab.corpora", "bvvlab.embeddings", "bvvlab.model", "bvvlab.train"]
+_MODULES = ["bvvlab.pipeline", "bvvlab.corpora", "bvvlab.embeddings", "bvvlab.model", "bvvlab.train",
+            "bvvlab.fusion"]
 
 from bvvlab.errors import BVVError, CLIError  # noqa: E402,F401  (CLIError: the old name)
 

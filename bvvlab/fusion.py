@@ -1,0 +1,247 @@
+"""Fusion of experts that share the frozen glyph matrix (floor 6; docs/recipe.md section 5).
+
+`fuse(experts, method, out)` loads N >= 2 expert checkpoints, checks that they belong together
+(one vocabulary, one tokenizer, one frozen matrix: same `embedding_hash`), and builds a
+`bvvlab.fused_model.FusedForCausalLM` that stores the shared matrix once; with `out` it is saved
+as one Hugging Face checkpoint directory whose remote code (`fused_model.py` + the expert
+`model.py`) loads in a process that never imports bvvlab. Nothing is retrained or aligned
+(the published fusion: "no router, no gate").
+
+`load_fused(dir)` reads such a directory back (digests checked), `load_any(dir)` takes a plain
+expert or a fused checkpoint, and `bpc_by_text(model, tokenizer, texts)` measures bits per
+character of any causal LM over a list of texts (the notebook's per-language tables).
+`bvvlab fuse EXPERT EXPERT ... --method M --out DIR` is the command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from bvvlab.checkpoints import (CheckpointError, damaged_files, load_checkpoint, quiet_hf, resolve,
+                                save_checkpoint)
+from bvvlab.data import TokenShard, encode_texts
+from bvvlab.errors import BVVError
+from bvvlab.evaluate import evaluate_bpc
+from bvvlab.fused_model import METHODS, FusedConfig, FusedForCausalLM
+from bvvlab.model import matrix_sha256
+
+FUSED_TYPE = FusedConfig.model_type
+
+
+class FusionError(BVVError):
+    """Experts that cannot be fused, or an output that cannot be written: one line with the fix."""
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise FusionError(f"unknown fusion method {method!r}; use one of {', '.join(METHODS)}")
+    return method
+
+
+def _tokenizer_digest(tok: Any) -> str:
+    """sha256 of the tokenizer's full definition (model, normaliser, pre-tokeniser, special tokens)."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tok.get_vocab().items()))
+    special = json.dumps(tok.special_tokens_map, sort_keys=True, default=str)
+    return hashlib.sha256((text + special).encode()).hexdigest()
+
+
+def check_out(out: str | os.PathLike | None, overwrite: bool, experts: Sequence[Path] = ()) -> Path | None:
+    """The output folder, checked before any work: it must be new or empty; with `overwrite`, it
+    may also hold an earlier fused checkpoint (anything else is never replaced)."""
+    if out is None:
+        return None
+    out = Path(out)
+    for e in experts:
+        if out.exists() and out.resolve() == Path(e).resolve():
+            raise FusionError(f"--out {out} is one of the experts; choose a new folder for the fused checkpoint")
+    if out.exists() and not out.is_dir():
+        raise FusionError(f"--out {out} is a file; choose a new or empty folder for the fused checkpoint")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FusionError(f"--out {out} is not empty; choose a new or empty folder (or --overwrite to replace "
+                              "an earlier fused checkpoint there)")
+        try:
+            kind = json.loads((out / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError):
+            kind = None
+        if kind != FUSED_TYPE:
+            raise FusionError(f"--out {out} holds something other than a fused checkpoint; it is left as it is: "
+                              "choose a new or empty folder")
+    return out
+
+
+def load_experts(paths: Sequence[str | os.PathLike]) -> tuple[list, Any, list[Path]]:
+    """(models, tokenizer, resolved dirs) of N >= 2 experts that share vocabulary, tokenizer and
+    frozen matrix; one FusionError line naming the first pair that does not."""
+    if len(paths) < 2:
+        raise FusionError(f"fusion needs at least two experts; got {len(paths)}: name two or more checkpoints")
+    dirs = [resolve(p) for p in paths]
+    models, toks = [], []
+    for d in dirs:
+        try:
+            model, tok = load_checkpoint(d)
+        except ValueError as exc:
+            raise FusionError(f"expert {d}: {exc}") from None
+        if getattr(model.config, "model_type", None) != "bvv":
+            raise FusionError(f"expert {d} is not a bvv model ({model.config.model_type}); fuse expert checkpoints")
+        if not model.config.frozen_embedding:
+            raise FusionError(f"expert {d} has a trainable embedding; only experts on one frozen glyph matrix can "
+                              "be fused without retraining")
+        if tok is None:
+            raise FusionError(f"expert {d} has no tokenizer files; fusion checks that experts share one tokenizer")
+        models.append(model.eval())
+        toks.append(tok)
+    first, m0, t0 = dirs[0], models[0], toks[0]
+    h0 = m0.config.embedding_hash or matrix_sha256(m0.model.embed_tokens.weight)
+    for d, m, t in zip(dirs[1:], models[1:], toks[1:]):
+        if len(t) != len(t0) or t.get_vocab() != t0.get_vocab():
+            raise FusionError(f"experts {first} and {d} have different vocabularies ({len(t0)} vs {len(t)} tokens); "
+                              "train both on one shared vocabulary (bvvlab embed --vocab compact over both corpora)")
+        h = m.config.embedding_hash or matrix_sha256(m.model.embed_tokens.weight)
+        if h != h0:
+            raise FusionError(f"experts {first} and {d} have different frozen matrices (embedding_hash {h0[:12]}... vs "
+                              f"{h[:12]}...); fuse only experts trained on one glyph matrix")
+        if _tokenizer_digest(t) != _tokenizer_digest(t0):
+            raise FusionError(f"experts {first} and {d} have the same vocabulary but different tokenizers "
+                              "(normaliser, pre-tokeniser or special tokens); fuse experts saved with one tokenizer")
+    return models, t0, dirs
+
+
+def fuse(experts: Sequence[str | os.PathLike], method: str = "bayes", out: str | os.PathLike | None = None,
+         names: Sequence[str] | None = None, overwrite: bool = False, **options: Any) -> tuple[FusedForCausalLM, Any]:
+    """(fused model, tokenizer) of the experts; saved as one checkpoint directory at `out` when given.
+    Every check (method, output folder, experts) runs before anything is written."""
+    check_method(method)
+    if names is not None and len(names) != len(experts):
+        raise FusionError(f"{len(names)} names for {len(experts)} experts; give one name per expert")
+    out_path = check_out(out, overwrite, [Path(e) for e in experts if Path(e).exists()])
+    models, tok, dirs = load_experts(experts)
+    names = list(names) if names is not None else _names(dirs)
+    try:
+        fused = FusedForCausalLM.from_experts(models, method=method, names=names, **options)
+    except ValueError as exc:
+        raise FusionError(str(exc)) from None
+    if out_path is not None:
+        meta = {"fusion": {"method": method, "experts": [str(d) for d in dirs], "names": names,
+                           "expert_embedding_hash": fused.config.embedding_hash, **options}}
+        save_checkpoint(fused, tok, out_path, meta, overwrite=True)
+    return fused, tok
+
+
+def _names(dirs: Sequence[Path]) -> list[str]:
+    """Short distinct expert names from their folders (run folder's name for a step folder)."""
+    names = []
+    for d in dirs:
+        base = d.parent.parent.name if d.parent.name == "checkpoints" else d.name
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def is_fused_dir(path: str | os.PathLike) -> bool:
+    try:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("model_type") == FUSED_TYPE
+    except (OSError, ValueError):
+        return False
+
+
+def load_fused(path: str | os.PathLike, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> tuple[FusedForCausalLM, Any]:
+    """(fused model, tokenizer) from a directory written by `fuse`, digests and matrix hash checked."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not is_fused_dir(path):
+        raise CheckpointError(f"{path} is not a fused checkpoint (config.json model_type is not {FUSED_TYPE!r}); "
+                              "write one with `bvvlab fuse`")
+    bad = damaged_files(path)
+    if bad:
+        raise CheckpointError(f"{path}: {', '.join(bad)} differ from the digests recorded when it was saved "
+                              "(damaged or altered); re-run `bvvlab fuse`")
+    with quiet_hf():
+        model = FusedForCausalLM.from_pretrained(path)
+    got = matrix_sha256(model.embed_tokens.weight)
+    if model.config.embedding_hash and got != model.config.embedding_hash:
+        raise CheckpointError(f"{path}: shared matrix sha256 {got[:12]}... does not match config embedding_hash; "
+                              "re-run `bvvlab fuse`")
+    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
+    return model.to(device=device, dtype=dtype).eval(), tok
+
+
+def load_any(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """An expert checkpoint (run folder or step folder) or a fused checkpoint, whichever `path` is."""
+    return load_fused(path, device) if is_fused_dir(path) else load_checkpoint(path, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+def text_shard(tokenizer: Any, texts: Sequence[str]) -> TokenShard:
+    """An in-memory TokenShard of `texts` (each document ends with EOS), for `evaluate_bpc`."""
+    ids, chars, n_chars = [], [], 0
+    for i, c, _, nc in encode_texts(tokenizer, texts):
+        ids.append(i)
+        chars.append(c)
+        n_chars += nc
+    if not ids:
+        raise ValueError("no texts to measure: give at least one non-empty text")
+    return TokenShard(Path("<memory>"), np.concatenate(ids), np.concatenate(chars), {"n_chars": n_chars})
+
+
+def bpc_by_text(model: Any, tokenizer: Any, texts: Sequence[str], seq_len: int = 128, n_windows: int | None = None,
+                batch: int = 8) -> dict[str, float]:
+    """Bits per character of `model` over `texts` (evaluate_bpc over an in-memory shard)."""
+    seq_len = min(seq_len, model.config.max_position_embeddings)
+    device = next(model.parameters()).device
+    return evaluate_bpc(model, text_shard(tokenizer, texts), seq_len, n_windows, batch, device)
+
+
+def mixed_texts(by_lang: dict[str, Sequence[str]], langs: Sequence[str], n: int) -> list[str]:
+    """`n` code-switched documents: document i joins paragraph i of every language in `langs`,
+    the order rotating with i (en ru zh, ru zh en, ...), one paragraph per line."""
+    out = []
+    for i in range(n):
+        order = [langs[(i + k) % len(langs)] for k in range(len(langs))]
+        out.append("\n".join(by_lang[lang][i % len(by_lang[lang])] for lang in order))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def add_cli(subparsers: Any) -> None:
+    """`bvvlab fuse EXPERT EXPERT ... --method M --out DIR` (for bvvlab.cli's registry)."""
+    p = subparsers.add_parser("fuse", help="fuse experts that share one frozen matrix into one checkpoint",
+                              description="Fuse N >= 2 expert checkpoints (one vocabulary, tokenizer and frozen "
+                                          "matrix) without retraining; writes one HF checkpoint directory.")
+    p.add_argument("experts", nargs="+", help="expert checkpoints (run folders or step folders)")
+    p.add_argument("--method", default="bayes", help=f"how to combine predictions: {', '.join(METHODS)} "
+                                                     "(default bayes; mean_logits is the published fusion)")
+    p.add_argument("--out", required=True, help="new or empty folder for the fused checkpoint")
+    p.add_argument("--names", nargs="+", default=None, help="one short name per expert (default: folder names)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier fused checkpoint at --out")
+    p.add_argument("--entropy-temperature", type=float, default=None, help="entropy method: weights "
+                                                                           "softmax(-H/T) (default 1.0)")
+    p.add_argument("--bayes-decay", type=float, default=None, help="bayes_decay method: evidence decay per token "
+                                                                   "(default 0.9)")
+
+    def run(args: Any) -> int:
+        opts = {k: v for k, v in (("entropy_temperature", args.entropy_temperature),
+                                  ("bayes_decay", args.bayes_decay)) if v is not None}
+        fuse(args.experts, args.method, args.out, names=args.names, overwrite=args.overwrite, **opts)
+        print(args.out)
+        return 0
+
+    p.set_defaults(func=run)
