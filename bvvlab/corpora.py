@@ -10,7 +10,7 @@ through one small API with language tags:
 Sources (`CORPORA` lists the names):
 
 - "libreoffice-en-ru", "libreoffice-en-zh": LibreOffice help paragraph pairs committed under
-  `data/corpora/` (see its README: provenance, MPL-2.0, counts, fixed split). The file's SHA-256
+  `bvvlab/assets/corpora/` (see its README: provenance, MPL-2.0, counts, fixed split). The file's SHA-256
   is checked against `manifest.json` before reading. One document per pair, shuffled by seed.
 - "concepts": the bilingual concept generator (`bvvlab.concepts.ConceptCorpus`; options
   `parallel_ratio`, `holdout_concepts`, ...). "train" is unbounded.

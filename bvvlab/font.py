@@ -1,10 +1,10 @@
 """The vendored, pinned GNU Unifont (recipe section 3, step 1).
 
 The recipe renders token glyphs with Pillow's `ImageFont.truetype(unifont, 32)`. We vendor
-Debian's `fonts-unifont` 1:15.0.01 `unifont.otf` (gzipped, `data/fonts/`, see its README) so
+Debian's `fonts-unifont` 1:15.0.01 `unifont.otf` (gzipped, `bvvlab/assets/fonts/`, see its README) so
 that no apt, download or system font is needed and every machine builds the identical
 embedding. The author used the 14.0.01 TTF; 15.0.01 differs only in glyphs added or revised
-upstream, which changes the matrix for those tokens (documented in data/fonts/README.md).
+upstream, which changes the matrix for those tokens (documented in bvvlab/assets/fonts/README.md).
 
 Layout engine: Pillow's BASIC layout by default. RAQM (Pillow's own default where libraqm is
 present, hence what the author's code used on such a machine: docs/recipe.md 3.1) shapes some
@@ -47,7 +47,7 @@ def font_path() -> Path:
 def _font_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise FontError(f"font file {path} is missing: restore it with `git checkout -- data/{FONT_FILE}` "
-                        "(or re-extract it as data/fonts/README.md shows)")
+                        "(or re-extract it as bvvlab/assets/fonts/README.md shows)")
     try:
         data = gzip.decompress(path.read_bytes())
     except (OSError, EOFError) as exc:

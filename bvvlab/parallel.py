@@ -1,6 +1,6 @@
 """The embedded parallel corpora (LibreOffice help en-ru, en-zh): files, manifest, splits (floor 2).
 
-Their rows are read from `data/corpora/` (or `BVVLAB_DATA`), hash-checked against the manifest
+Their rows are read from `bvvlab/assets/corpora/` (or `BVVLAB_DATA`), hash-checked against the manifest
 written by `scripts/extract_libreoffice.py`. `corpora` (documents of every source) and
 `instructions` (instruction infusion over their training pairs) both read them from here.
 """
@@ -41,12 +41,12 @@ def _corpora_version() -> str:
 
 
 def corpora_dir() -> Path:
-    """`data/corpora` of the repo (or of `BVVLAB_DATA`)."""
+    """`corpora/` of the package data (`bvvlab/assets/`, or `BVVLAB_DATA`)."""
     return data_dir() / "corpora"
 
 
 def _restore_hint(name: str) -> str:
-    return f"restore it with `git checkout -- data/corpora/{name}` or re-run `{_EXTRACT}`"
+    return f"restore it with `git checkout -- bvvlab/assets/corpora/{name}` or re-run `{_EXTRACT}`"
 
 
 def _manifest() -> dict:

@@ -3,7 +3,7 @@
 `run_meta()` is the common part of every `meta.json`: bvvlab version, git commit, package
 versions, device, seed and the caller's config. Writes go through `bvvlab.atomic`.
 
-Where things live: the embedded data (`data_dir()`: the checkout's `data/`, or `BVVLAB_DATA`),
+Where things live: the embedded data (`data_dir()`: the package's `bvvlab/assets/`, or `BVVLAB_DATA`),
 the content-addressed caches (`cache_dir()`: `~/.cache/bvvlab`, or `BVVLAB_CACHE`) and run
 outputs, which always go where the caller says (relative to the working directory), never
 next to the installed package.
@@ -23,16 +23,16 @@ from typing import Any
 
 from bvvlab.atomic import to_jsonable, write_json_atomic  # noqa: F401  (re-exported: older imports)
 
-# the checkout the package runs from: its git commit is recorded, its data/ holds the embedded
-# corpora and font; outputs never go here (see above)
+# the checkout the package runs from: its git commit is recorded; outputs never go here (see above)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pillow", "scikit-learn")
 
 
 def data_dir() -> Path:
-    """The embedded data folder (`data/` of the repo); `BVVLAB_DATA` overrides it."""
-    return Path(os.environ.get("BVVLAB_DATA", REPO_ROOT / "data"))
+    """The embedded data (the font, the parallel corpora): the package's own resources,
+    `bvvlab/assets/`, installed with it; `BVVLAB_DATA` overrides (a folder with the same layout)."""
+    return Path(os.environ.get("BVVLAB_DATA", Path(__file__).resolve().parent / "assets"))
 
 
 def cache_dir() -> Path:

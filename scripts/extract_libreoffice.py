@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Extract the LibreOffice-help parallel corpora committed under data/corpora/ (run by hand).
+"""Extract the LibreOffice-help parallel corpora committed under bvvlab/assets/corpora/ (run by hand).
 
 Why: issue 2 asks for real en-ru (and en-zh, for the fusion issue) parallel text that ships with
 the repo, so that nothing downloads at run time. LibreOffice's help (MPL-2.0) is translated
@@ -25,7 +25,7 @@ Steps (each deterministic; the output is byte-identical on every run for the sam
 6. Write `libreoffice-en-<xx>.jsonl.gz` (fields id, en, <xx>, split; gzip mtime 0, sorted by
    id), `manifest.json` (hashes, counts, versions) and the provenance `README.md`.
 
-Usage:  python scripts/extract_libreoffice.py [--debs DIR] [--out data/corpora]
+Usage:  python scripts/extract_libreoffice.py [--debs DIR] [--out bvvlab/assets/corpora]
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ Filtering counts (from aligned paragraphs to kept pairs):
 cd /tmp && mkdir lohelp && cd lohelp
 apt-get download {pinned}
 cd /path/to/bvvlab
-python scripts/extract_libreoffice.py --debs /tmp/lohelp --out data/corpora
+python scripts/extract_libreoffice.py --debs /tmp/lohelp --out bvvlab/assets/corpora
 ```
 (The script runs `dpkg-deb -x` itself; without `--debs` it runs `apt-get download` into a
 temporary folder, taking the current versions. The versions above give byte-identical files;
@@ -299,7 +299,7 @@ def write_readme(out: Path, manifest: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--debs", type=Path, help="folder holding the three .deb files (default: apt-get download them)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "corpora")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bvvlab" / "assets" / "corpora")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lohelp-") as tmp:
         debs = args.debs or fetch_debs(Path(tmp) / "debs")

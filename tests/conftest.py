@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture
 def broken_font(tmp_path, monkeypatch):
-    """A private copy of data/fonts that a test may delete or damage; yields the font file."""
+    """A private copy of bvvlab/assets/fonts that a test may delete or damage; yields the font file."""
     from bvvlab import font
     from bvvlab.runinfo import data_dir
 

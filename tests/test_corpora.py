@@ -11,9 +11,9 @@ import pytest
 
 from bvvlab import concepts as C
 from bvvlab import corpora as K
-from bvvlab.runinfo import REPO_ROOT
+from bvvlab.runinfo import data_dir
 
-# the numbers data/corpora/README.md documents: (pairs, chars en, chars target) per split
+# the numbers bvvlab/assets/corpora/README.md documents: (pairs, chars en, chars target) per split
 EXPECTED = {
     "libreoffice-en-ru": {"train": (18_012, 1_275_615, 1_375_289), "validation": (1_058, 79_421, 85_103),
                           "test": (1_066, 73_983, 80_812)},
@@ -33,9 +33,9 @@ def one_line(exc_info) -> str:
 
 @pytest.fixture
 def data_copy(tmp_path, monkeypatch):
-    """A private copy of data/corpora that a test may damage."""
+    """A private copy of bvvlab/assets/corpora that a test may damage."""
     dst = tmp_path / "data" / "corpora"
-    shutil.copytree(REPO_ROOT / "data" / "corpora", dst)
+    shutil.copytree(data_dir() / "corpora", dst)
     monkeypatch.setenv("BVVLAB_DATA", str(tmp_path / "data"))
     return dst
 
@@ -45,10 +45,10 @@ def data_copy(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_embedded_sizes_match_readme_and_manifest(name):
-    readme = (REPO_ROOT / "data" / "corpora" / "README.md").read_text(encoding="utf-8")
-    manifest = json.loads((REPO_ROOT / "data" / "corpora" / "manifest.json").read_text(encoding="utf-8"))
+    readme = (data_dir() / "corpora" / "README.md").read_text(encoding="utf-8")
+    manifest = json.loads((data_dir() / "corpora" / "manifest.json").read_text(encoding="utf-8"))
     fname, tgt = K.PARALLEL_FILES[name]
-    path = REPO_ROOT / "data" / "corpora" / fname
+    path = data_dir() / "corpora" / fname
     assert path.stat().st_size < 4 * 2**20
     assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest["files"][fname]["sha256"]
     assert manifest["files"][fname]["sha256"] in readme
@@ -104,7 +104,7 @@ def test_corrupt_gzip_is_a_one_line_error(data_copy):
     with pytest.raises(K.CorpusError) as e:
         next(K.iter_documents("libreoffice-en-ru"))
     msg = one_line(e)
-    assert str(path) in msg and "git checkout -- data/corpora/libreoffice-en-ru.jsonl.gz" in msg
+    assert str(path) in msg and "git checkout -- bvvlab/assets/corpora/libreoffice-en-ru.jsonl.gz" in msg
     assert "extract_libreoffice.py" in msg
 
 
