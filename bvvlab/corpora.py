@@ -60,17 +60,10 @@ from bvvlab.documents import Document
 from bvvlab.errors import CorpusError
 from bvvlab.instructions import InstructionCorpus, eval_texts, training_weights  # noqa: F401  (re-exported)
 from bvvlab.parallel import (CORPORA_VERSION, GENERATOR_VERSION, PARALLEL_FILES, SPLITS, _check_split,  # noqa: F401
+                             _parallel_documents,
                              corpora_dir, parallel_pairs)
 
 CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts", "instructions")
-
-
-def _parallel_documents(name: str, split: str, seed: int) -> Iterator[Document]:
-    rows = parallel_pairs(name, split)
-    tgt = PARALLEL_FILES[name][1]
-    random.Random(seed).shuffle(rows)
-    for r in rows:
-        yield Document(f"{r['en']}\n{r[tgt]}", f"en-{tgt}", name, dict(r))
 
 
 
