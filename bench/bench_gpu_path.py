@@ -27,12 +27,13 @@ import time
 from pathlib import Path
 
 import torch
+from results_file import write_results  # bench/, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import interleaved, paired_ratio  # noqa: E402
 
 from bvvlab.model import BVVForCausalLM, config_from_preset, count_parameters  # noqa: E402
-from bvvlab.runinfo import REPO_ROOT, run_meta, write_json_atomic  # noqa: E402
+from bvvlab.runinfo import REPO_ROOT  # noqa: E402
 
 SEQ = 256  # the small preset's context
 
@@ -182,15 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         results["mfu"] = r = bench_mfu(args.steps, args.batch)
         print(f"[mfu] small fp32 eager step {r['step_gflops_median']:.1f} GFLOP/s vs 2048^2 fp32 GEMM "
               f"{r['gemm_2048_fp32_gflops_median']:.1f} GFLOP/s: share {r['share_of_gemm_median']:.0%}")
-    previous = {}
-    if args.out.exists():
-        import json
-
-        previous = json.loads(args.out.read_text())
-    previous.update(results)
-    previous["meta"] = run_meta(None, command=" ".join(sys.argv), torch_threads=torch.get_num_threads())
-    write_json_atomic(args.out, previous)
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
     return 0
 
 

@@ -37,10 +37,11 @@ import time
 from pathlib import Path
 
 import torch
+from results_file import write_results  # bench/, beside this script
 import torch.nn.functional as F
 
 from bvvlab.model import BVVForCausalLM, config_from_preset, count_parameters, to_llama
-from bvvlab.runinfo import REPO_ROOT, run_meta, write_json_atomic
+from bvvlab.runinfo import REPO_ROOT
 
 # (a), (b): the "small" preset's shape with a compact vocabulary (a corpus's tokens only);
 # (a), (c): the same blocks over the full bvv241-2-3 vocabulary (65,536), as the paper's models use
@@ -330,11 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(+{r['chunked']['increase_mib']:.0f})  full logits {r['full']['peak_rss_mib']:.0f} MiB "
                   f"(+{r['full']['increase_mib']:.0f})  saving {r['peak_saving_mib']:.0f} MiB  "
                   f"time {r['chunked']['sec']:.1f}s vs {r['full']['sec']:.1f}s")
-    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    previous.update(results)
-    previous["meta"] = run_meta(None, command=" ".join(sys.argv), torch_threads=torch.get_num_threads())
-    write_json_atomic(args.out, previous)
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
     return 0
 
 
