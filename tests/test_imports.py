@@ -20,7 +20,7 @@ FLOORS = {
     # evaluate sits with the trainer: its bits/char is what every training run reports
     5: {"train_config", "distributed", "evaluate", "build", "train", "notebook_params"},
     6: {"probe", "fusion", "growth", "generation"},
-    7: {"plots", "widgets"},
+    7: {"plots", "widgets", "eval_report"},
     8: {"pipeline", "cli", "__main__"},
 }
 FLOOR_OF = {m: f for f, mods in FLOORS.items() for m in mods}

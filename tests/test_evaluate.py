@@ -1,0 +1,324 @@
+"""bvvlab.evaluate and `bvvlab eval` (issue 12): log-likelihood multiple choice against an uncached
+reference, the separate tokenisation of context and continuation, lm-evaluation-harness's
+acc/acc_norm, the author's protocol and its interval, a bootstrap, BLEU/chrF against sacrebleu,
+bits/char per language, task loaders on local files in the Hub formats, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bvvlab import evaluate as E
+from bvvlab.checkpoints import save_checkpoint
+from bvvlab.cli import main as cli_main
+from bvvlab.model import BVVForCausalLM, config_from_preset
+from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+
+TEXTS = ["Question: What is the Russian word for cat?\nAnswer: кошка собака дом",
+         "Which of these is an animal? dog table red. Translate from English to Russian: Open the file.",
+         "Откройте файл. 打开文件。 A B C D 0123456789"]
+NGRAMS = ["r:", ": ", " к", "ка", "og", "le"]  # "r:" and ": " make merges that straddle "Answer:" + " ..."
+
+
+@pytest.fixture(scope="module")
+def tok():
+    tokens, _ = compact_vocab(bvv241_vocab(65536, NGRAMS), TEXTS)
+    return hf_tokenizer(tokens)
+
+
+def make_model(tok, seed: int = 0, **kw) -> BVVForCausalLM:
+    torch.manual_seed(seed)
+    cfg = config_from_preset("tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                             eos_token_id=tok.eos_token_id, **kw)
+    g = torch.Generator().manual_seed(seed)
+    return BVVForCausalLM.from_glyphs(cfg, F.normalize(torch.randn(len(tok), cfg.hidden_size, generator=g), dim=-1)).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return make_model(tok)
+
+
+ITEMS = [E.MCItem("Question: What is the Russian word for cat?\nAnswer:", [" кошка", " собака", " дом", " к"], 0),
+         E.MCItem("Answer:", [" дом", " кошка собака"], 1),
+         E.MCItem("", [" дом", "ка", "A"], 2),
+         E.MCItem("Which of these is an animal?" * 3, [" dog", " table", " red"], 0)]
+
+
+# ------------------------------------------------------------------------- log-likelihood scoring
+
+def test_cached_batched_scores_equal_each_full_sequence(model, tok):
+    """Context once + KV cache repeated per choice + all choices batched (left-padded contexts of
+    different lengths, right-padded choices of different lengths) == every sequence scored alone."""
+    want = E.score_full_sequences(model, tok, ITEMS)
+    for batch in (1, 3, 32):
+        got = E.score_choices(model, tok, ITEMS, batch=batch)
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-5, atol=1e-4)
+
+
+def test_context_and_continuation_are_tokenised_separately(model, tok):
+    """"Answer" + ": кошка": jointly the n-gram "r:" straddles the join, so the joint ids do not
+    split into context + continuation; the score is that of the separate tokenisation."""
+    ctx, cont = "Question: What is the Russian word for cat?\nAnswer", ": кошка"
+    joint = E.encode(tok, ctx + cont)
+    sep_ctx, sep_cont = E.encode(tok, ctx), E.encode(tok, cont)
+    assert joint != sep_ctx + sep_cont  # the merge straddles the join
+    assert joint[:len(sep_ctx)] != sep_ctx
+    got = E.score_choices(model, tok, [E.MCItem(ctx, [cont, " дом"], 0)])[0][0]
+    ids = torch.tensor([[tok.eos_token_id] + sep_ctx + sep_cont])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    n = 1 + len(sep_ctx)
+    want = sum(float(lp[n - 1 + i, t]) for i, t in enumerate(sep_cont))
+    assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_acc_and_acc_norm_on_a_model_with_known_answers(tok):
+    """A model with a zero head is uniform: every token costs log V, so a choice's log-likelihood
+    is -len(tokens) * log V exactly; acc then picks the fewest tokens, acc_norm the fewest tokens
+    per character (lm-evaluation-harness divides by len(choice) in characters)."""
+    m = make_model(tok)
+    with torch.no_grad():
+        m.lm_head.weight.zero_()
+    V = len(tok)
+    items = [E.MCItem("Answer:", [" кошка собака", " д"], 1),  # fewer tokens wins acc
+             E.MCItem("Answer:", [" кошка собака", " д"], 0)]
+    scores = E.score_choices(m, tok, items)
+    for it, s in zip(items, scores):
+        for c, v in zip(it.choices, s):
+            assert v == pytest.approx(-len(E.encode(tok, c)) * math.log(V), rel=1e-6)
+    ntok = [len(E.encode(tok, c)) for c in items[0].choices]
+    by_norm = int(np.argmax([-n / len(c) for n, c in zip(ntok, items[0].choices)]))
+    m_ = E.mc_metrics(items, scores)
+    assert m_["per_question"]["acc"] == [1.0, 0.0]
+    assert m_["per_question"]["acc_norm"] == [float(by_norm == 1), float(by_norm == 0)]
+    assert m_["acc"] == 0.5 and m_["n"] == 2
+
+
+def test_mc_metrics_definitions():
+    items = [E.MCItem("q", [" a", " bbbbbbbbbb"], 1), E.MCItem("q", [" a", " b"], 0)]
+    scores = [[-2.0, -5.0], [-1.0, -1.0]]  # q1: acc picks 0; per char -2/2=-1 vs -5/11: acc_norm picks 1
+    m = E.mc_metrics(items, scores)
+    assert m["per_question"] == {"acc": [0.0, 1.0], "acc_norm": [1.0, 1.0]}  # a tie goes to the first choice
+
+
+# ------------------------------------------------------------------------- intervals
+
+def test_protocol_interval_is_mean_plus_minus_1_96_sigma_over_sqrt_n():
+    runs = [0.30, 0.32, 0.28, 0.31, 0.29, 0.30, 0.33, 0.27, 0.30, 0.30]
+    iv = E.protocol_interval(runs)
+    half = 1.96 * np.std(runs, ddof=1) / math.sqrt(10)
+    assert iv["mean"] == pytest.approx(np.mean(runs))
+    assert iv["high"] - iv["mean"] == pytest.approx(half) and iv["mean"] - iv["low"] == pytest.approx(half)
+    assert E.protocol_interval([0.5])["low"] == 0.5
+
+
+def test_bootstrap_interval_covers_and_shrinks_with_n():
+    rng = np.random.default_rng(1)
+    small, big = rng.random(50) < 0.3, rng.random(2000) < 0.3
+    a, b = E.bootstrap_interval(small, seed=0), E.bootstrap_interval(big, seed=0)
+    assert a["low"] < a["mean"] < a["high"] and b["low"] < 0.3 < b["high"]
+    assert (b["high"] - b["low"]) < (a["high"] - a["low"]) / 3  # ~ 1/sqrt(n): sqrt(40) = 6.3
+    # binomial check: the 95% interval of p-hat is about +/- 1.96 sqrt(p(1-p)/n)
+    p = b["mean"]
+    assert (b["high"] - b["low"]) / 2 == pytest.approx(1.96 * math.sqrt(p * (1 - p) / 2000), rel=0.15)
+    assert E.bootstrap_interval([[1, 0], [1, 1]])["mean"] == 0.75  # runs x questions: averaged over runs
+
+
+# ------------------------------------------------------------------------- BLEU / chrF / protocol matches
+
+def test_translation_scores_equal_sacrebleu():
+    import sacrebleu
+
+    hyps = ["Откройте файл.", "Нажмите кнопку OK", "кошка спит"]
+    refs = ["Откройте файл.", "Нажмите кнопку ОК.", "Кошка спит."]
+    s = E.translation_scores(hyps, refs)
+    assert s["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert s["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    upper = np.mean([sacrebleu.sentence_bleu(h.upper(), [r.upper()]).score for h, r in zip(hyps, refs)])
+    assert s["sentence_bleu_upper"] == pytest.approx(upper)
+    assert s["sentence_bleu_upper"] > np.mean([sacrebleu.sentence_bleu(h, [r]).score for h, r in zip(hyps, refs)])
+    zh = E.translation_scores(["打开文件"], ["打开文件。"], target_lang="zh")
+    assert zh["bleu"] == pytest.approx(sacrebleu.corpus_bleu(["打开文件"], [["打开文件。"]], tokenize="zh").score)
+
+
+def test_protocol_matches():
+    items = [E.GenItem("p", "B"), E.GenItem("p", "C"), E.GenItem("p", ["Paris", "paris"], "substring"),
+             E.GenItem("p", "Abc", "substring")]
+    assert E.gen_scores(items, ["  b) blue", "D", "It is Paris.", "abc"]) == [1.0, 0.0, 1.0, 0.0]
+    assert E.first_letter("\n c") == "C"
+
+
+def test_prompts_follow_recipe_section_7():
+    assert E.mmlu_prompt("2+2?", ["3", "4", "5", "6"]) == "Question: 2+2?\nOptions: A) 3 B) 4 C) 5 D) 6\nAnswer:"
+    assert E.arc_prompt("Q?", ["x", "y"]) == "Question: Q?\nOptions:\nA) x\nB) y\nAnswer:"
+    assert E.squad_prompt("C", "Q?") == "Context: C\nQuestion: Q?\nAnswer:"
+    assert E.translation_prompt("Hi", "en", "ru") == "Translate from English to Russian:\nHi\nAnswer:"
+
+
+def test_run_protocol_greedy_runs_agree_and_sampling_is_seeded(model, tok):
+    items = [E.GenItem(E.arc_prompt("Which?", ["x", "y"]), "A"), E.GenItem(E.arc_prompt("Other?", ["x", "y"]), "B")]
+    greedy = E.run_protocol(model, tok, items, max_new_tokens=2, runs=3, sample=False)
+    assert greedy["protocol"]["sigma"] == 0.0 and len(set(greedy["run_means"])) == 1
+    a = E.generate_texts(model, tok, [it.prompt for it in items], 3, sample=True, seed=5, stop=None)
+    b = E.generate_texts(model, tok, [it.prompt for it in items], 3, sample=True, seed=5, stop=None)
+    assert a == b
+    # batched left-padded greedy generation == one prompt at a time
+    one = [E.generate_texts(model, tok, [it.prompt], 3, batch=1, stop=None)[0] for it in items]
+    assert E.generate_texts(model, tok, [it.prompt for it in items] , 3, batch=2, stop=None) == one
+
+
+# ------------------------------------------------------------------------- bits per character
+
+def test_text_bpc_counts_every_character_and_matches_the_loss(model, tok):
+    texts = ["Open the file.", "Откройте файл."]
+    r = E.text_bpc(model, tok, texts)
+    assert r["chars"] == sum(map(len, texts))
+    nll = 0.0
+    for t in texts:
+        ids = torch.tensor([[tok.eos_token_id] + E.encode(tok, t) + [tok.eos_token_id]])
+        with torch.no_grad():
+            nll += float(model(input_ids=ids, labels=ids, num_items_in_batch=1).loss)
+    assert r["bpc"] == pytest.approx(nll / math.log(2) / r["chars"], rel=1e-5)
+    assert r["char_ppl"] == pytest.approx(2 ** r["bpc"])
+    long = E.text_bpc(model, tok, ["Open the file. " * 20])  # longer than the 128-token context: windows
+    assert long["tokens"] == len(E.encode(tok, "Open the file. " * 20)) + 1
+
+
+def test_heldout_texts_come_from_test_splits():
+    from bvvlab.parallel import parallel_pairs
+
+    h = E.heldout_texts(2000)
+    assert set(h) == {"en", "ru", "zh", "mixed"}
+    train = {r["en"] for r in parallel_pairs("libreoffice-en-ru", "train")}
+    assert h["en"] and not set(h["en"]) & train
+
+
+# ------------------------------------------------------------------------- loaders
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_user_task_file_answers_by_index_letter_or_text(tmp_path, model, tok):
+    p = _jsonl(tmp_path / "t.jsonl", [{"question": "Cat?", "choices": ["кошка", "дом"], "answer": 0},
+                                      {"question": "Dog?", "choices": ["red", "dog", "table"], "answer": "B"},
+                                      {"question": "Red?", "choices": ["red", "dog"], "answer": "red"}])
+    t = E.load_task_file(p)
+    assert [it.answer for it in t.items] == [0, 1, 0]
+    assert t.items[0].context == "Question: Cat?\nAnswer:" and t.items[0].choices == [" кошка", " дом"]
+    assert t.chance == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)
+    assert t.gen[1].prompt == "Question: Dog?\nOptions:\nA) red\nB) dog\nC) table\nAnswer:" and t.gen[1].answer == "B"
+    rows = E.evaluate_task(model, tok, t)
+    assert {r["metric"] for r in rows} == {"acc", "acc_norm"} and all(r["n"] == 3 for r in rows)
+
+
+HUB_ROWS = {
+    "mmlu": [{"question": "2+2?", "subject": "math", "choices": ["3", "4", "5", "6"], "answer": 1}],
+    "arc_easy": [{"id": "x", "question": "Q?", "choices": {"text": ["a", "b", "c", "d"], "label": ["1", "2", "3", "4"]},
+                  "answerKey": "3"}],
+    "commonsense_qa": [{"id": "y", "question": "Where?", "question_concept": "c",
+                        "choices": {"label": list("ABCDE"), "text": ["v", "w", "x", "y", "z"]}, "answerKey": "E"}],
+    "squad_v2": [{"id": "s", "title": "t", "context": "Paris is in France.", "question": "Where?",
+                  "answers": {"text": ["France"], "answer_start": [12]}},
+                 {"id": "u", "title": "t", "context": "c", "question": "q", "answers": {"text": [], "answer_start": []}},
+                 {"id": "l", "title": "t", "context": "c", "question": "q",
+                  "answers": {"text": ["far too long"], "answer_start": [0]}}],
+    "opus100_en_ru": [{"translation": {"en": "Open the file.", "ru": "Откройте файл."}}],
+}
+
+
+def test_hub_loaders_on_local_files_in_hub_format(tmp_path):
+    t = E.hub_task("mmlu", _jsonl(tmp_path / "mmlu.jsonl", HUB_ROWS["mmlu"]))
+    assert t.items[0].answer == 1 and t.gen[0].answer == "B" and t.max_new_tokens == 1 and t.chance == 0.25
+    assert t.gen[0].prompt == "Question: 2+2?\nOptions: A) 3 B) 4 C) 5 D) 6\nAnswer:"
+    t = E.hub_task("arc_easy", _jsonl(tmp_path / "arc.jsonl", HUB_ROWS["arc_easy"]))
+    assert t.items[0].answer == 2 and t.gen[0].answer == "3" and "\n3) c\n" in t.gen[0].prompt and t.max_new_tokens == 2
+    t = E.hub_task("commonsense_qa", _jsonl(tmp_path / "csqa.jsonl", HUB_ROWS["commonsense_qa"]))
+    assert t.items[0].answer == 4 and t.chance == 0.2
+    t = E.hub_task("squad_v2", _jsonl(tmp_path / "sq.jsonl", HUB_ROWS["squad_v2"]))
+    assert len(t.gen) == 1 and t.gen[0].answer == ["France"] and t.gen[0].match == "substring"  # answerable, <= 8 chars
+    t = E.hub_task("opus100_ru_en", _jsonl(tmp_path / "op.jsonl", HUB_ROWS["opus100_en_ru"]))
+    assert t.items == [("Откройте файл.", "Open the file.")] and t.tgt_lang == "en"
+
+
+def test_offline_suites_are_current_and_never_training_text(tmp_path):
+    from bvvlab.parallel import parallel_pairs
+
+    man = E.build_offline_suites(tmp_path / "eval")
+    for f in man["files"]:
+        assert (tmp_path / "eval" / f).read_bytes() == (E.SUITE_DIR / f).read_bytes(), \
+            f"bvvlab/assets/eval/{f} is stale: run python scripts/build_eval_suites.py"
+    tasks = {t.name: t for t in E.offline_suite()}
+    test_ids = {r["id"] for r in parallel_pairs("libreoffice-en-ru", "test")}
+    tr = tasks["libreoffice-en-ru"]
+    assert len(tr.items) == 128 and {json.loads(x)["id"] for x in
+                                      (E.SUITE_DIR / "libreoffice-en-ru.jsonl").read_text().splitlines()[1:]} <= test_ids
+    held = set(man["holdout_concepts"])
+    for name in ("concepts-word-en-ru", "concepts-category", "concepts-odd-one-out"):
+        a, b = tasks[f"{name}/trained"], tasks[f"{name}/heldout"]
+        assert a.chance == b.chance == 0.25 and all(len(it.choices) == 4 for it in a.items + b.items)
+        assert {it.meta.get("concept") for it in b.items} <= held
+    rows = [json.loads(x) for x in (E.SUITE_DIR / "concepts-word-en-ru.heldout.jsonl").read_text().splitlines()[1:]]
+    assert rows and all(r["concept"] in held and len(set(r["choices"])) == 4 for r in rows)
+
+
+# ------------------------------------------------------------------------- bad input, one line each
+
+def test_bad_task_files_are_one_line(tmp_path):
+    cases = {"empty": ([], "is empty"),
+             "nochoices": ([{"question": "Q?", "answer": 0}], "has no choices"),
+             "badanswer": ([{"question": "Q?", "choices": ["a", "b"], "answer": "c"}], "not among the 2 choices")}
+    for name, (rows, words) in cases.items():
+        p = _jsonl(tmp_path / f"{name}.jsonl", rows)
+        with pytest.raises(E.EvalError, match=words) as ei:
+            E.load_task_file(p)
+        assert "\n" not in str(ei.value)
+    with pytest.raises(E.EvalError, match="index"):
+        E.load_task_file(_jsonl(tmp_path / "idx.jsonl", [{"question": "Q?", "choices": ["a", "b"], "answer": 2}]))
+
+
+def test_tokenizer_model_vocab_mismatch_is_one_line(tok):
+    torch.manual_seed(0)
+    cfg = config_from_preset("tiny", vocab_size=len(tok) + 3)
+    other = BVVForCausalLM.from_glyphs(cfg, torch.randn(len(tok) + 3, cfg.hidden_size))
+    with pytest.raises(E.EvalError, match=f"tokenizer has {len(tok)} tokens but the model's vocab_size is"):
+        E.score_choices(other, tok, ITEMS[:1])
+
+
+def test_hub_name_offline_names_the_local_file_alternative(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(E.EvalError, match=r"offline.*--suite mmlu=PATH.jsonl") as ei:
+        E.hub_task("mmlu")
+    assert "\n" not in str(ei.value)
+
+
+# ------------------------------------------------------------------------- the command
+
+def test_eval_command_compares_two_checkpoints(tmp_path, tok, capsys, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    a, b = tmp_path / "a", tmp_path / "b"
+    save_checkpoint(make_model(tok, seed=0), tok, a)
+    save_checkpoint(make_model(tok, seed=1), tok, b)
+    task = _jsonl(tmp_path / "mine.jsonl", [{"question": "Cat?", "choices": ["кошка", "дом"], "answer": 0}] * 3)
+    out = tmp_path / "report"
+    rc = cli_main(["eval", str(a), str(b), "--suite", f"{task},concepts-category/heldout,bpc", "--limit", "5",
+                   "--bpc-chars", "300", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"a", "b"}
+    assert {(r["task"], r["metric"]) for r in rows} >= {("mine", "acc"), ("concepts-category/heldout", "acc_norm"),
+                                                        ("heldout-zh", "bpc")}
+    acc = [r for r in rows if r["task"] == "concepts-category/heldout" and r["metric"] == "acc"]
+    assert all(r["n"] == 5 and r["chance"] == 0.25 and r["low"] <= r["mean"] <= r["high"] for r in acc)
+    assert (out / "results.md").read_text().startswith("| model | task |")
+    assert (out / "plotly.min.js").exists() and 'src="plotly.min.js"' in (out / "results.html").read_text()
+    rc = cli_main(["eval", str(a), "--suite", "mmlu", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "mmlu=PATH.jsonl" in err
