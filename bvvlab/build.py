@@ -128,6 +128,54 @@ def build_model(cfg: TrainConfig, embedded: Any) -> torch.nn.Module:
     return model
 
 
+def init_from_checkpoint(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+    """Load `cfg.init_from`'s weights into `model` (a model as deep or deeper, same width and
+    matrix): every tensor the checkpoint has is copied; a block it lacks keeps its seeded random
+    init, or with `new_block_init="copy"` takes the weights of the block below it (growth,
+    docs/recipe.md section 6). Returns what was done, for meta.json."""
+    from bvvlab import checkpoints as C
+    from bvvlab.model import matrix_sha256
+
+    from safetensors.torch import load_file
+
+    parent = C.resolve(cfg.init_from)
+    damaged = C.damaged_files(parent)
+    if damaged:
+        raise C.CheckpointError(f"init_from={parent}: {', '.join(damaged)} differ from their recorded digests")
+
+    src = load_file(str(parent / "model.safetensors"))
+    mine = model.state_dict()
+    if EMBED_KEY in src and matrix_sha256(src[EMBED_KEY]) != matrix_sha256(mine[EMBED_KEY]):
+        raise ValueError(f"init_from={parent} was trained on another glyph matrix (matrix_hash differs): grow from a "
+                         "checkpoint built with the same vocab=")
+    bad = [k for k, v in src.items() if k not in mine or mine[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"init_from={parent} does not fit this model ({bad[0]}: "
+                         f"{tuple(src[bad[0]].shape)} vs {tuple(mine[bad[0]].shape) if bad[0] in mine else 'absent'}): "
+                         "use the same preset and width, and at least as many layers")
+    parent_layers = 1 + max((int(k.split(".")[2]) for k in src if k.startswith("model.blocks.")), default=-1)
+    new = list(range(parent_layers, model.config.num_hidden_layers))
+    if cfg.new_block_init == "copy" and parent_layers > 0:
+        for i in new:
+            prefix, below = f"model.blocks.{i}.", f"model.blocks.{parent_layers - 1}."
+            for k in mine:
+                if k.startswith(prefix):
+                    src[k] = src[below + k[len(prefix):]].clone()
+    model.load_state_dict({**mine, **src})
+    return {"from": str(parent), "parent_layers": parent_layers, "new_blocks": new, "new_block_init": cfg.new_block_init}
+
+
+def freeze(model: torch.nn.Module, n_blocks: int) -> list[int]:
+    """Stop training the first `n_blocks` blocks (requires_grad False); the rest and the head train."""
+    layers = model.config.num_hidden_layers
+    if n_blocks > layers:
+        raise ValueError(f"freeze_blocks={n_blocks} but the model has {layers} blocks: use freeze_blocks<={layers}")
+    for i in range(n_blocks):
+        for p in model.model.blocks[i].parameters():
+            p.requires_grad_(False)
+    return list(range(n_blocks))
+
+
 def embedding_hash(model: torch.nn.Module) -> str:
     """sha256 of the input matrix, as the model records it in `config.embedding_hash`."""
     from bvvlab.model import matrix_sha256

@@ -13,7 +13,7 @@ import sys
 
 # subcommand modules, in the order they appear in --help
 _MODULES = ["bvvlab.pipeline", "bvvlab.corpora", "bvvlab.embeddings", "bvvlab.model", "bvvlab.train",
-            "bvvlab.fusion", "bvvlab.eval_report"]
+            "bvvlab.probe", "bvvlab.fusion", "bvvlab.eval_report", "bvvlab.growth"]
 
 from bvvlab.errors import BVVError, CLIError  # noqa: E402,F401  (CLIError: the old name)
 

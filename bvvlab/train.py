@@ -220,7 +220,7 @@ def compile_model(model: torch.nn.Module) -> Callable:
 # ---------------------------------------------------------------------------------------------
 # vocabulary and model: bvvlab.build
 from bvvlab.build import (_config_diff, _EmbeddedView, build_model, build_model_config,  # noqa: E402,F401
-                          embedding_hash, model_dim, prepare_embedded)
+                          embedding_hash, freeze, init_from_checkpoint, model_dim, prepare_embedded)
 
 # ---------------------------------------------------------------------------------------------
 # one optimizer step
@@ -454,6 +454,7 @@ class _Run:
         self.t_start = time.time()
         self.timers = {"eval_s": 0.0, "eval_cpu_s": 0.0, "save_s": 0.0}
         self.step = self.tokens_seen = 0
+        self.init: dict[str, Any] | None = None  # what init_from copied (growth), for meta.json
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> Path | None:
@@ -485,6 +486,8 @@ class _Run:
                                      "source with text")
             embedded = dist.rank0_first(self.info, lambda: prepare_embedded(cfg, texts))
             model = build_model(cfg, embedded)
+            if cfg.init_from:
+                self.init = init_from_checkpoint(model, cfg)
             tokenizer = embedded.tokenizer
         if cfg.seq_len > model.config.max_position_embeddings:
             raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's context of "
@@ -514,6 +517,7 @@ class _Run:
         self.micro = cfg.batch_size // (cfg.grad_accum * self.world)
         self.sampler = D.BatchSampler(self.train_shard, cfg.seq_len, cfg.batch_size, seed=cfg.seed,
                                       rank=self.info.rank, world_size=self.world)
+        self.frozen_blocks = freeze(model, cfg.freeze_blocks)  # before the optimizer: it takes trainable ones only
         self.opt = make_optimizer(model, cfg, self.device)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, cfg) / cfg.lr)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -548,7 +552,7 @@ class _Run:
         """meta.json and metrics.jsonl: written only now, when data and model are known to be good."""
         cfg, out = self.cfg, self.out
         meta = run_meta(cfg, seed=cfg.seed, world_size=self.world, dtype=self.dtype, matrix_hash=self.matrix_hash,
-                        embedding=self.embedded_meta,
+                        embedding=self.embedded_meta, init=self.init, frozen_blocks=self.frozen_blocks,
                         optimizer="AdamW fused" if self.opt.defaults.get("fused") else "AdamW foreach",
                         data={"train": self.train_shard.meta, "validation": self.val_shard.meta},
                         model={"config": self.model.config.to_dict(),
@@ -569,7 +573,7 @@ class _Run:
                 history.append({"created": meta["created"], "from_checkpoint": str(resume_from), "at_step": self.step,
                                 "git_commit": meta["git_commit"], "device": meta["device"],
                                 "steps": cfg.steps})
-                meta = {**prev, **{k: v for k, v in meta.items() if k not in ("created",)}, "resumes": history}
+                meta = {**prev, **{k: v for k, v in meta.items() if k not in ("created", "init")}, "resumes": history}
                 meta.pop("resumed", None)
                 meta.pop("final", None)
             write_json_atomic(out / "meta.json", meta)

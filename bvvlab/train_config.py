@@ -62,6 +62,9 @@ class TrainConfig:
     resume: bool = False  # continue the run in `out` from its last checkpoint and saved config (fresh start if none)
     overwrite: bool = False  # replace a run already in `out`
     tensorboard: bool = False  # also write TensorBoard events to out/tb
+    init_from: str | None = None  # start from this checkpoint's weights (run or step folder; growth: a shallower model)
+    new_block_init: str = "random"  # blocks init_from lacks: "random" (seeded) or "copy" (of the block below)
+    freeze_blocks: int = 0  # the first N blocks are not trained (layer-wise growth trains only new blocks + head)
     progress: bool = True  # tqdm bars
 
     # not a field (never saved or compared): the keys make_config was given explicitly ("model.<f>"
@@ -92,6 +95,10 @@ class TrainConfig:
         if self.weight_decay < 0 or not (0 <= self.beta1 < 1) or not (0 <= self.beta2 < 1):
             raise ValueError(f"weight_decay={self.weight_decay}, beta1={self.beta1}, beta2={self.beta2}: need "
                              "weight_decay >= 0 and 0 <= beta < 1")
+        if self.new_block_init not in ("random", "copy"):
+            raise ValueError(f"new_block_init={self.new_block_init!r}: use random or copy")
+        if self.freeze_blocks < 0:
+            raise ValueError(f"freeze_blocks={self.freeze_blocks}: must be >= 0")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other: pick one")
         if not (self.lr > 0) or self.min_lr < 0 or self.min_lr > self.lr:
