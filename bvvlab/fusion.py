@@ -245,3 +245,84 @@ def add_cli(subparsers: Any) -> None:
         return 0
 
     p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment of issue 13 (notebook 06): two experts on one vocabulary, fused, measured
+
+
+def experiment(out: str | os.PathLike, preset: str = "tiny", steps: int = 40, train_chars: int | None = 100_000,
+               seq_len: int = 64, batch_size: int = 8, lr: float = 2e-3, eval_texts: int = 40, val_chars: int = 20_000,
+               methods: Sequence[str] = METHODS, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Train an en-ru and an en-zh expert (same preset, one compact vocabulary and frozen matrix
+    covering both corpora), fuse them with every method, and measure validation bits per
+    character on English, Russian, Chinese and mixed (code-switched) text, plus the fused
+    model's forward time relative to one expert. Re-running with the same `out` reuses
+    finished experts (train's resume). Returns (and writes to out/metrics.json) the numbers."""
+    import time
+
+    from bvvlab.atomic import ensure_dir, write_json_atomic
+    from bvvlab.corpora import texts_by_lang
+    from bvvlab.embeddings import prepare_vocabulary
+    from bvvlab.train import make_config, train
+
+    for m in methods:
+        check_method(m)
+    out = ensure_dir(out)
+    corpora = {"ru": "libreoffice-en-ru", "zh": "libreoffice-en-zh"}
+    from bvvlab.model import PRESETS
+
+    dim = PRESETS[preset]["hidden_size"] if preset in PRESETS else None
+    vocab_dir = out / "vocab"
+    if not (vocab_dir / "tokenizer.json").exists():
+        prepare_vocabulary("compact", corpus=list(corpora.values()), dim=dim, progress=progress).save(vocab_dir)
+    experts = {}
+    for lang, corpus in corpora.items():
+        cfg = make_config(preset=preset, corpus={corpus: 1.0}, vocab=str(vocab_dir), steps=steps,
+                          train_chars=train_chars, val_chars=val_chars, seq_len=seq_len, batch_size=batch_size, lr=lr,
+                          seed=seed, out=str(out / f"expert-{lang}"), resume=True, progress=progress,
+                          log_every=max(1, steps // 10), eval_every=0, save_every=steps)
+        experts[f"en-{lang}"] = train(cfg)
+    val = texts_by_lang(list(corpora.values()), split="validation")
+    sets = {lang: val[lang][:eval_texts] for lang in ("en", "ru", "zh")}
+    sets["mixed"] = mixed_texts(val, ["en", "ru", "zh"], eval_texts)
+    models = {}
+    for name, path in experts.items():
+        models[name], tok = load_checkpoint(path)
+    bpc: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        bpc[name] = {k: bpc_by_text(model, tok, v, seq_len)["val_bpc"] for k, v in sets.items()}
+    fused_models = {}
+    for m in methods:
+        fused_models[m] = FusedForCausalLM.from_experts(list(models.values()), method=m, names=list(models))
+        bpc[f"fused:{m}"] = {k: bpc_by_text(fused_models[m], tok, v, seq_len)["val_bpc"] for k, v in sets.items()}
+    fuse(list(experts.values()), "bayes", out / "fused", names=list(models), overwrite=True)
+    # speed: forward over one batch of windows, fused (bayes) vs the first expert
+    ids = torch.from_numpy(text_shard(tok, sets["mixed"]).tokens[: batch_size * seq_len].astype(np.int64))
+    ids = ids[: (ids.numel() // seq_len) * seq_len].view(-1, seq_len)
+
+    def clock(model: Any) -> float:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                model(ids, use_cache=False)
+        return (time.perf_counter() - t0) / 3
+
+    one = clock(next(iter(models.values())))
+    fz = clock(fused_models.get("bayes", next(iter(fused_models.values()))))
+    names = list(models)
+    goal = {}
+    for m in methods:
+        f = bpc[f"fused:{m}"]
+        best_mixed = min(bpc[n]["mixed"] for n in names)
+        per_lang = {k: f[k] / min(bpc[n][k] for n in names) - 1 for k in ("en", "ru", "zh")}
+        goal[m] = {"mixed_gain_vs_best_expert": 1 - f["mixed"] / best_mixed,
+                   "worst_gap_to_better_expert": max(per_lang.values()),
+                   "met": 1 - f["mixed"] / best_mixed >= 0.10 and max(per_lang.values()) <= 0.05}
+    metrics = {"budget": {"preset": preset, "steps": steps, "train_chars": train_chars, "seq_len": seq_len,
+                          "batch_size": batch_size, "eval_texts": eval_texts, "val_chars": val_chars, "seed": seed},
+               "bpc": bpc, "goal": goal, "forward_s": {"one_expert": one, "fused": fz, "ratio": fz / one},
+               "experts": {k: str(v) for k, v in experts.items()}, "fused_dir": str(out / "fused")}
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
