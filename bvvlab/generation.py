@@ -24,8 +24,10 @@ models side by side draw the same random numbers without sharing (and racing for
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -325,35 +327,43 @@ class Stream:
             self.finish_reason = "stopped"
 
 
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>\Z")  # byte fallback (bvv241, SentencePiece, Llama)
+
+
 class _IncrementalDecoder:
-    """Whole characters only (vLLM's prefix/read offsets): decode ids[prefix:] against
-    ids[prefix:read]; emit the difference unless it ends in U+FFFD (a character not yet whole)."""
+    """Whole characters only. Byte-fallback tokens (`<0xE2>`) go through Python's incremental
+    UTF-8 decoder, so a character appears with its last byte and an invalid byte is one U+FFFD
+    (the tokenizer's own decode turns a whole run of bytes with one bad byte into U+FFFDs, "м"
+    included, which a stream that already showed "м" could never follow). Other tokens: the text
+    that decoding them after a window of earlier ones adds (vLLM's detokenizer; spaces at token
+    borders), special tokens skipped."""
 
     def __init__(self, tokenizer: Any, prompt_ids: Sequence[int]):
         self.tok = tokenizer
-        self.ids = list(prompt_ids)
-        self.read = len(self.ids)
-        self.prefix = max(0, self.read - DECODE_WINDOW)
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.ctx = [i for i in prompt_ids if not self._byte(i)][-DECODE_WINDOW:]
+
+    def _byte(self, token_id: int) -> int | None:
+        m = _BYTE_TOKEN.match(self.tok.convert_ids_to_tokens(int(token_id)) or "")
+        return int(m.group(1), 16) if m else None
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def add(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        before = self._decode(self.ids[self.prefix:self.read])
-        after = self._decode(self.ids[self.prefix:])
-        if len(after) > len(before) and not after.endswith("\ufffd") and after.startswith(before):
-            self.prefix, self.read = max(self.prefix, len(self.ids) - DECODE_WINDOW), len(self.ids)
-            if self.prefix > self.read:
-                self.prefix = self.read
-            return after[len(before):]
-        return ""
+        b = self._byte(token_id)
+        if b is not None:
+            return self.utf8.decode(bytes([b]))
+        out = self.flush()  # a character left unfinished by the bytes before this token
+        before, after = self._decode(self.ctx), self._decode(self.ctx + [token_id])
+        out += after[len(before):] if after.startswith(before) else self._decode([token_id])
+        self.ctx = (self.ctx + [token_id])[-DECODE_WINDOW:]
+        return out
 
     def flush(self) -> str:
-        before = self._decode(self.ids[self.prefix:self.read])
-        after = self._decode(self.ids[self.prefix:])
-        self.read = len(self.ids)
-        return after[len(before):] if after.startswith(before) else ""
+        out = self.utf8.decode(b"", final=True)
+        self.utf8.reset()
+        return out
 
 
 def generate_text(model: Any, tokenizer: Any, prompt: str, settings: GenerationSettings | None = None,

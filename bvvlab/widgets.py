@@ -1,4 +1,4 @@
-"""ipywidgets views over `bvvlab.generation` (floor 7; DESIGN.md: widgets are views).
+"""ipywidgets views over `bvvlab.generation` (floor 7; widgets are views: the logic lives in generation).
 
 Everything a panel shows is computed by pure functions below (`checkpoint_options`,
 `top_figure`, `token_strip_html`) or by the generation core, so tests and papermill run them
@@ -214,6 +214,7 @@ class _Controls:
         self.top_p = W.FloatSlider(value=s.top_p, min=0.05, max=1, step=0.05, description="top-p", style=style)
         self.max_new_tokens = W.IntSlider(value=s.max_new_tokens, min=1, max=512, description="max new tokens",
                                           style=style)
+        self.max_new_tokens.add_class("bvv-max-new")
         self.repetition_penalty = W.FloatSlider(value=s.repetition_penalty, min=0.5, max=2, step=0.05,
                                                 description="repetition penalty", style=style)
         self.seed = W.IntText(value=s.seed, description="seed", style=style)
