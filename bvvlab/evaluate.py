@@ -246,13 +246,15 @@ def _mc_rows(tokenizer: Any, items: list[MCItem], max_len: int, prefix: str | No
 
 @torch.no_grad()
 def score_choices(model: torch.nn.Module, tokenizer: Any, items: list[MCItem], batch: int = 32,
-                  prefix: str | None = "eos") -> list[list[float]]:
+                  prefix: str | None = "eos", share_prefix: bool = True) -> list[list[float]]:
     """Summed log-likelihood (nats) of every choice of every item given its context.
 
     The context is scored once: a batch of contexts (left-padded) runs with the KV cache on, the
     last position's logits score every choice's first token, the cache is repeated once per
     choice (`Cache.reorder_cache`) and all choices of the batch run together (right-padded) over
-    it. Cost: one context pass per question instead of one per choice.
+    it. Cost: one context pass per question instead of one per choice. With `share_prefix`, the
+    tokens that all contexts of a batch start with (questions are sorted by their ids, so
+    templated prompts share most of theirs) run once and their cache is repeated too.
     """
     check_pair(model, tokenizer)
     from transformers import DynamicCache
@@ -261,20 +263,28 @@ def score_choices(model: torch.nn.Module, tokenizer: Any, items: list[MCItem], b
     model.eval()
     dev = _device(model)
     rows = _mc_rows(tokenizer, items, int(model.config.max_position_embeddings), prefix)
-    order = sorted(range(len(rows)), key=lambda k: len(rows[k][0]))
+    # sorted by the context's ids: a batch's contexts then share long prefixes (templated prompts)
+    order = sorted(range(len(rows)), key=lambda k: rows[k][0])
     out: list[list[float]] = [[] for _ in rows]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for b in range(0, len(order), batch):
         ks = order[b:b + batch]
-        Lc = max(len(rows[k][0]) for k in ks)
-        ctx = torch.full((len(ks), Lc), pad, dtype=torch.long)
-        cmask = torch.zeros((len(ks), Lc), dtype=torch.long)
-        for j, k in enumerate(ks):
-            c = rows[k][0]
-            ctx[j, Lc - len(c):] = torch.tensor(c)
-            cmask[j, Lc - len(c):] = 1
-        ctx, cmask = ctx.to(dev), cmask.to(dev)
+        ctxs = [rows[k][0] for k in ks]
+        P = _common_prefix(ctxs) if share_prefix and len(ks) > 1 else 0
+        P = min(P, min(len(c) for c in ctxs) - 1)  # every row keeps one token: its last logits come from it
         cache = DynamicCache(config=model.config)
+        if P > 0:  # the shared prefix once, then its cache repeated for every question of the batch
+            model(input_ids=torch.tensor([ctxs[0][:P]], device=dev), cache=cache, use_cache=True, logits_to_keep=1)
+            cache.reorder_cache(torch.zeros(len(ks), dtype=torch.long, device=dev))
+        Lc = max(len(c) for c in ctxs) - P
+        ctx = torch.full((len(ks), Lc), pad, dtype=torch.long)
+        cmask = torch.zeros((len(ks), P + Lc), dtype=torch.long)
+        cmask[:, :P] = 1
+        for j, c in enumerate(ctxs):
+            rest = c[P:]  # left-padded after the prefix: positions still count real tokens (cumsum)
+            ctx[j, Lc - len(rest):] = torch.tensor(rest)
+            cmask[j, P + Lc - len(rest):] = 1
+        ctx, cmask = ctx.to(dev), cmask.to(dev)
         o = model(input_ids=ctx, attention_mask=cmask, cache=cache, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(o.logits[:, -1].float(), -1)  # (Q, V)
         cache = o.cache if getattr(o, "cache", None) is not None else cache
@@ -306,6 +316,15 @@ def score_choices(model: torch.nn.Module, tokenizer: Any, items: list[MCItem], b
             r += n
     model.train(was)
     return out
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(x) for x in seqs)
+    first, last = min(seqs), max(seqs)  # the common prefix of all = that of the smallest and largest
+    i = 0
+    while i < n and first[i] == last[i]:
+        i += 1
+    return i
 
 
 @torch.no_grad()

@@ -47,7 +47,10 @@ def model(tok):
 ITEMS = [E.MCItem("Question: What is the Russian word for cat?\nAnswer:", [" кошка", " собака", " дом", " к"], 0),
          E.MCItem("Answer:", [" дом", " кошка собака"], 1),
          E.MCItem("", [" дом", "ка", "A"], 2),
-         E.MCItem("Which of these is an animal?" * 3, [" dog", " table", " red"], 0)]
+         E.MCItem("Which of these is an animal?" * 3, [" dog", " table", " red"], 0),
+         # a shared prompt prefix (run once for the batch) with suffixes of different lengths
+         E.MCItem("Question: What is the Russian word for dog?\nAnswer:", [" собака", " дом"], 0),
+         E.MCItem("Question: What is the Russian word for table or red?\nAnswer:", [" дом", " кошка", " к"], 0)]
 
 
 # ------------------------------------------------------------------------- log-likelihood scoring
@@ -56,9 +59,11 @@ def test_cached_batched_scores_equal_each_full_sequence(model, tok):
     """Context once + KV cache repeated per choice + all choices batched (left-padded contexts of
     different lengths, right-padded choices of different lengths) == every sequence scored alone."""
     want = E.score_full_sequences(model, tok, ITEMS)
-    for batch in (1, 3, 32):
-        got = E.score_choices(model, tok, ITEMS, batch=batch)
+    for batch, share in ((1, True), (3, True), (32, True), (32, False)):
+        got = E.score_choices(model, tok, ITEMS, batch=batch, share_prefix=share)
         np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-5, atol=1e-4)
+    shared = ITEMS[0].context, ITEMS[4].context, ITEMS[5].context
+    assert E._common_prefix([E.encode(tok, c) for c in shared]) >= len(E.encode(tok, "Question: What is the Russian"))
 
 
 def test_context_and_continuation_are_tokenised_separately(model, tok):
