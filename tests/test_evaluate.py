@@ -327,3 +327,20 @@ def test_eval_command_compares_two_checkpoints(tmp_path, tok, capsys, monkeypatc
     rc = cli_main(["eval", str(a), "--suite", "mmlu", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "mmlu=PATH.jsonl" in err
+
+
+def test_translation_and_generative_tasks_give_tidy_rows(tmp_path, model, tok):
+    """The offline translation suite and a SQuAD-format generative task through evaluate_task:
+    BLEU/chrF rows from the generated text (scored by sacrebleu), the protocol's two intervals."""
+    import sacrebleu
+
+    tr = next(t for t in E.offline_suite() if t.name == "libreoffice-en-ru")
+    tr.max_new_tokens = 4
+    rows = {r["metric"]: r for r in E.evaluate_task(model, tok, tr, limit=3)}
+    hyps = E.generate_texts(model, tok, [E.translation_prompt(s, "en", "ru") for s, _ in tr.items[:3]], 4)
+    assert rows["bleu"]["mean"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [[r for _, r in tr.items[:3]]]).score)
+    assert rows["chrf"]["n"] == 3 and rows["chrf"]["low"] <= rows["chrf"]["mean"] <= rows["chrf"]["high"]
+    sq = E.hub_task("squad_v2", _jsonl(tmp_path / "sq.jsonl", HUB_ROWS["squad_v2"]))
+    rows = E.evaluate_task(model, tok, sq, runs=2, sample=True)
+    assert [r["interval"] for r in rows] == ["1.96 sigma/sqrt(2) over runs", "bootstrap over questions"]
+    assert all(r["metric"] == "substring_protocol" and r["n"] == 1 for r in rows)
