@@ -215,6 +215,97 @@ def test_notebook_01_figures_render_their_labels(browser, tmp_path):
     assert ticks and not any(c in "".join(ticks) for c in "µmkn"), ticks
 
 
+def _generation_notebook(root: Path) -> Path:
+    """notebooks/04_generate.ipynb in the lab's root, its parameters pointed at a tiny checkpoint
+    (context 1024, so a long generation can be stopped) saved here: no training in the test."""
+    import torch
+    import torch.nn.functional as F
+
+    from bvvlab.checkpoints import save_checkpoint
+    from bvvlab.model import BVVForCausalLM, config_from_preset
+    from bvvlab.runinfo import REPO_ROOT
+    from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+
+    tokens, _ = compact_vocab(bvv241_vocab(65536, []), ["Hello, world! The quick brown fox.", "Привет, мир!"])
+    tok = hf_tokenizer(tokens, [])
+    tok.eos_token = None  # no end of text: the generation runs until Stop
+    torch.manual_seed(0)
+    cfg = config_from_preset("tiny", vocab_size=len(tok), max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
+                             bos_token_id=tok.bos_token_id, eos_token_id=None)
+    model = BVVForCausalLM.from_glyphs(cfg, F.normalize(torch.randn(len(tok), cfg.hidden_size), dim=-1)).eval()
+    ckpt = save_checkpoint(model, tok, root / "gen_ckpt", {"train_config": {"preset": "tiny"}, "step": 0})
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "04_generate.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source = (f"checkpoint = {str(ckpt)!r}\nruns_dir = {str(root / 'no_runs')!r}\n"
+                     f"run_dir = {str(root / 'gen_out')!r}\nprompt = 'The '\nmax_new_tokens = 4\n"
+                     "temperature = 1.0\ntop_k = 0\ntop_p = 1.0\nrepetition_penalty = 1.0\nseed = 0\n")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "04_generate.ipynb")
+    return root / "04_generate.ipynb"
+
+
+def _generation_state(page) -> dict:
+    return page.evaluate("""() => {
+        const panel = document.querySelector('.bvv-panel');
+        const gd = panel.querySelector('.js-plotly-plot');
+        const b = panel.querySelector('.bvv-gen-text b');
+        return {text: panel.querySelector('.bvv-gen-text').textContent, generated: b ? b.textContent : '',
+                chart: gd ? JSON.stringify([gd.layout.title.text, gd.data[0].x, gd.data[0].y]) : null,
+                status: panel.querySelector('.bvv-status').textContent, rate: panel.querySelector('.bvv-rate').textContent,
+                strip: panel.querySelectorAll('.bvv-tok img').length};
+    }""")
+
+
+def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path):
+    """A person opens 04_generate, runs all cells, types a prompt, sets max new tokens, clicks
+    Generate, sees the text grow and the next-token chart change, clicks Stop."""
+    url, token, root = lab
+    _generation_notebook(root)
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/lab/tree/04_generate.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell")
+        page.wait_for_function("() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+                               ".some(e => /Python 3.*\\|\\s*Idle/.test(e.textContent))")
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        page.wait_for_selector(".bvv-panel .bvv-generate", timeout=90_000)
+        prompt = page.locator(".bvv-panel .bvv-prompt textarea")
+        prompt.click()
+        prompt.fill("")
+        prompt.type("Hello, мир")
+        readout = page.locator(".bvv-panel .bvv-max-new .widget-readout")
+        readout.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.type("500")
+        page.keyboard.press("Enter")
+        page.locator(".bvv-panel .bvv-generate").click()
+        page.wait_for_function("() => { const b = document.querySelector('.bvv-panel .bvv-gen-text b');"
+                               " const gd = document.querySelector('.bvv-panel .js-plotly-plot');"
+                               " return b && b.textContent.length > 0 && gd && gd.data; }")
+        first = _generation_state(page)
+        # the text grows and the chart is redrawn with another step's distribution while it streams
+        page.wait_for_function("s => { const gd = document.querySelector('.bvv-panel .js-plotly-plot');"
+                               " return document.querySelector('.bvv-panel .bvv-gen-text b').textContent.length"
+                               " > s.generated.length + 5 && gd && gd.data && JSON.stringify("
+                               "[gd.layout.title.text, gd.data[0].x, gd.data[0].y]) !== s.chart; }", arg=first)
+        second = _generation_state(page)
+        page.locator(".bvv-panel .bvv-stop").click()
+        page.wait_for_function("() => document.querySelector('.bvv-panel .bvv-status').textContent.includes('finished')")
+        stopped = _generation_state(page)
+    finally:
+        page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)  # also what a failure looked like
+        page.close()
+    assert first["text"].startswith("Hello, мир"), first
+    assert len(second["generated"]) > len(first["generated"]) > 0
+    assert first["chart"] is not None and second["chart"] != first["chart"], (first, second)
+    assert "finished: stopped" in stopped["status"], stopped
+    n = int(stopped["status"].split("stopped, ")[1].split(" tokens")[0])
+    assert 0 < n < 500 and stopped["strip"] >= n and "tokens/s" in stopped["rate"]
+    assert (tmp_path / "generate.png").stat().st_size > 0
+
+
 def test_missing_browser_skips_locally_and_fails_under_ci(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception):
