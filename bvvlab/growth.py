@@ -54,10 +54,6 @@ def _holds_run(d: Path) -> bool:
     return (d / "meta.json").exists() or (d / "checkpoints").exists()
 
 
-def _finished(d: Path) -> bool:
-    return "final" in C.read_meta(d)
-
-
 def shared_embedding(base: TrainConfig, out: Path) -> str:
     """The embedding every stage uses: `base.vocab` when it is a saved embedding, else one built
     for the base config once and saved under `out/embedding` (kept across resumes)."""
@@ -117,8 +113,7 @@ def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[i
         cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(d),
                           init_from=init_from, freeze_blocks=frozen, new_block_init=new_block_init,
                           resume=_holds_run(d), overwrite=False)
-        if not _finished(d):
-            train(cfg, callback=callback)
+        train(cfg, callback=callback)  # a finished stage returns at once (after the resume checks of its config)
         return d
 
     for k, (added, steps_k) in enumerate(zip(plan, per_stage), start=1):
@@ -143,8 +138,7 @@ def baseline(base: TrainConfig, depth: int, steps: int, out: str | Path, vocab: 
     vocab = vocab or shared_embedding(base, out.parent)
     cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(out),
                       resume=_holds_run(out), overwrite=False)
-    if not _finished(out):
-        train(cfg, callback=callback)
+    train(cfg, callback=callback)
     return _stage_record(out, depth, depth, 0, steps)
 
 
