@@ -1,0 +1,100 @@
+"""Probing speed (issue 11, "Speed"): every metric of `bvvlab.probe` for a 6-layer `small`-shaped
+model (d 256) over 500 concept items (250 concepts x en/ru), and the UMAP map of every layer.
+
+  (a) all metrics but UMAP: hidden states of 7 layers (batched, left-padded), retrieval both
+      ways (centred, raw, language direction removed; trained / held-out subsets), category and
+      language probes (5-fold GroupKFold) + the language probe after removal, silhouettes, the
+      logit lens, the latent-language view (2 x 60 prompts), CKA layer x layer, then PCA maps and
+      every figure written to HTML. Target <= 10 s.
+  (b) UMAP on every layer: the first UMAP call of the process (numba compiles umap's kernels;
+      stated separately as the first-run cost), then the 7 maps. Target <= 60 s after compilation.
+
+The model is untrained (speed does not depend on the weights). Timings are wall-clock, with
+`--threads` torch/BLAS threads (default 1: the shared 2-core CI machine).
+
+    .venv/bin/python bench/bench_probe.py              # writes bench/results/probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "probe.json"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--items", type=int, default=500, help="items (half English, half Russian)")
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--no-umap", action="store_true")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[k] = str(args.threads)
+    t_import = time.perf_counter()
+    import numpy as np
+    import sklearn.linear_model  # noqa: F401  (import cost reported on its own)
+    import torch
+    import torch.nn.functional as F
+
+    from bvvlab import probe as P
+    from bvvlab.checkpoints import save_checkpoint
+    from bvvlab.model import BVVForCausalLM, config_from_preset
+    from bvvlab.runinfo import device_info, git_commit, write_json_atomic
+    from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+
+    torch.set_num_threads(args.threads)
+    import_s = time.perf_counter() - t_import
+
+    items = P.concept_items(heldout=["cat", "dog", "red", "bread", "mother"])[:args.items]
+    texts = [it.text for it in items] + [p["prompt"] + p["answer"] for d in ("en2ru", "ru2en")
+                                         for p in P.translation_prompts(d)]
+    tokens, _ = compact_vocab(bvv241_vocab(65536, []), texts)
+    tok = hf_tokenizer(tokens, [])
+    cfg = config_from_preset("small", vocab_size=len(tok), num_hidden_layers=args.layers)
+    glyphs = F.normalize(torch.randn(len(tok), cfg.hidden_size, generator=torch.Generator().manual_seed(0)), dim=-1)
+    torch.manual_seed(0)
+    model = BVVForCausalLM.from_glyphs(cfg, glyphs).eval()
+    result = {"items": len(items), "layers": args.layers, "hidden_size": cfg.hidden_size, "vocab": len(tok),
+              "threads": args.threads, "import_s": round(import_s, 3), "device": device_info(),
+              "git_commit": git_commit(), "load_average_before": list(os.getloadavg())}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_checkpoint(model, tok, Path(tmp) / "small6")
+        t0 = time.perf_counter()
+        lm = P.load_model(ckpt)
+        t1 = time.perf_counter()
+        metrics, states, _ = P.probe_models([str(ckpt)], items, lms=[lm])
+        t2 = time.perf_counter()
+        P.write_run(Path(tmp) / "pca", metrics, states, items, umap=False)
+        t3 = time.perf_counter()
+        result.update(load_s=round(t1 - t0, 3), metrics_s=round(t2 - t1, 3), pca_figures_s=round(t3 - t2, 3),
+                      all_but_umap_s=round(t3 - t0, 3), target_all_but_umap_s=10.0)
+        m = metrics["models"]["small6"]
+        result["check"] = {"top1_layer0": m["retrieval"][0]["top1"], "chance_top1": m["retrieval"][0]["chance_top1"]}
+        print(f"all metrics but UMAP, {len(items)} items, {args.layers + 1} hidden states: {t3 - t0:.2f} s "
+              f"(load {t1 - t0:.2f}, metrics {t2 - t1:.2f}, PCA maps + figures {t3 - t2:.2f}; imports before: "
+              f"{import_s:.2f} s)")
+        if not args.no_umap:
+            st = states["small6"]
+            t4 = time.perf_counter()
+            P._coords_2d(np.asarray(st.pooled[0][:40]), "umap", 0)  # numba's compilation, on a small input
+            t5 = time.perf_counter()
+            P.layer_maps(st, "umap", 0)
+            t6 = time.perf_counter()
+            result.update(umap_first_call_s=round(t5 - t4, 3), umap_all_layers_s=round(t6 - t5, 3),
+                          target_umap_all_layers_s=60.0)
+            print(f"UMAP: first call (numba compilation) {t5 - t4:.2f} s, then {args.layers + 1} layers {t6 - t5:.2f} s")
+    result["load_average_after"] = list(os.getloadavg())
+    write_json_atomic(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Probing (issue 11): metrics on constructed vectors with known answers, hidden states of real
+(tiny, untrained) models, the logit lens, figures, the command line and its bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bvvlab import probe as P
+from bvvlab.checkpoints import save_checkpoint
+from bvvlab.model import BVVForCausalLM, config_from_preset, to_llama
+from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+
+EXTRA = ["The cat sleeps on the warm windowsill today.", "Кошка спит."]
+
+
+def _texts() -> list[str]:
+    lat = [p["prompt"] + p["answer"] for d in ("en2ru", "ru2en") for p in P.translation_prompts(d)]
+    return [it.text for it in P.concept_items()] + lat + EXTRA
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """An untrained tiny frozen-embedding checkpoint (RMSNorm + SwiGLU, so it maps onto Llama)
+    with a compact bvv241 tokenizer over the lexicon; and its Llama twin as a plain HF directory."""
+    tokens, _ = compact_vocab(bvv241_vocab(65536, []), _texts())
+    tok = hf_tokenizer(tokens, [])
+    torch.manual_seed(0)
+    cfg = config_from_preset("tiny", vocab_size=len(tok), norm_type="rmsnorm", mlp_type="swiglu")
+    glyphs = F.normalize(torch.randn(len(tok), cfg.hidden_size, generator=torch.Generator().manual_seed(0)), dim=-1)
+    model = BVVForCausalLM.from_glyphs(cfg, glyphs).eval()
+    root = tmp_path_factory.mktemp("probe")
+    ckpt = save_checkpoint(model, tok, root / "bvv", {"purpose": "test"})
+    llama_dir = root / "llama"
+    to_llama(model).save_pretrained(llama_dir)
+    tok.save_pretrained(llama_dir)
+    return model, tok, ckpt, llama_dir
+
+
+# ----------------------------------------------------------------------------- constructed vectors
+
+
+def _pairs(n: int, d: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    items = [P.Item(f"en{i}", "en", str(i), f"c{i % 4}") for i in range(n)] + \
+            [P.Item(f"ru{i}", "ru", str(i), f"c{i % 4}") for i in range(n)]
+    return X, items, rng
+
+
+def test_identical_sets_retrieve_perfectly_and_cka_is_one():
+    X, items, _ = _pairs(50)
+    r = P.retrieval(np.concatenate([X, X]), items)
+    assert r["top1_en2ru"] == r["top1_ru2en"] == 1.0 and r["mrr_en2ru"] == 1.0
+    assert r["chance_top1"] == pytest.approx(1 / 50)
+    assert P.linear_cka(X, X) == pytest.approx(1.0)
+    assert P.linear_cka(X, X @ np.linalg.qr(np.random.default_rng(1).standard_normal((16, 16)))[0] * 3) == pytest.approx(1.0)
+    M = P.cka_matrix(np.stack([X, X[:, ::-1]]), np.stack([X]))
+    assert M.shape == (2, 1) and np.allclose(M, 1.0)
+
+
+def test_shuffled_pairing_sits_at_chance():
+    n = 300
+    X, items, rng = _pairs(n)
+    Y = rng.standard_normal((n, 16))  # the "translations" share nothing with their English side
+    r = P.retrieval(np.concatenate([X, Y]), items)
+    assert r["chance_top1"] == pytest.approx(1 / n)
+    assert r["top1"] < 5 / n
+    assert r["mrr_en2ru"] == pytest.approx(r["chance_mrr_en2ru"], abs=0.03)
+    # the chance MRR of one correct item among n is H_n / n
+    assert r["chance_mrr_en2ru"] == pytest.approx(sum(1 / k for k in range(1, n + 1)) / n)
+    assert P.linear_cka(X, Y) < 0.2
+
+
+def test_centring_removes_a_language_offset_and_lda_removes_a_language_direction():
+    X, items, rng = _pairs(80)
+    shift = 20 * rng.standard_normal(16)
+    Z = np.concatenate([X + 0.3 * rng.standard_normal(X.shape), X + shift])
+    assert P.retrieval(Z, items, centre=False)["top1"] < 0.5  # the offset dominates raw cosine
+    assert P.retrieval(Z, items, centre=True)["top1"] > 0.9
+    langs = [it.lang for it in items]
+    neutral = P.remove_language_directions(Z, langs, "lda")
+    assert P.probe_accuracy(neutral, langs, [it.pair for it in items], folds=5)["accuracy"] < 0.7
+    assert P.probe_accuracy(Z, langs, [it.pair for it in items], folds=5)["accuracy"] == 1.0
+
+
+def test_probe_finds_a_planted_category_and_not_a_random_one():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 40).astype(str)
+    X = rng.standard_normal((160, 8)) + 4 * np.eye(8)[y.astype(int)]
+    groups = [str(i // 2) for i in range(160)]
+    assert P.probe_accuracy(X, y, groups)["accuracy"] > 0.95
+    r = P.probe_accuracy(rng.standard_normal((160, 8)), y, groups)
+    assert abs(r["accuracy"] - 0.25) < 0.15 and r["chance"] <= 0.3
+    assert P.silhouette(X, y) > 0.3 and P.silhouette(X, y[rng.permutation(160)]) < 0.05
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_untrained_model_sits_near_chance(tiny):
+    _, _, ckpt, _ = tiny
+    items = P.concept_items(heldout=["cat", "dog", "red"])
+    metrics, states, _ = P.probe_models([str(ckpt)], items, latent=False)
+    m = metrics["models"]["bvv"]
+    assert m["layers"] == [0, 1, 2] and states["bvv"].pooled.shape[:2] == (3, len(items))
+    for r in m["retrieval"]:
+        assert r["top1"] < 0.05 and r["chance_top1"] == pytest.approx(1 / 306)
+        assert "top1_en2ru_heldout" in r and "top1_en2ru_trained" in r
+    assert metrics["cka"]["bvv"]["matrix"][0][0] == pytest.approx(1.0)
+    assert m["logit_lens"]["available"] and m["logit_lens"]["kl_to_final"][-1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_logit_lens_at_the_last_layer_is_the_logits(tiny):
+    model, tok, ckpt, llama_dir = tiny
+    for path in (ckpt, llama_dir):
+        lm = P.load_model(path)
+        ids = torch.tensor([tok("Кошка спит.", add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            out = lm.model(input_ids=ids, output_hidden_states=True)
+            lens = P.lens_logits(lm.norm, lm.head, out.hidden_states[-1], lm.n_layers, lm.n_layers)
+        assert torch.equal(lens, out.logits), path
+
+
+def test_left_padded_pooling_equals_the_unpadded_item(tiny):
+    _, _, ckpt, llama_dir = tiny
+    texts = ["cat", "Кошка спит.", EXTRA[0]]
+    for path in (ckpt, llama_dir):
+        lm = P.load_model(path)
+        for pooling in ("last", "mean"):
+            batched = P.hidden_states(lm, texts, pooling, batch_size=8).pooled
+            alone = np.concatenate([P.hidden_states(lm, [t], pooling).pooled for t in texts], axis=1)
+            np.testing.assert_allclose(batched, alone, atol=2e-5, rtol=1e-4)
+
+
+def test_states_stream_to_a_memory_mapped_file(tiny, tmp_path):
+    lm = P.load_model(tiny[2])
+    ram = P.hidden_states(lm, ["cat", "dog", "кошка"]).pooled
+    mm = P.hidden_states(lm, ["cat", "dog", "кошка"], memmap=tmp_path / "h.npy").pooled
+    assert isinstance(mm, np.memmap) and np.array_equal(np.asarray(mm), ram)
+    assert np.array_equal(np.load(tmp_path / "h.npy"), ram)
+
+
+def test_latent_language_view_has_one_point_per_layer(tiny):
+    lm = P.load_model(tiny[2])
+    r = P.latent_language(lm, "en2ru", n=10, n_boot=50)
+    assert r["available"] and len(r["answer"]["mean"]) == 3
+    assert all(lo <= m <= hi for lo, m, hi in zip(r["answer"]["lo"], r["answer"]["mean"], r["answer"]["hi"]))
+
+
+def test_slider_figure_holds_one_frame_per_layer(tiny):
+    lm = P.load_model(tiny[2])
+    items = P.concept_items()[:40]
+    st = P.hidden_states(lm, items)
+    fig = P.slider_figure(P.layer_maps(st, "pca"), items, st.layers)
+    assert len(fig.frames) == 3 == len(fig.layout.sliders[0].steps)
+    assert [f.name for f in fig.frames] == ["0", "1", "2"]
+
+
+def test_lens_without_a_final_norm_says_so_in_one_line(tiny):
+    lm = P.load_model(tiny[2])
+    lm.norm, lm.lens_reason = None, "no final norm found (looked for ln_f, norm, final_layernorm)"
+    st = P.hidden_states(lm, ["cat", "кошка"], lens=True)
+    assert not st.lens["available"] and "\n" not in st.lens["reason"] and "final norm" in st.lens["reason"]
+
+
+# ----------------------------------------------------------------------------- bad input, one line each
+
+
+def _one_line(exc) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_items_without_a_translation_are_refused():
+    items = [P.Item("cat", "en", "cat", "animals"), P.Item("кошка", "ru", "cat", "animals"),
+             P.Item("dog", "en", "dog", "animals")]
+    with pytest.raises(P.ProbeError) as e:
+        P.check_translations(items)
+    assert "no translation" in _one_line(e) and "'dog'" in str(e.value)
+
+
+def test_fewer_groups_than_folds_are_refused(tiny):
+    items = P.concept_items()[:6]  # 3 concepts
+    with pytest.raises(P.ProbeError) as e:
+        P.probe_models([str(tiny[2])], items, folds=5)
+    assert "3 groups" in _one_line(e) and "--folds" in str(e.value)
+
+
+def test_layer_out_of_range_is_refused(tiny):
+    lm = P.load_model(tiny[2])
+    with pytest.raises(P.ProbeError) as e:
+        P.hidden_states(lm, ["cat"], layers=[3])
+    assert "out of range" in _one_line(e) and "0..2" in str(e.value)
+    assert P.check_layers([-1, 0], 2) == [2, 0]
+
+
+def test_a_directory_that_is_not_a_causal_lm_is_refused(tmp_path):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    DistilBertModel(DistilBertConfig(vocab_size=50, dim=8, n_layers=1, n_heads=2,
+                                     hidden_dim=16)).save_pretrained(tmp_path / "encoder")
+    with pytest.raises(P.ProbeError) as e:
+        P.load_model(tmp_path / "encoder")
+    assert "not a causal LM" in _one_line(e)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception) as e:
+        P.load_model(tmp_path / "empty")
+    assert "holds no checkpoint" in _one_line(e)
+
+
+def test_token_level_cka_needs_one_tokenizer(tiny, tmp_path):
+    model, tok, ckpt, _ = tiny
+    tokens, _ = compact_vocab(bvv241_vocab(65536, ["ca", "at", "ко"]), _texts())
+    tok2 = hf_tokenizer(tokens, ["ca", "at", "ко"])
+    cfg = config_from_preset("tiny", vocab_size=len(tok2))
+    other = save_checkpoint(BVVForCausalLM.from_glyphs(cfg, F.normalize(torch.randn(len(tok2), 64), dim=-1)), tok2,
+                            tmp_path / "other")
+    items = P.concept_items()[:20]
+    metrics, _, _ = P.probe_models([str(ckpt), str(other)], items, folds=2, latent=False)  # item by item: fine
+    assert np.array(metrics["cka"]["other"]["matrix"]).shape == (3, 3)
+    with pytest.raises(P.ProbeError) as e:
+        P.probe_models([str(ckpt), str(other)], items, folds=2, latent=False, cka_level="token")
+    assert "same tokenization" in _one_line(e)
+
+
+def test_file_items_read_csv_and_jsonl(tmp_path):
+    (tmp_path / "a.csv").write_text("text,label,lang,pair\ncat,animals,en,1\nкошка,animals,,1\n", encoding="utf-8")
+    items = P.file_items(tmp_path / "a.csv")
+    assert [(i.text, i.lang, i.pair, i.label) for i in items] == [("cat", "en", "1", "animals"),
+                                                                   ("кошка", "ru", "1", "animals")]
+    (tmp_path / "b.jsonl").write_text('{"text": "dog", "pair": 2}\n{"text": "собака", "pair": 2}\n', encoding="utf-8")
+    assert [i.lang for i in P.file_items(tmp_path / "b.jsonl")] == ["en", "ru"]
+    (tmp_path / "c.csv").write_text("word\ncat\n", encoding="utf-8")
+    with pytest.raises(P.ProbeError) as e:
+        P.file_items(tmp_path / "c.csv")
+    assert "'text' column" in _one_line(e)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def test_cli_writes_metrics_table_and_figures(tiny, tmp_path, capsys):
+    from bvvlab.cli import main
+
+    _, _, ckpt, llama_dir = tiny
+    out = tmp_path / "run"
+    rc = main(["probe", str(ckpt), str(llama_dir), "--items", "concepts", "--limit", "30", "--out", str(out),
+               "--no-umap", "--pooling", "mean"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["models"]) == {"bvv", "llama"} and m["meta"]["map_method"] == "pca"
+    # the Llama twin computes the same function: the same metrics and CKA ~ 1 on the diagonal
+    a, b = m["models"]["bvv"], m["models"]["llama"]
+    assert [r["top1"] for r in a["retrieval"]] == pytest.approx([r["top1"] for r in b["retrieval"]], abs=0.02)
+    assert np.diag(np.array(m["cka"]["llama"]["matrix"])) == pytest.approx(1.0, abs=1e-4)
+    for f in ("metrics.md", "metrics_by_layer.html", "map_bvv.html", "cka_llama.html", "plotly.min.js"):
+        assert (out / f).is_file(), f
+    assert "| layer |" in (out / "metrics.md").read_text()
+    assert main(["probe", str(ckpt), "--out", str(out), "--no-umap"]) == 2  # no overwrite without asking
+    assert "already exists" in capsys.readouterr().err
+    assert main(["probe", str(ckpt), "--out", str(tmp_path / "x"), "--layers", "9", "--no-umap"]) == 2
+    assert "out of range" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_large_states_stream_to_a_temporary_file_on_their_own(tiny, monkeypatch):
+    lm = P.load_model(tiny[2])
+    ram = P.hidden_states(lm, ["cat", "dog"]).pooled
+    monkeypatch.setattr(P, "MEMMAP_BYTES", 16)
+    mm = P.hidden_states(lm, ["cat", "dog"]).pooled
+    assert isinstance(mm, np.memmap) and np.array_equal(np.asarray(mm), ram)
