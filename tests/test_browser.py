@@ -230,7 +230,10 @@ def _generation_notebook(root: Path) -> Path:
     tok = hf_tokenizer(tokens, [])
     tok.eos_token = None  # no end of text: the generation runs until Stop
     torch.manual_seed(0)
-    cfg = config_from_preset("tiny", vocab_size=len(tok), max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
+    # wide and deep enough that 500 tokens take seconds on a fast CPU: a person (and this test) can
+    # click Stop while it streams (a 64-wide model finished 500 tokens before the click landed)
+    cfg = config_from_preset("tiny", vocab_size=len(tok), max_position_embeddings=1024, hidden_size=384,
+                             num_hidden_layers=8, num_attention_heads=6, pad_token_id=tok.pad_token_id,
                              bos_token_id=tok.bos_token_id, eos_token_id=None)
     model = BVVForCausalLM.from_glyphs(cfg, F.normalize(torch.randn(len(tok), cfg.hidden_size), dim=-1)).eval()
     ckpt = save_checkpoint(model, tok, root / "gen_ckpt", {"train_config": {"preset": "tiny"}, "step": 0})
@@ -270,7 +273,7 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
                                ".some(e => /Python 3.*\\|\\s*Idle/.test(e.textContent))")
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-        page.wait_for_selector(".bvv-panel .bvv-generate", timeout=90_000)
+        page.wait_for_selector(".bvv-panel .bvv-generate", timeout=240_000)  # kernel start + imports, on a busy CI
         prompt = page.locator(".bvv-panel .bvv-prompt textarea")
         prompt.click()
         prompt.fill("")
