@@ -251,10 +251,11 @@ def _run_all_cells(page, tries: int = 3) -> None:
     """Run > Run All Cells on the notebook in focus, checked: on a busy machine the menu click
     sometimes lands before the notebook has focus and nothing runs (seen in a fresh-ci run: every
     prompt still `[ ]`), so it is repeated until a cell has started."""
-    started = ("() => [...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')]"
+    # the notebook on show: an earlier test's notebook may still be open in a hidden tab of the same lab
+    started = ("() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt')]"
                ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))")
     for _ in range(tries):
-        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.click()
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         try:
