@@ -22,9 +22,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -32,6 +29,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
+from bvvlab.atomic import atomic_dir, write_atomic
 from bvvlab.runinfo import cache_dir
 
 SHARD_FORMAT = 2  # bump when the on-disk layout or the tokenisation rule changes
@@ -235,8 +233,8 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
                 progress: bool = True, root: Path | None = None) -> TokenShard:
     """Tokenise a source mixture's `split` once; later calls with the same content reuse the cache.
 
-    The directory is written under a temporary name and renamed, so a killed build never leaves a
-    half shard that a later run would trust.
+    The directory is written under a temporary name and renamed (`atomic_dir`), so a killed build
+    never leaves a half shard that a later run would trust.
 
     A mixture with a streamed `hf:` source (`?streaming=1`, a Hub name) has no content
     fingerprint, so it is re-tokenised on every call and replaces the shard of its key; the one
@@ -245,8 +243,6 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
     so all ranks read the same tokens. A resumed run re-reads the stream: its data matches the
     interrupted run's only if the stream gives the same rows.
     """
-    from tqdm.auto import tqdm
-
     weights = normalize_weights(weights)
     max_chars = resolve_max_chars(weights, split, max_chars, seed)
     fps = {k: source_fingerprint(k) for k in weights}
@@ -258,42 +254,44 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
     if cache and (final / "meta.json").exists():
         return open_shard(final)
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}-"))
     try:
-        dtype = token_dtype(len(tokenizer))
-        n_tokens = n_docs = n_chars = 0
-        bar = tqdm(desc=f"tokenising {split}", unit=" chars", total=max_chars, disable=not progress,
-                   leave=False)
-        with open(tmp / "tokens.bin", "wb") as ft, open(tmp / "chars.bin", "wb") as fc:
-            for ids, chars, nd, nc in encode_texts(tokenizer, take_chars(iter_texts(weights, split, seed),
-                                                                          max_chars)):
-                if ids.size and int(ids.max()) >= np.iinfo(dtype).max + 1:
-                    raise ValueError(f"token id {int(ids.max())} does not fit {dtype}: tokenizer/vocab mismatch")
-                ft.write(ids.astype(dtype).tobytes())
-                fc.write(np.minimum(chars, 65535).astype(np.uint16).tobytes())
-                n_tokens += ids.size
-                n_docs += nd
-                n_chars += nc
-                bar.update(nc)
-        bar.close()
-        if n_tokens == 0:
-            names = ", ".join(weights)
-            raise ValueError(f"corpus {names} has no text in split {split!r}: point corpus= at a source with text")
-        meta = {"format": SHARD_FORMAT, "key": key, "split": split, "sources": weights, "max_chars": max_chars,
-                "seed": seed, "dtype": dtype.name, "vocab_size": len(tokenizer), "n_tokens": n_tokens,
-                "n_docs": n_docs, "n_chars": n_chars}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if final.exists():
-            if cache:  # another process finished the same shard first: theirs is identical
-                shutil.rmtree(tmp)
-                return open_shard(final)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(final, replace=not cache) as tmp:
+            _write_shard(tmp, weights, tokenizer, split, max_chars, seed, key, progress)
+    except FileExistsError:
+        if not (final / "meta.json").exists():
+            raise
+        # another process finished the same shard first (only when cached): theirs is identical
     return open_shard(final)
+
+
+def _write_shard(tmp: Path, weights: dict[str, float], tokenizer: Any, split: str, max_chars: int | None,
+                 seed: int, key: str, progress: bool) -> None:
+    """Tokenise into the (temporary) folder `tmp`: tokens.bin, chars.bin, meta.json."""
+    from tqdm.auto import tqdm
+
+    dtype = token_dtype(len(tokenizer))
+    n_tokens = n_docs = n_chars = 0
+    bar = tqdm(desc=f"tokenising {split}", unit=" chars", total=max_chars, disable=not progress,
+               leave=False)
+    with open(tmp / "tokens.bin", "wb") as ft, open(tmp / "chars.bin", "wb") as fc:
+        for ids, chars, nd, nc in encode_texts(tokenizer, take_chars(iter_texts(weights, split, seed),
+                                                                      max_chars)):
+            if ids.size and int(ids.max()) >= np.iinfo(dtype).max + 1:
+                raise ValueError(f"token id {int(ids.max())} does not fit {dtype}: tokenizer/vocab mismatch")
+            ft.write(ids.astype(dtype).tobytes())
+            fc.write(np.minimum(chars, 65535).astype(np.uint16).tobytes())
+            n_tokens += ids.size
+            n_docs += nd
+            n_chars += nc
+            bar.update(nc)
+    bar.close()
+    if n_tokens == 0:
+        names = ", ".join(weights)
+        raise ValueError(f"corpus {names} has no text in split {split!r}: point corpus= at a source with text")
+    meta = {"format": SHARD_FORMAT, "key": key, "split": split, "sources": weights, "max_chars": max_chars,
+            "seed": seed, "dtype": dtype.name, "vocab_size": len(tokenizer), "n_tokens": n_tokens,
+            "n_docs": n_docs, "n_chars": n_chars}
+    write_atomic(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
 
 
 def _nonzero_rank() -> bool:

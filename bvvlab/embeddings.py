@@ -58,7 +58,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +67,7 @@ import numpy as np
 import torch
 
 from bvvlab.glyphs import (GLYPHS_VERSION, RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits)
-from bvvlab.atomic import write_atomic, write_json_atomic
+from bvvlab.atomic import atomic_dir, write_atomic, write_json_atomic
 from bvvlab.runinfo import cache_dir, run_meta
 
 __all__ = ["RecipeParams", "RECIPE_32", "RECIPE_64", "RECIPE_MAX", "pca_components", "project", "pca_embed",
@@ -364,23 +363,35 @@ class Embedded:
     def save(self, out_dir: str | Path, overwrite: bool = False) -> Path:
         """Tokenizer files + `glyph_matrix.safetensors` + `meta.json` into `out_dir`.
 
-        A non-empty `out_dir` is refused unless `overwrite`; files are written to a temporary
-        sibling folder first, so a failure leaves what was there untouched.
+        A non-empty `out_dir` is refused unless `overwrite`, which replaces the files of the same
+        names and keeps the folder's other files. The folder is built beside `out_dir` and swapped
+        in whole (`atomic_dir`), so a failure or a kill leaves what was there untouched.
         """
         out = check_out_dir(out_dir, overwrite)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-        try:
+        with atomic_dir(out, replace=True) as tmp:
             self.tokenizer.save_pretrained(str(tmp))
             save_matrix(tmp / MATRIX_FILE, self.matrix, **{k: self.meta[k] for k in
                                                            ("vocab_kind", "font_sha256", "recipe", "dim") if k in self.meta})
             write_json_atomic(tmp / "meta.json", run_meta(None, **self.meta))
-            out.mkdir(parents=True, exist_ok=True)
-            for f in sorted(tmp.iterdir()):
-                os.replace(f, out / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if out.is_dir():  # overwrite: the folder's other files come along (hard links where possible)
+                for f in sorted(out.iterdir()):
+                    if not (tmp / f.name).exists():
+                        _link_or_copy(f, tmp / f.name)
         return out
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Put `src` (a file or a folder) at `dst` without touching `src`: hard links, else copies."""
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(a, b, follow_symlinks=False)
+
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=link)
+    else:
+        link(str(src), str(dst))
 
 
 def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:

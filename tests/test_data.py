@@ -285,3 +285,34 @@ def test_literal_special_token_text_stays_text(tmp_path):
     eos_at = [i for i, t in enumerate(ids) if t == tok.eos_token_id]
     assert tok.decode(ids[:eos_at[0]]) == docs[0]
     assert int(np.asarray(shard.chars, dtype=np.int64).sum()) == sum(map(len, docs))
+
+
+def test_failed_rebuild_leaves_the_earlier_shard_intact_and_no_temp_folder(tmp_path, corpus_file, monkeypatch):
+    """`cache=False` rebuilds a shard over the one of its key: a full disk after the first chunk
+    was written is one line naming the shard, the earlier shard stays byte for byte, and no
+    temporary folder is left in the shard root."""
+    import errno
+
+    from bvvlab.errors import OutputError
+
+    tok = small_tokenizer()
+    root = tmp_path / "shards"
+    a = D.build_shard(str(corpus_file), tok, "train", root=root, progress=False)
+    before = {p.name: p.read_bytes() for p in a.path.iterdir()}
+    encode = D.encode_texts
+
+    def full_disk_after_one_chunk(*args, **kwargs):
+        chunks = encode(*args, **kwargs)
+        yield next(chunks)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(D, "encode_texts", full_disk_after_one_chunk)
+    with pytest.raises(OutputError, match="no space left") as err:
+        D.build_shard(str(corpus_file), tok, "train", root=root, progress=False, cache=False)
+    assert str(a.path) in str(err.value) and "\n" not in str(err.value)
+    assert {p.name: p.read_bytes() for p in a.path.iterdir()} == before
+    assert [p.name for p in root.iterdir()] == [a.path.name]
+    monkeypatch.undo()
+    b = D.build_shard(str(corpus_file), tok, "train", root=root, progress=False, cache=False)
+    assert b.path == a.path and np.array_equal(np.asarray(b.tokens), np.asarray(a.tokens))
+    assert [p.name for p in root.iterdir()] == [a.path.name]

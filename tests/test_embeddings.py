@@ -139,6 +139,7 @@ def test_cache_hit_damage_detected_and_rebuilt(tmp_cache, caplog):
         assert t4["cache_hit"] is True  # repaired
 
 
+@pytest.mark.slow
 def test_other_dims_reuse_the_cached_basis_and_damage_is_rebuilt(tmp_cache, caplog, monkeypatch):
     toks = TOKENS[:300]
     full = E.pca_embed(render_bits(toks))
@@ -243,6 +244,29 @@ def test_save_refuses_non_empty_dir_and_keeps_its_files(tmp_path, tmp_cache):
     emb.save(out, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine" and (out / E.MATRIX_FILE).is_file()
     assert E.load_embedded(out).matrix.shape == (len(words), 16)
+
+
+def test_failed_overwrite_leaves_the_earlier_folder_intact_and_no_temp_folder(tmp_path, tmp_cache, monkeypatch):
+    """A save that dies after the tokenizer files were written (here: the matrix write) leaves the
+    folder saved before byte for byte, keeps the user's file, and leaves no temporary folder."""
+    words = _tiny_hf_tokenizer(tmp_path / "tok")
+    out = E.prepare_vocabulary(str(tmp_path / "tok"), dim=16, progress=False).save(tmp_path / "out")
+    (out / "keep.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = E.prepare_vocabulary(str(tmp_path / "tok"), dim=8, progress=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what a Ctrl-C mid-save raises
+
+    monkeypatch.setattr(E, "save_matrix", killed)
+    with pytest.raises(KeyboardInterrupt):
+        other.save(out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out", "tok"]
+    monkeypatch.undo()
+    other.save(out, overwrite=True)  # the same overwrite, not interrupted: the new matrix, the user's file kept
+    assert E.load_embedded(out).matrix.shape == (len(words), 8) and (out / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out", "tok"]
 
 
 def test_mismatched_matrix_and_tokenizer_is_one_clear_line(tmp_path, tmp_cache):
