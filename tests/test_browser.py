@@ -5,6 +5,11 @@
   both y axes titled (plotly's own display used to stack one figure per record).
 * The notebook-01 figures, opened as saved pages: the `<s>` gallery title is visible text, look-
   alike tokens have different titles, the spectrum's ticks carry no SI prefix.
+* Notebook 04: the generation panel streams and stops; the layer explorer draws the logit-lens
+  heatmap and the neighbours table of a word typed into it.
+
+Every test that drives the browser is marked `browser` and `slow` (`browser_test`); the skip rule's
+own test is neither.
 
 Skipped only when chromium (or playwright) is missing and CI is not set; under CI=true a
 missing browser fails the test instead. Never `playwright install`: the system chromium is used.
@@ -27,7 +32,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-pytestmark = pytest.mark.browser
+def browser_test(fn):
+    """Marks a test that drives the browser: `browser` (skipped without chromium) and `slow`."""
+    return pytest.mark.slow(pytest.mark.browser(fn))
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -155,6 +162,7 @@ def _run_cell_and_wait(page, text: str) -> None:
     time.sleep(1.5)  # the last redraw
 
 
+@browser_test
 def test_live_curve_in_jupyterlab_is_one_plot_with_every_point(browser, lab):
     """During the run and after `close()`: exactly one plot on the page, with every point."""
     url, token, root = lab
@@ -187,6 +195,7 @@ def test_live_curve_in_jupyterlab_is_one_plot_with_every_point(browser, lab):
     assert after["outputs"] == [2, 1, 0] and after["widgets"] == 0
 
 
+@browser_test
 def test_notebook_01_figures_render_their_labels(browser, tmp_path):
     """Saved as the notebook saves them and opened in the browser: what plotly actually draws."""
     import numpy as np
@@ -221,13 +230,12 @@ def _generation_notebook(root: Path) -> Path:
     import torch
     import torch.nn.functional as F
 
+    from _gen_fixtures import make_tokenizer
     from bvvlab.checkpoints import save_checkpoint
     from bvvlab.model import BVVForCausalLM, config_from_preset
     from bvvlab.runinfo import REPO_ROOT
-    from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
-    tokens, _ = compact_vocab(bvv241_vocab(65536, []), ["Hello, world! The quick brown fox.", "Привет, мир!"])
-    tok = hf_tokenizer(tokens, [])
+    tok = make_tokenizer(["Hello, world! The quick brown fox.", "Привет, мир!"])
     tok.eos_token = None  # no end of text: the generation runs until Stop
     torch.manual_seed(0)
     # wide and deep enough that 500 tokens take seconds on a fast CPU: a person (and this test) can
@@ -278,9 +286,26 @@ def _generation_state(page) -> dict:
     }""")
 
 
+EXPLORE_WORD = "world"
+
+
+def _explorer_state(page) -> dict:
+    return page.evaluate("""() => {
+        const ex = document.querySelector('.bvv-explorer');
+        const gd = ex.querySelector('.js-plotly-plot');
+        return {type: gd && gd.data ? gd.data[0].type : null, title: gd && gd.layout ? gd.layout.title.text : '',
+                rows: gd && gd.data ? gd.data[0].y.length : 0, cols: gd && gd.data ? gd.data[0].x.length : 0,
+                heat_cells: ex.querySelectorAll('.js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm').length,
+                neighbour_rows: ex.querySelectorAll('.bvv-neighbours tr').length - 1,
+                status: ex.querySelector('.bvv-explore-status').textContent};
+    }""")
+
+
+@browser_test
 def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path):
     """A person opens 04_generate, runs all cells, types a prompt, sets max new tokens, clicks
-    Generate, sees the text grow and the next-token chart change, clicks Stop."""
+    Generate, sees the text grow and the next-token chart change, clicks Stop; then types a word
+    into the layer explorer, presses Enter and sees its logit-lens heatmap and neighbours."""
     url, token, root = lab
     _generation_notebook(root)
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
@@ -292,6 +317,11 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
                                ".some(e => /Python 3.*\\|\\s*Idle/.test(e.textContent))")
         _run_all_cells(page)
         page.wait_for_selector(".bvv-panel .bvv-generate", timeout=240_000)  # kernel start + imports, on a busy CI
+        # every cell done before a person types: a click sent while the kernel still runs cells can
+        # overtake the prompt's text, which ipywidgets holds back until the kernel is idle
+        page.wait_for_selector(".bvv-explorer .bvv-explore", timeout=240_000)
+        page.wait_for_function("() => ![...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) "
+                               ".jp-InputPrompt')].some(e => e.textContent.includes('*'))", timeout=240_000)
         prompt = page.locator(".bvv-panel .bvv-prompt textarea")
         prompt.click()
         prompt.fill("")
@@ -315,6 +345,21 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
         page.locator(".bvv-panel .bvv-stop").click()
         page.wait_for_function("() => document.querySelector('.bvv-panel .bvv-status').textContent.includes('finished')")
         stopped = _generation_state(page)
+        before = _explorer_state(page)  # display only on start: nothing computed yet
+        box = page.locator(".bvv-explorer .bvv-explore-text input")
+        box.click()
+        box.fill("")
+        box.type(EXPLORE_WORD)
+        page.keyboard.press("Enter")
+        page.wait_for_function("w => { const gd = document.querySelector('.bvv-explorer .js-plotly-plot');"
+                               " return gd && gd.data && gd.layout.title.text.includes(w); }", arg=EXPLORE_WORD,
+                               timeout=180_000)  # the first exploration computes the concept items' states
+        explored = _explorer_state(page)
+        box.fill("")
+        page.keyboard.press("Enter")  # an empty box: a message, the last view stays
+        page.wait_for_function("() => document.querySelector('.bvv-explorer .bvv-explore-status')"
+                               ".textContent.includes('empty')")
+        emptied = _explorer_state(page)
     finally:
         page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)  # also what a failure looked like
         page.close()
@@ -325,6 +370,12 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
     n = int(stopped["status"].split("stopped, ")[1].split(" tokens")[0])
     assert 0 < n < 500 and stopped["strip"] >= n and "tokens/s" in stopped["rate"]
     assert (tmp_path / "generate.png").stat().st_size > 0
+    layers = 8 + 1  # the test model's hidden states: the embedding output and 8 blocks
+    assert before["type"] is None and before["neighbour_rows"] < 0, before
+    assert explored["type"] == "heatmap" and EXPLORE_WORD in explored["title"], explored
+    assert explored["rows"] == layers and explored["cols"] == len(EXPLORE_WORD)  # one token per letter here
+    assert explored["heat_cells"] > 0 and explored["neighbour_rows"] == layers, explored
+    assert "tokens" in explored["status"] and "empty" in emptied["status"] and emptied["title"] == explored["title"]
 
 
 def test_missing_browser_skips_locally_and_fails_under_ci(monkeypatch):

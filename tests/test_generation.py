@@ -10,34 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from _gen_fixtures import PROMPT, TEXTS, fused_checkpoint, model, tiny, tok  # noqa: F401  (fixtures)
 from bvvlab import generation as G
 from bvvlab.errors import BVVError
-from bvvlab.model import BVVForCausalLM, config_from_preset, to_llama
-from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
-
-TEXTS = ["Hello, world! The quick brown fox.", "Привет, мир! Съешь же ещё этих мягких булок."]
-PROMPT = "Hello, мир"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    tokens, _ = compact_vocab(bvv241_vocab(65536, []), TEXTS)
-    return hf_tokenizer(tokens, [])
-
-
-def tiny(tok, seed: int = 0, **overrides) -> BVVForCausalLM:
-    torch.manual_seed(seed)
-    cfg = config_from_preset("tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **overrides)
-    glyphs = F.normalize(torch.randn(len(tok), cfg.hidden_size, generator=torch.Generator().manual_seed(seed)), dim=-1)
-    return BVVForCausalLM.from_glyphs(cfg, glyphs).eval()
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    return tiny(tok)
+from bvvlab.model import to_llama
 
 
 def utf8_text(tok, ids: list[int]) -> str:
@@ -231,3 +208,23 @@ def test_settings_from_refuses_unknown_names():
     assert G.settings_from(temperature=0, stop=["\n"]).stop == ("\n",)
     with pytest.raises(BVVError, match="unknown generation setting"):
         G.settings_from(temprature=1)
+
+
+@pytest.fixture(scope="module")
+def fused_dir(tok, tmp_path_factory):
+    return fused_checkpoint(tok, tmp_path_factory.mktemp("fusion"))
+
+
+@pytest.mark.parametrize("settings", [GREEDY, SAMPLING], ids=["greedy", "sampling"])
+def test_stream_on_a_fused_checkpoint_equals_its_generate(tok, fused_dir, settings):
+    """A checkpoint written by `bvvlab.fusion.fuse` (two experts of different depth), loaded back:
+    the stream (KV cache through each expert's cache) gives its `generate`'s tokens, and the
+    cached stream equals the uncached one."""
+    from bvvlab.fusion import load_fused
+
+    fused, ftok = load_fused(fused_dir)
+    assert type(fused).__name__ == "FusedForCausalLM" and len(fused.experts) == 2
+    stream = G.generate_text(fused, ftok, PROMPT, settings)
+    assert stream.ids == reference(fused, ftok, PROMPT, settings)
+    assert stream.text == utf8_text(ftok, stream.ids) and len(stream.ids) > 0
+    assert G.generate_text(fused, ftok, PROMPT, settings, use_cache=False).ids == stream.ids

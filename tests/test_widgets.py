@@ -10,32 +10,15 @@ import os
 import shutil
 import time
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from _gen_fixtures import PROMPT, fused_checkpoint, model, tiny, tok  # noqa: F401  (fixtures)
 from bvvlab import generation as G
 from bvvlab import widgets as Wd
 from bvvlab.checkpoints import save_checkpoint
-from bvvlab.model import BVVForCausalLM, config_from_preset
 from bvvlab.plots import PLOTLY_MIME
-from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
-
-PROMPT = "Hello, мир"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    tokens, _ = compact_vocab(bvv241_vocab(65536, []), ["Hello, world! The quick brown fox.", "Привет, мир!"])
-    return hf_tokenizer(tokens, [])
-
-
-def tiny(tok, seed: int = 0, **overrides) -> BVVForCausalLM:
-    torch.manual_seed(seed)
-    cfg = config_from_preset("tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **overrides)
-    glyphs = F.normalize(torch.randn(len(tok), cfg.hidden_size, generator=torch.Generator().manual_seed(seed)), dim=-1)
-    return BVVForCausalLM.from_glyphs(cfg, glyphs).eval()
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +53,6 @@ def test_picker_lists_every_checkpoint_newest_first_with_its_numbers(runs):
                       "a · tiny · step 10 · 4.500 bits/char",
                       "a/checkpoints/step_0000010 · tiny · step 10 · 4.500 bits/char"]  # the full-split one
     assert Wd.checkpoint_options(runs / "nothing-here") == []
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    return tiny(tok)
 
 
 def test_generate_click_shows_the_cores_text_chart_and_strip(model, tok):
@@ -157,3 +135,93 @@ def test_side_by_side_equals_two_solo_runs(model, tok):
     for i, m in enumerate((model, other)):
         solo = G.generate_text(m, tok, PROMPT, s)
         assert pair.streams[i].ids == solo.ids and panel.texts[i].value == Wd.text_html(PROMPT, solo.text)
+
+
+def test_panel_streams_from_a_fused_checkpoint_in_the_picker(tok, tmp_path):
+    """A fused checkpoint under the runs folder: listed as fused, loaded by the picker, streamed
+    with its own `generate`'s tokens."""
+    fused_dir = fused_checkpoint(tok, tmp_path / "runs")
+    s = G.GenerationSettings(temperature=0.9, max_new_tokens=6, seed=3)
+    panel = Wd.GenerationPanel(runs=tmp_path / "runs", settings=s, prompt=PROMPT)
+    labels = dict((v, k) for k, v in panel.picker.options)
+    assert labels[str(fused_dir)].startswith("fused · fused")
+    panel.picker.value = str(fused_dir)
+    stream = panel.generate(wait=True)
+    fused, ftok = panel.models.get(str(fused_dir))
+    assert type(fused).__name__ == "FusedForCausalLM"
+    ids = torch.tensor([ftok(PROMPT, add_special_tokens=False)["input_ids"]])
+    torch.manual_seed(s.seed)
+    ref = fused.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=ftok.pad_token_id,
+                         **s.generate_kwargs())[0, ids.shape[1]:].tolist()
+    assert stream.ids == ref and "finished" in panel.controls.status.value
+
+
+def _items():
+    """A few concepts, their English and Russian lemma."""
+    from bvvlab import probe as P
+
+    return [it for it in P.concept_items() if it.pair in ("cat", "dog", "water", "bread", "red", "mother", "house")]
+
+
+def _reference_states(model, tok, texts):
+    """Each text alone, unpadded: hidden states of every layer at every position (L + 1, T, d)."""
+    out = []
+    for t in texts:
+        ids = torch.tensor([tok(t, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            out.append(torch.stack(model(ids, output_hidden_states=True).hidden_states)[:, 0].numpy())
+    return out
+
+
+def test_layer_explorer_neighbours_and_lens_equal_a_direct_computation(model, tok):
+    """Neighbours: cosine of centred last-token states of each item run alone; the lens at the
+    last layer: the model's own next-token distribution at each position."""
+    items = _items()
+    assert {it.lang for it in items} == {"en", "ru"} and len(items) == 14
+    index = Wd.concept_index(model, tok, items)
+    view = Wd.explore_layers(index, "the cat", k=3, top=4)
+    n_layers = model.config.num_hidden_layers
+    assert view.layers == list(range(n_layers + 1)) and view.tokens == tok.convert_ids_to_tokens(
+        tok("the cat", add_special_tokens=False)["input_ids"])
+    item_states = np.stack([h[:, -1] for h in _reference_states(model, tok, [it.text for it in items])], 1)  # (L+1, N, d)
+    (query,) = _reference_states(model, tok, ["the cat"])
+    for l in view.layers:
+        centre = item_states[l].mean(0)
+        X = item_states[l] - centre
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        q = query[l, -1] - centre
+        sims = X @ (q / np.linalg.norm(q))
+        got = view.neighbours[l]
+        assert [c for *_, c in got] == sorted([c for *_, c in got], reverse=True)
+        np.testing.assert_allclose([c for *_, c in got], np.sort(sims)[::-1][:3], atol=1e-4)
+        assert {(t, lang) for t, lang, _ in got} <= {(it.text, it.lang) for it in items}
+    ids = torch.tensor([tok("the cat", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        probs = torch.softmax(model(ids).logits[0].float(), -1)  # (T, V)
+    p, order = probs.topk(4, dim=-1)
+    last = view.lens[-1]
+    assert len(view.lens) == n_layers + 1 and len(last) == ids.shape[1]
+    for j in range(ids.shape[1]):
+        assert [t for t, _ in last[j]] == tok.convert_ids_to_tokens(order[j].tolist())
+        np.testing.assert_allclose([q for _, q in last[j]], p[j].numpy(), atol=1e-5)
+    fig = Wd.lens_figure(view)
+    heat = fig.data[0]
+    assert heat.type == "heatmap" and len(heat.y) == n_layers + 1 and len(heat.x) == ids.shape[1]
+    np.testing.assert_allclose(np.array(heat.z)[-1], p[:, 0].numpy(), atol=1e-5)
+
+
+def test_layer_explorer_widget_says_why_on_empty_input_and_keeps_working(model, tok):
+    ex = Wd.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=_items())
+    assert ex.view is not None and ex.view.text == "cat"
+    bundle = ex.chart.outputs[0]["data"][PLOTLY_MIME]
+    assert bundle["data"][0]["type"] == "heatmap" and len(bundle["data"][0]["y"]) == model.config.num_hidden_layers + 1
+    assert ex.neighbours.value.count('class="bvv-nb"') == 5 * (model.config.num_hidden_layers + 1)
+    for empty in ("", "   "):
+        ex.text.value = empty  # as a person clearing the box and pressing Enter
+        assert "text is empty" in ex.status.value and "color:#c00" in ex.status.value
+        assert ex.view.text == "cat"  # the last good view stays
+    ex.text.value = "мир"
+    assert ex.view.text == "мир" and "3 tokens" in ex.status.value and "color:#444" in ex.status.value
+    assert ex.explore(None) is not None  # Explore again with the same text
+    nothing = Wd.LayerExplorer(runs=None, models={})
+    assert nothing.explore("cat") is None and "no checkpoint" in nothing.status.value
