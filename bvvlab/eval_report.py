@@ -147,19 +147,26 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, An
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from bvvlab.checkpoints import load_checkpoint
+def load_models(paths: list[str], device: str = "cpu") -> list[tuple[str, Any, Any]]:
+    """(name, model, tokenizer) of every checkpoint: run folders, step folders and fused
+    checkpoints (`bvvlab fuse`) alike, through `bvvlab.fusion.load_any`."""
+    from bvvlab.fusion import load_any
 
+    models = []
+    for name, path in zip(model_names(paths), paths):
+        model, tok = load_any(path, device=device)
+        if tok is None:
+            raise E.EvalError(f"{path} has no tokenizer files; evaluate a checkpoint saved with its tokenizer")
+        models.append((name, model, tok))
+    return models
+
+
+def run(args: argparse.Namespace) -> int:
     protocol = args.suite == "paper" or args.protocol
     runs = args.runs if args.runs is not None else (10 if args.suite == "paper" else 1)
     sample = args.sample if args.sample is not None else runs > 1
     tasks, bpc = resolve_suite(args.suite, args.suite_dir, args.limit)
-    models = []
-    for name, path in zip(model_names(args.checkpoints), args.checkpoints):
-        model, tok = load_checkpoint(path, device=args.device)
-        if tok is None:
-            raise E.EvalError(f"{path} has no tokenizer files; evaluate a checkpoint saved with its tokenizer")
-        models.append((name, model, tok))
+    models = load_models(args.checkpoints, args.device)
     rows = evaluate_models(models, tasks, bpc=bpc, runs=runs, sample=sample, protocol=protocol, limit=args.limit,
                            batch=args.batch, bpc_chars=args.bpc_chars, seed=args.seed)
     out = write_report(rows, args.out, {"suite": args.suite, "checkpoints": [str(p) for p in args.checkpoints],
@@ -172,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("eval", help="evaluate checkpoints on a suite; a tidy table and a chart",
                               description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="+", help="run folders or checkpoint folders (several: one comparison)")
+    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders or fused checkpoints (several: one comparison)")
     p.add_argument("--suite", default="offline", help="offline | paper | comma list of tasks, bpc, NAME=PATH, files")
     p.add_argument("--out", required=True, help="output folder (results.json, results.md, results.html)")
     p.add_argument("--limit", type=int, default=None, help="at most this many questions per task")

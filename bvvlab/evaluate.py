@@ -119,6 +119,22 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
 
+def left_pad(seqs: list[list[int]], pad: int, device: torch.device | str | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (len(seqs), longest): each row's tokens at its right end after `pad`s,
+    mask 1 on the real tokens. The batch layout of every padded forward here and in
+    bvvlab.probe: with position ids `(mask.cumsum(-1) - 1).clamp(min=0)` (or `generate`, which
+    derives them from the mask) a row sees the positions it would see unpadded."""
+    T = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        if len(s):
+            ids[r, T - len(s):] = torch.as_tensor(s, dtype=torch.long)
+            mask[r, T - len(s):] = 1
+    return (ids, mask) if device is None else (ids.to(device), mask.to(device))
+
+
 def _prefix(tokenizer: Any, prefix: str | None) -> list[int]:
     """The token a scored text starts after: "eos" (default; in training every document follows
     the previous one's EOS), "bos", or None (nothing, lm-evaluation-harness's hf default)."""
@@ -276,14 +292,9 @@ def score_choices(model: torch.nn.Module, tokenizer: Any, items: list[MCItem], b
         if P > 0:  # the shared prefix once, then its cache repeated for every question of the batch
             model(input_ids=torch.tensor([ctxs[0][:P]], device=dev), cache=cache, use_cache=True, logits_to_keep=1)
             cache.reorder_cache(torch.zeros(len(ks), dtype=torch.long, device=dev))
-        Lc = max(len(c) for c in ctxs) - P
-        ctx = torch.full((len(ks), Lc), pad, dtype=torch.long)
-        cmask = torch.zeros((len(ks), P + Lc), dtype=torch.long)
-        cmask[:, :P] = 1
-        for j, c in enumerate(ctxs):
-            rest = c[P:]  # left-padded after the prefix: positions still count real tokens (cumsum)
-            ctx[j, Lc - len(rest):] = torch.tensor(rest)
-            cmask[j, P + Lc - len(rest):] = 1
+        # the rest of each context, left-padded after the prefix: positions still count real tokens (cumsum)
+        ctx, rest_mask = left_pad([c[P:] for c in ctxs], pad)
+        cmask = torch.cat([torch.ones((len(ks), P), dtype=torch.long), rest_mask], dim=1)
         ctx, cmask = ctx.to(dev), cmask.to(dev)
         o = model(input_ids=ctx, attention_mask=cmask, cache=cache, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(o.logits[:, -1].float(), -1)  # (Q, V)
@@ -423,12 +434,8 @@ def generate_texts(model: torch.nn.Module, tokenizer: Any, prompts: list[str], m
     gen = torch.Generator().manual_seed(seed)
     for b in range(0, len(order), batch):
         ks = order[b:b + batch]
-        T = max(len(enc[k]) for k in ks)
-        ids = torch.full((len(ks), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(ks), T), dtype=torch.long)
-        for j, k in enumerate(ks):
-            ids[j, T - len(enc[k]):] = torch.tensor(enc[k])
-            mask[j, T - len(enc[k]):] = 1
+        ids, mask = left_pad([enc[k] for k in ks], pad)
+        T = ids.shape[1]
         torch.manual_seed(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen)))
         res = model.generate(ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **_gen_kwargs(sample))

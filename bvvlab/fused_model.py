@@ -26,8 +26,10 @@ weights at every position (non-negative, sum 1). `output_hidden_states` gives
 flat `hidden_states` with `hidden_state_sources`, an (expert name, layer) pair per tensor.
 
 The key-value cache is one `DynamicCache` over all experts' layers (expert e's layer i is layer
-offset_e + i); the Bayesian methods keep their running evidence on that cache object, so a
-cached generation equals an uncached one.
+offset_e + i); the Bayesian methods keep their running evidence on that cache object (and its
+batch operations, e.g. `reorder_cache`, reorder the evidence too), so a cached generation equals
+an uncached one. Left padding adds no evidence: a token counts only when it and the token before
+it are real, so a left-padded row gets the weights of the same row unpadded.
 
 This file is the fused checkpoint's trust_remote_code file: it imports only the standard library,
 torch, transformers and, relatively, the expert model file saved beside it (`model.py`).
@@ -130,6 +132,35 @@ class _ExpertCache:
         return self.base.get_seq_length(layer_idx + self.offset)
 
 
+def _set_state(cache: Cache, state: dict) -> None:
+    """Keep the Bayesian evidence (tensors with the batch in dim 1) on `cache`, and make the
+    cache's batch operations (`reorder_cache`, `batch_repeat_interleave`, `batch_select_indices`:
+    beam search, a context's cache repeated once per choice in multiple-choice scoring) apply to
+    it as they apply to the keys and values."""
+    setattr(cache, _STATE, state)
+    if getattr(cache, "_bvv_fusion_batch_ops", False):
+        return
+    cache._bvv_fusion_batch_ops = True
+
+    def follow(name: str, along: Any) -> None:
+        inner = getattr(cache, name, None)
+        if inner is None:
+            return
+
+        def op(arg):
+            out = inner(arg)
+            st = getattr(cache, _STATE, None)
+            if st is not None:
+                setattr(cache, _STATE, {k: along(v, arg) for k, v in st.items()})
+            return out
+
+        setattr(cache, name, op)
+
+    follow("reorder_cache", lambda v, idx: v.index_select(1, idx.to(v.device)))
+    follow("batch_select_indices", lambda v, idx: v[:, idx.to(v.device) if torch.is_tensor(idx) else idx])
+    follow("batch_repeat_interleave", lambda v, n: v.repeat_interleave(n, dim=1))
+
+
 class FusedPreTrainedModel(PreTrainedModel):
     config_class = FusedConfig
     config: FusedConfig
@@ -230,8 +261,13 @@ class FusedForCausalLM(FusedPreTrainedModel, GenerationMixin):
             scores[:, :, 1:] = logp[:, :, :-1].gather(-1, input_ids[None, :, 1:, None].expand(N, B, T - 1, 1))[..., 0]
         if prev is not None:
             scores[:, :, 0] = prev.gather(-1, input_ids[None, :, :1].expand(N, B, 1))[..., 0]
-        if mask is not None:  # padding adds no evidence
-            scores = scores * mask[None, :, past:past + T].to(scores.dtype)
+        if mask is not None:  # padding adds no evidence: token t counts only if t and t-1 are real
+            real = mask[:, past:past + T].to(scores.dtype)  # (B, T)
+            before = torch.zeros_like(real)
+            before[:, 1:] = real[:, :-1]
+            if past > 0:
+                before[:, 0] = mask[:, past - 1].to(scores.dtype)
+            scores = scores * (real * before)[None]
         if decay == 1.0:
             a = a_prev[:, :, None] + scores.cumsum(-1)  # (N, B, T)
         else:
@@ -242,7 +278,7 @@ class FusedForCausalLM(FusedPreTrainedModel, GenerationMixin):
         log_prior = (torch.tensor(self.config.prior, dtype=logp.dtype, device=logp.device).log()
                      if self.config.prior is not None else logp.new_zeros(N))
         if cache is not None:
-            setattr(cache, _STATE, {"evidence": a[:, :, -1].detach(), "last_logp": logp[:, :, -1].detach()})
+            _set_state(cache, {"evidence": a[:, :, -1].detach(), "last_logp": logp[:, :, -1].detach()})
         return torch.softmax(a + log_prior[:, None, None], dim=0).permute(1, 2, 0)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,

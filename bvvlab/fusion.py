@@ -179,8 +179,10 @@ def load_fused(path: str | os.PathLike, device: str | torch.device = "cpu",
 
 
 def load_any(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """An expert checkpoint (run folder or step folder) or a fused checkpoint, whichever `path` is."""
-    return load_fused(path, device) if is_fused_dir(path) else load_checkpoint(path, device)
+    """An expert checkpoint (run folder or step folder) or a fused checkpoint, whichever `path` is:
+    the one loader of `bvvlab eval` and `bvvlab probe`, so both take a fused directory like any other."""
+    p = resolve(path)
+    return load_fused(p, device) if is_fused_dir(p) else load_checkpoint(p, device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,10 @@ first, the last one after the final norm):
 - figures (plotly): a 2-D map per layer in one figure with a layer slider (UMAP or PCA,
   successive layers Procrustes-aligned so the panels share an orientation), metric-by-layer
   curves, the CKA heatmap, the latent-language curves;
+- a fused checkpoint (`bvvlab fuse`) is probed expert by expert: each expert's n_layers + 1
+  states are taken from the fused forward by their `hidden_state_sources` labels, with that
+  expert's final norm and head for the lens (`load_models(dir)`: all, named DIR/EXPERT;
+  `DIR::EXPERT` or `load_model(dir, expert=...)`: one);
 - `bvvlab probe CKPT [CKPT ...] --items concepts|sentences|FILE --out DIR`.
 """
 
@@ -214,24 +218,108 @@ class Loaded:
     norm: Any = None
     head: Any = None
     lens_reason: str = ""
+    expert: str | None = None  # a fused checkpoint's expert: its hidden states (by hidden_state_sources)
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu", name: str | None = None) -> Loaded:
-    """A bvvlab checkpoint (run folder or checkpoint folder) or any HF causal LM directory with its
-    tokenizer; one line when it is not a causal LM or returns no hidden states."""
+EXPERT_SEP = "::"  # `FUSED_DIR::NAME` names one expert of a fused checkpoint on the command line
+
+
+def _split_spec(path: str | os.PathLike) -> tuple[str, str | None]:
+    s = str(path)
+    if EXPERT_SEP in s and not Path(s).exists():
+        base, expert = s.rsplit(EXPERT_SEP, 1)
+        return base, expert or None
+    return s, None
+
+
+def _states(lm: Loaded, out: Any) -> tuple:
+    """The n_layers + 1 hidden states of `lm` in a forward's output: a fused model's flat tuple
+    holds every expert's, each labelled (expert, layer) by `hidden_state_sources`; `lm.expert`'s
+    are taken by those labels."""
+    hs = out.hidden_states
+    if lm.expert is None:
+        return hs
+    sources = getattr(out, "hidden_state_sources", None)
+    if not sources or len(sources) != len(hs):
+        raise ProbeError(f"{lm.path}: the fused model's hidden states carry no (expert, layer) labels "
+                         "(hidden_state_sources): re-run `bvvlab fuse` with this bvvlab")
+    return tuple(h for h, (e, _) in zip(hs, sources) if e == lm.expert)
+
+
+def load_models(path: str | os.PathLike, device: str = "cpu", name: str | None = None) -> list[Loaded]:
+    """`load_model` for every model `path` stands for: a fused checkpoint (written by
+    `bvvlab fuse`) gives one `Loaded` per expert, named NAME/EXPERT, all sharing one loaded fused
+    model (`FUSED_DIR::EXPERT` gives that one); any other checkpoint gives itself."""
+    from bvvlab.checkpoints import resolve
+    from bvvlab.fusion import is_fused_dir
+
+    base, expert = _split_spec(path)
+    if expert is not None or not is_fused_dir(resolve(base)):
+        return [load_model(path, device, name)]
+    first = load_model(path, device, name, expert=0)
+    names = list(first.model.config.expert_names)
+    prefix = name or Path(base).name
+    out = [first]
+    for e in names[1:]:
+        out.append(_expert_view(first.model, first.tokenizer, first.path, e, f"{prefix}/{e}", device))
+    first.name = f"{prefix}/{names[0]}"
+    return out
+
+
+def _expert_view(model: Any, tok: Any, path: str, expert: str, name: str, device: str) -> Loaded:
+    """One expert of a loaded fused model as a probe target: its layers, final norm and head."""
+    names = list(model.config.expert_names)
+    if expert not in names:
+        raise ProbeError(f"{path} has no expert {expert!r}: its experts are {', '.join(names)} "
+                         f"(name one as {path}{EXPERT_SEP}{names[0]})")
+    sub = model.experts[names.index(expert)]
+    lm = Loaded(model, tok, name, path, int(sub.config.num_hidden_layers), sub.model.ln_f, sub.lm_head, "", expert)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[_first_id(tok)]], device=device), output_hidden_states=True,
+                    use_cache=False)
+    if len(_states(lm, out)) != lm.n_layers + 1:
+        raise ProbeError(f"{path}: expert {expert!r} returned {len(_states(lm, out))} hidden states for "
+                         f"{lm.n_layers} layers")
+    return lm
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu", name: str | None = None,
+               expert: str | int | None = None) -> Loaded:
+    """A bvvlab checkpoint (run folder or checkpoint folder), a fused checkpoint's expert, or any
+    HF causal LM directory with its tokenizer; one line when it is not a causal LM or returns no
+    hidden states. bvvlab checkpoints, fused or not, load through `bvvlab.fusion.load_any`, the
+    loader `bvvlab eval` uses too. A fused checkpoint is probed one expert at a time: `expert`
+    (a name or an index) or `FUSED_DIR::NAME` picks it (`load_models` gives all of them)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from bvvlab.checkpoints import load_checkpoint, quiet_hf, resolve
+    from bvvlab.checkpoints import quiet_hf, resolve
+    from bvvlab.fusion import is_fused_dir, load_any
     from bvvlab.model import BVVConfig
 
-    p = resolve(path)
+    base, named = _split_spec(path)
+    expert = named if named is not None else expert
+    p = resolve(base)
+    if is_fused_dir(p):
+        model, tok = load_any(p, device=device)
+        if tok is None:
+            raise ProbeError(f"{base} has no tokenizer files: save the tokenizer beside the model")
+        names = list(model.config.expert_names)
+        if expert is None:
+            raise ProbeError(f"{base} is a fused checkpoint of experts {', '.join(names)}: probe one at a time "
+                             f"({base}{EXPERT_SEP}{names[0]}, or load_models for all)")
+        if isinstance(expert, int):
+            expert = names[expert] if -len(names) <= expert < len(names) else str(expert)
+        return _expert_view(model, tok, str(p), expert, name or f"{Path(base).name}/{expert}", device)
+    if expert is not None:
+        raise ProbeError(f"{base} is not a fused checkpoint, so it has no expert {expert!r}: drop "
+                         f"{EXPERT_SEP}{expert}")
     try:
         cfg = AutoConfig.from_pretrained(p)
     except (OSError, ValueError) as exc:
         raise ProbeError(f"{path}: config.json cannot be read as a model config ({str(exc).splitlines()[0][:120]})") from None
     if isinstance(cfg, BVVConfig):
-        model, tok = load_checkpoint(p, device=device)
+        model, tok = load_any(p, device=device)
     else:
         if cfg.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
             raise ProbeError(f"{path}: a {cfg.model_type!r} model is not a causal LM (AutoModelForCausalLM cannot load "
@@ -308,19 +396,15 @@ def lens_logits(norm, head, hidden: torch.Tensor, layer: int, n_layers: int) -> 
 def _batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad: int):
     """(item indices, ids, mask, hidden states) per left-padded batch of similar lengths; position
     ids count real tokens only, so a padded item sees the positions it would see alone."""
+    from bvvlab.evaluate import left_pad
+
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
-        T = max(len(ids[i]) for i in idx)
-        x = torch.full((len(idx), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), T), dtype=torch.long)
-        for r, i in enumerate(idx):
-            x[r, T - len(ids[i]):] = torch.tensor(ids[i])
-            mask[r, T - len(ids[i]):] = 1
-        x, mask = x.to(device), mask.to(device)
+        x, mask = left_pad([ids[i] for i in idx], pad, device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = lm.model(input_ids=x, attention_mask=mask, position_ids=pos, output_hidden_states=True)
-        hs = out.hidden_states
+        out = lm.model(input_ids=x, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False)
+        hs = _states(lm, out)
         if len(hs) != lm.n_layers + 1:
             raise ProbeError(f"{lm.path}: the model returned {len(hs)} hidden states for {lm.n_layers} layers "
                              "(expected n_layers + 1: the embedding output, then each layer)")
@@ -928,7 +1012,7 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
         raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
                          f"concepts or fewer folds (--folds {max(2, n_groups)})")
     t0 = time.perf_counter()
-    lms = list(lms) if lms is not None else [load_model(p, device, n) for p, n in zip(paths, _names(paths))]
+    lms = list(lms) if lms is not None else [lm for p, n in zip(paths, _names(paths)) for lm in load_models(p, device, n)]
     for lm in lms:
         check_layers(layers, lm.n_layers)
     results: dict[str, Any] = {}
@@ -937,7 +1021,7 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
         st = hidden_states(lm, items, pooling, batch_size, layers, max_tokens, lens=True)
         states[lm.name] = st
         m = layer_metrics(st, items, folds, seed)
-        m.update(path=lm.path, n_layers=lm.n_layers, model_class=type(lm.model).__name__)
+        m.update(path=lm.path, n_layers=lm.n_layers, model_class=type(lm.model).__name__, expert=lm.expert)
         if latent:
             m["latent_language"] = {d: latent_language(lm, d, seed=seed) for d in ("en2ru", "ru2en")}
         results[lm.name] = m
@@ -1008,7 +1092,8 @@ def _parse_layers(s: str | None) -> list[int] | None:
 def add_cli(subparsers) -> None:
     """`bvvlab probe CKPT [CKPT ...] --items concepts|sentences|FILE --out DIR`."""
     p = subparsers.add_parser("probe", help="probe every layer: retrieval, probes, silhouettes, logit lens, CKA, maps")
-    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders or HF causal LM directories")
+    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders, HF causal LM directories, or fused "
+                                                  f"checkpoints (every expert; DIR{EXPERT_SEP}NAME for one)")
     p.add_argument("--items", default="concepts", help="concepts, sentences, or a .csv/.jsonl file (text, label, lang, pair)")
     p.add_argument("--out", required=True, help="output folder (metrics.json, metrics.md, figures)")
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True,
@@ -1041,6 +1126,6 @@ def add_cli(subparsers) -> None:
 
 
 __all__ = ["Item", "ProbeError", "States", "cka_matrix", "concept_items", "file_items", "hidden_states",
-           "latent_language", "layer_metrics", "lens_logits", "linear_cka", "load_items", "load_model",
+           "latent_language", "layer_metrics", "lens_logits", "linear_cka", "load_items", "load_model", "load_models",
            "metric_curves", "probe_accuracy", "probe_models", "remove_language_directions", "retrieval",
            "sentence_items", "silhouette", "slider_figure", "write_run"]

@@ -31,11 +31,13 @@ def tok():
     return hf_tokenizer(tokens)
 
 
-def make_model(tok, seed: int = 0, **kw) -> BVVForCausalLM:
+def make_model(tok, seed: int = 0, glyph_seed: int | None = None, **kw) -> BVVForCausalLM:
+    """A tiny model; `glyph_seed` (default: `seed`) draws its frozen matrix, so models of one
+    glyph seed can be fused."""
     torch.manual_seed(seed)
     cfg = config_from_preset("tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                              eos_token_id=tok.eos_token_id, **kw)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed if glyph_seed is None else glyph_seed)
     return BVVForCausalLM.from_glyphs(cfg, F.normalize(torch.randn(len(tok), cfg.hidden_size, generator=g), dim=-1)).eval()
 
 
@@ -253,6 +255,7 @@ def test_hub_loaders_on_local_files_in_hub_format(tmp_path):
     assert t.items == [("Откройте файл.", "Open the file.")] and t.tgt_lang == "en"
 
 
+@pytest.mark.slow
 def test_offline_suites_are_current_and_never_training_text(tmp_path):
     from bvvlab.parallel import parallel_pairs
 
@@ -306,6 +309,7 @@ def test_hub_name_offline_names_the_local_file_alternative(monkeypatch):
 
 # ------------------------------------------------------------------------- the command
 
+@pytest.mark.slow
 def test_eval_command_compares_two_checkpoints(tmp_path, tok, capsys, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     a, b = tmp_path / "a", tmp_path / "b"
@@ -344,3 +348,55 @@ def test_translation_and_generative_tasks_give_tidy_rows(tmp_path, model, tok):
     rows = E.evaluate_task(model, tok, sq, runs=2, sample=True)
     assert [r["interval"] for r in rows] == ["1.96 sigma/sqrt(2) over runs", "bootstrap over questions"]
     assert all(r["metric"] == "substring_protocol" and r["n"] == 1 for r in rows)
+
+
+# ------------------------------------------------------------------------- fused checkpoints
+
+@pytest.fixture(scope="module")
+def fused_dir(tok, tmp_path_factory):
+    """Two tiny experts on one frozen matrix (different seeds and depth), fused (bayes_decay)."""
+    from bvvlab.fusion import fuse
+
+    root = tmp_path_factory.mktemp("fused-eval")
+    a = save_checkpoint(make_model(tok, seed=0), tok, root / "a")
+    b = save_checkpoint(make_model(tok, seed=1, glyph_seed=0, num_hidden_layers=3), tok, root / "b")
+    fuse([a, b], "bayes_decay", root / "fused", names=["a", "b"])
+    return root
+
+
+@pytest.mark.parametrize("method", ["bayes", "bayes_decay", "entropy"])
+def test_fused_cached_batched_scores_equal_each_full_sequence(fused_dir, tok, method):
+    """The Bayesian evidence of a fused model rides on the KV cache: it must follow the cache when
+    score_choices repeats a shared prefix and a context once per choice (reorder_cache), and left
+    padding must add none; so the batched scores equal every sequence scored alone."""
+    from bvvlab.fusion import load_any
+
+    fused, tok2 = load_any(fused_dir / "fused")
+    fused.config.method = method
+    want = E.score_full_sequences(fused, tok2, ITEMS)
+    for batch, share in ((1, True), (32, True), (32, False)):
+        got = E.score_choices(fused, tok2, ITEMS, batch=batch, share_prefix=share)
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-5, atol=1e-4)
+
+
+def test_eval_command_takes_a_fused_checkpoint(fused_dir, tmp_path, capsys, monkeypatch):
+    """`bvvlab eval` loads a fused directory like any checkpoint (bvvlab.fusion.load_any): finite
+    bits/char and accuracies beside its experts'."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out = tmp_path / "report"
+    rc = cli_main(["eval", str(fused_dir / "fused"), str(fused_dir / "a"), "--suite",
+                   "concepts-category/heldout,bpc", "--limit", "4", "--bpc-chars", "200", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    mine = [r for r in rows if r["model"] == "fused"]
+    assert {(r["task"], r["metric"]) for r in mine} >= {("concepts-category/heldout", "acc"), ("heldout-ru", "bpc"),
+                                                        ("heldout-mixed", "bpc")}
+    assert all(math.isfinite(r["mean"]) for r in mine)
+    bpc = {r["task"]: r["mean"] for r in mine if r["metric"] == "bpc"}
+    assert all(0 < v < 64 for v in bpc.values()), bpc
+
+
+def test_left_pad_puts_tokens_at_the_right_end():
+    ids, mask = E.left_pad([[5, 6, 7], [8], []], pad=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]

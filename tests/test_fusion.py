@@ -16,7 +16,7 @@ from safetensors import safe_open
 from bvvlab.checkpoints import save_checkpoint
 from bvvlab.cli import main
 from bvvlab.fused_model import METHODS, FusedForCausalLM
-from bvvlab.fusion import FusionError, bpc_by_text, fuse, load_fused, mixed_texts
+from bvvlab.fusion import FusionError, bpc_by_text, fuse, load_any, load_fused, mixed_texts
 from bvvlab.model import BVVForCausalLM, config_from_preset
 from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
@@ -102,6 +102,34 @@ def test_hidden_states_say_which_expert(experts):
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(out.expert_hidden_states["zh"], hb))
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_left_padding_adds_no_evidence_and_the_evidence_follows_the_cache(experts, method):
+    """A left-padded row (mask + position ids) gets the fused log-probabilities and weights of the
+    same row alone; a cache repeated per row (reorder_cache, as multiple-choice scoring does)
+    carries the Bayesian evidence along, so continuing from it equals the uncached forward."""
+    a, b, tok, *_ = experts
+    fused = FusedForCausalLM.from_experts([a, b], method=method)
+    ids = _ids(tok)[:, :10]
+    short = ids[:, 3:]
+    x = torch.cat([torch.zeros(1, 3, dtype=torch.long), short], 1)
+    x = torch.cat([ids, x])
+    mask = torch.ones_like(x)
+    mask[1, :3] = 0
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        padded = fused(x, attention_mask=mask, position_ids=pos, use_cache=False)
+        alone = fused(short, use_cache=False)
+        full = fused(ids, use_cache=False)
+        assert torch.allclose(padded.logits[1, 3:], alone.logits[0], atol=1e-5)
+        assert torch.allclose(padded.weights[1, 3:], alone.weights[0], atol=1e-6)
+        assert torch.allclose(padded.logits[0], full.logits[0], atol=1e-5)
+        head = fused(ids[:, :6], use_cache=True)
+        head.cache.reorder_cache(torch.zeros(3, dtype=torch.long))
+        rest = fused(ids[:, 6:].expand(3, -1), cache=head.cache, use_cache=True)
+    assert torch.allclose(rest.logits, full.logits[:, 6:].expand(3, -1, -1), atol=1e-5)
+    assert torch.allclose(rest.weights, full.weights[:, 6:].expand(3, -1, -1), atol=1e-6)
+
+
 def test_bpc_of_the_fused_model_uses_its_loss(experts):
     a, _, tok, *_ = experts
     fused = FusedForCausalLM.from_experts([a, a], method="bayes")
@@ -135,10 +163,20 @@ print(json.dumps({"bvvlab_imported": any(m.split(".")[0] == "bvvlab" for m in sy
 """
 
 
-def test_fused_checkpoint_round_trips_in_a_process_without_bvvlab(experts, tmp_path):
+@pytest.fixture(scope="module")
+def saved(experts, tmp_path_factory):
+    """The two experts fused (bayes) and saved as one checkpoint directory."""
     a, b, tok, pa, pb, _ = experts
-    out = tmp_path / "fused"
+    out = tmp_path_factory.mktemp("saved") / "fused"
     fused, _ = fuse([pa, pb], "bayes", out)
+    return fused, out
+
+
+def test_fused_checkpoint_round_trips(experts, saved):
+    """Saved once (the shared matrix stored once, the remote code beside it), loaded back by
+    load_fused and by load_any (the loader of bvvlab eval and bvvlab probe): the same logits."""
+    tok = experts[2]
+    fused, out = saved
     with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
         keys = list(fh.keys())
     assert [k for k in keys if "embed_tokens" in k] == ["embed_tokens.weight"]  # the matrix stored once
@@ -146,10 +184,21 @@ def test_fused_checkpoint_round_trips_in_a_process_without_bvvlab(experts, tmp_p
     ids = _ids(tok)
     with torch.no_grad():
         ref = fused(ids, use_cache=False).logits
-    back, tok2 = load_fused(out)
+    for load in (load_fused, load_any):
+        back, tok2 = load(out)
+        with torch.no_grad():
+            assert torch.equal(back(ids, use_cache=False).logits, ref)
+        assert len(tok2) == len(tok)
+    assert type(load_any(experts[3])[0]).__name__ == "BVVForCausalLM"
+
+
+@pytest.mark.slow
+def test_fused_checkpoint_loads_in_a_process_without_bvvlab(experts, saved, tmp_path):
+    tok = experts[2]
+    fused, out = saved
+    ids = _ids(tok)
     with torch.no_grad():
-        assert torch.equal(back(ids, use_cache=False).logits, ref)
-    assert len(tok2) == len(tok)
+        ref = fused(ids, use_cache=False).logits
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", CHILD, str(out), json.dumps(ids.tolist()), str(tmp_path / "o.pt")],

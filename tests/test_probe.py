@@ -102,6 +102,7 @@ def test_probe_finds_a_planted_category_and_not_a_random_one():
 # ----------------------------------------------------------------------------- models
 
 
+@pytest.mark.slow
 def test_untrained_model_sits_near_chance(tiny):
     _, _, ckpt, _ = tiny
     items = P.concept_items(heldout=["cat", "dog", "red"])
@@ -245,6 +246,7 @@ def test_file_items_read_csv_and_jsonl(tmp_path):
 # ----------------------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
 def test_cli_writes_metrics_table_and_figures(tiny, tmp_path, capsys):
     from bvvlab.cli import main
 
@@ -262,6 +264,14 @@ def test_cli_writes_metrics_table_and_figures(tiny, tmp_path, capsys):
     for f in ("metrics.md", "metrics_by_layer.html", "map_bvv.html", "cka_llama.html", "plotly.min.js"):
         assert (out / f).is_file(), f
     assert "| layer |" in (out / "metrics.md").read_text()
+
+
+def test_cli_refuses_an_existing_out_and_a_layer_out_of_range(tiny, tmp_path, capsys):
+    from bvvlab.cli import main
+
+    _, _, ckpt, _ = tiny
+    out = tmp_path / "run"
+    out.mkdir()
     assert main(["probe", str(ckpt), "--out", str(out), "--no-umap"]) == 2  # no overwrite without asking
     assert "already exists" in capsys.readouterr().err
     assert main(["probe", str(ckpt), "--out", str(tmp_path / "x"), "--layers", "9", "--no-umap"]) == 2
@@ -274,3 +284,68 @@ def test_large_states_stream_to_a_temporary_file_on_their_own(tiny, monkeypatch)
     monkeypatch.setattr(P, "MEMMAP_BYTES", 16)
     mm = P.hidden_states(lm, ["cat", "dog"]).pooled
     assert isinstance(mm, np.memmap) and np.array_equal(np.asarray(mm), ram)
+
+
+# ----------------------------------------------------------------------------- fused checkpoints
+
+
+@pytest.fixture(scope="module")
+def fused(tiny, tmp_path_factory):
+    """The tiny expert and a deeper one on the same frozen matrix, fused (bvvlab fuse) as a + b."""
+    from bvvlab.fusion import fuse
+
+    model, tok, ckpt, _ = tiny
+    torch.manual_seed(1)
+    cfg = config_from_preset("tiny", vocab_size=len(tok), num_hidden_layers=3)
+    other = BVVForCausalLM.from_glyphs(cfg, model.model.embed_tokens.weight.detach().clone()).eval()
+    root = tmp_path_factory.mktemp("probe-fused")
+    other_dir = save_checkpoint(other, tok, root / "b")
+    fuse([ckpt, other_dir], "bayes", root / "fused", names=["a", "b"])
+    return root / "fused", ckpt, other_dir
+
+
+def test_a_fused_checkpoint_is_probed_expert_by_expert(fused):
+    """Each expert of a fused directory is probed on its own hidden states, picked by the fused
+    model's (expert, layer) labels: the same states, and the same logit lens, as the expert's own
+    checkpoint."""
+    fused_dir, ckpt_a, ckpt_b = fused
+    lms = P.load_models(fused_dir)
+    assert [(lm.name, lm.expert, lm.n_layers) for lm in lms] == [("fused/a", "a", 2), ("fused/b", "b", 3)]
+    assert lms[0].model is lms[1].model  # one fused model loaded once
+    texts = ["cat", "Кошка спит.", EXTRA[0]]
+    for lm, own in zip(lms, (ckpt_a, ckpt_b)):
+        ref = P.load_model(own)
+        got = P.hidden_states(lm, texts, "last", batch_size=8, lens=True)
+        want = P.hidden_states(ref, texts, "last", batch_size=8, lens=True)
+        np.testing.assert_allclose(got.pooled, want.pooled, atol=1e-5, rtol=1e-5)
+        assert got.lens["median_rank"] == want.lens["median_rank"]
+        assert got.lens["kl_to_final"][-1] == pytest.approx(0.0, abs=1e-6)
+    one = P.load_model(f"{fused_dir}{P.EXPERT_SEP}b")
+    assert (one.expert, one.n_layers, one.name) == ("b", 3, "fused/b")
+
+
+def test_a_fused_checkpoint_without_an_expert_or_with_an_unknown_one_is_one_line(fused, tiny):
+    fused_dir, *_ = fused
+    for spec, words in ((fused_dir, "probe one at a time"), (f"{fused_dir}::zz", "no expert 'zz'"),
+                        (f"{tiny[2]}::a", "not a fused checkpoint")):
+        with pytest.raises(P.ProbeError, match=words) as ei:
+            P.load_model(spec)
+        assert "\n" not in str(ei.value)
+
+
+@pytest.mark.slow
+def test_cli_probes_a_fused_checkpoint(fused, tmp_path):
+    """`bvvlab probe FUSED_DIR` probes every expert (NAME/EXPERT), with finite metrics."""
+    from bvvlab.cli import main
+
+    fused_dir, *_ = fused
+    out = tmp_path / "run"
+    assert main(["probe", str(fused_dir), "--items", "concepts", "--limit", "20", "--out", str(out), "--no-umap",
+                 "--no-latent", "--folds", "2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["models"]) == {"fused/a", "fused/b"}
+    assert [m["models"][k]["expert"] for k in ("fused/a", "fused/b")] == ["a", "b"]
+    for k, n in (("fused/a", 3), ("fused/b", 4)):
+        r = m["models"][k]["retrieval"]
+        assert len(r) == n and all(np.isfinite(x["top1"]) and np.isfinite(x["mrr_en2ru"]) for x in r)
+    assert np.array(m["cka"]["fused/b"]["matrix"]).shape == (3, 4)
