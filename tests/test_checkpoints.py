@@ -464,6 +464,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_sigint_exits_130_then_resumes_keep_their_history(tmp_path, capsys):
     out = tmp_path / "run"
     steps = 4

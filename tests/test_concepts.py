@@ -150,6 +150,7 @@ def test_parallel_ratio(ratio):
         assert {d.lang for d in docs} == {"en", "ru", "en-ru"}
 
 
+@pytest.mark.slow
 def test_heldout_sets_fixed_disjoint_and_never_in_training():
     test, val = C.eval_pairs("test"), C.eval_pairs("validation")
     assert len(test) == C.EVAL_SIZES["test"] and len(val) == C.EVAL_SIZES["validation"]

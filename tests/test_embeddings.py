@@ -94,6 +94,7 @@ def test_null_components_are_exact_zeros():
     assert np.linalg.matrix_rank(emb[:, :49]) == 49
 
 
+@pytest.mark.slow
 def test_two_builds_bit_identical_and_thread_count_independent(bits, tmp_cache):
     a = E.glyph_matrix(TOKENS, params=RECIPE_32, cache=False, progress=False)
     threads = torch.get_num_threads()
@@ -422,6 +423,7 @@ def test_dim_above_the_rank_says_so(caplog):
     assert caplog.text == ""
 
 
+@pytest.mark.slow
 def test_cli_layout_raqm_is_recorded(tmp_path):
     """`bvvlab embed --layout raqm` draws with Pillow's RAQM engine and says so in the provenance."""
     from PIL import features

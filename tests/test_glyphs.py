@@ -73,10 +73,12 @@ def test_sample_spans_what_the_issue_asks():
     assert "<pad>" in TOKENS and "<unused_12>" in TOKENS and "\x00" in TOKENS and "\u0301" in TOKENS
 
 
+@pytest.mark.slow
 def test_bits_identical_to_literal_recipe_size_32():
     _assert_same(TOKENS, RECIPE_32)
 
 
+@pytest.mark.slow
 def test_bits_identical_to_literal_recipe_max_variant():
     """bvv241-max numbers (7 degrees, shift 3, noise 0.03): they only change easy tokens."""
     _assert_same([t for t in TOKENS if is_easy(t)][::2] + TOKENS[1000:1200], RECIPE_MAX)
@@ -194,6 +196,7 @@ def test_blur_radius_half_never_changes_a_bit():
     assert not np.array_equal(render_bits(easy), render_bits(easy, dataclasses.replace(RECIPE_32, blur=1.5)))
 
 
+@pytest.mark.slow
 def test_atlas_draws_each_character_as_the_recipe_does():
     """The atlas takes each character's ink box from one `getmask2` call instead of the recipe's
     `getbbox` + `ImageDraw.text`: the same box and the same pixels, for a stride over the whole
@@ -251,6 +254,7 @@ def test_skipping_a_certified_blur_changes_nothing(monkeypatch):
 _HAS_RAQM = font.features.check("raqm")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _HAS_RAQM, reason="this Pillow has no libraqm (the one-line error is tested without it)")
 def test_raqm_layout_is_the_authors_default_pillow_call(monkeypatch):
     """layout="raqm" gives the bits of the literal recipe drawn with the author's own font call,

@@ -151,6 +151,7 @@ def test_position_ids_need_no_host_read_and_match_the_default_positions():
 
 # ------------------------------------------------------------------ torch.compile ----------
 
+@pytest.mark.slow
 def test_training_forward_has_no_graph_break():
     import torch._dynamo
 
@@ -187,6 +188,7 @@ def _compiled_matches_eager(backend: str, autocast: bool = False):
         assert rel(g, grads_e[name]) < tol[1], (name, rel(g, grads_e[name]))
 
 
+@pytest.mark.slow
 def test_compiled_forward_backward_equals_eager_aot_eager():
     """Dynamo + AOTAutograd (functionalisation, the traced backward), without Inductor's codegen:
     the original rotary kernel failed here (out= into strided views)."""
@@ -215,6 +217,7 @@ def _train(tmp_path, name: str, **kw):
     return [r["loss"] for r in read_metrics(out) if r.get("kind") == "train"]
 
 
+@pytest.mark.slow
 def test_trainer_bf16_two_steps_with_several_loss_chunks(tmp_path):
     # 16 x 32 = 512 tokens per micro-batch: two 256-token loss chunks (the original failure)
     losses = _train(tmp_path, "bf16", dtype="bf16")

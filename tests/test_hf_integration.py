@@ -96,6 +96,7 @@ def fresh_process(checkpoint, tmp_path_factory):
     return report, torch.load(work / "out.pt"), work
 
 
+@pytest.mark.slow
 def test_fresh_process_without_bvvlab_loads_identical_model(checkpoint, fresh_process):
     model, tok, ckpt = checkpoint
     report, child, work = fresh_process
@@ -112,6 +113,7 @@ def test_fresh_process_without_bvvlab_loads_identical_model(checkpoint, fresh_pr
     assert cfg["auto_map"] == {"AutoConfig": "model.BVVConfig", "AutoModelForCausalLM": "model.BVVForCausalLM"}
 
 
+@pytest.mark.slow
 def test_seed_card_example_runs_verbatim(fresh_process):
     report, _, _ = fresh_process
     printed = report["card_stdout"].rstrip("\n")

@@ -53,6 +53,7 @@ def _papermill(tmp_path: Path, **params):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value, shown", [("abc", "steps='abc': expected an integer"),
                                           (1.5, "steps=1.5: expected an integer")])
 def test_papermill_bad_steps_names_steps(tmp_path, value, shown):

@@ -126,6 +126,7 @@ def test_static_curves_mark_the_full_split_and_title_both_axes():
     assert fig.layout.yaxis2.title.text == "validation bits/char" and fig.layout.xaxis.title.text == "tokens seen"
 
 
+@pytest.mark.slow
 def test_papermill_logs_a_progress_bar(tmp_path, caplog):
     """Not live (papermill), LiveCurves(total=...) writes a text bar to stderr, which papermill
     passes to its log (`--log-output`) instead of a widget it cannot show."""

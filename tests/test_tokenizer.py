@@ -132,6 +132,7 @@ def test_bvv241_2_3_from_the_embedded_corpora():
     assert tok.convert_ids_to_tokens(tok.encode("hello the test")) == ["h", "ell", "o", " ", "the", " ", "t", "est"]
 
 
+@pytest.mark.slow
 def test_bvv241_max_fills_the_larger_vocab():
     by_lang = T.corpus_texts_by_lang()
     grams = T.kind_ngrams("bvv241-max", by_lang)
@@ -208,6 +209,7 @@ def test_encoding_equals_literal_bpe(full, reference):
 _MERGE_HEAVY = st.text(st.sampled_from(sorted(set("the testhellollo аеоткинст单元格选择 ,.") | {"😀", "\ue000"})), max_size=40)
 
 
+@pytest.mark.slow
 def test_encoding_equals_literal_bpe_property(full, reference):
     """2,000 strings over an alphabet dense in n-grams, so merges compete: HF == literal rule."""
 
@@ -288,6 +290,7 @@ def _round_trip(toks, seen, s):
         assert tok.decode(ids, skip_special_tokens=True) == s
 
 
+@pytest.mark.slow
 def test_lossless_round_trip_property(full, compact):
     """10,000 generated strings, each through the full and the compact tokenizer."""
     seen: list[str] = []
@@ -390,6 +393,7 @@ def test_compact_vocab_maps_to_the_same_tokens(full, compact):
     assert compact.encode("中") != full.encode("中")
 
 
+@pytest.mark.slow
 def test_compact_equals_full_on_covered_slices_property(full, compact):
     """2,000 random slices of the corpus (specials spliced in): wherever the full tokenizer's
     tokens are all compact tokens, the compact tokenizer gives the same tokens."""
@@ -460,6 +464,7 @@ def test_glyph_text_makes_byte_tokens_distinct():
     assert T.glyph_text("the") == "the" and T.glyph_text("<s>") == "<s>" and T.glyph_text("CA") == "CA"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, params", [("bvv241-max", "RECIPE_MAX"), ("bvv241-2-3", "RECIPE_32")])
 def test_byte_token_glyphs_equal_no_other_token(kind, params):
     """No byte token is drawn like any other token of the full vocabulary (every n-gram and

@@ -414,6 +414,7 @@ def test_compare_figure_names_differ_for_same_basename(tmp_path, monkeypatch):
     assert P.figure_slug(tmp_path / "a" / "twins") == "a_twins"
 
 
+@pytest.mark.slow
 def test_compare_writes_only_under_out_unless_asked(tmp_path, monkeypatch):
     """Issue 10 item 11: `bvvlab compare` wrote figures/ and plotly.min.js into the repository
     whatever --out was; now everything stays under --out, and --figures DIR asks for a copy."""
