@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-## main job: the workbench pipeline on the embedded default data (grows with each issue)
+## main job: every notebook in order (papermill) on the embedded data, then runs/demo/report.html;
+## a re-run skips the finished steps
 demo: $(STAMP)
-	$(BIN)/python -m bvvlab demo --out $(OUT)
+	$(BIN)/python -m bvvlab pipeline --profile demo --out $(OUT)
 
 ## the whole test suite: unit tests, then every notebook under nbval (errors fail)
 test: $(STAMP)

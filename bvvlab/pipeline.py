@@ -1,43 +1,490 @@
-"""`bvvlab demo`: the workbench's pipeline on the embedded default data, end to end on a CPU.
+"""`bvvlab pipeline`: the notebooks in order, through papermill, into one run folder and a report.
 
-Stages (each one a library call; the same ones the notebooks make):
-1. glyph embedding: the compact vocabulary of the embedded corpora, rows from the full
-   bvv241-2-3 matrix (recipe sections 2-3) -> `OUT/embedding/`;
-2. frozen vs unfrozen twins of the `tiny` preset, same seed, data order and schedule, on a mix
-   of LibreOffice en-ru help text, the concept corpus and ~10% instruction infusion
-   -> `OUT/compare/{frozen,unfrozen}/` (run folders, each also a Hugging Face model dir) and
-   `OUT/compare/compare.html` (a copy in a figures folder only when asked: `--figures DIR`);
-3. a summary (`OUT/summary.json`): validation bits per character of both twins.
-Later issues add probing, evaluation, fusion and growth stages here.
+A profile (`smoke`, `demo`, `paper`) fixes every notebook's parameters. The steps are
+embeddings (01) -> the frozen and the unfrozen twin (02, twice) -> evaluation (05) ->
+probing (03) -> fusion (06) -> growth (07) -> generation (04, headless). Each step runs its
+notebook with papermill in the run folder (paths relative to it) and writes:
+
+    OUT/pipeline.json            the plan, every step's status, parameters, key and timing
+    OUT/notebooks/NN_step.ipynb  the executed notebook (also when it failed: it shows the cell)
+    OUT/steps/<step>/            the step's run folder, with its metrics.json
+    OUT/report.html, report.md   the findings (bvvlab.report), rewritten after every step
+
+A step's *key* hashes its notebook, its parameters and the keys of the steps it reads from.
+Re-running the same command skips the steps whose key is unchanged and whose outputs are
+complete; a changed step (and every step downstream of it) runs again, its earlier folder
+moved to `OUT/superseded/` (nothing finished is deleted). A failed step names the notebook,
+the cell and the error; the steps that do not depend on it still run. Ctrl-C stops between
+or inside a step; the same command continues (the training notebooks resume their
+checkpoints).
+
+With `gpus > 1` a training step first launches `torchrun` on `bvvlab train` with exactly the
+config the notebook builds (bvvlab.notebook_params), then runs the notebook, which finds the
+finished run and only reports it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import datetime as _dt
+import hashlib
 import json
-import re
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bvvlab.atomic import ensure_dir, write_json_atomic
+from bvvlab.errors import BVVError, Interrupted
 from bvvlab.runinfo import run_meta
 
-DEMO_CORPUS = {"libreoffice-en-ru": 0.6, "concepts": 0.3, "instructions": 0.1}
+
+class PipelineError(BVVError):
+    """Bad pipeline input (unknown profile, step or parameter; a folder that holds something else)."""
 
 
 # ---------------------------------------------------------------------------------------------
-# frozen vs unfrozen
+# the plan
 
 
-def figure_slug(out: str | Path) -> str:
-    """A file-name-safe name for a run directory from its whole path (relative to the working
-    directory when inside it): `runs/a/twins` -> `runs_a_twins`."""
-    path = Path(out).resolve()
-    with contextlib.suppress(ValueError):
-        path = path.relative_to(Path.cwd().resolve())
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.as_posix()).strip("_.") or "run"
+@dataclasses.dataclass
+class Step:
+    """One notebook run. `params` are papermill parameters (paths relative to the run folder);
+    `needs` the steps whose outputs it reads; `metrics` where its metrics.json lands."""
+
+    name: str
+    notebook: str
+    params: dict[str, Any]
+    metrics: str
+    needs: tuple[str, ...] = ()
+    group: str = ""  # `--set GROUP.param=v` reaches every step of the group (both twins: "train")
+    train_run: str | None = None  # the training run folder, for torchrun when gpus > 1
+
+    @property
+    def folder(self) -> str:
+        return f"steps/{self.name}"
+
+
+def _steps() -> list[Step]:
+    """The pipeline's steps with the parameters every profile shares (paths, wiring)."""
+    twins = ["steps/train-frozen/run", "steps/train-unfrozen/run"]
+    steps = [Step("embeddings", "01_embeddings.ipynb", {"out_dir": "steps/embeddings"}, "steps/embeddings/metrics.json")]
+    for name, frozen in (("train-frozen", True), ("train-unfrozen", False)):
+        steps.append(Step(name, "02_train.ipynb",
+                          {"frozen": frozen, "run_dir": f"steps/{name}/run", "out_dir": f"steps/{name}",
+                           "resume": True, "overwrite": False},
+                          f"steps/{name}/metrics.json", group="train", train_run=f"steps/{name}/run"))
+    steps += [
+        Step("evaluate", "05_evaluate.ipynb", {"checkpoint": twins, "run_dir": "steps/evaluate",
+                                                "out_dir": "steps/evaluate"},
+             "steps/evaluate/metrics.json", needs=("train-frozen", "train-unfrozen")),
+        Step("probe", "03_probe_layers.ipynb", {"checkpoints": twins, "run_dir": "steps/probe"},
+             "steps/probe/probe/metrics.json", needs=("train-frozen", "train-unfrozen")),
+        Step("fusion", "06_fusion.ipynb", {"run_dir": "steps/fusion"}, "steps/fusion/metrics.json"),
+        Step("growth", "07_growth.ipynb", {"run_dir": "steps/growth"}, "steps/growth/metrics.json"),
+        Step("generate", "04_generate.ipynb", {"checkpoint": twins[0], "runs_dir": "steps",
+                                                "run_dir": "steps/generate"},
+             "steps/generate/metrics.json", needs=("train-frozen",)),
+    ]
+    for s in steps:
+        s.group = s.group or s.name
+    return steps
+
+
+_DEMO_CORPUS = "libreoffice-en-ru:0.6,concepts:0.3,instructions:0.1"
+
+# per-profile parameters by step group (on top of the notebooks' own defaults and the wiring above)
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # what the tests run: every notebook at about its nbval size
+    "smoke": {
+        "embeddings": {"max_points": 600},
+        "train": {"preset": "tiny", "steps": 12, "train_chars": 30000, "seq_len": 32, "batch_size": 8,
+                  "corpus": "libreoffice-en-ru:0.5,concepts:0.5", "extra": {"val_chars": 6000}},
+        "evaluate": {"limit": 10, "bpc_chars": 600, "runs": 2, "protocol_questions": 4},
+        "probe": {"limit": 30, "folds": 3, "umap": False, "latent": False},
+        "fusion": {"steps": 6, "train_chars": 12000, "eval_texts": 3, "val_chars": 2000},
+        "growth": {"stages": "1,1", "steps_per_stage": 6, "train_chars": 15000, "val_chars": 4000},
+        "generate": {"max_new_tokens": 24},
+    },
+    # `make demo`: the README's main job, minutes on a 2-core laptop CPU
+    "demo": {
+        "embeddings": {},
+        "train": {"preset": "tiny", "steps": 200, "train_chars": 400_000, "seq_len": 64, "batch_size": 16,
+                  "lr": 0.003, "corpus": _DEMO_CORPUS, "extra": {"val_chars": 60000}},
+        "evaluate": {"limit": 60, "bpc_chars": 4000, "runs": 3, "protocol_questions": 16,
+                     "suite": "concepts-category/trained,concepts-category/heldout,concepts-translate/trained,bpc"},
+        "probe": {"limit": 120, "folds": 5, "umap": True, "latent": True},
+        "fusion": {"steps": 120, "train_chars": 200_000, "seq_len": 64, "batch_size": 16, "lr": 0.003,
+                   "eval_texts": 20, "val_chars": 20000},
+        "growth": {"stages": "1,1,1", "steps_per_stage": 60, "train_chars": 200_000, "val_chars": 20000,
+                   "seq_len": 64, "batch_size": 16, "lr": 0.003},
+        "generate": {"max_new_tokens": 64, "prompt": "The "},
+    },
+    # the best_bvv_ru shape (recipe section 4) for GPUs: check with --dry-run; not run in CI
+    "paper": {
+        "embeddings": {"vocab": "bvv241-max", "max_points": 8000},
+        "train": {"preset": "best_bvv_ru", "steps": 20000, "train_chars": None, "seq_len": 1024, "batch_size": 64,
+                  "lr": 0.0003, "corpus": "libreoffice-en-ru",
+                  "extra": {"vocab": "bvv241-max", "grad_accum": 4, "warmup": 500, "min_lr": 0.00003,
+                            "device": "cuda", "dtype": "auto", "compile": True, "eval_batches": 16,
+                            "save_every": 1000, "keep_last": 3}},
+        "evaluate": {"limit": None, "bpc_chars": 100_000, "runs": 10, "protocol_questions": 200,
+                     "suite": "concepts-category/trained,concepts-category/heldout,concepts-translate/trained,"
+                              "concepts-translate/heldout,bpc"},
+        "probe": {"limit": None, "folds": 5, "umap": True, "latent": True},
+        "fusion": {"preset": "small", "steps": 3000, "train_chars": None, "seq_len": 256, "batch_size": 32,
+                   "lr": 0.001, "eval_texts": 200, "val_chars": 200_000},
+        "growth": {"preset": "small", "stages": "1,1,1,1,1,1", "steps_per_stage": 2000, "train_chars": None,
+                   "val_chars": 200_000, "seq_len": 256, "batch_size": 32, "lr": 0.001},
+        "generate": {"max_new_tokens": 128},
+    },
+}
+
+
+def notebooks_dir() -> Path:
+    """The checkout's notebooks/ (they are inputs, read only; outputs go to the run folder)."""
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The names and defaults of a notebook's `parameters` cell (its top-level assignments).
+
+    Parsed with `ast` rather than papermill's line parser, which misreads a comment holding `=`."""
+    import ast
+
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    cell = next((c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise PipelineError(f"{path} has no cell tagged 'parameters'")
+    params = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    try:
+                        params[t.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        params[t.id] = ast.unparse(node.value)
+    return params
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values: JSON literals (12, 0.5, true, null, "x", [..]), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Path | None = None,
+         only: list[str] | None = None) -> list[Step]:
+    """The steps of `profile` with `overrides` ({"group.param": value} or {"step.param": value})
+    applied; unknown profiles, steps and parameters are refused with the valid names."""
+    if profile not in PROFILES:
+        raise PipelineError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    nb_dir = Path(nb_dir) if nb_dir else notebooks_dir()
+    steps = _steps()
+    by_group = PROFILES[profile]
+    for s in steps:
+        s.params = {**copy.deepcopy(by_group.get(s.group, {})), **s.params}
+    targets = {s.name for s in steps} | {s.group for s in steps}
+    for key, value in (overrides or {}).items():
+        target, _, param = key.partition(".")
+        if target not in targets or not param:
+            raise PipelineError(f"--set {key}=...: name a step and a parameter as STEP.PARAM, with STEP one of "
+                                f"{', '.join(sorted(targets))}")
+        for s in steps:
+            if target in (s.name, s.group):
+                s.params[param] = value
+    for s in steps:
+        path = nb_dir / s.notebook
+        if not path.exists():
+            raise PipelineError(f"notebook {path} not found: run from a bvvlab checkout, or pass --notebooks DIR")
+        known = notebook_parameters(path)
+        unknown = sorted(set(s.params) - set(known))
+        if unknown:
+            raise PipelineError(f"step {s.name} ({s.notebook}) has no parameter {', '.join(unknown)}: "
+                                f"its parameters are {', '.join(known)}")
+    if only:
+        names = {s.name for s in steps}
+        bad = [n for n in only if n not in names and n not in targets]
+        if bad:
+            raise PipelineError(f"--only {','.join(bad)}: unknown step; steps are {', '.join(s.name for s in steps)}")
+        wanted = {s.name for s in steps if s.name in only or s.group in only}
+        while True:  # a chosen step brings the steps it reads from
+            more = {n for s in steps if s.name in wanted for n in s.needs} - wanted
+            if not more:
+                break
+            wanted |= more
+        steps = [s for s in steps if s.name in wanted]
+    return steps
+
+
+def step_key(step: Step, nb_dir: Path, keys: dict[str, str], gpus: int = 1) -> str:
+    """Hash of what the step's result depends on: notebook bytes, parameters, upstream keys."""
+    h = hashlib.sha256((nb_dir / step.notebook).read_bytes())
+    h.update(json.dumps({"params": step.params, "needs": [keys.get(n) for n in step.needs],
+                         "gpus": gpus if step.train_run else 1}, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper-sized plan: parameter counts, tokens and memory per step (--dry-run)
+
+
+def _train_config(step: Step, out: Path):
+    from bvvlab.notebook_params import train_notebook_config
+
+    p = step.params
+    return train_notebook_config(out / step.train_run, preset=p.get("preset", "tiny"), frozen=p["frozen"],
+                                 steps=p.get("steps", 30), corpus=p.get("corpus", "libreoffice-en-ru"),
+                                 train_chars=p.get("train_chars", 100000), seq_len=p.get("seq_len", 64),
+                                 batch_size=p.get("batch_size", 8), lr=p.get("lr", 0.002), seed=p.get("seed", 0),
+                                 resume=p.get("resume", True), overwrite=p.get("overwrite", False),
+                                 extra=p.get("extra") or {})
+
+
+def _vocab_size(vocab: str, preset: str) -> int:
+    from bvvlab import model as M
+    from bvvlab.tokenizer import VOCAB_KINDS
+
+    return VOCAB_KINDS[vocab].size if vocab in VOCAB_KINDS else int(M.PRESETS[preset]["vocab_size"])
+
+
+def estimate(preset: str, vocab: str, frozen: bool, seq_len: int, batch_size: int, grad_accum: int = 1,
+             steps: int = 0, gpus: int = 1, train: bool = True) -> dict[str, Any]:
+    """Parameter counts (meta device: no memory), tokens, and a memory estimate per GPU.
+
+    Memory: fp32 weights (4 B/parameter, the frozen matrix included), and when training fp32
+    gradients + AdamW's two moments (12 B per trainable parameter), plus activations of one
+    micro-batch at bf16 without recomputation, s*b*h*34 bytes per layer (Korthikanti et al.
+    2022, with fused/flash attention so the s^2 term is absent), plus the chunked loss's logits
+    (256 tokens x vocab x 4 B). An estimate for planning, not a measurement."""
+    import torch
+
+    from bvvlab import model as M
+
+    cfg = M.config_from_preset(preset, vocab_size=_vocab_size(vocab, preset), frozen_embedding=frozen)
+    with torch.device("meta"):
+        counts = M.count_parameters(M.BVVForCausalLM(cfg))
+    gb = 1024 ** 3
+    weights = 4 * counts["total"]
+    mem = {"weights_gb": round(weights / gb, 2)}
+    if train:
+        states = 12 * counts["trainable"]
+        acts = seq_len * batch_size * cfg.hidden_size * 34 * cfg.num_hidden_layers + 256 * cfg.vocab_size * 4
+        mem.update(grads_and_adam_gb=round(states / gb, 2), activations_gb=round(acts / gb, 2),
+                   total_gb=round((weights + states + acts) / gb, 2))
+    else:
+        mem["total_gb"] = mem["weights_gb"]
+    tokens = steps * seq_len * batch_size * grad_accum * gpus
+    return {"parameters": counts, "tokens": tokens, "memory_per_gpu": mem,
+            "shape": f"{cfg.num_hidden_layers} layers x {cfg.hidden_size}, vocab {cfg.vocab_size:,}"}
+
+
+def dry_run(steps: list[Step], out: Path, gpus: int = 1) -> list[dict[str, Any]]:
+    """The plan: per step its notebook, parameters, and for training steps the estimate and the
+    torchrun command line (gpus > 1). Nothing is written."""
+    rows = []
+    for s in steps:
+        row: dict[str, Any] = {"step": s.name, "notebook": s.notebook, "params": s.params, "needs": list(s.needs)}
+        if s.train_run:
+            cfg = _train_config(s, out)
+            row["estimate"] = estimate(cfg.preset, cfg.vocab, cfg.frozen, cfg.seq_len, cfg.batch_size,
+                                       cfg.grad_accum, cfg.steps, gpus)
+            if gpus > 1:
+                row["launch"] = f"(in {out}) " + " ".join(_torchrun_cmd(Path(s.folder) / "train_config.json", gpus))
+        elif s.group in ("fusion", "growth"):
+            p = s.params
+            row["estimate"] = estimate(p.get("preset", "tiny"), "compact", True, p.get("seq_len", 32),
+                                       p.get("batch_size", 8), 1, p.get("steps", p.get("steps_per_stage", 0)))
+        rows.append(row)
+    return rows
+
+
+def format_dry_run(rows: list[dict[str, Any]], profile: str, out: Path) -> str:
+    lines = [f"pipeline {profile} -> {out} (dry run: nothing is written)"]
+    for i, r in enumerate(rows, 1):
+        params = ", ".join(f"{k}={v!r}" for k, v in r["params"].items())
+        lines.append(f"{i}. {r['step']:<15} {r['notebook']:<22} {params}")
+        if "estimate" in r:
+            e = r["estimate"]
+            c, m = e["parameters"], e["memory_per_gpu"]
+            lines.append(f"   model {e['shape']}: {c['total']:,} parameters ({c['trainable']:,} trainable, "
+                         f"{c['frozen']:,} frozen); {e['tokens']:,} training tokens; memory per GPU ~{m['total_gb']} GiB "
+                         f"({', '.join(f'{k[:-3]} {v}' for k, v in m.items() if k != 'total_gb')} GiB)")
+        if "launch" in r:
+            lines.append(f"   launch: {r['launch']}")
+    return "\n".join(lines)
+
+
+def _torchrun_cmd(config: Path, gpus: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "bvvlab", "train", "--config", str(config)]
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def default_out(profile: str) -> Path:
+    return Path("runs") / f"{profile}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _open_run(out: Path, profile: str) -> dict[str, Any]:
+    """The run record in `out` (new, or the earlier run of the same profile); anything else is refused."""
+    record = out / "pipeline.json"
+    if record.exists():
+        try:
+            state = json.loads(record.read_text(encoding="utf-8"))
+        except ValueError:
+            raise PipelineError(f"{record} is not readable JSON: pass another --out (the folder is left as it is)") from None
+        if state.get("profile") != profile:
+            raise PipelineError(f"{out} holds a {state.get('profile')!r} pipeline run: pass another --out, or "
+                                f"--profile {state.get('profile')} to continue it")
+        return state
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PipelineError(f"{out} already holds something other than a pipeline run: pass another --out "
+                            "(nothing there was touched)")
+    return {"profile": profile, "created": _now(), "steps": {}}
+
+
+def _failed_cell(nb_path: Path) -> int | None:
+    """The execution count (`In [N]`) of the cell that failed or was running in an executed notebook."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        cells = json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
+        for c in cells:
+            if c.get("metadata", {}).get("papermill", {}).get("status") in ("failed", "running"):
+                return c.get("execution_count")
+    return None
+
+
+def _supersede(out: Path, step: Step, executed: Path) -> None:
+    """Move a step's earlier folder and executed notebook (other parameters, or an unfinished
+    run that cannot resume) aside into `superseded/<step>-<time>/`: nothing is deleted."""
+    folder = out / step.folder
+    if not (folder.exists() or executed.exists()):
+        return
+    dest = ensure_dir(out / "superseded") / f"{step.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    if folder.exists():
+        os.replace(folder, dest)
+    if executed.exists():
+        os.replace(executed, ensure_dir(dest) / executed.name)
+
+
+RESUMABLE = ("train",)  # groups whose unfinished folder is continued (their notebooks resume), not moved aside
+
+
+def _launch_torchrun(step: Step, out: Path, gpus: int) -> None:
+    from bvvlab.atomic import to_jsonable
+
+    cfg = _train_config(step, Path())  # out= relative to the run folder, where torchrun runs
+    config = out / step.folder / "train_config.json"
+    write_json_atomic(config, {k: v for k, v in to_jsonable(dataclasses.asdict(cfg)).items()})
+    proc = subprocess.run(_torchrun_cmd(config.relative_to(out), gpus), cwd=out, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"torchrun exited with {proc.returncode} (its output is above)")
+
+
+def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
+        only: list[str] | None = None, gpus: int = 1, progress: bool | None = None,
+        nb_dir: str | Path | None = None, kernel: str = "python3") -> dict[str, Any]:
+    """Run the pipeline; returns the run record (also in OUT/pipeline.json)."""
+    import logging
+
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    from bvvlab import report
+
+    nb_dir = Path(nb_dir) if nb_dir else notebooks_dir()
+    if gpus < 1:
+        raise PipelineError(f"--gpus {gpus}: give 1 or more")
+    steps = plan(profile, overrides, nb_dir, only)
+    out = Path(out) if out is not None else default_out(profile)
+    state = _open_run(out, profile)
+    ensure_dir(out / "notebooks")
+    state.update(profile=profile, overrides=overrides or {}, gpus=gpus, started=_now(), finished=None,
+                 meta=run_meta(None, out=str(out)), order=[s.name for s in _steps()])
+    keys: dict[str, str] = {}
+    # parameters are checked above (plan); papermill's own line parser would only warn falsely
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    progress = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=len(steps), unit="step", disable=not progress, desc=profile)
+    t_all = time.perf_counter()
+    try:
+        for s in steps:
+            keys[s.name] = key = step_key(s, nb_dir, keys, gpus)
+            rec = state["steps"].get(s.name, {})
+            nb_out = out / "notebooks" / f"{s.notebook[:3]}{s.name}.ipynb"
+            bar.set_description(f"{profile}: {s.name} ({s.notebook})")
+            blocked = [n for n in s.needs if state["steps"].get(n, {}).get("status") not in ("done", "cached")]
+            if rec.get("key") == key and rec.get("status") in ("done", "cached") and (out / s.metrics).exists():
+                state["steps"][s.name] = {**rec, "status": "cached"}
+            elif blocked:
+                state["steps"][s.name] = {"status": "not run", "key": key, "notebook": s.notebook,
+                                          "params": s.params, "error": f"needs {', '.join(blocked)}, which did not finish"}
+            else:
+                if rec and (rec.get("key") != key or s.group not in RESUMABLE):
+                    _supersede(out, s, nb_out)
+                state["steps"][s.name] = rec = {"status": "running", "key": key, "notebook": s.notebook,
+                                                "executed": str(nb_out.relative_to(out)), "params": s.params,
+                                                "started": _now()}
+                write_json_atomic(out / "pipeline.json", state)
+                ensure_dir(out / s.folder)
+                t0 = time.perf_counter()
+                try:
+                    if s.train_run and gpus > 1:
+                        _launch_torchrun(s, out, gpus)
+                    pm.execute_notebook(str(nb_dir / s.notebook), str(nb_out), parameters=s.params, cwd=str(out),
+                                        kernel_name=kernel, log_output=False,
+                                        # the kernel's start-up chatter (ipykernel's TCP notice) is not the user's
+                                        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                                        progress_bar={"desc": f"  {s.notebook}", "leave": False, "position": 1}
+                                        if progress else False)
+                    rec.update(status="done" if (out / s.metrics).exists() else "failed")
+                    if rec["status"] == "failed":
+                        rec["error"] = f"the notebook ran but wrote no {s.metrics}"
+                except pm.PapermillExecutionError as exc:
+                    # the cell as the executed notebook shows it: In [exec_count]
+                    rec.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}".strip())
+                except KeyboardInterrupt:
+                    rec.update(status="interrupted", cell=_failed_cell(nb_out))
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the kernel died, torchrun failed...: reported per step
+                    rec.update(status="failed", cell=_failed_cell(nb_out),
+                               error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
+                finally:
+                    rec.update(seconds=round(time.perf_counter() - t0, 1), finished=_now())
+                    write_json_atomic(out / "pipeline.json", state)
+            report.write(out, state, steps)
+            bar.update(1)
+    except KeyboardInterrupt:
+        state["interrupted"] = _now()
+        write_json_atomic(out / "pipeline.json", state)
+        with contextlib.suppress(Exception):
+            report.write(out, state, steps)
+        raise Interrupted("pipeline interrupted", 130) from None
+    finally:
+        bar.close()
+    state.update(finished=_now(), seconds=round(time.perf_counter() - t_all, 1))
+    state.pop("interrupted", None)
+    write_json_atomic(out / "pipeline.json", state)
+    report.write(out, state, steps)
+    state["out"] = str(out)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# frozen vs unfrozen (`bvvlab compare`)
 
 
 def compare(cfg: Any, figures: str | Path | None = None) -> Path:
@@ -72,54 +519,90 @@ def compare(cfg: Any, figures: str | Path | None = None) -> Path:
     return out
 
 
+def figure_slug(out: str | Path) -> str:
+    """A file-name-safe name for a run directory from its whole path (relative to the working
+    directory when inside it): `runs/a/twins` -> `runs_a_twins`."""
+    import re
+
+    path = Path(out).resolve()
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(Path.cwd().resolve())
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.as_posix()).strip("_.") or "run"
+
+
 # ---------------------------------------------------------------------------------------------
-# the demo
+# command line
 
 
-def demo(out: str | Path = "runs/demo", steps: int = 200, seed: int = 0) -> dict[str, Any]:
-    from bvvlab import embeddings, train
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    sets = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise PipelineError(f"--set {item}: write STEP.PARAM=VALUE, e.g. --set train.steps=50")
+        sets[key.strip()] = parse_value(value)
+    return sets
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "demo.json").exists():
-        raise FileExistsError(f"{out} holds something other than an earlier demo: pass another --out "
-                              "(the demo replaces only its own earlier output)")
-    write_json_atomic(out / "demo.json", {"what": "bvvlab demo output; replaced by the next demo run"})
-    t0 = time.perf_counter()
-    embedded = embeddings.prepare_vocabulary("compact", corpus=list(DEMO_CORPUS), dim=train.model_dim(train.make_config(preset="tiny")))
-    embedded.save(out / "embedding", overwrite=True)
-    t_embed = time.perf_counter() - t0
-    # both twins use this one embedding dir: same tokenizer, same (frozen or initial) rows
-    cfg = train.make_config(preset="tiny", steps=steps, seed=seed, corpus=dict(DEMO_CORPUS),
-                            vocab=str(out / "embedding"), train_chars=2_000_000, out=str(out / "compare"),
-                            overwrite=True)
-    compare(cfg)
-    report = json.loads((out / "compare" / "compare.json").read_text(encoding="utf-8"))
-    summary = run_meta(cfg, stage_seconds={"embedding": round(t_embed, 1), "total": round(time.perf_counter() - t0, 1)},
-                       vocab_size=len(embedded.tokenizer), matrix_hash=embedded.matrix_hash,
-                       results={k: v["final"] for k, v in report["runs"].items()}, figure=report["figure"])
-    write_json_atomic(out / "summary.json", summary)
-    return summary
+
+def _summary_lines(state: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, rec in state["steps"].items():
+        extra = f" {rec['seconds']} s" if rec.get("seconds") is not None and rec["status"] != "cached" else ""
+        where = f" (cell In [{rec['cell']}])" if rec.get("cell") is not None else ""
+        err = f": {rec['error']}" if rec.get("error") else ""
+        lines.append(f"  {name:<15} {rec['status']}{extra}{where}{err}")
+    return lines
+
+
+def _main(args: Any) -> int:
+    overrides = _parse_sets(args.set)
+    only = [s for s in (args.only or "").split(",") if s] or None
+    out = Path(args.out) if args.out else default_out(args.profile)
+    if args.dry_run:
+        steps = plan(args.profile, overrides, args.notebooks, only)
+        print(format_dry_run(dry_run(steps, out, args.gpus), args.profile, out))
+        return 0
+    again = f"bvvlab pipeline --profile {args.profile} --out {out}"
+    try:
+        state = run(args.profile, out, overrides, only, args.gpus, progress=args.progress, nb_dir=args.notebooks)
+    except Interrupted:
+        print(f"bvvlab pipeline: interrupted; finished steps are kept in {out}; continue with: {again}",
+              file=sys.stderr)
+        return 130
+    print("\n".join([f"pipeline {args.profile}: {out} ({state['seconds']} s)"] + _summary_lines(state)))
+    failed = [n for n, r in state["steps"].items() if r["status"] == "failed"]
+    print(f"report: {out / 'report.html'}")
+    if failed:
+        r = state["steps"][failed[0]]
+        cell = "" if r.get("cell") is None else f" cell In [{r['cell']}]"
+        print(f"bvvlab pipeline: error: step {failed[0]} failed in {r['notebook']}{cell}: {r.get('error')}; its notebook is "
+              f"{out / r.get('executed', '')}; earlier steps are kept; fix it and run again: {again}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_cli(subparsers: Any) -> None:
     from bvvlab.train import _run_cli, add_common
 
+    p = subparsers.add_parser("pipeline", help="run every notebook in order (papermill) and write a findings report",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)} (default smoke)")
+    p.add_argument("--out", help="run folder (default runs/<profile>-<time>); the same --out continues a run")
+    p.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE",
+                   help="override a notebook parameter (JSON value), e.g. --set train.steps=50 --set probe.umap=false")
+    p.add_argument("--only", help="comma-separated steps (with the steps they read from)")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs for the training steps (> 1: torchrun)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, parameter counts, tokens and memory; run nothing")
+    p.add_argument("--notebooks", help="folder of the notebooks (default: the checkout's notebooks/)")
+    p.add_argument("--progress", action=__import__("argparse").BooleanOptionalAction, default=None,
+                   help="progress bars (default: when stderr is a terminal)")
+    p.set_defaults(func=_main)
+    d = subparsers.add_parser("demo", help="the demo profile of the pipeline (make demo): minutes on a CPU",
+                              description="bvvlab pipeline --profile demo")
+    d.add_argument("--out", default="runs/demo", help="run folder (a re-run skips finished steps)")
+    d.set_defaults(func=_main, profile="demo", set=None, only=None, gpus=1, dry_run=False, notebooks=None, progress=None)
     c = subparsers.add_parser("compare", help="train frozen and unfrozen twins and plot their curves",
                               description="Frozen vs unfrozen twins under --out; curves in --out/compare.html.")
     add_common(c)
     c.add_argument("--figures", help="also copy the figure into this folder (e.g. figures/)")
     c.set_defaults(func=lambda a: _run_cli(lambda cfg: compare(cfg, figures=a.figures), a))
-    p = subparsers.add_parser("demo", help="run the pipeline on the embedded default data (CPU, minutes)")
-    p.add_argument("--out", default="runs/demo", help="output directory (an earlier demo there is replaced; anything else is refused)")
-    p.add_argument("--steps", type=int, default=200, help="optimizer steps per twin")
-    p.add_argument("--seed", type=int, default=0)
-
-    def run(args: Any) -> int:
-        s = demo(args.out, steps=args.steps, seed=args.seed)
-        print(f"vocab {s['vocab_size']} tokens, matrix {s['matrix_hash'][:12]}; "
-              f"{s['stage_seconds']['total']} s; figure {s['figure']}")
-        for name, final in s["results"].items():
-            print(f"{name:9s} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
-        return 0
-
-    p.set_defaults(func=run)

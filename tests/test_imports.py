@@ -21,7 +21,7 @@ FLOORS = {
     5: {"train_config", "distributed", "evaluate", "build", "train", "notebook_params"},
     6: {"probe", "fusion", "growth", "generation"},
     7: {"plots", "widgets", "eval_report"},
-    8: {"pipeline", "cli", "__main__"},
+    8: {"pipeline", "report", "cli", "__main__"},
 }
 FLOOR_OF = {m: f for f, mods in FLOORS.items() for m in mods}
 

@@ -1,32 +1,280 @@
-"""`bvvlab demo` (the README's main job) runs end to end and never clobbers foreign data."""
+"""`bvvlab pipeline`: every notebook in order through papermill, a report, skips, failures, Ctrl-C."""
 
+import contextlib
+import io
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from bvvlab import pipeline
+from bvvlab import pipeline as PL
 from bvvlab.cli import main
+from test_browser import browser  # noqa: F401  (the headless chromium fixture, with its skip rule)
 
 
-def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path, capsys):
+def _one_line_error(capsys) -> str:
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan and bad input (no notebook runs)
+
+
+def test_plan_wires_the_twins_into_the_later_steps():
+    steps = {s.name: s for s in PL.plan("smoke")}
+    assert list(steps) == ["embeddings", "train-frozen", "train-unfrozen", "evaluate", "probe", "fusion", "growth",
+                           "generate"]
+    assert steps["train-frozen"].params["frozen"] is True and steps["train-unfrozen"].params["frozen"] is False
+    twins = ["steps/train-frozen/run", "steps/train-unfrozen/run"]
+    assert steps["probe"].params["checkpoints"] == twins and steps["evaluate"].params["checkpoint"] == twins
+    # every parameter a profile sets exists in its notebook (the plan refuses unknown ones)
+    for profile in PL.PROFILES:
+        for s in PL.plan(profile):
+            assert set(s.params) <= set(PL.notebook_parameters(PL.notebooks_dir() / s.notebook)), (profile, s.name)
+
+
+def test_set_reaches_a_group_and_only_brings_what_a_step_needs():
+    steps = PL.plan("smoke", {"train.steps": 3, "probe.umap": True})
+    assert [s.params["steps"] for s in steps if s.group == "train"] == [3, 3]
+    assert {s.name: s for s in steps}["probe"].params["umap"] is True
+    assert [s.name for s in PL.plan("smoke", only=["probe"])] == ["train-frozen", "train-unfrozen", "probe"]
+
+
+def test_step_key_changes_with_parameters_and_upstream():
+    nb = PL.notebooks_dir()
+    a, b = PL.plan("smoke"), PL.plan("smoke", {"train.steps": 5})
+
+    def keys(steps):
+        k = {}
+        for s in steps:
+            k[s.name] = PL.step_key(s, nb, k)
+        return k
+
+    ka, kb = keys(a), keys(b)
+    assert ka == keys(PL.plan("smoke"))  # deterministic
+    assert ka["embeddings"] == kb["embeddings"] and ka["fusion"] == kb["fusion"]
+    for name in ("train-frozen", "train-unfrozen", "evaluate", "probe", "generate"):  # downstream of train
+        assert ka[name] != kb[name], name
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--profile", "huge"], "unknown profile 'huge': choose one of smoke, demo, paper"),
+    (["--set", "train.stepz=3"], "step train-frozen (02_train.ipynb) has no parameter stepz: its parameters are"),
+    (["--set", "nosuch.steps=3"], "--set nosuch.steps=...: name a step and a parameter as STEP.PARAM"),
+    (["--set", "train.steps"], "--set train.steps: write STEP.PARAM=VALUE"),
+    (["--only", "probe,lunch"], "--only lunch: unknown step"),
+    (["--gpus", "0"], "--gpus 0: give 1 or more"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, needle):
+    out = tmp_path / "run"
+    assert main(["pipeline", "--out", str(out), *argv]) == 2
+    line = _one_line_error(capsys)
+    assert needle in line, line
+    assert not out.exists()
+
+
+def test_a_folder_that_holds_something_else_is_refused_and_untouched(tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("keep me")
-    assert main(["demo", "--out", str(tmp_path), "--steps", "2"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "holds something other than an earlier demo" in err
-    assert (tmp_path / "precious.txt").read_text() == "keep me"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
+    assert main(["pipeline", "--out", str(tmp_path)]) == 2
+    assert "already holds something other than a pipeline run" in _one_line_error(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["precious.txt"]
+    # a pipeline run of another profile is not continued under this one either
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pipeline.json").write_text(json.dumps({"profile": "demo", "steps": {}}))
+    assert main(["pipeline", "--profile", "smoke", "--out", str(other)]) == 2
+    assert "holds a 'demo' pipeline run" in _one_line_error(capsys)
+    (other / "pipeline.json").write_text("{not json")
+    assert main(["pipeline", "--profile", "smoke", "--out", str(other)]) == 2
+    assert "is not readable JSON" in _one_line_error(capsys)
+    assert (other / "pipeline.json").read_text() == "{not json"
+
+
+def test_paper_dry_run_prints_the_plan_counts_and_the_torchrun_launch(tmp_path, capsys):
+    out = tmp_path / "paper"
+    assert main(["pipeline", "--profile", "paper", "--out", str(out), "--gpus", "8", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists()
+    # best_bvv_ru over the 131,072-token bvv241-max vocabulary: the recipe's 469,795,840 parameters, 134M frozen
+    assert "469,795,840 parameters (335,578,112 trainable, 134,217,728 frozen)" in text
+    # 20,000 steps x 1024 tokens x 64 windows x 4 accumulation x 8 GPUs
+    assert f"{20000 * 1024 * 64 * 4 * 8:,} training tokens" in text
+    assert "--nproc_per_node=8 -m bvvlab train --config steps/train-frozen/train_config.json" in text
+    assert text.count("memory per GPU") >= 4  # twins, fusion, growth
+    for step in ("embeddings", "evaluate", "probe", "fusion", "growth", "generate"):
+        assert step in text
+
+
+def test_memory_estimate_follows_its_formula():
+    e = PL.estimate("tiny", "compact", True, seq_len=32, batch_size=8, steps=10)
+    c, m = e["parameters"], e["memory_per_gpu"]
+    gib = 1024 ** 3
+    assert m["weights_gb"] == round(4 * c["total"] / gib, 2)
+    assert m["grads_and_adam_gb"] == round(12 * c["trainable"] / gib, 2)
+    assert e["tokens"] == 10 * 32 * 8
+    big = PL.estimate("best_bvv_ru", "bvv241-max", True, seq_len=1024, batch_size=64)
+    # activations: s*b*h*34 per layer + the chunk of logits
+    assert big["memory_per_gpu"]["activations_gb"] == round((1024 * 64 * 1024 * 34 * 16 + 256 * 131072 * 4) / gib, 2)
+
+
+def test_notebook_extra_keys_reach_the_config_and_may_not_repeat_a_parameter(tmp_path):
+    from bvvlab.notebook_params import train_notebook_config
+
+    cfg = train_notebook_config(tmp_path / "r", preset="tiny", steps=8, extra={"grad_accum": 2, "val_chars": 999,
+                                                                                "log_every": 3})
+    assert (cfg.grad_accum, cfg.val_chars, cfg.log_every, cfg.eval_every) == (2, 999, 3, 2)
+    with pytest.raises(ValueError, match="extra repeats steps: set it through the notebook's own parameter"):
+        train_notebook_config(tmp_path / "r", preset="tiny", steps=8, extra={"steps": 9})
+    with pytest.raises(ValueError, match="extra=.*give a dict"):
+        train_notebook_config(tmp_path / "r", steps=8, extra=[1])
+    with pytest.raises(ValueError, match="grad_accum"):
+        train_notebook_config(tmp_path / "r", steps=8, extra={"grad_accum": "two"})
+
+
+# ---------------------------------------------------------------------------------------------
+# whole runs
+
+
+def _status(out: Path) -> dict[str, str]:
+    return {k: v["status"] for k, v in json.loads((out / "pipeline.json").read_text())["steps"].items()}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The smoke profile, run once with the probe step made to fail (a bad pooling), then again
+    with the failure fixed: the second run must run the probe step alone."""
+    out = tmp_path_factory.mktemp("pipe") / "smoke"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["pipeline", "--profile", "smoke", "--out", str(out), "--set", "probe.pooling=middle"])
+    first = json.loads((out / "pipeline.json").read_text())
+    first["rc"], first["stderr"] = rc, err.getvalue()
+    keys = {k: v["key"] for k, v in first["steps"].items()}
+    executed = {n: (out / v["executed"]).stat().st_mtime_ns for n, v in first["steps"].items() if v.get("executed")}
+    report_first = (out / "report.md").read_text()
+    second = PL.run("smoke", out)
+    return out, first, second, keys, executed, report_first
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_and_rerun(tmp_path):
-    out = tmp_path / "demo"
-    s = pipeline.demo(out, steps=2, seed=1)
-    assert set(s["results"]) == {"frozen", "unfrozen"}
-    for name in ("frozen", "unfrozen"):
-        final = s["results"][name]
-        assert final["step"] == 2 and final["val_bpc"] > 0
-    # the frozen twin's buffer is the demo embedding's matrix, bit for bit
-    meta = json.loads((out / "compare" / "frozen" / "meta.json").read_text())
-    assert meta["matrix_hash"] == s["matrix_hash"]
-    assert (out / "summary.json").exists() and (out / "embedding" / "glyph_matrix.safetensors").exists()
-    pipeline.demo(out, steps=2, seed=1)  # a second demo replaces the first without complaint
+def test_a_failed_step_names_its_cell_and_the_others_still_run(smoke_run):
+    out, first, _, _, _, report_first = smoke_run
+    st = {k: v["status"] for k, v in first["steps"].items()}
+    assert st == {"embeddings": "done", "train-frozen": "done", "train-unfrozen": "done", "evaluate": "done",
+                  "probe": "failed", "fusion": "done", "growth": "done", "generate": "done"}
+    probe = first["steps"]["probe"]
+    assert probe["cell"] is not None and "pooling" in probe["error"] and "middle" in probe["error"]
+    assert first["rc"] == 1
+    lines = [l for l in first["stderr"].splitlines() if l.startswith("bvvlab")]
+    assert lines == [f"bvvlab pipeline: error: step probe failed in 03_probe_layers.ipynb cell In [{probe['cell']}]: "
+                     f"{probe['error']}; its notebook is {out / probe['executed']}; earlier steps are kept; fix it and "
+                     f"run again: bvvlab pipeline --profile smoke --out {out}"]
+    # the failed run's notebook and folder were moved aside by the re-run (nothing is deleted)
+    (moved,) = (out / "superseded").iterdir()
+    cells = json.loads((moved / Path(probe["executed"]).name).read_text())["cells"]
+    failing = [c for c in cells if c.get("execution_count") == probe["cell"]]  # In [N], as the notebook shows it
+    assert len(failing) == 1 and any(o["output_type"] == "error" for o in failing[0]["outputs"])
+    assert "| probe | 03_probe_layers.ipynb | failed |" in report_first and "_Not available: step probe (failed)._" in report_first
+
+
+@pytest.mark.slow
+def test_a_rerun_runs_only_what_changed_and_the_report_has_every_finding(smoke_run):
+    out, first, second, keys, executed, _ = smoke_run
+    st = {k: v["status"] for k, v in second["steps"].items()}
+    assert st == {**{k: "cached" for k in st}, "probe": "done"}
+    for name, mtime in executed.items():  # nothing but the probe notebook was executed again
+        if name != "probe":
+            assert (out / second["steps"][name]["executed"]).stat().st_mtime_ns == mtime, name
+    assert second["steps"]["probe"]["key"] != keys["probe"]
+    assert len(list((out / "superseded").iterdir())) == 1  # the failed probe folder, moved aside, not deleted
+    md = (out / "report.md").read_text()
+    for heading in ("## Steps", "## Frozen vs unfrozen embedding", "## Evaluation", "## Where meaning emerges",
+                    "## Fusion of experts", "## Layer-wise growth", "## Sample generation",
+                    "## Configuration of every step"):
+        assert heading in md, heading
+    assert "Not available" not in md and "could not be built" not in md
+    # the twins' numbers are the runs' own
+    for name in ("train-frozen", "train-unfrozen"):
+        final = json.loads((out / "steps" / name / "run" / "meta.json").read_text())["final"]
+        assert f"{final['val_bpc']:.4f}" in md
+    for fig in ("training_curves", "evaluation", "probe_curves", "probe_layer_map", "fusion", "growth_curves"):
+        assert f"(figures/{fig}.html)" in md and (out / "figures" / f"{fig}.html").exists()
+    page = (out / "report.html").read_text()
+    assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=", page)  # offline: plotly.js inline, nothing fetched
+    assert page.count('class="figure"') == 6
+    gen = json.loads((out / "steps" / "generate" / "metrics.json").read_text())
+    assert gen["sample"] and gen["sample"].strip().splitlines()[0][:20] in page
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_report_draws_every_figure_in_chromium(smoke_run, browser, tmp_path):
+    out = smoke_run[0]
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((out / "report.html").resolve().as_uri())
+    page.wait_for_function("document.querySelectorAll('.figure .main-svg').length >= 6", timeout=60_000)
+    drawn = page.evaluate("""() => [...document.querySelectorAll('.figure')].map(f => {
+        const r = f.querySelector('.main-svg').getBoundingClientRect();
+        return {id: f.id, w: r.width, h: r.height,
+                marks: f.querySelectorAll('.scatterlayer .trace path, .barlayer .point path, .trace.bars path').length,
+                slider: f.querySelectorAll('.slider-container').length};
+    })""")
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert not errors, errors
+    assert len(drawn) == 6
+    for d in drawn:
+        assert d["w"] > 200 and d["h"] > 200 and d["marks"] > 0, d  # drawn, not blank
+    assert next(d for d in drawn if d["id"] == "fig-probe_layer_map")["slider"] == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_with_one_line_and_the_same_command_continues(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bvvlab", "pipeline", "--profile", "smoke", "--out", str(out), "--only", "train-frozen",
+           "--set", "train.steps=40", "--set", 'train.extra={"val_chars": 2000, "save_every": 5}']
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpts = out / "steps" / "train-frozen" / "run" / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpts.is_dir() and any(p.name.startswith("step_") for p in ckpts.iterdir())):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130
+    lines = [l for l in err.splitlines() if l.startswith("bvvlab")]
+    assert lines == [f"bvvlab pipeline: interrupted; finished steps are kept in {out}; continue with: "
+                     f"bvvlab pipeline --profile smoke --out {out}"]
+    assert _status(out) == {"train-frozen": "interrupted"}
+    saved = sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step_"))
+    assert saved
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _status(out) == {"train-frozen": "done"}
+    meta = json.loads((out / "steps" / "train-frozen" / "run" / "meta.json").read_text())
+    assert meta["final"]["step"] == 40
+    # the run continued from a checkpoint saved before the interrupt (the metrics log shows the resume)
+    # the same command continued from a checkpoint saved before the interrupt
+    (resume,) = meta["resumes"]
+    assert 0 < resume["at_step"] < 40 and f"step_{resume['at_step']:07d}" in saved
+
+
+@pytest.mark.slow
+def test_gpus_above_one_launch_torchrun_then_the_notebook_reports_the_run(tmp_path):
+    # CPU stand-in for a multi-GPU node: torchrun with 2 gloo ranks, then notebook 02 finds the finished run
+    out = tmp_path / "ddp"
+    assert main(["pipeline", "--profile", "smoke", "--out", str(out), "--only", "train-frozen", "--gpus", "2",
+                 "--set", "train.steps=4"]) == 0
+    meta = json.loads((out / "steps" / "train-frozen" / "run" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["final"]["step"] == 4
+    m = json.loads((out / "steps" / "train-frozen" / "metrics.json").read_text())
+    assert m["val_bits_per_char"] == meta["final"]["val_bpc"]
+    assert json.loads((out / "steps" / "train-frozen" / "train_config.json").read_text())["steps"] == 4
