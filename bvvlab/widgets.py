@@ -234,7 +234,7 @@ class _Controls:
                                          style=style)
         self.top_k = W.IntSlider(value=s.top_k, min=0, max=200, description="top-k (0 = off)", style=style)
         self.top_p = W.FloatSlider(value=s.top_p, min=0.05, max=1, step=0.05, description="top-p", style=style)
-        self.max_new_tokens = W.IntSlider(value=s.max_new_tokens, min=1, max=512, description="max new tokens",
+        self.max_new_tokens = W.IntSlider(value=s.max_new_tokens, min=1, max=1024, description="max new tokens",
                                           style=style)
         self.max_new_tokens.add_class("bvv-max-new")
         self.repetition_penalty = W.FloatSlider(value=s.repetition_penalty, min=0.5, max=2, step=0.05,

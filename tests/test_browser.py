@@ -238,8 +238,9 @@ def _generation_notebook(root: Path) -> Path:
     tok = make_tokenizer(["Hello, world! The quick brown fox.", "Привет, мир!"])
     tok.eos_token = None  # no end of text: the generation runs until Stop
     torch.manual_seed(0)
-    # wide and deep enough that 500 tokens take seconds on a fast CPU: a person (and this test) can
-    # click Stop while it streams (a 64-wide model finished 500 tokens before the click landed)
+    # wide and deep enough that 1000 tokens take many seconds on a fast CPU: a person (and this test)
+    # can click Stop while it streams (a 64-wide model finished 500 tokens before the click landed;
+    # so did this one at 500 once the panel's redraws got cheap)
     cfg = config_from_preset("tiny", vocab_size=len(tok), max_position_embeddings=1024, hidden_size=384,
                              num_hidden_layers=8, num_attention_heads=6, pad_token_id=tok.pad_token_id,
                              bos_token_id=tok.bos_token_id, eos_token_id=None)
@@ -287,6 +288,7 @@ def _generation_state(page) -> dict:
 
 
 EXPLORE_WORD = "world"
+MAX_NEW = 1000  # tokens asked for: far more than stream before the Stop click lands
 
 
 def _explorer_state(page) -> dict:
@@ -329,7 +331,7 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
         readout = page.locator(".bvv-panel .bvv-max-new .widget-readout")
         readout.click()
         page.keyboard.press("Control+a")
-        page.keyboard.type("500")
+        page.keyboard.type(str(MAX_NEW))
         page.keyboard.press("Enter")
         page.locator(".bvv-panel .bvv-generate").click()
         page.wait_for_function("() => { const b = document.querySelector('.bvv-panel .bvv-gen-text b');"
@@ -368,7 +370,7 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
     assert first["chart"] is not None and second["chart"] != first["chart"], (first, second)
     assert "finished: stopped" in stopped["status"], stopped
     n = int(stopped["status"].split("stopped, ")[1].split(" tokens")[0])
-    assert 0 < n < 500 and stopped["strip"] >= n and "tokens/s" in stopped["rate"]
+    assert 0 < n < MAX_NEW and stopped["strip"] >= n and "tokens/s" in stopped["rate"]
     assert (tmp_path / "generate.png").stat().st_size > 0
     layers = 8 + 1  # the test model's hidden states: the embedding output and 8 blocks
     assert before["type"] is None and before["neighbour_rows"] < 0, before
