@@ -116,7 +116,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"preset": "tiny", "steps": 200, "train_chars": 400_000, "seq_len": 64, "batch_size": 16,
                   "lr": 0.003, "corpus": _DEMO_CORPUS, "extra": {"val_chars": 60000}},
         "evaluate": {"limit": 60, "bpc_chars": 4000, "runs": 3, "protocol_questions": 16,
-                     "suite": "concepts-category/trained,concepts-category/heldout,concepts-translate/trained,bpc"},
+                     "suite": "concepts-category/trained,concepts-category/heldout,concepts-word-en-ru/trained,"
+                              "concepts-word-en-ru/heldout,bpc"},
         "probe": {"limit": 120, "folds": 5, "umap": True, "latent": True},
         "fusion": {"steps": 120, "train_chars": 200_000, "seq_len": 64, "batch_size": 16, "lr": 0.003,
                    "eval_texts": 20, "val_chars": 20000},
@@ -132,9 +133,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                   "extra": {"vocab": "bvv241-max", "grad_accum": 4, "warmup": 500, "min_lr": 0.00003,
                             "device": "cuda", "dtype": "auto", "compile": True, "eval_batches": 16,
                             "save_every": 1000, "keep_last": 3}},
-        "evaluate": {"limit": None, "bpc_chars": 100_000, "runs": 10, "protocol_questions": 200,
-                     "suite": "concepts-category/trained,concepts-category/heldout,concepts-translate/trained,"
-                              "concepts-translate/heldout,bpc"},
+        "evaluate": {"limit": None, "bpc_chars": 100_000, "runs": 10, "protocol_questions": 200, "suite": "offline"},
         "probe": {"limit": None, "folds": 5, "umap": True, "latent": True},
         "fusion": {"preset": "small", "steps": 3000, "train_chars": None, "seq_len": 256, "batch_size": 32,
                    "lr": 0.001, "eval_texts": 200, "val_chars": 200_000},

@@ -40,6 +40,16 @@ def test_plan_wires_the_twins_into_the_later_steps():
             assert set(s.params) <= set(PL.notebook_parameters(PL.notebooks_dir() / s.notebook)), (profile, s.name)
 
 
+def test_every_profile_evaluates_suites_that_exist():
+    from bvvlab import eval_report as R
+
+    for profile in PL.PROFILES:
+        ev = {s.name: s for s in PL.plan(profile)}["evaluate"]
+        suite = ev.params.get("suite") or PL.notebook_parameters(PL.notebooks_dir() / ev.notebook)["suite"]
+        tasks, _ = R.resolve_suite(suite, limit=ev.params.get("limit"))
+        assert any(t.kind == "mc" for t in tasks), profile  # notebook 05's protocol demo needs one
+
+
 def test_set_reaches_a_group_and_only_brings_what_a_step_needs():
     steps = PL.plan("smoke", {"train.steps": 3, "probe.umap": True})
     assert [s.params["steps"] for s in steps if s.group == "train"] == [3, 3]
