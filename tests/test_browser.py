@@ -97,9 +97,12 @@ LIVE_CELL = textwrap.dedent(f"""
 """)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def lab(tmp_path_factory):
-    """`jupyter lab` on 127.0.0.1 with a token, a private config, and one notebook: (url, root)."""
+    """`jupyter lab` on 127.0.0.1 with a token, a private config, and one notebook: (url, root).
+
+    One server per test: a notebook an earlier test left open in a hidden tab can never take a
+    click or a command meant for this test's notebook."""
     root = tmp_path_factory.mktemp("lab")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(LIVE_CELL), nbformat.v4.new_code_cell('live.close()\nprint("closed")')]
@@ -117,7 +120,10 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
                              "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                             "--LabApp.extension_manager=readonly"] + (["--allow-root"] if os.geteuid() == 0 else []),
+                             "--LabApp.extension_manager=readonly",
+                             # window.jupyterapp: the test runs "Run All Cells" through the same command the menu
+                             # calls (menu clicks raced the notebook's focus on busy machines)
+                             "--LabApp.expose_app_in_browser=True"] + (["--allow-root"] if os.geteuid() == 0 else []),
                             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -257,20 +263,21 @@ def _generation_notebook(root: Path) -> Path:
 
 
 def _run_all_cells(page, tries: int = 3) -> None:
-    """Run > Run All Cells on the notebook in focus, checked: on a busy machine the menu click
-    sometimes lands before the notebook has focus and nothing runs (seen in a fresh-ci run: every
-    prompt still `[ ]`), so it is repeated until a cell has started."""
-    # the notebook on show: an earlier test's notebook may still be open in a hidden tab of the same lab
+    """Run All Cells on the notebook on show, through JupyterLab's own command (what the Run menu
+    calls), checked and repeated until a cell has started: a menu click on a busy machine sometimes
+    landed before the notebook had focus and nothing ran (seen in fresh-ci runs: every prompt `[ ]`)."""
     started = ("() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt')]"
                ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session")
     for _ in range(tries):
         page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.click()
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         try:
             page.wait_for_function(started, timeout=20_000)
             return
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try the menu again
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try again
             page.keyboard.press("Escape")
     raise AssertionError("Run All Cells did not start any cell")
 
