@@ -14,8 +14,13 @@ initialised) and `frozen_blocks`), resumes exactly like any run (mid-stage from 
 checkpoint; a finished stage is skipped), and loads anywhere a checkpoint does. All stages and the
 baseline share one saved embedding (`OUT/embedding/`), so they share tokenizer and frozen matrix.
 
-`baseline()` trains the final depth from scratch (all blocks, same data) for the same number of
-tokens: the comparison the growth claim needs. `OUT/growth.json` sums it up per stage.
+Two monolithic baselines, the final depth trained from scratch (all blocks, same data, same
+batch): `baseline()` for the same number of **tokens** as the whole schedule, and
+`compute_baseline()` for the same training **FLOPs** (`training_flops_per_token`: a stage runs
+the forward of every block but the backward of the trainable ones only, so a growth token is
+cheaper than a monolithic one, and the same-compute baseline gets fewer steps). `probe_runs()` gives the per-layer
+cross-lingual retrieval of each stage (bvvlab.probe), to see in which block alignment appears.
+`OUT/growth.json` sums it up per stage.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import torch
 
 from bvvlab import checkpoints as C
 from bvvlab.atomic import ensure_dir, write_json_atomic
@@ -73,15 +80,75 @@ def shared_embedding(base: TrainConfig, out: Path) -> str:
     return str(emb)
 
 
+def _linear_weights(module: torch.nn.Module) -> tuple[int, int]:
+    """(all, trainable) weights of the nn.Linear layers in `module`: the matmuls of a token."""
+    lin = [m.weight for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    return sum(w.numel() for w in lin), sum(w.numel() for w in lin if w.requires_grad)
+
+
+def training_flops_per_token(model: torch.nn.Module, seq_len: int) -> dict[str, Any]:
+    """Training FLOPs per token of `model` as it will train (its `requires_grad` flags): the
+    forward of every block, the backward of the trainable part only. The 6N rule (Kaplan et al.
+    2020, Table 1) with PaLM's attention term (Chowdhery et al. 2022, app. B), as the trainer's MFU
+    (`bvvlab.train.flops_per_token`), split into forward and backward:
+
+        forward  = 2 N + 4 L T d
+        backward = 2 N_bwd + 2 N_train + 8 L_bwd T d
+
+    N: weights of the matmuls (every nn.Linear: the blocks' qkv/o/up/down projections and the
+    head; the frozen embedding is a lookup; norms and the softmax are not counted); L blocks; T =
+    seq_len; d = hidden_size (attention scores QK^T and AV: 4 T d per block forward). The backward
+    passes through the head and every block from the lowest one holding a trainable weight up
+    (N_bwd weights in L_bwd blocks): input gradients cost what the forward did (2 per weight, the
+    attention scores 2 x 4 T d, both operands), weight gradients 2 per trainable weight (N_train).
+    All trainable: 6 N + 12 L T d. A growth stage training the top L_t blocks (N_t weights with the
+    head) over frozen ones: 2 N + 4 L T d + 4 N_t + 8 L_t T d: frozen blocks below cost their
+    forward only. As in the 6N rule, the lowest backward block's input gradient is counted although
+    nothing below it trains (the same convention for the stages and the baselines)."""
+    blocks, head = list(model.model.blocks), model.lm_head
+    d, L = model.config.hidden_size, len(blocks)
+    trains = [any(p.requires_grad for p in b.parameters()) for b in blocks]
+    low = trains.index(True) if any(trains) else L
+    n_all = sum(_linear_weights(b)[0] for b in blocks) + _linear_weights(head)[0]
+    n_bwd = sum(_linear_weights(b)[0] for b in blocks[low:]) + _linear_weights(head)[0]
+    n_train = sum(_linear_weights(b)[1] for b in blocks) + _linear_weights(head)[1]
+    fwd = 2 * n_all + 4 * L * seq_len * d
+    bwd = 2 * n_bwd + 2 * n_train + 8 * (L - low) * seq_len * d
+    return {"forward": fwd, "backward": bwd, "total": fwd + bwd, "matmul_weights": n_all,
+            "trainable_weights": n_train, "backward_blocks": list(range(low, L)),
+            "trainable_blocks": [i for i, t in enumerate(trains) if t]}
+
+
+def stage_flops(config: Any, frozen_blocks: int, seq_len: int) -> dict[str, Any]:
+    """`training_flops_per_token` of a model of `config` (a BVVConfig, or a checkpoint's
+    config.json path) with its first `frozen_blocks` blocks frozen as the trainer freezes them
+    (built on the meta device: no memory, any size)."""
+    from bvvlab.build import freeze
+    from bvvlab.model import BVVConfig, BVVForCausalLM
+
+    if not isinstance(config, BVVConfig):
+        config = BVVConfig.from_json_file(str(config))
+    with torch.device("meta"):
+        model = BVVForCausalLM(config)
+    freeze(model, frozen_blocks)
+    return training_flops_per_token(model, seq_len)
+
+
 def _stage_record(run: Path, depth: int, added: int, frozen: int, steps: int) -> dict[str, Any]:
     recs = read_metrics(run)
     train_recs = [r for r in recs if r["kind"] == "train"]
-    final = C.read_meta(run).get("final", {})
-    return {"run": str(run), "checkpoint": str(C.resolve(run)), "depth": depth, "new_blocks": added,
-            "frozen_blocks": frozen, "steps": steps, "tokens": final.get("tokens_seen"),
+    meta = C.read_meta(run)
+    final = meta.get("final", {})
+    seq_len = int(meta.get("config", {}).get("seq_len") or 0)
+    ckpt = C.resolve(run)
+    flops = stage_flops(ckpt / "config.json", frozen, seq_len)["total"] if seq_len else None
+    tokens = final.get("tokens_seen")
+    return {"run": str(run), "checkpoint": str(ckpt), "depth": depth, "new_blocks": added,
+            "frozen_blocks": frozen, "steps": steps, "tokens": tokens, "flops_per_token": flops,
+            "train_flops": None if flops is None or tokens is None else flops * tokens,
             "first_loss": train_recs[0]["loss"] if train_recs else None,
             "last_loss": train_recs[-1]["loss"] if train_recs else None,
-            "val_bpc": final.get("val_bpc"), "init": C.read_meta(run).get("init")}
+            "val_bpc": final.get("val_bpc"), "init": meta.get("init")}
 
 
 def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[int], out: str | Path,
@@ -125,8 +192,61 @@ def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[i
         d = run("finetune", depth, 0, finetune_steps, parent)
         summary["finetune"] = _stage_record(d, depth, 0, 0, finetune_steps)
     summary["final"] = str(C.resolve(parent))
+    runs = summary["stages"] + ([summary["finetune"]] if "finetune" in summary else [])
+    flops = [r["train_flops"] for r in runs]
+    summary["train_flops"] = None if None in flops else sum(flops)
     write_json_atomic(out / "growth.json", summary)
     return summary
+
+
+def same_compute_steps(summary: dict[str, Any]) -> dict[str, Any]:
+    """Steps of the same-compute baseline: the final depth, all blocks trainable, same batch, for
+    round(growth FLOPs / (its FLOPs per token x tokens per step)) steps (at least 1). `summary`:
+    what `grow` returned (its stages, and a final fine-tune, carry `train_flops` and `tokens`; a
+    `from_checkpoint` parent's own training is not counted: it is the same for both sides)."""
+    last = summary["stages"][-1]
+    if summary.get("train_flops") is None:
+        raise ValueError("the growth summary has no train_flops (a stage without seq_len in its meta.json)")
+    seq_len = int(C.read_meta(last["run"])["config"]["seq_len"])
+    per_token = stage_flops(Path(last["checkpoint"]) / "config.json", 0, seq_len)["total"]
+    tokens_per_step = last["tokens"] // last["steps"]
+    steps = max(1, round(summary["train_flops"] / (per_token * tokens_per_step)))
+    return {"steps": steps, "flops_per_token": per_token, "tokens_per_step": tokens_per_step,
+            "growth_flops": summary["train_flops"], "depth": last["depth"]}
+
+
+def compute_baseline(base: TrainConfig, summary: dict[str, Any], out: str | Path,
+                     callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The same-compute monolithic baseline (`same_compute_steps`): `baseline()` for as many steps
+    as the growth schedule's training FLOPs buy a from-scratch model of the final depth. The record
+    adds `growth_flops` and `compute_ratio` (its FLOPs / the schedule's: 1 up to one step's
+    rounding)."""
+    plan = same_compute_steps(summary)
+    rec = baseline(base, plan["depth"], plan["steps"], out, vocab=summary["embedding"], callback=callback)
+    rec["growth_flops"] = plan["growth_flops"]
+    rec["compute_ratio"] = None if rec["train_flops"] is None else rec["train_flops"] / plan["growth_flops"]
+    return rec
+
+
+def probe_runs(runs: dict[str, str | Path], concepts: int = 24, device: str = "cpu") -> dict[str, Any]:
+    """Cross-lingual retrieval per layer (bvvlab.probe: the en and ru lemma of `concepts` concepts of
+    the lexicon, last-token states, cosine after centring each language, top-1 averaged over both
+    directions) of each named run: stage checkpoints and baselines. Layer 0 is the frozen
+    embedding's output (the same in every run), layer k the output of block k (the last one after
+    the final norm)."""
+    import numpy as np
+
+    from bvvlab import probe as P
+
+    items = P.load_items("concepts", limit=concepts)
+    out: dict[str, Any] = {"items": len(items), "concepts": len({it.pair for it in items}), "runs": {}}
+    for name, path in runs.items():
+        st = P.hidden_states(P.load_model(str(path), device, name=name), items, "last")
+        per = [P.retrieval(np.asarray(st.pooled[k], dtype=np.float32), items) for k in range(len(st.layers))]
+        out["runs"][name] = {"path": str(path), "layers": list(st.layers), "top1": [r["top1"] for r in per],
+                             "mrr": [(r["mrr_en2ru"] + r["mrr_ru2en"]) / 2 for r in per],
+                             "chance_top1": per[0]["chance_top1"]}
+    return out
 
 
 def baseline(base: TrainConfig, depth: int, steps: int, out: str | Path, vocab: str | None = None,
@@ -157,6 +277,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--finetune-steps", type=int, default=0, help="a final stage training all blocks")
     p.add_argument("--baseline", action="store_true",
                    help="also train the final depth from scratch for the same number of tokens (OUT/baseline)")
+    p.add_argument("--baseline-compute", action="store_true",
+                   help="also train the final depth from scratch for the same training FLOPs (OUT/baseline_compute)")
 
     def grow_cli(cfg: TrainConfig) -> Path:
         out = Path(cfg.out)
@@ -168,6 +290,9 @@ def add_cli(subparsers: Any) -> None:
         if p_args.baseline:
             total = sum(st["steps"] for st in s["stages"])
             s["baseline"] = baseline(base, s["stages"][-1]["depth"], total, out / "baseline", vocab=s["embedding"])
+        if p_args.baseline_compute:
+            s["baseline_compute"] = compute_baseline(base, s, out / "baseline_compute")
+        if p_args.baseline or p_args.baseline_compute:
             write_json_atomic(out / "growth.json", s)
         return Path(s["final"])
 

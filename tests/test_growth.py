@@ -1,11 +1,16 @@
 """Layer-wise growth (issue 14): stages are ordinary runs, frozen blocks stay bit-identical, new
-blocks start as stated, a grown run resumes across and within stages to the same weights."""
+blocks start as stated, a grown run resumes across and within stages to the same weights (after
+SIGINT and after SIGKILL), the training FLOPs of a stage count the forward of every block and the
+backward of the trainable ones, the same-compute baseline spends the schedule's FLOPs, and the
+per-stage probe reads every stage's layers."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +18,11 @@ from safetensors.torch import load_file
 
 from bvvlab import checkpoints as C
 from bvvlab import growth as G
+from bvvlab import train as TR
+from bvvlab.build import freeze
 from bvvlab.errors import Interrupted
+from bvvlab.model import BVVForCausalLM, config_from_preset
+from bvvlab.runinfo import REPO_ROOT
 from bvvlab.train import make_config, read_metrics
 
 FAST = dict(preset="tiny", train_chars=20_000, val_chars=4_000, seq_len=32, batch_size=4, log_every=1,
@@ -115,11 +124,105 @@ def test_cli_grows_an_existing_model_and_trains_the_baseline(grown, tmp_path, ca
     out = tmp_path / "more"
     args = [f"{k}={v}" for k, v in FAST.items()] + [f"vocab={grown[0] / 'embedding'}"]
     rc = cli.main(["grow", "--stages", "1", "--steps-per-stage", "2", "--from", str(grown[0] / "stage_2"),
-                   "--baseline", "--out", str(out), *args])
+                   "--baseline", "--baseline-compute", "--out", str(out), *args])
     assert rc == 0, capsys.readouterr().err
     s = json.loads((out / "growth.json").read_text())
     assert s["stages"][0]["depth"] == 3 and s["stages"][0]["frozen_blocks"] == 2
     assert s["baseline"]["depth"] == 3 and s["baseline"]["tokens"] == s["stages"][0]["tokens"]
+    bc = s["baseline_compute"]  # the same FLOPs as the stage (up to one step's rounding), fewer tokens
+    assert bc["depth"] == 3 and bc["steps"] == G.same_compute_steps(s)["steps"] and bc["run"] == str(out / "baseline_compute")
+    assert bc["growth_flops"] == s["train_flops"] and bc["compute_ratio"] == bc["train_flops"] / s["train_flops"]
+    assert abs(bc["train_flops"] - s["train_flops"]) <= bc["flops_per_token"] * bc["tokens"] / bc["steps"] / 2
     w_parent, w = _weights(grown[0] / "stage_2"), _weights(out / "stage_1")
     assert all(torch.equal(w[k], v) for k, v in w_parent.items() if k.startswith(("model.blocks.0.", "model.blocks.1.")))
     assert capsys.readouterr().out.strip() == str(C.resolve(out / "stage_1"))
+
+
+def test_training_flops_count_the_forward_of_all_blocks_and_the_backward_of_the_trainable_ones():
+    cfg, T = config_from_preset("tiny", num_hidden_layers=3), 32
+    d, f, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    Pb, Ph, attn = 4 * d * d + 2 * d * f, d * V, 4 * T * d  # one block's matmul weights, the head's, scores
+    full = G.stage_flops(cfg, 0, T)
+    assert full["forward"] == 2 * (3 * Pb + Ph) + 3 * attn and full["total"] == 6 * (3 * Pb + Ph) + 3 * 3 * attn
+    model = BVVForCausalLM(cfg)  # the trainer's MFU count is 6N + 12LTd over all parameters (norms too)
+    norms = sum(p.numel() for p in model.parameters() if p.dim() == 1)
+    assert full["total"] == TR.flops_per_token(model, T) - 6 * norms
+    grown = G.stage_flops(cfg, 2, T)  # growth stage 3: block 2 and the head train, blocks 0, 1 forward only
+    assert grown["forward"] == full["forward"] and grown["backward"] == 4 * (Pb + Ph) + 2 * attn
+    assert grown["trainable_blocks"] == grown["backward_blocks"] == [2]
+    freeze(model, 2)  # the same from a real model's requires_grad flags
+    assert G.training_flops_per_token(model, T) == grown
+    for p in model.model.blocks[2].parameters():  # a frozen block above a trainable one still passes
+        p.requires_grad_(False)  # the gradient down: input gradients, no weight gradients
+    for p in model.model.blocks[0].parameters():
+        p.requires_grad_(True)
+    mid = G.training_flops_per_token(model, T)
+    assert mid["backward"] == 2 * (3 * Pb + Ph) + 2 * (Pb + Ph) + 3 * 2 * attn and mid["backward_blocks"] == [0, 1, 2]
+
+
+def test_the_schedule_sums_its_stages_flops_and_the_compute_baseline_gets_fewer_steps(grown):
+    out, s = grown
+    for st in s["stages"]:
+        want = G.stage_flops(C.resolve(st["run"]) / "config.json", st["frozen_blocks"], FAST["seq_len"])["total"]
+        assert st["flops_per_token"] == want and st["train_flops"] == want * st["tokens"]
+    assert s["train_flops"] == sum(st["train_flops"] for st in s["stages"])
+    plan = G.same_compute_steps(s)
+    per_step = FAST["seq_len"] * FAST["batch_size"]
+    assert plan["tokens_per_step"] == per_step and plan["depth"] == 2
+    assert plan["steps"] == round(s["train_flops"] / (plan["flops_per_token"] * per_step))
+    assert 0 < plan["steps"] < sum(st["steps"] for st in s["stages"])  # a monolithic token costs more
+
+
+def test_probe_per_stage_reads_every_layer_of_every_stage(grown):
+    out, s = grown
+    p = G.probe_runs({f"stage {st['stage']}": st["run"] for st in s["stages"]}, concepts=12)
+    assert p["concepts"] == 12 and p["items"] == 24
+    r1, r2 = p["runs"]["stage 1"], p["runs"]["stage 2"]
+    assert r1["layers"] == [0, 1] and r2["layers"] == [0, 1, 2]
+    assert r1["top1"][0] == r2["top1"][0]  # layer 0: the shared frozen embedding
+    assert all(0 <= v <= 1 for v in r1["top1"] + r2["top1"]) and r1["chance_top1"] == pytest.approx(1 / 12)
+
+
+_GROW_SCRIPT = """
+import os, signal, sys
+from bvvlab import growth as G
+from bvvlab.train import make_config
+fast, out, kill_at = {fast!r}, sys.argv[1], int(sys.argv[2])
+starts = []
+
+def kill(rec):  # SIGKILL at step kill_at of the second stage: no handler runs, nothing is saved
+    if rec.get("kind") == "train":
+        starts.extend([rec["step"]] if rec["step"] == 1 else [])
+        if len(starts) == 2 and rec["step"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+G.grow(make_config(**fast), "1,1", 6, out, new_block_init="copy", callback=kill if kill_at else None)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigkilled_growth_run_resumes_to_the_same_weights(tmp_path):
+    """A real SIGKILL in stage 2 (between its checkpoints at steps 2 and 4), then the same command
+    again: it skips stage 1, resumes stage 2 from step 2 and ends bit-identical to a run never
+    killed. Every run is its own process with the same thread count (CPU kernels deterministic)."""
+    fast = {**FAST, "save_every": 2}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    script = _GROW_SCRIPT.format(fast=fast)
+
+    def run(out, kill_at=0):
+        return subprocess.run([sys.executable, "-c", script, str(out), str(kill_at)], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    r = run(ref)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run(killed, kill_at=3)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert (killed / "stage_1" / "model.safetensors").exists() and not (killed / "stage_2" / "model.safetensors").exists()
+    assert TR.last_checkpoint(killed / "stage_2").name == "step_0000002"
+    r = run(killed)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got, want = _weights(killed / "stage_2"), _weights(ref / "stage_2")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    steps = [r["step"] for r in read_metrics(killed / "stage_2") if r["kind"] == "train"]
+    assert steps == list(range(1, 7))  # every step once: the lost step 3 replayed, not logged twice
