@@ -32,6 +32,8 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -71,13 +73,15 @@ class Step:
 
 def _steps() -> list[Step]:
     """The pipeline's steps with the parameters every profile shares (paths, wiring)."""
-    twins = ["steps/train-frozen/run", "steps/train-unfrozen/run"]
+    # the twins' run folders are named frozen/ and unfrozen/: evaluation and probing label models by folder
+    twins = ["steps/train-frozen/frozen", "steps/train-unfrozen/unfrozen"]
     steps = [Step("embeddings", "01_embeddings.ipynb", {"out_dir": "steps/embeddings"}, "steps/embeddings/metrics.json")]
-    for name, frozen in (("train-frozen", True), ("train-unfrozen", False)):
+    for run, frozen in zip(twins, (True, False)):
+        name = run.split("/")[1]
         steps.append(Step(name, "02_train.ipynb",
-                          {"frozen": frozen, "run_dir": f"steps/{name}/run", "out_dir": f"steps/{name}",
-                           "resume": True, "overwrite": False},
-                          f"steps/{name}/metrics.json", group="train", train_run=f"steps/{name}/run"))
+                          {"frozen": frozen, "run_dir": run, "out_dir": f"steps/{name}", "resume": True,
+                           "overwrite": False},
+                          f"steps/{name}/metrics.json", group="train", train_run=run))
     steps += [
         Step("evaluate", "05_evaluate.ipynb", {"checkpoint": twins, "run_dir": "steps/evaluate",
                                                 "out_dir": "steps/evaluate"},
@@ -107,7 +111,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "evaluate": {"limit": 10, "bpc_chars": 600, "runs": 2, "protocol_questions": 4},
         "probe": {"limit": 30, "folds": 3, "umap": False, "latent": False},
         "fusion": {"steps": 6, "train_chars": 12000, "eval_texts": 3, "val_chars": 2000},
-        "growth": {"stages": "1,1", "steps_per_stage": 6, "train_chars": 15000, "val_chars": 4000},
+        "growth": {"stages": "1,1", "steps_per_stage": 6, "train_chars": 15000, "val_chars": 4000, "probe_concepts": 12},
         "generate": {"max_new_tokens": 24},
     },
     # `make demo`: the README's main job, minutes on a 2-core laptop CPU
@@ -137,7 +141,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "probe": {"limit": None, "folds": 5, "umap": True, "latent": True},
         "fusion": {"preset": "small", "steps": 3000, "train_chars": None, "seq_len": 256, "batch_size": 32,
                    "lr": 0.001, "eval_texts": 200, "val_chars": 200_000},
-        "growth": {"preset": "small", "stages": "1,1,1,1,1,1", "steps_per_stage": 2000, "train_chars": None,
+        "growth": {"preset": "small", "stages": "1,1,1,1,1,1", "steps_per_stage": 2000, "train_chars": 5_000_000,
                    "val_chars": 200_000, "seq_len": 256, "batch_size": 32, "lr": 0.001},
         "generate": {"max_new_tokens": 128},
     },
@@ -190,14 +194,22 @@ def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Pa
     by_group = PROFILES[profile]
     for s in steps:
         s.params = {**copy.deepcopy(by_group.get(s.group, {})), **s.params}
+    wiring = {s.name: set(s.params) for s in _steps()}  # paths and twin flags the pipeline itself sets
     targets = {s.name for s in steps} | {s.group for s in steps}
     for key, value in (overrides or {}).items():
         target, _, param = key.partition(".")
         if target not in targets or not param:
             raise PipelineError(f"--set {key}=...: name a step and a parameter as STEP.PARAM, with STEP one of "
                                 f"{', '.join(sorted(targets))}")
+        if value in ("True", "False", "None"):
+            raise PipelineError(f"--set {key}={value}: values are JSON, write {value.lower() if value != 'None' else 'null'}")
         for s in steps:
             if target in (s.name, s.group):
+                if param in wiring[s.name]:
+                    raise PipelineError(f"--set {key}: the pipeline sets {param} of step {s.name} itself (its run "
+                                        "folders and the twins' wiring); choose another --out instead")
+                if param == "extra" and isinstance(value, dict):  # more TrainConfig keys on top of the profile's
+                    value = {**(s.params.get("extra") or {}), **value}
                 s.params[param] = value
     for s in steps:
         path = nb_dir / s.notebook
@@ -208,6 +220,8 @@ def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Pa
         if unknown:
             raise PipelineError(f"step {s.name} ({s.notebook}) has no parameter {', '.join(unknown)}: "
                                 f"its parameters are {', '.join(known)}")
+        for name, value in s.params.items():
+            _check_type(s, name, value, known[name])
     if only:
         names = {s.name for s in steps}
         bad = [n for n in only if n not in names and n not in targets]
@@ -221,6 +235,22 @@ def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Pa
             wanted |= more
         steps = [s for s in steps if s.name in wanted]
     return steps
+
+
+def _check_type(step: Step, name: str, value: Any, default: Any) -> None:
+    """A parameter must have its default's type (a None default takes anything; ints pass as
+    floats; a list/str parameter such as `checkpoint` may be either): one line naming it."""
+    if default is None or value is None and name in ("train_chars", "limit", "dim", "layers", "checkpoint"):
+        return
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, (str, list)) if name in ("checkpoint", "checkpoints") else isinstance(v, str),
+          list: lambda v: isinstance(v, (list, str)) if name in ("checkpoint", "checkpoints") else isinstance(v, list),
+          dict: lambda v: isinstance(v, dict)}.get(type(default))
+    if ok is not None and not ok(value):
+        raise PipelineError(f"step {step.name}: {name}={value!r} should be of type {type(default).__name__} like its "
+                            f"default {default!r} (values of --set are JSON: 12, 0.5, true, \"text\", [1, 2])")
 
 
 def step_key(step: Step, nb_dir: Path, keys: dict[str, str], gpus: int = 1) -> str:
@@ -255,52 +285,70 @@ def _vocab_size(vocab: str, preset: str) -> int:
 
 
 def estimate(preset: str, vocab: str, frozen: bool, seq_len: int, batch_size: int, grad_accum: int = 1,
-             steps: int = 0, gpus: int = 1, train: bool = True) -> dict[str, Any]:
+             steps: int = 0, gpus: int = 1, train: bool = True, runs: int = 1, layers: int | None = None
+             ) -> dict[str, Any]:
     """Parameter counts (meta device: no memory), tokens, and a memory estimate per GPU.
 
-    Memory: fp32 weights (4 B/parameter, the frozen matrix included), and when training fp32
-    gradients + AdamW's two moments (12 B per trainable parameter), plus activations of one
-    micro-batch at bf16 without recomputation, s*b*h*34 bytes per layer (Korthikanti et al.
-    2022, with fused/flash attention so the s^2 term is absent), plus the chunked loss's logits
-    (256 tokens x vocab x 4 B). An estimate for planning, not a measurement."""
+    `batch_size` is the trainer's: windows per optimizer step over all ranks and accumulation
+    micro-steps, so tokens = steps x seq_len x batch_size (x `runs` models trained) and one
+    micro-batch holds batch_size / (grad_accum x gpus) windows. Memory: fp32 weights (4 B per
+    parameter, the frozen matrix included); when training also fp32 gradients + AdamW's two
+    moments (12 B per trainable parameter) and the activations of one micro-batch at bf16
+    without recomputation, s*b*h*34 bytes per layer (Korthikanti et al. 2022, with fused/flash
+    attention so the s^2 term is absent), plus the chunked loss's logits (256 tokens x vocab x
+    4 B); for inference (scoring, probing, generation) the logits of a batch of windows
+    (s*b*vocab*4 B). An estimate for planning, not a measurement."""
     import torch
 
     from bvvlab import model as M
 
-    cfg = M.config_from_preset(preset, vocab_size=_vocab_size(vocab, preset), frozen_embedding=frozen)
+    extra = {} if layers is None else {"num_hidden_layers": layers}
+    cfg = M.config_from_preset(preset, vocab_size=_vocab_size(vocab, preset), frozen_embedding=frozen, **extra)
     with torch.device("meta"):
         counts = M.count_parameters(M.BVVForCausalLM(cfg))
     gb = 1024 ** 3
     weights = 4 * counts["total"]
     mem = {"weights_gb": round(weights / gb, 2)}
+    micro = max(1, batch_size // max(1, grad_accum * gpus))
     if train:
         states = 12 * counts["trainable"]
-        acts = seq_len * batch_size * cfg.hidden_size * 34 * cfg.num_hidden_layers + 256 * cfg.vocab_size * 4
+        acts = seq_len * micro * cfg.hidden_size * 34 * cfg.num_hidden_layers + 256 * cfg.vocab_size * 4
         mem.update(grads_and_adam_gb=round(states / gb, 2), activations_gb=round(acts / gb, 2),
                    total_gb=round((weights + states + acts) / gb, 2))
     else:
-        mem["total_gb"] = mem["weights_gb"]
-    tokens = steps * seq_len * batch_size * grad_accum * gpus
-    return {"parameters": counts, "tokens": tokens, "memory_per_gpu": mem,
+        logits = seq_len * batch_size * cfg.vocab_size * 4
+        mem.update(logits_gb=round(logits / gb, 2), total_gb=round((weights + logits) / gb, 2))
+    return {"parameters": counts, "tokens": steps * seq_len * batch_size * runs if train else 0,
+            "micro_batch": micro, "memory_per_gpu": mem,
             "shape": f"{cfg.num_hidden_layers} layers x {cfg.hidden_size}, vocab {cfg.vocab_size:,}"}
 
 
 def dry_run(steps: list[Step], out: Path, gpus: int = 1) -> list[dict[str, Any]]:
-    """The plan: per step its notebook, parameters, and for training steps the estimate and the
-    torchrun command line (gpus > 1). Nothing is written."""
-    rows = []
+    """The plan: per step its notebook, parameters, the estimate (training steps: parameters,
+    tokens, memory; the others: the model they load) and, with gpus > 1, the torchrun command
+    line. Nothing is written."""
+    rows, twin = [], None
     for s in steps:
         row: dict[str, Any] = {"step": s.name, "notebook": s.notebook, "params": s.params, "needs": list(s.needs)}
+        p = {**notebook_parameters(notebooks_dir() / s.notebook), **s.params}  # the notebook's defaults beneath
         if s.train_run:
             cfg = _train_config(s, out)
+            cfg.validate(world_size=gpus)
+            twin = cfg
             row["estimate"] = estimate(cfg.preset, cfg.vocab, cfg.frozen, cfg.seq_len, cfg.batch_size,
                                        cfg.grad_accum, cfg.steps, gpus)
             if gpus > 1:
                 row["launch"] = f"(in {out}) " + " ".join(_torchrun_cmd(Path(s.folder) / "train_config.json", gpus))
-        elif s.group in ("fusion", "growth"):
-            p = s.params
-            row["estimate"] = estimate(p.get("preset", "tiny"), "compact", True, p.get("seq_len", 32),
-                                       p.get("batch_size", 8), 1, p.get("steps", p.get("steps_per_stage", 0)))
+        elif s.group == "fusion":  # two experts, each trained on its own data
+            row["estimate"] = estimate(p["preset"], "compact", True, p["seq_len"], p["batch_size"], 1, p["steps"], runs=2)
+        elif s.group == "growth":  # the stages' tokens (each baseline trains about as many again)
+            depth = sum(int(x) for x in str(p["stages"]).split(",") if x.strip())
+            n = len([x for x in str(p["stages"]).split(",") if x.strip()])
+            row["estimate"] = estimate(p["preset"], "compact", True, p["seq_len"], p["batch_size"], 1,
+                                       p["steps_per_stage"] * n, layers=depth)
+        elif twin is not None and s.needs:  # evaluation, probing, generation load the twins
+            row["estimate"] = estimate(twin.preset, twin.vocab, True, twin.seq_len,
+                                       1 if s.group == "generate" else 8, train=False)
         rows.append(row)
     return rows
 
@@ -313,8 +361,9 @@ def format_dry_run(rows: list[dict[str, Any]], profile: str, out: Path) -> str:
         if "estimate" in r:
             e = r["estimate"]
             c, m = e["parameters"], e["memory_per_gpu"]
+            tokens = f"{e['tokens']:,} training tokens (micro-batch {e['micro_batch']}); " if e["tokens"] else ""
             lines.append(f"   model {e['shape']}: {c['total']:,} parameters ({c['trainable']:,} trainable, "
-                         f"{c['frozen']:,} frozen); {e['tokens']:,} training tokens; memory per GPU ~{m['total_gb']} GiB "
+                         f"{c['frozen']:,} frozen); {tokens}memory per GPU ~{m['total_gb']} GiB "
                          f"({', '.join(f'{k[:-3]} {v}' for k, v in m.items() if k != 'total_gb')} GiB)")
         if "launch" in r:
             lines.append(f"   launch: {r['launch']}")
@@ -340,20 +389,63 @@ def default_out(profile: str) -> Path:
 
 def _open_run(out: Path, profile: str) -> dict[str, Any]:
     """The run record in `out` (new, or the earlier run of the same profile); anything else is refused."""
+    from bvvlab.atomic import output_error
+
     record = out / "pipeline.json"
-    if record.exists():
-        try:
-            state = json.loads(record.read_text(encoding="utf-8"))
-        except ValueError:
-            raise PipelineError(f"{record} is not readable JSON: pass another --out (the folder is left as it is)") from None
-        if state.get("profile") != profile:
-            raise PipelineError(f"{out} holds a {state.get('profile')!r} pipeline run: pass another --out, or "
-                                f"--profile {state.get('profile')} to continue it")
-        return state
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PipelineError(f"{out} already holds something other than a pipeline run: pass another --out "
-                            "(nothing there was touched)")
+    try:
+        if out.exists() and not out.is_dir():
+            raise PipelineError(f"--out {out} is a file: pass a folder (new, or an earlier run of this profile)")
+        if record.exists():
+            try:
+                state = json.loads(record.read_text(encoding="utf-8"))
+            except ValueError:
+                state = None
+            if not (isinstance(state, dict) and isinstance(state.get("steps"), dict)
+                    and all(isinstance(v, dict) for v in state["steps"].values())):
+                raise PipelineError(f"{record} is not a readable pipeline record: pass another --out (the folder is "
+                                    "left as it is)")
+            if state.get("profile") != profile:
+                raise PipelineError(f"{out} holds a {state.get('profile')!r} pipeline run: pass another --out, or "
+                                    f"--profile {state.get('profile')} to continue it")
+            return state
+        if out.exists() and any(out.iterdir()):
+            raise PipelineError(f"{out} already holds something other than a pipeline run: pass another --out "
+                                "(nothing there was touched)")
+    except OSError as exc:
+        raise output_error(exc, out) from None
     return {"profile": profile, "created": _now(), "steps": {}}
+
+
+def _alive(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text().strip())
+        os.kill(pid, 0)  # no signal: only asks whether the process exists
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """One pipeline per run folder: `pipeline.lock` holds the owner's pid (a dead owner's lock is taken over)."""
+    path = out / "pipeline.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            if _alive(path):
+                raise PipelineError(f"another pipeline (pid {path.read_text().strip()}) is running in {out}: wait "
+                                    "for it, or pass another --out") from None
+            path.unlink(missing_ok=True)  # its owner is gone
+    else:
+        raise PipelineError(f"{path} cannot be taken: remove it if no pipeline runs there")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _failed_cell(nb_path: Path) -> int | None:
@@ -386,11 +478,51 @@ def _launch_torchrun(step: Step, out: Path, gpus: int) -> None:
     from bvvlab.atomic import to_jsonable
 
     cfg = _train_config(step, Path())  # out= relative to the run folder, where torchrun runs
+    cfg.validate(world_size=gpus)
     config = out / step.folder / "train_config.json"
     write_json_atomic(config, {k: v for k, v in to_jsonable(dataclasses.asdict(cfg)).items()})
-    proc = subprocess.run(_torchrun_cmd(config.relative_to(out), gpus), cwd=out, check=False)
+    proc = subprocess.Popen(_torchrun_cmd(config.relative_to(out), gpus), cwd=out)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:  # let the ranks save their checkpoint before the pipeline stops
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=120)
+        raise
     if proc.returncode:
         raise RuntimeError(f"torchrun exited with {proc.returncode} (its output is above)")
+
+
+def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any], gpus: int, progress: bool,
+             kernel: str) -> None:
+    """Run one step's notebook (after torchrun, for a training step on several GPUs) and record
+    its outcome in `rec`; a Ctrl-C is recorded and re-raised."""
+    import papermill as pm
+
+    t0, started = time.perf_counter(), False
+    try:
+        if s.train_run and gpus > 1:
+            _launch_torchrun(s, out, gpus)
+        started = True
+        pm.execute_notebook(str(nb_dir / s.notebook), str(nb_out), parameters=s.params, cwd=str(out),
+                            kernel_name=kernel, log_output=False,
+                            # the kernel's start-up chatter (ipykernel's TCP notice) is not the user's
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                            progress_bar={"desc": f"  {s.notebook}", "leave": False, "position": 1} if progress else False)
+        rec.update(status="done" if (out / s.metrics).exists() else "failed")
+        if rec["status"] == "failed":
+            rec["error"] = f"the notebook ran but wrote no {s.metrics}"
+    except pm.PapermillExecutionError as exc:
+        # the cell as the executed notebook shows it: In [exec_count]
+        rec.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}".strip())
+    except KeyboardInterrupt:
+        rec.update(status="interrupted", cell=_failed_cell(nb_out) if started else None)
+        raise
+    except Exception as exc:  # noqa: BLE001 - the kernel died, torchrun failed...: reported per step
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        rec.update(status="failed", cell=_failed_cell(nb_out) if started else None, error=f"{type(exc).__name__}: {last}")
+    finally:
+        rec.update(seconds=round(time.perf_counter() - t0, 1), finished=_now())
 
 
 def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -399,7 +531,6 @@ def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[s
     """Run the pipeline; returns the run record (also in OUT/pipeline.json)."""
     import logging
 
-    import papermill as pm
     from tqdm.auto import tqdm
 
     from bvvlab import report
@@ -407,77 +538,59 @@ def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[s
     nb_dir = Path(nb_dir) if nb_dir else notebooks_dir()
     if gpus < 1:
         raise PipelineError(f"--gpus {gpus}: give 1 or more")
-    steps = plan(profile, overrides, nb_dir, only)
+    every = plan(profile, overrides, nb_dir)  # the report lists every step, also those --only leaves out
+    steps = plan(profile, overrides, nb_dir, only) if only else every
     out = Path(out) if out is not None else default_out(profile)
     state = _open_run(out, profile)
     ensure_dir(out / "notebooks")
-    state.update(profile=profile, overrides=overrides or {}, gpus=gpus, started=_now(), finished=None,
-                 meta=run_meta(None, out=str(out)), order=[s.name for s in _steps()])
-    keys: dict[str, str] = {}
-    # parameters are checked above (plan); papermill's own line parser would only warn falsely
-    logging.getLogger("papermill").setLevel(logging.ERROR)
-    progress = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=len(steps), unit="step", disable=not progress, desc=profile)
-    t_all = time.perf_counter()
-    try:
-        for s in steps:
-            keys[s.name] = key = step_key(s, nb_dir, keys, gpus)
-            rec = state["steps"].get(s.name, {})
-            nb_out = out / "notebooks" / f"{s.notebook[:3]}{s.name}.ipynb"
-            bar.set_description(f"{profile}: {s.name} ({s.notebook})")
-            blocked = [n for n in s.needs if state["steps"].get(n, {}).get("status") not in ("done", "cached")]
-            if rec.get("key") == key and rec.get("status") in ("done", "cached") and (out / s.metrics).exists():
-                state["steps"][s.name] = {**rec, "status": "cached"}
-            elif blocked:
-                state["steps"][s.name] = {"status": "not run", "key": key, "notebook": s.notebook,
-                                          "params": s.params, "error": f"needs {', '.join(blocked)}, which did not finish"}
-            else:
-                if rec and (rec.get("key") != key or s.group not in RESUMABLE):
-                    _supersede(out, s, nb_out)
-                state["steps"][s.name] = rec = {"status": "running", "key": key, "notebook": s.notebook,
-                                                "executed": str(nb_out.relative_to(out)), "params": s.params,
-                                                "started": _now()}
-                write_json_atomic(out / "pipeline.json", state)
-                ensure_dir(out / s.folder)
-                t0 = time.perf_counter()
-                try:
-                    if s.train_run and gpus > 1:
-                        _launch_torchrun(s, out, gpus)
-                    pm.execute_notebook(str(nb_dir / s.notebook), str(nb_out), parameters=s.params, cwd=str(out),
-                                        kernel_name=kernel, log_output=False,
-                                        # the kernel's start-up chatter (ipykernel's TCP notice) is not the user's
-                                        extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                                        progress_bar={"desc": f"  {s.notebook}", "leave": False, "position": 1}
-                                        if progress else False)
-                    rec.update(status="done" if (out / s.metrics).exists() else "failed")
-                    if rec["status"] == "failed":
-                        rec["error"] = f"the notebook ran but wrote no {s.metrics}"
-                except pm.PapermillExecutionError as exc:
-                    # the cell as the executed notebook shows it: In [exec_count]
-                    rec.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}".strip())
-                except KeyboardInterrupt:
-                    rec.update(status="interrupted", cell=_failed_cell(nb_out))
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the kernel died, torchrun failed...: reported per step
-                    rec.update(status="failed", cell=_failed_cell(nb_out),
-                               error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
-                finally:
-                    rec.update(seconds=round(time.perf_counter() - t0, 1), finished=_now())
-                    write_json_atomic(out / "pipeline.json", state)
-            report.write(out, state, steps)
-            bar.update(1)
-    except KeyboardInterrupt:
-        state["interrupted"] = _now()
+    with _lock(out):
+        state.update(profile=profile, overrides=overrides or {}, gpus=gpus, started=_now(), finished=None,
+                     meta=run_meta(None, out=str(out)), order=[s.name for s in every])
         write_json_atomic(out / "pipeline.json", state)
-        with contextlib.suppress(Exception):
-            report.write(out, state, steps)
-        raise Interrupted("pipeline interrupted", 130) from None
-    finally:
-        bar.close()
-    state.update(finished=_now(), seconds=round(time.perf_counter() - t_all, 1))
-    state.pop("interrupted", None)
-    write_json_atomic(out / "pipeline.json", state)
-    report.write(out, state, steps)
+        keys: dict[str, str] = {}
+        # parameters are checked above (plan); papermill's own line parser would only warn falsely
+        logging.getLogger("papermill").setLevel(logging.ERROR)
+        progress = sys.stderr.isatty() if progress is None else progress
+        bar = tqdm(total=len(steps), unit="step", disable=not progress, desc=profile)
+        t_all = time.perf_counter()
+        try:
+            for s in steps:
+                keys[s.name] = key = step_key(s, nb_dir, keys, gpus)
+                rec = state["steps"].get(s.name, {})
+                nb_out = out / "notebooks" / f"{s.notebook[:3]}{s.name}.ipynb"
+                bar.set_description(f"{profile}: {s.name} ({s.notebook})")
+                blocked = [n for n in s.needs if state["steps"].get(n, {}).get("status") not in ("done", "cached")]
+                if rec.get("key") == key and rec.get("status") in ("done", "cached") and (out / s.metrics).exists():
+                    state["steps"][s.name] = {**rec, "status": "cached"}
+                elif blocked:
+                    state["steps"][s.name] = {"status": "not run", "key": key, "notebook": s.notebook, "params": s.params,
+                                              "error": f"needs {', '.join(blocked)}, which did not finish"}
+                else:
+                    if rec and (rec.get("key") != key or s.group not in RESUMABLE):
+                        _supersede(out, s, nb_out)
+                    state["steps"][s.name] = rec = {"status": "running", "key": key, "notebook": s.notebook,
+                                                    "executed": str(nb_out.relative_to(out)), "params": s.params,
+                                                    "started": _now()}
+                    write_json_atomic(out / "pipeline.json", state)
+                    ensure_dir(out / s.folder)
+                    try:
+                        _execute(s, out, nb_dir, nb_out, rec, gpus, progress, kernel)
+                    finally:
+                        write_json_atomic(out / "pipeline.json", state)
+                report.write(out, state, every)
+                bar.update(1)
+        except KeyboardInterrupt:
+            state["interrupted"] = _now()
+            write_json_atomic(out / "pipeline.json", state)
+            with contextlib.suppress(Exception):
+                report.write(out, state, every)
+            raise Interrupted("pipeline interrupted", 130) from None
+        finally:
+            bar.close()
+        state.update(finished=_now(), seconds=round(time.perf_counter() - t_all, 1))
+        state.pop("interrupted", None)
+        write_json_atomic(out / "pipeline.json", state)
+        report.write(out, state, every)
     state["out"] = str(out)
     return state
 
@@ -557,11 +670,16 @@ def _main(args: Any) -> int:
     overrides = _parse_sets(args.set)
     only = [s for s in (args.only or "").split(",") if s] or None
     out = Path(args.out) if args.out else default_out(args.profile)
+    if args.gpus < 1:
+        raise PipelineError(f"--gpus {args.gpus}: give 1 or more")
     if args.dry_run:
         steps = plan(args.profile, overrides, args.notebooks, only)
         print(format_dry_run(dry_run(steps, out, args.gpus), args.profile, out))
         return 0
-    again = f"bvvlab pipeline --profile {args.profile} --out {out}"
+    again = shlex.join(["bvvlab", "pipeline", "--profile", args.profile, "--out", str(out)]
+                       + [f"--set={x}" for x in args.set or []] + ([f"--only={args.only}"] if args.only else [])
+                       + ([f"--gpus={args.gpus}"] if args.gpus != 1 else [])
+                       + ([f"--notebooks={args.notebooks}"] if args.notebooks else []))
     try:
         state = run(args.profile, out, overrides, only, args.gpus, progress=args.progress, nb_dir=args.notebooks)
     except Interrupted:

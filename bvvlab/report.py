@@ -88,7 +88,7 @@ def _train_section(out: Path, state: dict[str, Any]) -> list[Part]:
         m = _read(out / "steps" / name / "metrics.json") or {}
         rows.append([name.split("-")[1], m.get("preset"), m.get("steps"), m.get("tokens_seen"), m.get("train_loss"),
                      m.get("val_loss"), m.get("val_bits_per_char"), m.get("val_chars"), _f(m.get("tok_per_s"), 0)])
-        curves[name.split("-")[1]] = read_metrics(out / "steps" / name / "run")
+        curves[name.split("-")[1]] = read_metrics(out / "steps" / name / name.split("-")[1])
     parts.append(("md", table(["embedding", "preset", "steps", "tokens", "train loss", "val loss", "val bits/char",
                                "val chars", "tokens/s"], rows)))
     parts.append(("fig", "training_curves", plots.training_curves(curves, title="frozen vs unfrozen: training curves")))
@@ -117,7 +117,13 @@ def _eval_section(out: Path, state: dict[str, Any]) -> list[Part]:
                             f"runs): first-letter accuracy {p['mean']:.3f}, protocol interval [{p['low']:.3f}, "
                             f"{p['high']:.3f}], bootstrap over questions [{p['bootstrap_low']:.3f}, "
                             f"{p['bootstrap_high']:.3f}].\n"))
-    parts.append(("fig", "evaluation", R.figure(rows, title="evaluation (error bars: 95% intervals)")))
+    # two figures: scores in [0, 1] beside chance, and bits/char (an untrained language's ~30 would flatten the rest)
+    scores = [r for r in rows if r["metric"] != "bpc"]
+    bpc = [r for r in rows if r["metric"] == "bpc"]
+    if scores:
+        parts.append(("fig", "evaluation", R.figure(scores, title="evaluation: scores (error bars: 95% intervals)")))
+    if bpc:
+        parts.append(("fig", "evaluation_bpc", R.figure(bpc, title="held-out bits per character (lower is better)")))
     return parts
 
 
@@ -171,8 +177,8 @@ def _growth_section(out: Path, state: dict[str, Any]) -> list[Part]:
     import plotly.io as pio
 
     parts: list[Part] = [("md", "## Layer-wise growth\n\nEach stage adds blocks and trains only them and the head "
-                                "(earlier blocks frozen); the baseline trains the final depth from scratch on the "
-                                "same number of tokens.\n")]
+                                "(earlier blocks frozen); the baselines train the final depth from scratch on the "
+                                "same number of tokens, and on the same training FLOPs.\n")]
     miss = _missing(state, "growth")
     m = _read(out / "steps" / "growth" / "metrics.json")
     if miss or not m:
@@ -181,12 +187,27 @@ def _growth_section(out: Path, state: dict[str, Any]) -> list[Part]:
              s["val_bpc"]] for s in m["stages"]]
     parts.append(("md", table(["stage", "depth", "frozen blocks", "steps", "tokens", "first loss", "last loss",
                                "val bits/char"], rows)))
-    if m.get("baseline_val_bpc") is not None:
-        parts.append(("md", f"Monolithic baseline: val bits/char {m['baseline_val_bpc']:.4f}; grown vs baseline "
-                            f"{100 * m['grown_vs_baseline']:+.1f}% (goal: within 5%).\n"))
-    fig_path = out / "steps" / "growth" / "growth_curves.plotly.json"
-    if fig_path.exists():
-        parts.append(("fig", "growth_curves", pio.read_json(fig_path)))
+    base = [[what, b.get("depth"), b.get("steps"), b.get("tokens"), _f(b.get("train_flops") / m["train_flops"], 2)
+             if b.get("train_flops") and m.get("train_flops") else "", b.get("val_bpc"),
+             "" if gap is None else f"{100 * gap:+.1f}%"]
+            for key, what, gap in (("baseline", "same tokens", m.get("grown_vs_baseline")),
+                                   ("baseline_compute", "same compute", m.get("grown_vs_baseline_compute")))
+            for b in [(m.get("baselines") or {}).get(key)] if b]
+    if not base and m.get("baseline_val_bpc") is not None:  # a growth run from before the same-compute baseline
+        base = [["same tokens", "", "", "", "", m["baseline_val_bpc"], f"{100 * m['grown_vs_baseline']:+.1f}%"]]
+    if base:
+        parts.append(("md", "Monolithic baselines, the final depth trained from scratch (goal: the grown model within "
+                            "5% bits/char of the same-tokens baseline):\n\n"
+                            + table(["baseline", "depth", "steps", "tokens", "FLOPs vs schedule", "val bits/char",
+                                     "grown vs baseline"], base)))
+    for name, title in (("growth_curves", None), ("growth_probe", "Per-layer en<->ru retrieval of each stage and "
+                                                                  "baseline (does alignment appear with depth, and in "
+                                                                  "the new block or the old ones?)")):
+        fig_path = out / "steps" / "growth" / f"{name}.plotly.json"
+        if fig_path.exists():
+            if title:
+                parts.append(("md", title + "\n"))
+            parts.append(("fig", name, pio.read_json(fig_path)))
     return parts
 
 

@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -32,7 +33,7 @@ def test_plan_wires_the_twins_into_the_later_steps():
     assert list(steps) == ["embeddings", "train-frozen", "train-unfrozen", "evaluate", "probe", "fusion", "growth",
                            "generate"]
     assert steps["train-frozen"].params["frozen"] is True and steps["train-unfrozen"].params["frozen"] is False
-    twins = ["steps/train-frozen/run", "steps/train-unfrozen/run"]
+    twins = ["steps/train-frozen/frozen", "steps/train-unfrozen/unfrozen"]
     assert steps["probe"].params["checkpoints"] == twins and steps["evaluate"].params["checkpoint"] == twins
     # every parameter a profile sets exists in its notebook (the plan refuses unknown ones)
     for profile in PL.PROFILES:
@@ -51,10 +52,14 @@ def test_every_profile_evaluates_suites_that_exist():
 
 
 def test_set_reaches_a_group_and_only_brings_what_a_step_needs():
-    steps = PL.plan("smoke", {"train.steps": 3, "probe.umap": True})
+    steps = PL.plan("smoke", {"train.steps": 3, "probe.umap": True, "train.extra": {"grad_accum": 2}})
+    # extra is merged over the profile's own TrainConfig keys
+    assert steps[1].params["extra"] == {**PL.PROFILES["smoke"]["train"]["extra"], "grad_accum": 2}
     assert [s.params["steps"] for s in steps if s.group == "train"] == [3, 3]
     assert {s.name: s for s in steps}["probe"].params["umap"] is True
     assert [s.name for s in PL.plan("smoke", only=["probe"])] == ["train-frozen", "train-unfrozen", "probe"]
+    assert [s.name for s in PL.plan("smoke", only=["generate"])] == ["train-frozen", "generate"]
+    assert [s.name for s in PL.plan("smoke", only=["train"])] == ["train-frozen", "train-unfrozen"]
 
 
 def test_step_key_changes_with_parameters_and_upstream():
@@ -81,6 +86,12 @@ def test_step_key_changes_with_parameters_and_upstream():
     (["--set", "train.steps"], "--set train.steps: write STEP.PARAM=VALUE"),
     (["--only", "probe,lunch"], "--only lunch: unknown step"),
     (["--gpus", "0"], "--gpus 0: give 1 or more"),
+    (["--gpus", "0", "--dry-run"], "--gpus 0: give 1 or more"),
+    (["--set", "train.steps=abc"], "step train-frozen: steps='abc' should be of type int like its default 30"),
+    (["--set", "probe.umap=False"], "--set probe.umap=False: values are JSON, write false"),
+    (["--set", "train.run_dir=elsewhere"], "--set train.run_dir: the pipeline sets run_dir of step train-frozen itself"),
+    (["--set", "evaluate.checkpoint=x"], "--set evaluate.checkpoint: the pipeline sets checkpoint of step evaluate"),
+    (["--profile", "paper", "--gpus", "3", "--dry-run"], "batch_size=64 is not divisible by grad_accum=4 x 3"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, needle):
     out = tmp_path / "run"
@@ -101,10 +112,20 @@ def test_a_folder_that_holds_something_else_is_refused_and_untouched(tmp_path, c
     (other / "pipeline.json").write_text(json.dumps({"profile": "demo", "steps": {}}))
     assert main(["pipeline", "--profile", "smoke", "--out", str(other)]) == 2
     assert "holds a 'demo' pipeline run" in _one_line_error(capsys)
-    (other / "pipeline.json").write_text("{not json")
-    assert main(["pipeline", "--profile", "smoke", "--out", str(other)]) == 2
-    assert "is not readable JSON" in _one_line_error(capsys)
-    assert (other / "pipeline.json").read_text() == "{not json"
+    for bad in ("{not json", "[]", '{"profile": "smoke"}', '{"profile": "smoke", "steps": {"probe": 3}}'):
+        (other / "pipeline.json").write_text(bad)
+        assert main(["pipeline", "--profile", "smoke", "--out", str(other)]) == 2
+        assert "is not a readable pipeline record: pass another --out" in _one_line_error(capsys)
+        assert (other / "pipeline.json").read_text() == bad
+    # --out naming a file
+    assert main(["pipeline", "--out", str(tmp_path / "precious.txt")]) == 2
+    assert "is a file: pass a folder" in _one_line_error(capsys)
+    # a pipeline already running in the folder (its lock holds a live pid: this process)
+    (other / "pipeline.json").write_text(json.dumps({"profile": "smoke", "steps": {}}))
+    (other / "pipeline.lock").write_text(str(os.getpid()))
+    assert main(["pipeline", "--profile", "smoke", "--out", str(other), "--only", "embeddings"]) == 2
+    assert f"another pipeline (pid {os.getpid()}) is running in {other}" in _one_line_error(capsys)
+    assert (other / "pipeline.lock").read_text() == str(os.getpid())
 
 
 def test_paper_dry_run_prints_the_plan_counts_and_the_torchrun_launch(tmp_path, capsys):
@@ -114,10 +135,11 @@ def test_paper_dry_run_prints_the_plan_counts_and_the_torchrun_launch(tmp_path, 
     assert not out.exists()
     # best_bvv_ru over the 131,072-token bvv241-max vocabulary: the recipe's 469,795,840 parameters, 134M frozen
     assert "469,795,840 parameters (335,578,112 trainable, 134,217,728 frozen)" in text
-    # 20,000 steps x 1024 tokens x 64 windows x 4 accumulation x 8 GPUs
-    assert f"{20000 * 1024 * 64 * 4 * 8:,} training tokens" in text
+    # 20,000 steps x 1024 tokens x 64 windows (the batch counts every rank and accumulation step):
+    # one micro-batch is 64 / (4 x 8) = 2 windows
+    assert f"{20000 * 1024 * 64:,} training tokens (micro-batch 2)" in text
     assert "--nproc_per_node=8 -m bvvlab train --config steps/train-frozen/train_config.json" in text
-    assert text.count("memory per GPU") >= 4  # twins, fusion, growth
+    assert text.count("memory per GPU") == 7  # every step but the embedding
     for step in ("embeddings", "evaluate", "probe", "fusion", "growth", "generate"):
         assert step in text
 
@@ -129,9 +151,10 @@ def test_memory_estimate_follows_its_formula():
     assert m["weights_gb"] == round(4 * c["total"] / gib, 2)
     assert m["grads_and_adam_gb"] == round(12 * c["trainable"] / gib, 2)
     assert e["tokens"] == 10 * 32 * 8
-    big = PL.estimate("best_bvv_ru", "bvv241-max", True, seq_len=1024, batch_size=64)
-    # activations: s*b*h*34 per layer + the chunk of logits
-    assert big["memory_per_gpu"]["activations_gb"] == round((1024 * 64 * 1024 * 34 * 16 + 256 * 131072 * 4) / gib, 2)
+    big = PL.estimate("best_bvv_ru", "bvv241-max", True, seq_len=1024, batch_size=64, grad_accum=4, gpus=2)
+    # activations of one micro-batch (64 / (4 x 2) = 8 windows): s*b*h*34 per layer + the chunk of logits
+    assert big["micro_batch"] == 8
+    assert big["memory_per_gpu"]["activations_gb"] == round((1024 * 8 * 1024 * 34 * 16 + 256 * 131072 * 4) / gib, 2)
 
 
 def test_notebook_extra_keys_reach_the_config_and_may_not_repeat_a_parameter(tmp_path):
@@ -150,6 +173,10 @@ def test_notebook_extra_keys_reach_the_config_and_may_not_repeat_a_parameter(tmp
 
 # ---------------------------------------------------------------------------------------------
 # whole runs
+
+
+FIGURES = ("training_curves", "evaluation", "evaluation_bpc", "probe_curves", "probe_layer_map", "fusion",
+           "growth_curves", "growth_probe")  # the smoke report's figures, in page order
 
 
 def _status(out: Path) -> dict[str, str]:
@@ -185,7 +212,7 @@ def test_a_failed_step_names_its_cell_and_the_others_still_run(smoke_run):
     lines = [l for l in first["stderr"].splitlines() if l.startswith("bvvlab")]
     assert lines == [f"bvvlab pipeline: error: step probe failed in 03_probe_layers.ipynb cell In [{probe['cell']}]: "
                      f"{probe['error']}; its notebook is {out / probe['executed']}; earlier steps are kept; fix it and "
-                     f"run again: bvvlab pipeline --profile smoke --out {out}"]
+                     f"run again: bvvlab pipeline --profile smoke --out {out} --set=probe.pooling=middle"]
     # the failed run's notebook and folder were moved aside by the re-run (nothing is deleted)
     (moved,) = (out / "superseded").iterdir()
     cells = json.loads((moved / Path(probe["executed"]).name).read_text())["cells"]
@@ -212,13 +239,15 @@ def test_a_rerun_runs_only_what_changed_and_the_report_has_every_finding(smoke_r
     assert "Not available" not in md and "could not be built" not in md
     # the twins' numbers are the runs' own
     for name in ("train-frozen", "train-unfrozen"):
-        final = json.loads((out / "steps" / name / "run" / "meta.json").read_text())["final"]
+        final = json.loads((out / "steps" / name / name[6:] / "meta.json").read_text())["final"]
         assert f"{final['val_bpc']:.4f}" in md
-    for fig in ("training_curves", "evaluation", "probe_curves", "probe_layer_map", "fusion", "growth_curves"):
+    for fig in FIGURES:
         assert f"(figures/{fig}.html)" in md and (out / "figures" / f"{fig}.html").exists()
     page = (out / "report.html").read_text()
     assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=", page)  # offline: plotly.js inline, nothing fetched
-    assert page.count('class="figure"') == 6
+    assert page.count('class="figure"') == len(FIGURES)
+    # models are labelled by their twin, in evaluation and probing alike
+    assert "| frozen | concepts-category/trained | acc |" in md and re.search(r"^#### frozen$", md, re.M)
     gen = json.loads((out / "steps" / "generate" / "metrics.json").read_text())
     assert gen["sample"] and gen["sample"].strip().splitlines()[0][:20] in page
 
@@ -231,16 +260,16 @@ def test_the_report_draws_every_figure_in_chromium(smoke_run, browser, tmp_path)
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto((out / "report.html").resolve().as_uri())
-    page.wait_for_function("document.querySelectorAll('.figure .main-svg').length >= 6", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.figure .main-svg').length >= 8", timeout=60_000)
     drawn = page.evaluate("""() => [...document.querySelectorAll('.figure')].map(f => {
         const r = f.querySelector('.main-svg').getBoundingClientRect();
         return {id: f.id, w: r.width, h: r.height,
-                marks: f.querySelectorAll('.scatterlayer .trace path, .barlayer .point path, .trace.bars path').length,
+                marks: f.querySelectorAll('.scatterlayer .trace path, .barlayer .point path, .trace.bars path, .heatmaplayer image, .hm').length,
                 slider: f.querySelectorAll('.slider-container').length};
     })""")
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert not errors, errors
-    assert len(drawn) == 6
+    assert [d["id"] for d in drawn] == [f"fig-{f}" for f in FIGURES]
     for d in drawn:
         assert d["w"] > 200 and d["h"] > 200 and d["marks"] > 0, d  # drawn, not blank
     assert next(d for d in drawn if d["id"] == "fig-probe_layer_map")["slider"] == 1
@@ -252,7 +281,7 @@ def test_ctrl_c_stops_with_one_line_and_the_same_command_continues(tmp_path):
     cmd = [sys.executable, "-m", "bvvlab", "pipeline", "--profile", "smoke", "--out", str(out), "--only", "train-frozen",
            "--set", "train.steps=40", "--set", 'train.extra={"val_chars": 2000, "save_every": 5}']
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpts = out / "steps" / "train-frozen" / "run" / "checkpoints"
+    ckpts = out / "steps" / "train-frozen" / "frozen" / "checkpoints"
     deadline = time.time() + 300
     while not (ckpts.is_dir() and any(p.name.startswith("step_") for p in ckpts.iterdir())):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -261,15 +290,17 @@ def test_ctrl_c_stops_with_one_line_and_the_same_command_continues(tmp_path):
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130
     lines = [l for l in err.splitlines() if l.startswith("bvvlab")]
+    # the printed command is the one that was run (same --set and --only): it continues, never restarts
     assert lines == [f"bvvlab pipeline: interrupted; finished steps are kept in {out}; continue with: "
-                     f"bvvlab pipeline --profile smoke --out {out}"]
+                     f"bvvlab pipeline --profile smoke --out {out} --set=train.steps=40 "
+                     f"'--set=train.extra={{\"val_chars\": 2000, \"save_every\": 5}}' --only=train-frozen"]
     assert _status(out) == {"train-frozen": "interrupted"}
     saved = sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step_"))
     assert saved
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _status(out) == {"train-frozen": "done"}
-    meta = json.loads((out / "steps" / "train-frozen" / "run" / "meta.json").read_text())
+    meta = json.loads((out / "steps" / "train-frozen" / "frozen" / "meta.json").read_text())
     assert meta["final"]["step"] == 40
     # the run continued from a checkpoint saved before the interrupt (the metrics log shows the resume)
     # the same command continued from a checkpoint saved before the interrupt
@@ -283,7 +314,7 @@ def test_gpus_above_one_launch_torchrun_then_the_notebook_reports_the_run(tmp_pa
     out = tmp_path / "ddp"
     assert main(["pipeline", "--profile", "smoke", "--out", str(out), "--only", "train-frozen", "--gpus", "2",
                  "--set", "train.steps=4"]) == 0
-    meta = json.loads((out / "steps" / "train-frozen" / "run" / "meta.json").read_text())
+    meta = json.loads((out / "steps" / "train-frozen" / "frozen" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["final"]["step"] == 4
     m = json.loads((out / "steps" / "train-frozen" / "metrics.json").read_text())
     assert m["val_bits_per_char"] == meta["final"]["val_bpc"]
