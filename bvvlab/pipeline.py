@@ -493,6 +493,49 @@ def _launch_torchrun(step: Step, out: Path, gpus: int) -> None:
         raise RuntimeError(f"torchrun exited with {proc.returncode} (its output is above)")
 
 
+def _papermill(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path, kernel: str, progress: Any) -> None:
+    """papermill.execute_notebook in a worker thread, with a kernel manager of our own.
+
+    nbclient, run in the main thread, takes over SIGINT to shut its kernel down and then carries
+    on as if nothing happened (a Ctrl-C could end in exit status 0). From a worker thread it
+    leaves signals alone: Ctrl-C stays a KeyboardInterrupt here, which interrupts the kernel
+    (the trainer then saves a checkpoint), waits for the cell to end, and is re-raised."""
+    import threading
+
+    import papermill as pm
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=kernel)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, cwd=str(cwd), kernel_name=kernel, km=km,
+                                log_output=False, progress_bar=progress,
+                                # the kernel's start-up chatter (ipykernel's TCP notice) is not the user's
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name=f"papermill {nb_in.name}", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            if km.has_kernel:
+                km.interrupt_kernel()  # SIGINT to the kernel: the running cell stops (the trainer saves first)
+        worker.join(timeout=180)
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+    if failure:
+        raise failure[0]
+
+
 def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any], gpus: int, progress: bool,
              kernel: str) -> None:
     """Run one step's notebook (after torchrun, for a training step on several GPUs) and record
@@ -504,11 +547,8 @@ def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any]
         if s.train_run and gpus > 1:
             _launch_torchrun(s, out, gpus)
         started = True
-        pm.execute_notebook(str(nb_dir / s.notebook), str(nb_out), parameters=s.params, cwd=str(out),
-                            kernel_name=kernel, log_output=False,
-                            # the kernel's start-up chatter (ipykernel's TCP notice) is not the user's
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                            progress_bar={"desc": f"  {s.notebook}", "leave": False, "position": 1} if progress else False)
+        _papermill(nb_dir / s.notebook, nb_out, s.params, out, kernel,
+                   {"desc": f"  {s.notebook}", "leave": False, "position": 1} if progress else False)
         rec.update(status="done" if (out / s.metrics).exists() else "failed")
         if rec["status"] == "failed":
             rec["error"] = f"the notebook ran but wrote no {s.metrics}"
