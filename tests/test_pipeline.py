@@ -280,7 +280,10 @@ def test_ctrl_c_stops_with_one_line_and_the_same_command_continues(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "bvvlab", "pipeline", "--profile", "smoke", "--out", str(out), "--only", "train-frozen",
            "--set", "train.steps=150", "--set", 'train.extra={"val_chars": 2000, "save_every": 5}']
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: SIGINT at its default (a test runner started in the background, as
+    # CI may be, passes SIGINT on ignored, and an ignored SIGINT reaches no Python handler)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpts = out / "steps" / "train-frozen" / "frozen" / "checkpoints"
     deadline = time.time() + 300
     while not (ckpts.is_dir() and any(p.name.startswith("step_") for p in ckpts.iterdir())):
