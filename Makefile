@@ -27,8 +27,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --timeout 900 tests
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --timeout 900 -p no:randomly notebooks
 
-## the unit tier only (no test marked slow, no notebooks): 430 tests, ~2.7 min of CPU on 2 workers
-## (5 min 48 s wall on the shared 2-core machine at load 3-6; about 1.5 min quiet; README)
+## the unit tier only (no test marked slow, no notebooks): 436 tests in 1 min 25 s on a quiet
+## 2-core machine (README)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --timeout 900 -m "not slow" tests
 
