@@ -811,6 +811,32 @@ def heldout_split(pair: Pair) -> str | None:
     return "excluded" if bucket(pair.ru) < HOLDOUT_PERCENT else None
 
 
+SUITE_HOLDOUT_PERCENT = 10  # concepts whose id hashes into bucket < 10 (about 10%): the "suite" holdout
+
+
+def suite_holdout() -> list[str]:
+    """The concepts the offline evaluation suites and the probes call held out (about 10%, by a
+    hash of the id): train with `concepts?holdout=suite` and training never mentions them."""
+    return sorted(c for c in LEXICON if bucket(c) < SUITE_HOLDOUT_PERCENT)
+
+
+def parse_holdout(value: "str | list[str] | tuple[str, ...]") -> tuple[str, ...]:
+    """`"suite"`, `"cat dog"` / `"cat;dog"` (a corpus spec's `holdout=` value) or a list of ids ->
+    sorted concept ids, each checked against `LEXICON`."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace(";", " ").replace("+", " ").split() if p]
+    else:
+        parts = [str(p) for p in value]
+    ids: set[str] = set()
+    for part in parts:
+        ids |= set(suite_holdout()) if part == "suite" else {part}
+    unknown = sorted(ids - set(LEXICON))
+    if unknown:
+        raise ValueError(f"unknown concept id(s) {unknown[:5]} in holdout: use 'suite' or ids from "
+                         "bvvlab.concepts.LEXICON, e.g. concepts?holdout=cat+dog")
+    return tuple(sorted(ids))
+
+
 @functools.lru_cache(maxsize=None)
 def _pools(exclude: frozenset[str]) -> _Pools:
     return _Pools(exclude)
@@ -948,4 +974,4 @@ class ConceptCorpus:
 
 
 __all__ = ["CATEGORIES", "LEXICON", "Concept", "ConceptConfig", "ConceptCorpus", "Pair", "TEMPLATES", "eval_pairs",
-           "heldout_split", "sample_pair", "word_line"]
+           "heldout_split", "parse_holdout", "sample_pair", "suite_holdout", "word_line"]

@@ -16,6 +16,12 @@ Sources (`CORPORA` lists the names):
   `parallel_ratio`, `holdout_concepts`, ...). "train" is unbounded.
 - "instructions": instruction infusion in the prompt formats of docs/recipe.md section 7
   (`InstructionCorpus`), built from training splits only; "train" only, unbounded.
+- Both generated sources take options in the spec as a query string, so a training `corpus=`
+  can carry them: "concepts?holdout=suite" never mentions the suite's held-out concepts
+  (`concepts.suite_holdout`, about 10%, what `bvvlab eval` and `bvvlab probe` report apart);
+  "concepts?holdout=cat+dog" names them; "concepts?parallel_ratio=0.7". A mixture whose
+  generated sources hold out different concepts is refused (`heldout_concepts`): instruction
+  questions would otherwise teach the concepts the concept corpus holds out.
 - a path: a `.txt` file (one document per blank-line-separated paragraph), a `.jsonl` file
   (one JSON object per line with a `text` field and an optional `lang`), either of them
   `.gz`-compressed, or a directory (one document per `*.txt` file, recursively, sorted).
@@ -192,6 +198,57 @@ def parse_hf_spec(spec: str, **options: Any) -> tuple[str, dict[str, Any]]:
     return name, opts
 
 
+GENERATED_OPTIONS = {"concepts": ("holdout", "parallel_ratio", "word_share"), "instructions": ("holdout", "question_share")}
+
+
+def split_spec(spec: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """`"concepts?holdout=suite&parallel_ratio=0.7"` -> ("concepts", {"holdout_concepts": (...),
+    "parallel_ratio": 0.7}); any other source -> (spec, {})."""
+    from urllib.parse import parse_qsl
+
+    src = os.fspath(spec)
+    base, sep, query = src.partition("?")
+    if not sep or base not in GENERATED_OPTIONS:
+        return src, {}
+    opts: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in GENERATED_OPTIONS[base]:
+            raise CorpusError(f"{src}: unknown option {key!r}: {base} takes {', '.join(GENERATED_OPTIONS[base])}")
+        if key == "holdout":
+            try:
+                opts["holdout_concepts"] = _concepts.parse_holdout(value)
+            except ValueError as exc:
+                raise CorpusError(f"{src}: {exc}") from None
+        else:
+            try:
+                opts[key] = float(value)
+            except ValueError:
+                raise CorpusError(f"{src}: {key}={value!r} is not a number: give e.g. {key}=0.5") from None
+            if not 0.0 <= opts[key] <= 1.0:
+                raise CorpusError(f"{src}: {key}={value} is a share and must be in [0, 1], e.g. {key}=0.5")
+    return base, opts
+
+
+def source_base(spec: Any) -> Any:
+    """The source's name without its options ("concepts?holdout=suite" -> "concepts")."""
+    return split_spec(spec)[0] if isinstance(spec, (str, os.PathLike)) else spec
+
+
+def heldout_concepts(weights: Iterable[Any]) -> list[str]:
+    """The concepts a training mixture never mentions: those its generated sources hold out.
+    Empty when it has no generated source or they hold out nothing; a mixture whose generated
+    sources disagree is refused (one of them would teach what the other holds out)."""
+    seen = {}
+    for spec in weights:
+        base, opts = split_spec(spec) if isinstance(spec, (str, os.PathLike)) else (None, {})
+        if base in GENERATED_OPTIONS:
+            seen[os.fspath(spec)] = tuple(opts.get("holdout_concepts", ()))
+    if len(set(seen.values())) > 1:
+        raise CorpusError(f"{' and '.join(seen)} hold out different concepts: give every generated source the same "
+                          "holdout=, e.g. concepts?holdout=suite,instructions?holdout=suite")
+    return sorted(next(iter(seen.values()), ()))
+
+
 def _is_saved(local: Path) -> bool:
     """A folder written by `save_to_disk` (Dataset or DatasetDict)."""
     return local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists())
@@ -305,7 +362,8 @@ def iter_documents(source: str | os.PathLike, split: str = "train", seed: int = 
     `options` go to the source: `ConceptCorpus` keywords for "concepts", `InstructionCorpus`
     keywords for "instructions", `text_column`/`lang`/... for "hf:" sources.
     """
-    src = os.fspath(source)
+    src, spec_opts = split_spec(source)
+    options = {**spec_opts, **options}
     if src in PARALLEL_FILES:
         _check_split(split, src)
         if options:
@@ -315,11 +373,15 @@ def iter_documents(source: str | os.PathLike, split: str = "train", seed: int = 
         _check_split(split, src)
         try:
             corpus = _concepts.ConceptCorpus(seed=seed, **options)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise CorpusError(f"bad option for concepts: {exc}") from None
         return corpus.documents(split)
     if src == "instructions":
-        return InstructionCorpus(seed=seed, **options).documents(split)
+        try:
+            corpus = InstructionCorpus(seed=seed, **options)
+        except (TypeError, ValueError) as exc:
+            raise CorpusError(f"bad option for instructions: {exc}") from None
+        return corpus.documents(split)
     if src.startswith("hf:"):
         return _hf_documents(src, split, **options)
     path = Path(src).expanduser()
@@ -365,8 +427,10 @@ def mix(weights: dict[Any, float], split: str = "train", seed: int = 0) -> Itera
     for key, w in weights.items():
         if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
             raise CorpusError(f"weight of {_source_key(key)!r} must be a positive number, got {w!r}")
-        if isinstance(key, str) and key not in CORPORA and not key.startswith("hf:") and not Path(key).expanduser().exists():
+        if isinstance(key, str) and source_base(key) not in CORPORA and not key.startswith("hf:") \
+                and not Path(key).expanduser().exists():
             raise _unknown(key)
+    heldout_concepts(weights)
     keys = list(weights)
     streams = {i: _stream(k, split, seed, cycle=split == "train") for i, k in enumerate(keys)}
     chars = {i: 0 for i in streams}

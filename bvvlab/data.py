@@ -55,6 +55,11 @@ def normalize_weights(corpus: str | dict[str, float]) -> dict[str, float]:
         if not (float(w) > 0):
             raise ValueError(f"corpus weight of {name!r} is {w}: weights must be > 0")
         out[str(name)] = float(w)
+    from bvvlab import corpora
+
+    for name in out:
+        corpora.split_spec(name)  # a generated source's options (`concepts?holdout=suite`) are checked now
+    corpora.heldout_concepts(out)
     return out
 
 
@@ -124,9 +129,9 @@ def iter_texts(weights: dict[str, float], split: str, seed: int) -> Iterator[str
 def held_out_weights(weights: dict[str, float]) -> dict[str, float]:
     """The validation mixture of a training mixture: the same sources and weights, less those
     that have no held-out split (instruction infusion is made from training text)."""
-    from bvvlab.corpora import TRAIN_ONLY
+    from bvvlab.corpora import TRAIN_ONLY, source_base
 
-    held = {k: v for k, v in weights.items() if k not in TRAIN_ONLY}
+    held = {k: v for k, v in weights.items() if source_base(k) not in TRAIN_ONLY}
     if not held:
         raise ValueError(f"{', '.join(weights)} has no validation split: add a source with held-out text, "
                          "e.g. corpus=libreoffice-en-ru:0.9,instructions:0.1")
@@ -139,9 +144,9 @@ def resolve_max_chars(weights: dict[str, float], split: str, max_chars: int | No
     a generated source has no end at all, so it needs an explicit budget."""
     if max_chars is not None or split != "train":
         return max_chars
-    from bvvlab.corpora import GENERATED
+    from bvvlab.corpora import GENERATED, source_base
 
-    endless = [name for name in weights if name in GENERATED]
+    endless = [name for name in weights if source_base(name) in GENERATED]
     if endless:
         raise ValueError(f"{endless[0]} generates text without end: set train_chars= (e.g. train_chars=2000000)")
     if len(weights) == 1:

@@ -16,6 +16,7 @@ or a path to a user task file (.jsonl of question, choices, answer).
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 from pathlib import Path
@@ -161,16 +162,37 @@ def load_models(paths: list[str], device: str = "cpu") -> list[tuple[str, Any, A
     return models
 
 
+def heldout_warnings(paths: list[str], tasks: list) -> list[str]:
+    """One line per checkpoint whose recorded training mentioned the suite's held-out concepts,
+    when `tasks` has `/heldout` rows: those rows would measure trained concepts. Checkpoints that
+    record no training (a Hub model, a fused one) are not judged."""
+    from bvvlab.probe import trained_holdout
+
+    if not any(t.name.endswith("/heldout") for t in tasks):
+        return []
+    want, out = set(E.suite_holdout_concepts()), []
+    for path in paths:
+        held = trained_holdout(path)
+        if held is not None and not want <= set(held):
+            out.append(f"{path}: its training did not hold out the suite's {len(want)} held-out concepts, so its "
+                       "/heldout rows measure trained concepts; train with corpus concepts?holdout=suite")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     protocol = args.suite == "paper" or args.protocol
     runs = args.runs if args.runs is not None else (10 if args.suite == "paper" else 1)
     sample = args.sample if args.sample is not None else runs > 1
     tasks, bpc = resolve_suite(args.suite, args.suite_dir, args.limit)
     models = load_models(args.checkpoints, args.device)
+    warnings = heldout_warnings(args.checkpoints, tasks)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     rows = evaluate_models(models, tasks, bpc=bpc, runs=runs, sample=sample, protocol=protocol, limit=args.limit,
                            batch=args.batch, bpc_chars=args.bpc_chars, seed=args.seed)
     out = write_report(rows, args.out, {"suite": args.suite, "checkpoints": [str(p) for p in args.checkpoints],
-                                        "runs": runs, "sample": sample, "limit": args.limit})
+                                        "runs": runs, "sample": sample, "limit": args.limit,
+                                        "warnings": warnings})
     print(markdown_table(rows), end="")
     print(f"wrote {out}/results.json, results.md, results.html")
     return 0

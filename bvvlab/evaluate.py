@@ -756,9 +756,8 @@ def hub_task(name: str, local: str | Path | None = None, limit: int | None = Non
 
 SUITE_DIR = Path(__file__).resolve().parent / "assets" / "eval"  # the package data (moved from data/eval)
 SUITE_VERSION = 1
-# concepts the suites call "held out": every concept whose id hashes into bucket < 10 (about 10%);
-# train with ConceptCorpus(holdout_concepts=suite_holdout_concepts()) and these never appear in training
-SUITE_HOLDOUT_PERCENT = 10
+# concepts the suites call "held out": every concept whose id hashes into bucket < 10 (about 10%,
+# `concepts.suite_holdout`); train with corpus `concepts?holdout=suite` and these never appear in training
 TRANSLATION_PAIRS = 128  # per direction, as the paper's OPUS-100 run (section 7)
 TRANSLATION_MAX_CHARS = 160  # short LibreOffice paragraphs: prompt + answer fit a small model's context
 
@@ -766,7 +765,7 @@ TRANSLATION_MAX_CHARS = 160  # short LibreOffice paragraphs: prompt + answer fit
 def suite_holdout_concepts() -> list[str]:
     from bvvlab import concepts as C
 
-    return sorted(c for c in C.LEXICON if C.bucket(c) < SUITE_HOLDOUT_PERCENT)
+    return C.suite_holdout()
 
 
 def _concept_rows(seed: int = 0) -> dict[str, list[dict]]:

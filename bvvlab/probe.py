@@ -157,6 +157,38 @@ def file_items(path: str | os.PathLike) -> list[Item]:
     return items
 
 
+def trained_holdout(path: str | os.PathLike) -> list[str] | None:
+    """The concepts a bvvlab checkpoint's training never showed (the `holdout=` of the generated
+    sources of its recorded corpus); None when it records no training config (a Hugging Face
+    directory, a fused checkpoint, an untrained model)."""
+    from bvvlab import checkpoints as C
+    from bvvlab.corpora import heldout_concepts
+
+    try:
+        config = C.read_trainer_meta(C.resolve(_split_spec(path)[0])).get("config") or {}
+    except Exception:  # noqa: BLE001 - no bvvlab run: nothing recorded
+        return None
+    return heldout_concepts(config["corpus"]) if "corpus" in config else None
+
+
+def resolve_heldout(heldout: str | Iterable[str], checkpoints: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """`"auto"`: what the checkpoints' training held out (they must agree; models that record no
+    training, e.g. an untrained twin, are skipped); `"suite"`: `concepts.suite_holdout()`; `""`:
+    none; a comma-separated string or a list: those ids."""
+    if isinstance(heldout, str) and heldout.strip() == "auto":
+        found = {str(c): h for c in checkpoints if (h := trained_holdout(c)) is not None}
+        if len({tuple(h) for h in found.values()}) > 1:
+            raise ProbeError("the checkpoints were trained with different held-out concepts (" +
+                             "; ".join(f"{c}: {len(h)}" for c, h in found.items()) +
+                             "): probe them apart, or name the held-out set with --heldout suite|ID,ID")
+        return next(iter(found.values()), [])
+    parts = heldout.replace(",", " ").split() if isinstance(heldout, str) else list(heldout)
+    try:
+        return list(_concepts.parse_holdout(parts))
+    except ValueError as exc:
+        raise ProbeError(str(exc).replace("concepts?holdout=cat+dog", "--heldout cat,dog")) from None
+
+
 def load_items(spec: str, heldout: Iterable[str] = (), limit: int | None = None) -> list[Item]:
     """`concepts`, `sentences` or a file path."""
     if spec == "concepts":
@@ -1102,7 +1134,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
     p.add_argument("--layers", default=None, help="comma-separated layer indices (default: all, 0 = embedding output)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the probes")
-    p.add_argument("--heldout", default="", help="comma-separated concept ids training never showed (reported apart)")
+    p.add_argument("--heldout", default="auto",
+                   help="concepts reported apart: auto (what the checkpoints' training held out, default), suite, "
+                        "comma-separated ids, or '' for none")
     p.add_argument("--limit", type=int, default=None, help="at most this many pairs (concepts or sentences of each source)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cka-level", choices=("item", "token"), default="item",
@@ -1114,7 +1148,7 @@ def add_cli(subparsers) -> None:
     def run(args) -> int:
         if Path(args.out).exists() and not args.overwrite:
             raise ProbeError(f"{args.out} already exists: choose another --out or pass --overwrite")
-        items = load_items(args.items, [h for h in args.heldout.split(",") if h], args.limit)
+        items = load_items(args.items, resolve_heldout(args.heldout, args.checkpoints), args.limit)
         metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,
                                           args.device, args.batch_size, not args.no_latent, args.cka_level, seed=args.seed)
         out = write_run(args.out, metrics, states, items, args.umap, args.seed, args.overwrite)
@@ -1127,5 +1161,5 @@ def add_cli(subparsers) -> None:
 
 __all__ = ["Item", "ProbeError", "States", "cka_matrix", "concept_items", "file_items", "hidden_states",
            "latent_language", "layer_metrics", "lens_logits", "linear_cka", "load_items", "load_model", "load_models",
-           "metric_curves", "probe_accuracy", "probe_models", "remove_language_directions", "retrieval",
-           "sentence_items", "silhouette", "slider_figure", "write_run"]
+           "metric_curves", "probe_accuracy", "probe_models", "remove_language_directions", "resolve_heldout", "retrieval",
+           "sentence_items", "silhouette", "slider_figure", "trained_holdout", "write_run"]

@@ -12,6 +12,8 @@ import pytest
 from bvvlab import concepts as C
 from bvvlab import corpora as K
 from bvvlab.runinfo import data_dir
+from bvvlab import data as D
+from bvvlab.errors import CorpusError
 
 # the numbers bvvlab/assets/corpora/README.md documents: (pairs, chars en, chars target) per split
 EXPECTED = {
@@ -454,3 +456,39 @@ def test_cli_prints_documents_as_json_lines(tmp_path, capsys):
     assert args.func(args) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["text"], r["lang"]) for r in rows] == [("Hello.", "en"), ("Привет.", "ru")]
+
+
+# ------------------------------------------------------------------- held-out concepts in a corpus spec
+
+def test_generated_sources_take_holdout_in_the_spec_and_never_show_it():
+    held = set(C.suite_holdout())
+    assert 20 <= len(held) <= 50 and held == set(C.parse_holdout("suite"))
+    weights = D.normalize_weights("libreoffice-en-ru:0.4,concepts?holdout=suite:0.5,instructions?holdout=suite:0.1")
+    assert K.heldout_concepts(weights) == sorted(held)
+    docs = K.take(K.mix(weights, seed=3), 3000)
+    generated = [d for d in docs if d.source in ("concepts", "instructions")]
+    assert len(generated) > 1000 and not any(held & set(d.meta.get("concepts", ())) for d in generated)
+    # the same mixture without the option does mention them: the check above can fail
+    plain = K.take(K.mix({"concepts": 0.5, "instructions": 0.5}, seed=3), 3000)
+    assert any(held & set(d.meta.get("concepts", ())) for d in plain)
+    # word lines spell the lemma: none of a held-out concept's lemmas appears in a concept document
+    lemmas = {C.LEXICON[c].ru_lemma for c in held}
+    words = {w for d in generated if d.source == "concepts" for w in re.findall(r"[а-яё]+", d.text.lower())}
+    assert not words & lemmas
+    # named ids, and the validation mixture keeps the option and drops the train-only source
+    assert K.heldout_concepts({"concepts?holdout=cat+dog": 1.0}) == ["cat", "dog"]
+    assert list(D.held_out_weights(weights)) == ["libreoffice-en-ru", "concepts?holdout=suite"]
+    assert K.source_fingerprint("concepts?holdout=suite") != K.source_fingerprint("concepts")
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("concepts?holdout=kat", "unknown concept id(s) ['kat']"),
+    ("concepts?colour=1", "unknown option 'colour'"),
+    ("concepts?parallel_ratio=lots", "is not a number"),
+    ("concepts?parallel_ratio=2", "must be in [0, 1]"),
+    ("concepts?holdout=suite,instructions:0.1", "hold out different concepts"),
+])
+def test_bad_holdout_specs_are_one_line(spec, words):
+    with pytest.raises(CorpusError) as ei:
+        D.normalize_weights(spec)  # when the config is made, before any text is read
+    assert words in str(ei.value) and "\n" not in str(ei.value)

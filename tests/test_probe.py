@@ -349,3 +349,37 @@ def test_cli_probes_a_fused_checkpoint(fused, tmp_path):
         r = m["models"][k]["retrieval"]
         assert len(r) == n and all(np.isfinite(x["top1"]) and np.isfinite(x["mrr_en2ru"]) for x in r)
     assert np.array(m["cka"]["fused/b"]["matrix"]).shape == (3, 4)
+
+
+def test_heldout_auto_reads_what_the_training_held_out(tiny, tmp_path, capsys):
+    model, tok, _, llama_dir = tiny
+    held = save_checkpoint(model, tok, tmp_path / "held", {"train_config": {"corpus": {
+        "libreoffice-en-ru": 0.5, "concepts?holdout=suite": 0.4, "instructions?holdout=suite": 0.1}}})
+    named = save_checkpoint(model, tok, tmp_path / "named", {"train_config": {"corpus": {"concepts?holdout=cat+dog": 1.0}}})
+    plain = save_checkpoint(model, tok, tmp_path / "plain", {"train_config": {"corpus": {"concepts": 1.0}}})
+    suite = P.resolve_heldout("suite")
+    assert P.trained_holdout(held) == suite and P.trained_holdout(plain) == [] and P.trained_holdout(llama_dir) is None
+    # auto: the trained checkpoints agree; a model that records no training (an HF directory) is skipped
+    assert P.resolve_heldout("auto", [held, llama_dir]) == suite
+    assert P.resolve_heldout("auto", [plain]) == [] and P.resolve_heldout("", [held]) == []
+    assert P.resolve_heldout("dog,cat") == ["cat", "dog"] == P.resolve_heldout(["cat", "dog"])
+    items = P.load_items("concepts", P.resolve_heldout("auto", [held]), limit=10)
+    assert {it.pair for it in items if it.heldout} == set(suite)
+    with pytest.raises(P.ProbeError, match="different held-out concepts") as ei:
+        P.resolve_heldout("auto", [held, named])
+    assert "\n" not in str(ei.value)
+    with pytest.raises(P.ProbeError, match=r"unknown concept id\(s\) \['kat'\].*--heldout cat,dog"):
+        P.resolve_heldout("kat")
+
+
+def test_eval_warns_when_heldout_rows_were_trained(tiny, tmp_path):
+    from bvvlab import eval_report as R
+
+    model, tok, _, llama_dir = tiny
+    held = save_checkpoint(model, tok, tmp_path / "held", {"train_config": {"corpus": {"concepts?holdout=suite": 1.0}}})
+    plain = save_checkpoint(model, tok, tmp_path / "plain", {"train_config": {"corpus": {"concepts": 1.0}}})
+    tasks, _ = R.resolve_suite("concepts-category/heldout", limit=3)
+    warnings = R.heldout_warnings([str(held), str(plain), str(llama_dir)], tasks)
+    assert len(warnings) == 1 and warnings[0].startswith(str(plain)) and "concepts?holdout=suite" in warnings[0]
+    trained_only, _ = R.resolve_suite("concepts-category/trained", limit=3)
+    assert R.heldout_warnings([str(plain)], trained_only) == []
