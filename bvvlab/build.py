@@ -176,6 +176,25 @@ def freeze(model: torch.nn.Module, n_blocks: int) -> list[int]:
     return list(range(n_blocks))
 
 
+def add_lora(model: torch.nn.Module, blocks: list[int], rank: int, alpha: float | None, seed: int) -> dict[str, Any]:
+    """A trainable rank-`rank` LoRA update (bvvlab.lora) on every linear layer of the frozen
+    `blocks` (attention qkv_proj (q, k, v fused) and o_proj, MLP up_proj and down_proj), their
+    base weights left frozen: growth's "low-rank update of the earlier layers" (docs/recipe.md
+    section 6). The A matrices come from a generator seeded by `seed` (the global RNG is not
+    drawn from), B starts at zero, so the model's outputs are unchanged at the start. Returns
+    what was done, for meta.json; {} for rank 0."""
+    from bvvlab import lora
+
+    if not rank:
+        return {}
+    alpha = float(rank if alpha is None else alpha)
+    gen = torch.Generator().manual_seed(seed)
+    names = [f"model.blocks.{i}.{n}" for i in blocks for n in lora.apply(model.model.blocks[i], rank, alpha, gen)]
+    params = sum(p.numel() for m in lora.adapted(model).values() for p in (m.lora_A, m.lora_B))
+    return {"rank": rank, "alpha": alpha, "scale": alpha / rank, "blocks": list(blocks), "modules": names,
+            "params": params}
+
+
 def embedding_hash(model: torch.nn.Module) -> str:
     """sha256 of the input matrix, as the model records it in `config.embedding_hash`."""
     from bvvlab.model import matrix_sha256

@@ -219,7 +219,8 @@ def compile_model(model: torch.nn.Module) -> Callable:
 
 # ---------------------------------------------------------------------------------------------
 # vocabulary and model: bvvlab.build
-from bvvlab.build import (_config_diff, _EmbeddedView, build_model, build_model_config,  # noqa: E402,F401
+from bvvlab import lora  # noqa: E402
+from bvvlab.build import (_config_diff, _EmbeddedView, add_lora, build_model, build_model_config,  # noqa: E402,F401
                           embedding_hash, freeze, init_from_checkpoint, model_dim, prepare_embedded)
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +391,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     (WORLD_SIZE > 1) the process group is set up here (NCCL on GPU, Gloo on CPU).
     """
     info = dist.dist_info()
-    cfg.validate(info.world)
+    cfg.validate(info.world, before_resume=cfg.resume)
     if cfg.tensorboard:
         try:
             importlib.import_module("torch.utils.tensorboard")
@@ -518,11 +519,18 @@ class _Run:
         self.sampler = D.BatchSampler(self.train_shard, cfg.seq_len, cfg.batch_size, seed=cfg.seed,
                                       rank=self.info.rank, world_size=self.world)
         self.frozen_blocks = freeze(model, cfg.freeze_blocks)  # before the optimizer: it takes trainable ones only
+        # LoRA on the frozen blocks (growth): adapters train, base weights stay frozen; checkpoints hold them merged
+        self.lora = add_lora(model, self.frozen_blocks, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
         self.opt = make_optimizer(model, cfg, self.device)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, cfg) / cfg.lr)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if resume_from is not None:
             state = C.read_trainer_state(resume_from)
+            if self.lora:  # model.safetensors holds merged weights: the unmerged base and adapters come from here
+                if "lora" not in state:
+                    raise C.CheckpointError(f"{resume_from} has no LoRA state in {C.STATE_FILE} but the run has "
+                                            f"lora_rank={cfg.lora_rank}: resume with the run's own settings")
+                lora.load_state(model, state["lora"])
             self.opt.load_state_dict(state["optimizer"])
             for g in self.opt.param_groups:  # the kernel (fused/foreach) is this run's choice, not saved state
                 g.update({k: self.opt.defaults[k] for k in ("fused", "foreach") if k in self.opt.defaults})
@@ -553,6 +561,7 @@ class _Run:
         cfg, out = self.cfg, self.out
         meta = run_meta(cfg, seed=cfg.seed, world_size=self.world, dtype=self.dtype, matrix_hash=self.matrix_hash,
                         embedding=self.embedded_meta, init=self.init, frozen_blocks=self.frozen_blocks,
+                        lora=self.lora or None,
                         optimizer="AdamW fused" if self.opt.defaults.get("fused") else "AdamW foreach",
                         data={"train": self.train_shard.meta, "validation": self.val_shard.meta},
                         model={"config": self.model.config.to_dict(),
@@ -598,9 +607,12 @@ class _Run:
 
     def trainer_state(self) -> dict[str, Any]:
         rngs = dist.gather_objects(rng_state(), self.world)  # collective under DDP: every rank takes part
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "sampler": self.batches.state_dict(), "rng": rngs,
-                "config": dataclasses.asdict(self.cfg)}
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict(), "sampler": self.batches.state_dict(), "rng": rngs,
+                 "config": dataclasses.asdict(self.cfg)}
+        if self.lora:  # the unmerged base weights and adapters: a resume continues from these exactly
+            state["lora"] = lora.state(self.model)
+        return state
 
     def save(self) -> Path:
         t0 = time.perf_counter()
@@ -608,8 +620,9 @@ class _Run:
         path = self.out / "checkpoints" / f"{CKPT_PREFIX}{self.step:07d}"
         if self.is_main:
             ckpt_meta = {**self.meta, "step": self.step, "tokens_seen": self.tokens_seen}
-            path = C.save_trainer_checkpoint(self.out, self.step, self.model, self.tokenizer, st, ckpt_meta,
-                                             self.cfg.keep_last, self.frozen_hash)
+            with lora.merged(self.model) as plain:  # model.safetensors: plain merged weights (no LoRA keys)
+                path = C.save_trainer_checkpoint(self.out, self.step, plain, self.tokenizer, st, ckpt_meta,
+                                                 self.cfg.keep_last, self.frozen_hash)
         dist.barrier(self.world)
         self.timers["save_s"] += time.perf_counter() - t0
         return path

@@ -65,14 +65,17 @@ class TrainConfig:
     init_from: str | None = None  # start from this checkpoint's weights (run or step folder; growth: a shallower model)
     new_block_init: str = "random"  # blocks init_from lacks: "random" (seeded) or "copy" (of the block below)
     freeze_blocks: int = 0  # the first N blocks are not trained (layer-wise growth trains only new blocks + head)
+    lora_rank: int = 0  # rank of a trainable LoRA update of every linear layer of the frozen blocks (0 = none)
+    lora_alpha: float | None = None  # LoRA scale numerator: the update is (alpha / rank) B A; None = rank (scale 1)
     progress: bool = True  # tqdm bars
 
     # not a field (never saved or compared): the keys make_config was given explicitly ("model.<f>"
     # for a model override); a resume applies only these over the saved config. None = every key.
     _explicit = None
 
-    def validate(self, world_size: int = 1) -> None:
-        """Bad input fails here, before anything is read or written."""
+    def validate(self, world_size: int = 1, before_resume: bool = False) -> None:
+        """Bad input fails here, before anything is read or written. `before_resume`: the saved
+        config of a resume is still to be merged in, so checks across keys it supplies wait."""
         if self.steps <= 0:
             raise ValueError(f"steps={self.steps}: steps must be > 0")
         for name in ("seq_len", "batch_size", "grad_accum", "log_every", "eval_batches", "save_every",
@@ -99,6 +102,7 @@ class TrainConfig:
             raise ValueError(f"new_block_init={self.new_block_init!r}: use random or copy")
         if self.freeze_blocks < 0:
             raise ValueError(f"freeze_blocks={self.freeze_blocks}: must be >= 0")
+        check_lora(self.lora_rank, self.lora_alpha, None if before_resume else self.freeze_blocks)
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other: pick one")
         if not (self.lr > 0) or self.min_lr < 0 or self.min_lr > self.lr:
@@ -109,6 +113,23 @@ class TrainConfig:
         if self.dim is not None and width is not None and int(width) != int(self.dim):
             raise ValueError(f"dim={self.dim} but model.hidden_size={width}: the embedding feeds the blocks "
                              "directly, so give one of them (or the same value)")
+
+
+def check_lora(rank: Any, alpha: Any = None, frozen: int | None = None) -> tuple[int, float | None]:
+    """(rank, alpha) of a LoRA setting, or one line naming what is wrong and the fix: the rank is
+    an integer >= 0 (0 = off), alpha a number > 0 or None (= rank), and with `frozen` given,
+    a rank > 0 needs frozen blocks to adapt (LoRA updates only the frozen blocks)."""
+    rank = _coerce("lora_rank", rank)  # not an integer: one line with the fix (_HINTS)
+    if rank < 0:
+        raise ValueError(f"lora_rank={rank}: give an integer >= 0 (0 = no LoRA), e.g. lora_rank=8")
+    alpha = _coerce("lora_alpha", alpha)
+    if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"lora_alpha={alpha!r}: give a number > 0 (the update is scaled by alpha / rank), or leave "
+                         "it unset (= lora_rank, scale 1)")
+    if rank and frozen == 0:
+        raise ValueError(f"lora_rank={rank} but freeze_blocks=0: LoRA adapts the frozen blocks and none are frozen; "
+                         "set freeze_blocks=N (or grow in stages), or lora_rank=0")
+    return rank, alpha
 
 
 def check_model_keys(model: dict[str, Any]) -> None:
@@ -130,6 +151,10 @@ def check_model_keys(model: dict[str, Any]) -> None:
 
 def config_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+# what a type error of these keys adds to its line (the fix, where "expected an integer" is not enough)
+_HINTS = {"lora_rank": " >= 0 (0 = no LoRA), e.g. lora_rank=8", "lora_alpha": " > 0, or none (= lora_rank)"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -163,7 +188,7 @@ def _coerce(name: str, value: Any) -> Any:
               str: False}.get(base, True)
         if not ok:
             kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(base, str(base))
-            raise ValueError(f"{name}={value!r}: expected {kind}")
+            raise ValueError(f"{name}={value!r}: expected {kind}{_HINTS.get(name, '')}")
         return int(value) if base is int else float(value) if base is float else value
     if value.lower() in ("none", "null") and optional:
         return None
@@ -183,12 +208,12 @@ def _coerce(name: str, value: Any) -> Any:
                 as_float = math.nan
             if as_float.is_integer():
                 return int(as_float)
-            raise ValueError(f"{name}={value!r}: expected an integer") from None
+            raise ValueError(f"{name}={value!r}: expected an integer{_HINTS.get(name, '')}") from None
     if base is float:
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"{name}={value!r}: expected a number") from None
+            raise ValueError(f"{name}={value!r}: expected a number{_HINTS.get(name, '')}") from None
     return value
 
 
