@@ -8,7 +8,13 @@ trainer run once per stage:
     stage k: model.num_hidden_layers = depth_k, init_from = stage k-1's run folder,
              freeze_blocks = depth_(k-1), new blocks random (seeded) or copies of the block below
 
-so every stage is an ordinary run folder (`OUT/stage_K/`: a Hugging Face model directory with
+With `lora_rank=r`, every stage that has frozen blocks (all but the first, when growing from
+scratch) also trains a rank-r LoRA update of every linear layer of those blocks (the recipe's "so
+that the lower layers do not ossify"; `build.add_lora`, `bvvlab.lora`): their base weights stay
+frozen, each checkpoint holds the merged plain weights, and the next stage freezes those merged
+weights and adds fresh adapters.
+
+So every stage is an ordinary run folder (`OUT/stage_K/`: a Hugging Face model directory with
 checkpoints, metrics and meta.json recording `init` (parent checkpoint, new blocks, how they were
 initialised) and `frozen_blocks`), resumes exactly like any run (mid-stage from its last
 checkpoint; a finished stage is skipped), and loads anywhere a checkpoint does. All stages and the
@@ -36,7 +42,7 @@ import torch
 from bvvlab import checkpoints as C
 from bvvlab.atomic import ensure_dir, write_json_atomic
 from bvvlab.train import read_metrics, train
-from bvvlab.train_config import TrainConfig, make_config
+from bvvlab.train_config import TrainConfig, check_lora, make_config
 
 
 def parse_stages(stages: str | Sequence[int]) -> list[int]:
@@ -81,8 +87,12 @@ def shared_embedding(base: TrainConfig, out: Path) -> str:
 
 
 def _linear_weights(module: torch.nn.Module) -> tuple[int, int]:
-    """(all, trainable) weights of the nn.Linear layers in `module`: the matmuls of a token."""
-    lin = [m.weight for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    """(all, trainable) weights of the nn.Linear layers in `module`: the matmuls of a token. A
+    LoRA layer (bvvlab.lora) is three matmuls: its frozen W, then A and B (x A^T B^T)."""
+    from bvvlab.lora import LoRALinear
+
+    lin = [w for m in module.modules() if isinstance(m, torch.nn.Linear)
+           for w in ((m.weight, m.lora_A, m.lora_B) if isinstance(m, LoRALinear) else (m.weight,))]
     return sum(w.numel() for w in lin), sum(w.numel() for w in lin if w.requires_grad)
 
 
@@ -96,15 +106,19 @@ def training_flops_per_token(model: torch.nn.Module, seq_len: int) -> dict[str, 
         backward = 2 N_bwd + 2 N_train + 8 L_bwd T d
 
     N: weights of the matmuls (every nn.Linear: the blocks' qkv/o/up/down projections and the
-    head; the frozen embedding is a lookup; norms and the softmax are not counted); L blocks; T =
+    head, and a LoRA layer's A and B: r (in + out) more per adapted layer; the frozen embedding
+    is a lookup; norms, the softmax and LoRA's scaling are not counted); L blocks; T =
     seq_len; d = hidden_size (attention scores QK^T and AV: 4 T d per block forward). The backward
     passes through the head and every block from the lowest one holding a trainable weight up
     (N_bwd weights in L_bwd blocks): input gradients cost what the forward did (2 per weight, the
     attention scores 2 x 4 T d, both operands), weight gradients 2 per trainable weight (N_train).
     All trainable: 6 N + 12 L T d. A growth stage training the top L_t blocks (N_t weights with the
     head) over frozen ones: 2 N + 4 L T d + 4 N_t + 8 L_t T d: frozen blocks below cost their
-    forward only. As in the 6N rule, the lowest backward block's input gradient is counted although
-    nothing below it trains (the same convention for the stages and the baselines)."""
+    forward only. LoRA on the frozen blocks makes them trainable (A and B): the backward then runs
+    through every block (their frozen W cost input gradients, 2 per weight, and no weight
+    gradients), so such a stage costs nearly what a monolithic step does. As in the 6N rule, the
+    lowest backward block's input gradient is counted although nothing below it trains (the same
+    convention for the stages and the baselines)."""
     blocks, head = list(model.model.blocks), model.lm_head
     d, L = model.config.hidden_size, len(blocks)
     trains = [any(p.requires_grad for p in b.parameters()) for b in blocks]
@@ -119,18 +133,18 @@ def training_flops_per_token(model: torch.nn.Module, seq_len: int) -> dict[str, 
             "trainable_blocks": [i for i, t in enumerate(trains) if t]}
 
 
-def stage_flops(config: Any, frozen_blocks: int, seq_len: int) -> dict[str, Any]:
+def stage_flops(config: Any, frozen_blocks: int, seq_len: int, lora_rank: int = 0) -> dict[str, Any]:
     """`training_flops_per_token` of a model of `config` (a BVVConfig, or a checkpoint's
-    config.json path) with its first `frozen_blocks` blocks frozen as the trainer freezes them
-    (built on the meta device: no memory, any size)."""
-    from bvvlab.build import freeze
+    config.json path) with its first `frozen_blocks` blocks frozen as the trainer freezes them,
+    and a rank-`lora_rank` LoRA on those (built on the meta device: no memory, any size)."""
+    from bvvlab.build import add_lora, freeze
     from bvvlab.model import BVVConfig, BVVForCausalLM
 
     if not isinstance(config, BVVConfig):
         config = BVVConfig.from_json_file(str(config))
     with torch.device("meta"):
         model = BVVForCausalLM(config)
-    freeze(model, frozen_blocks)
+    add_lora(model, freeze(model, frozen_blocks), lora_rank, None, 0)
     return training_flops_per_token(model, seq_len)
 
 
@@ -141,27 +155,40 @@ def _stage_record(run: Path, depth: int, added: int, frozen: int, steps: int) ->
     final = meta.get("final", {})
     seq_len = int(meta.get("config", {}).get("seq_len") or 0)
     ckpt = C.resolve(run)
-    flops = stage_flops(ckpt / "config.json", frozen, seq_len)["total"] if seq_len else None
+    rank = int((meta.get("lora") or {}).get("rank") or 0)
+    flops = stage_flops(ckpt / "config.json", frozen, seq_len, rank)["total"] if seq_len else None
     tokens = final.get("tokens_seen")
     return {"run": str(run), "checkpoint": str(ckpt), "depth": depth, "new_blocks": added,
             "frozen_blocks": frozen, "steps": steps, "tokens": tokens, "flops_per_token": flops,
             "train_flops": None if flops is None or tokens is None else flops * tokens,
             "first_loss": train_recs[0]["loss"] if train_recs else None,
             "last_loss": train_recs[-1]["loss"] if train_recs else None,
-            "val_bpc": final.get("val_bpc"), "init": meta.get("init")}
+            "val_bpc": final.get("val_bpc"), "init": meta.get("init"), "lora": meta.get("lora")}
 
 
 def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[int], out: str | Path,
          new_block_init: str = "random", from_checkpoint: str | None = None, finetune_steps: int = 0,
-         callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+         callback: Callable[[dict[str, Any]], None] | None = None, lora_rank: int | None = None,
+         lora_alpha: float | None = None) -> dict[str, Any]:
     """Grow a model stage by stage under `out` (see the module docstring); returns growth.json's
     content. Re-running the same call resumes: finished stages are skipped, an interrupted stage
     continues from its last checkpoint. `from_checkpoint` grows an existing model (its blocks
-    are the first frozen ones; `base.vocab` must be the embedding it was trained with)."""
+    are the first frozen ones; `base.vocab` must be the embedding it was trained with).
+    `lora_rank` > 0: a LoRA update of the frozen blocks in every stage that has some (alpha:
+    `lora_alpha`, default the rank; both None: `base`'s lora_rank / lora_alpha); the final
+    fine-tune trains every weight and has none."""
     plan = parse_stages(stages)
     per_stage = _steps(steps, len(plan))
     if finetune_steps < 0:
         raise ValueError(f"finetune_steps={finetune_steps}: must be >= 0")
+    if lora_rank is None:  # the base config's setting
+        lora_rank = base.lora_rank
+        lora_alpha = base.lora_alpha if lora_alpha is None else lora_alpha
+    lora_rank, lora_alpha = check_lora(lora_rank, lora_alpha)
+    lora_alpha = None if not lora_rank else float(lora_rank) if lora_alpha is None else lora_alpha
+    if lora_rank and len(plan) == 1 and not from_checkpoint:
+        raise ValueError(f"lora_rank={lora_rank} but no stage has frozen blocks (one stage from scratch): LoRA adapts "
+                         "the frozen blocks of later stages; give several stages, --from a checkpoint, or lora_rank=0")
     out = ensure_dir(out)
     parent: str | None = None
     depth = 0
@@ -173,13 +200,15 @@ def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[i
                          "vocabulary rebuilt from text could differ; the matrix hash is checked)")
     vocab = shared_embedding(base, out)
     summary: dict[str, Any] = {"stages": [], "plan": plan, "steps": per_stage, "new_block_init": new_block_init,
-                               "from": parent, "embedding": vocab}
+                               "from": parent, "embedding": vocab, "lora_rank": lora_rank,
+                               "lora_alpha": lora_alpha}
 
     def run(name: str, depth: int, frozen: int, steps: int, init_from: str | None) -> Path:
         d = out / name
+        lora = dict(lora_rank=lora_rank, lora_alpha=lora_alpha) if frozen else dict(lora_rank=0, lora_alpha=None)
         cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(d),
                           init_from=init_from, freeze_blocks=frozen, new_block_init=new_block_init,
-                          resume=_holds_run(d), overwrite=False)
+                          resume=_holds_run(d), overwrite=False, **lora)
         train(cfg, callback=callback)  # a finished stage returns at once (after the resume checks of its config)
         return d
 
@@ -257,7 +286,7 @@ def baseline(base: TrainConfig, depth: int, steps: int, out: str | Path, vocab: 
     out = Path(out)
     vocab = vocab or shared_embedding(base, out.parent)
     cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(out),
-                      resume=_holds_run(out), overwrite=False)
+                      resume=_holds_run(out), overwrite=False, lora_rank=0, lora_alpha=None)
     train(cfg, callback=callback)
     return _stage_record(out, depth, depth, 0, steps)
 
@@ -275,6 +304,10 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--new-block-init", choices=("random", "copy"), default="random",
                    help="new blocks: seeded random, or a copy of the block below")
     p.add_argument("--finetune-steps", type=int, default=0, help="a final stage training all blocks")
+    p.add_argument("--lora-rank", default=None, help="rank of a LoRA update of the frozen blocks in every stage "
+                                                   "that has some (0 = none; default: lora_rank=)")
+    p.add_argument("--lora-alpha", default=None, help="LoRA scale numerator: the update is (alpha / rank) B A "
+                                                      "(default: the rank)")
     p.add_argument("--baseline", action="store_true",
                    help="also train the final depth from scratch for the same number of tokens (OUT/baseline)")
     p.add_argument("--baseline-compute", action="store_true",
@@ -286,7 +319,7 @@ def add_cli(subparsers: Any) -> None:
         base = dataclasses.replace(cfg, resume=False, overwrite=False)
         base._explicit = cfg._explicit
         s = grow(base, p_args.stages, steps, out, p_args.new_block_init, p_args.from_checkpoint,
-                 p_args.finetune_steps)
+                 p_args.finetune_steps, lora_rank=p_args.lora_rank, lora_alpha=p_args.lora_alpha)
         if p_args.baseline:
             total = sum(st["steps"] for st in s["stages"])
             s["baseline"] = baseline(base, s["stages"][-1]["depth"], total, out / "baseline", vocab=s["embedding"])

@@ -187,7 +187,7 @@ _GROW_SCRIPT = """
 import os, signal, sys
 from bvvlab import growth as G
 from bvvlab.train import make_config
-fast, out, kill_at = {fast!r}, sys.argv[1], int(sys.argv[2])
+fast, out, kill_at, lora_rank = {fast!r}, sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 starts = []
 
 def kill(rec):  # SIGKILL at step kill_at of the second stage: no handler runs, nothing is saved
@@ -196,22 +196,26 @@ def kill(rec):  # SIGKILL at step kill_at of the second stage: no handler runs, 
         if len(starts) == 2 and rec["step"] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-G.grow(make_config(**fast), "1,1", 6, out, new_block_init="copy", callback=kill if kill_at else None)
+G.grow(make_config(**fast), "1,1", 6, out, new_block_init="copy", callback=kill if kill_at else None,
+       lora_rank=lora_rank)
 """
 
 
 @pytest.mark.slow
-def test_a_sigkilled_growth_run_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_a_sigkilled_growth_run_resumes_to_the_same_weights(tmp_path, lora_rank):
     """A real SIGKILL in stage 2 (between its checkpoints at steps 2 and 4), then the same command
     again: it skips stage 1, resumes stage 2 from step 2 and ends bit-identical to a run never
-    killed. Every run is its own process with the same thread count (CPU kernels deterministic)."""
+    killed. Every run is its own process with the same thread count (CPU kernels deterministic).
+    With LoRA on block 0 in stage 2, the merged weights and the unmerged base + adapters of the
+    trainer state are bit-identical too."""
     fast = {**FAST, "save_every": 2}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     script = _GROW_SCRIPT.format(fast=fast)
 
     def run(out, kill_at=0):
-        return subprocess.run([sys.executable, "-c", script, str(out), str(kill_at)], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run([sys.executable, "-c", script, str(out), str(kill_at), str(lora_rank)], cwd=REPO_ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
 
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     r = run(ref)
@@ -226,3 +230,6 @@ def test_a_sigkilled_growth_run_resumes_to_the_same_weights(tmp_path):
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     steps = [r["step"] for r in read_metrics(killed / "stage_2") if r["kind"] == "train"]
     assert steps == list(range(1, 7))  # every step once: the lost step 3 replayed, not logged twice
+    got, want = (C.read_trainer_state(C.resolve(d / "stage_2")).get("lora", {}) for d in (killed, ref))
+    assert len(got) == (12 if lora_rank else 0)  # 4 adapted layers of block 0: base, A, B each
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
