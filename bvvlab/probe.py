@@ -425,6 +425,12 @@ def lens_logits(norm, head, hidden: torch.Tensor, layer: int, n_layers: int) -> 
     return head(hidden if layer == n_layers else norm(hidden))
 
 
+def _keeps_logits(model: Any) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def _batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad: int):
     """(item indices, ids, mask, hidden states) per left-padded batch of similar lengths; position
     ids count real tokens only, so a padded item sees the positions it would see alone."""
@@ -435,7 +441,9 @@ def _batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad
         idx = order[b:b + batch_size]
         x, mask = left_pad([ids[i] for i in idx], pad, device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = lm.model(input_ids=x, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False)
+        kw = {"logits_to_keep": 1} if _keeps_logits(lm.model) else {}  # the head over every position is not needed
+        out = lm.model(input_ids=x, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False,
+                       **kw)
         hs = _states(lm, out)
         if len(hs) != lm.n_layers + 1:
             raise ProbeError(f"{lm.path}: the model returned {len(hs)} hidden states for {lm.n_layers} layers "
@@ -642,7 +650,7 @@ def probe_accuracy(X: np.ndarray, y: Sequence[str], groups: Sequence[str], folds
     from sklearn.preprocessing import StandardScaler
     import warnings
 
-    y, groups = np.asarray(y), np.asarray(groups)
+    y, groups = np.unique(np.asarray(y), return_inverse=True)[1], np.asarray(groups)  # int labels: a faster fit
     n_groups = len(set(groups.tolist()))
     if n_groups < folds:
         raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
