@@ -15,7 +15,7 @@ PKG = Path(bvvlab.__file__).parent
 FLOORS = {
     1: {"errors", "atomic", "runinfo", "documents", "__init__"},
     2: {"font", "glyphs", "parallel", "concepts", "instructions", "corpora"},
-    3: {"tokenizer", "embeddings", "model", "fused_model", "embedding_views"},
+    3: {"tokenizer", "embeddings", "model", "fused_model", "embedding_views", "lora"},
     4: {"checkpoints", "data"},
     # evaluate sits with the trainer: its bits/char is what every training run reports
     5: {"train_config", "distributed", "evaluate", "build", "train", "notebook_params"},
