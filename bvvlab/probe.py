@@ -847,8 +847,7 @@ def _coords_2d(X: np.ndarray, method: str, seed: int) -> np.ndarray:
             Y = np.pad(Y, ((0, 0), (0, 2 - Y.shape[1])))
     else:
         raise ProbeError(f"map method {method!r}: use 'umap' or 'pca'")
-    Y = Y - Y.mean(0)
-    return Y / max(float(np.abs(Y).max()), 1e-12)
+    return _scaled(Y)
 
 
 def _procrustes(Y: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -857,8 +856,40 @@ def _procrustes(Y: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return Y @ (U @ Vt)
 
 
+MAP_METHODS = ("pca", "umap", "aligned-umap")
+
+
+def _scaled(Y: np.ndarray) -> np.ndarray:
+    Y = Y - Y.mean(0)
+    return Y / max(float(np.abs(Y).max()), 1e-12)
+
+
+def _aligned_umap(states: States, seed: int) -> list[np.ndarray]:
+    """umap-learn's AlignedUMAP over the layers: the same items in every layer (identity relations),
+    so each panel is fitted jointly with its neighbours and they share an orientation."""
+    import umap
+    import warnings
+
+    Xs = [np.asarray(states.pooled[k], np.float64) for k in range(len(states.layers))]
+    Xs = [X - X.mean(0) for X in Xs]
+    n = len(Xs[0])
+    if len(Xs) < 2:
+        return [_coords_2d(Xs[0], "umap", seed)]
+    ident = {i: i for i in range(n)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = umap.AlignedUMAP(n_components=2, n_neighbors=min(15, n - 1), metric="cosine", random_state=seed,
+                               init="random").fit(Xs, relations=[ident] * (len(Xs) - 1))
+    return [_scaled(np.asarray(Y)) for Y in fit.embeddings_]
+
+
 def layer_maps(states: States, method: str = "pca", seed: int = 0) -> list[np.ndarray]:
-    """2-D coordinates per layer (in [-1, 1]), each layer aligned to the one before it."""
+    """2-D coordinates per layer (in [-1, 1]): "pca" or "umap" per layer, each layer Procrustes-
+    aligned to the one before it; "aligned-umap": umap-learn's AlignedUMAP over all layers."""
+    if method not in MAP_METHODS:
+        raise ProbeError(f"map method {method!r}: use one of {', '.join(MAP_METHODS)}")
+    if method == "aligned-umap":
+        return _aligned_umap(states, seed)
     maps: list[np.ndarray] = []
     for k in range(len(states.layers)):
         Y = _coords_2d(states.pooled[k], method, seed)
@@ -1087,12 +1118,14 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
 
 
 def write_run(out: str | os.PathLike, metrics: dict[str, Any], states: dict[str, States], items: Sequence[Item],
-              umap: bool = True, seed: int = 0, overwrite: bool = False) -> Path:
+              umap: bool | str = True, seed: int = 0, overwrite: bool = False) -> Path:
     """metrics.json, metrics.md and the figures into `out`, all or nothing (atomic folder)."""
     from bvvlab.atomic import atomic_dir, write_json_atomic
 
     out = Path(out)
-    method = "umap" if umap else "pca"
+    method = umap if isinstance(umap, str) else ("umap" if umap else "pca")  # True, False or a MAP_METHODS name
+    if method not in MAP_METHODS:
+        raise ProbeError(f"map method {method!r}: use one of {', '.join(MAP_METHODS)}")
     with atomic_dir(out, replace=overwrite) as tmp:
         figs = {}
         t0 = time.perf_counter()
@@ -1138,6 +1171,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (metrics.json, metrics.md, figures)")
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True,
                    help="UMAP maps per layer (default); --no-umap: PCA (fast)")
+    p.add_argument("--aligned-umap", action="store_true",
+                   help="umap-learn's AlignedUMAP over all layers instead (panels fitted jointly)")
     p.add_argument("--pooling", choices=POOLINGS, default="last", help="item vector: last token or mean over tokens")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
     p.add_argument("--layers", default=None, help="comma-separated layer indices (default: all, 0 = embedding output)")
@@ -1159,7 +1194,8 @@ def add_cli(subparsers) -> None:
         items = load_items(args.items, resolve_heldout(args.heldout, args.checkpoints), args.limit)
         metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,
                                           args.device, args.batch_size, not args.no_latent, args.cka_level, seed=args.seed)
-        out = write_run(args.out, metrics, states, items, args.umap, args.seed, args.overwrite)
+        maps = "aligned-umap" if args.aligned_umap else args.umap
+        out = write_run(args.out, metrics, states, items, maps, args.seed, args.overwrite)
         print(markdown_table(metrics["models"]))
         print(f"wrote {out}/metrics.json, metrics.md and {len(metrics['meta']['figures'])} figures")
         return 0

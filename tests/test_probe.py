@@ -383,3 +383,24 @@ def test_eval_warns_when_heldout_rows_were_trained(tiny, tmp_path):
     assert len(warnings) == 1 and warnings[0].startswith(str(plain)) and "concepts?holdout=suite" in warnings[0]
     trained_only, _ = R.resolve_suite("concepts-category/trained", limit=3)
     assert R.heldout_warnings([str(plain)], trained_only) == []
+
+
+@pytest.mark.slow  # numba compiles umap's kernels on the first call (tens of seconds)
+def test_umap_and_aligned_umap_maps_share_an_orientation():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 6
+    X = np.concatenate([c + rng.normal(size=(20, 16)) for c in centres]).astype(np.float32)
+    labels = np.repeat(np.arange(3), 20)
+    st = P.States(np.stack([X, X, X]), [0, 1, 2])  # three identical layers: the maps must agree
+    items = [P.Item(f"w{i}", "en", "", str(labels[i])) for i in range(len(X))]
+    from sklearn.metrics import silhouette_score
+
+    for method in ("umap", "aligned-umap"):
+        maps = P.layer_maps(st, method, seed=0)
+        assert len(maps) == 3 and all(m.shape == (60, 2) and np.abs(m).max() <= 1 + 1e-9 for m in maps)
+        assert silhouette_score(maps[0], labels) > 0.5, method  # the clusters stay apart in 2-D
+        assert max(float(np.abs(maps[k] - maps[0]).mean()) for k in (1, 2)) < 0.15, method  # one orientation
+        fig = P.slider_figure(maps, items, st.layers)
+        assert len(fig.frames) == 3
+    with pytest.raises(P.ProbeError, match="use one of pca, umap, aligned-umap"):
+        P.layer_maps(st, "tsne")
