@@ -812,12 +812,42 @@ def heldout_split(pair: Pair) -> str | None:
 
 
 SUITE_HOLDOUT_PERCENT = 10  # concepts whose id hashes into bucket < 10 (about 10%): the "suite" holdout
+_NOT_FORMS = ("gender", "det", "governs")  # lexicon keys that hold no word of the concept
+_FUNCTION_WORDS = frozenset("a an the to in on at of for в во на у к с о об по за".split())
+
+
+def word_forms(c: Concept) -> frozenset[str]:
+    """Every lower-case English and Russian word the lexicon spells `c` with (the words of its
+    "in the kitchen" / "на кухне" phrases, less the prepositions and articles)."""
+    out: set[str] = set()
+    for key, v in list(c.en.items()) + list(c.ru.items()):
+        if key not in _NOT_FORMS and v != "-":
+            out |= {w for w in v.lower().split() if w not in _FUNCTION_WORDS}
+    return frozenset(out)
+
+
+def holdout_closure(ids) -> tuple[str, ...]:
+    """`ids` and every concept spelt with one of their words: holding out the colour "orange"
+    must also hold out the fruit "orange", or training would print the held-out word."""
+    ids = set(ids)
+    words = set().union(*(word_forms(LEXICON[c]) for c in ids)) if ids else set()
+    return tuple(sorted(ids | {c.id for c in LEXICON.values() if word_forms(c) & words}))
 
 
 def suite_holdout() -> list[str]:
     """The concepts the offline evaluation suites and the probes call held out (about 10%, by a
-    hash of the id): train with `concepts?holdout=suite` and training never mentions them."""
-    return sorted(c for c in LEXICON if bucket(c) < SUITE_HOLDOUT_PERCENT)
+    hash of the id, closed over shared spellings): train with `concepts?holdout=suite` and the
+    generated text never mentions them."""
+    return list(holdout_closure(c for c in LEXICON if bucket(c) < SUITE_HOLDOUT_PERCENT))
+
+
+def mention_pattern(ids) -> "re.Pattern[str] | None":
+    """A whole-word, case-insensitive regex of every word form of the concepts `ids` (None for none):
+    what a filter of free text (the LibreOffice pairs) drops."""
+    import re
+
+    words = sorted(set().union(*(word_forms(LEXICON[c]) for c in ids)) if ids else set(), key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE) if words else None
 
 
 def parse_holdout(value: "str | list[str] | tuple[str, ...]") -> tuple[str, ...]:
@@ -834,7 +864,7 @@ def parse_holdout(value: "str | list[str] | tuple[str, ...]") -> tuple[str, ...]
     if unknown:
         raise ValueError(f"unknown concept id(s) {unknown[:5]} in holdout: use 'suite' or ids from "
                          "bvvlab.concepts.LEXICON, e.g. concepts?holdout=cat+dog")
-    return tuple(sorted(ids))
+    return holdout_closure(ids)
 
 
 @functools.lru_cache(maxsize=None)
@@ -889,21 +919,28 @@ class ConceptCorpus:
             raise ValueError(f"unknown concept id(s) {unknown}: use ids from bvvlab.concepts.LEXICON")
         if not 0.0 <= parallel_ratio <= 1.0:
             raise ValueError(f"parallel_ratio must be in [0, 1], got {parallel_ratio}")
-        self.holdout = frozenset(self.config.holdout_concepts)
+        self.holdout = frozenset(holdout_closure(self.config.holdout_concepts))  # shared spellings too
         self.pools = _pools(self.holdout)
+        self.mentions = mention_pattern(self.holdout)  # any word form of a held-out concept
 
     # -- training stream
     def train_pairs(self, rng: random.Random) -> Iterator[Pair]:
         """Training sentence pairs: never held out, never with a held-out concept."""
         while True:
             p = sample_pair(rng, self.pools)
-            if heldout_split(p) is None:
+            if heldout_split(p) is None and not (self.mentions and (self.mentions.search(p.en)
+                                                                   or self.mentions.search(p.ru))):
                 yield p
 
     def documents(self, split: str = "train") -> Iterator[Document]:
         if split != "train":
             yield from (self._parallel_doc([p], "heldout") for p in self.eval_split(split))
             return
+        # the guarantee: no training document spells a word form of a held-out concept (a
+        # template's own words included)
+        yield from (d for d in self._train_documents() if not (self.mentions and self.mentions.search(d.text)))
+
+    def _train_documents(self) -> Iterator[Document]:
         cfg = self.config
         rng = random.Random(f"concepts:{cfg.seed}")
         pairs = self.train_pairs(rng)
@@ -974,4 +1011,5 @@ class ConceptCorpus:
 
 
 __all__ = ["CATEGORIES", "LEXICON", "Concept", "ConceptConfig", "ConceptCorpus", "Pair", "TEMPLATES", "eval_pairs",
-           "heldout_split", "parse_holdout", "sample_pair", "suite_holdout", "word_line"]
+           "heldout_split", "holdout_closure", "mention_pattern", "parse_holdout", "sample_pair", "suite_holdout",
+           "word_forms", "word_line"]

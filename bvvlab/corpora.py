@@ -16,12 +16,15 @@ Sources (`CORPORA` lists the names):
   `parallel_ratio`, `holdout_concepts`, ...). "train" is unbounded.
 - "instructions": instruction infusion in the prompt formats of docs/recipe.md section 7
   (`InstructionCorpus`), built from training splits only; "train" only, unbounded.
-- Both generated sources take options in the spec as a query string, so a training `corpus=`
+- The embedded sources take options in the spec as a query string, so a training `corpus=`
   can carry them: "concepts?holdout=suite" never mentions the suite's held-out concepts
   (`concepts.suite_holdout`, about 10%, what `bvvlab eval` and `bvvlab probe` report apart);
-  "concepts?holdout=cat+dog" names them; "concepts?parallel_ratio=0.7". A mixture whose
-  generated sources hold out different concepts is refused (`heldout_concepts`): instruction
-  questions would otherwise teach the concepts the concept corpus holds out.
+  "concepts?holdout=cat+dog" names them; "concepts?parallel_ratio=0.7". "instructions?holdout=..."
+  and "libreoffice-en-ru?holdout=..." drop the training items and pairs that spell any word form
+  of those concepts (`concepts.mention_pattern`; the LibreOffice validation/test splits stay
+  whole). A mixture whose embedded sources hold out different concepts is refused
+  (`heldout_concepts`): one would teach what another holds out. Files and hf: sources are not
+  filtered.
 - a path: a `.txt` file (one document per blank-line-separated paragraph), a `.jsonl` file
   (one JSON object per line with a `text` field and an optional `lang`), either of them
   `.gz`-compressed, or a directory (one document per `*.txt` file, recursively, sorted).
@@ -198,7 +201,8 @@ def parse_hf_spec(spec: str, **options: Any) -> tuple[str, dict[str, Any]]:
     return name, opts
 
 
-GENERATED_OPTIONS = {"concepts": ("holdout", "parallel_ratio", "word_share"), "instructions": ("holdout", "question_share")}
+SPEC_OPTIONS = {"concepts": ("holdout", "parallel_ratio", "word_share"), "instructions": ("holdout", "question_share"),
+                **{name: ("holdout",) for name in PARALLEL_FILES}}  # options a source's spec may carry
 
 
 def split_spec(spec: str | os.PathLike) -> tuple[str, dict[str, Any]]:
@@ -208,12 +212,16 @@ def split_spec(spec: str | os.PathLike) -> tuple[str, dict[str, Any]]:
 
     src = os.fspath(spec)
     base, sep, query = src.partition("?")
-    if not sep or base not in GENERATED_OPTIONS:
+    if not sep or base not in SPEC_OPTIONS:
         return src, {}
     opts: dict[str, Any] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
-        if key not in GENERATED_OPTIONS[base]:
-            raise CorpusError(f"{src}: unknown option {key!r}: {base} takes {', '.join(GENERATED_OPTIONS[base])}")
+        if key in opts or (key == "holdout" and "holdout_concepts" in opts):
+            raise CorpusError(f"{src}: {key}= is given twice: give it once (holdout=suite+cat adds ids to the suite)")
+        if not value:
+            raise CorpusError(f"{src}: {key}= has no value: e.g. {key}={'suite' if key == 'holdout' else '0.5'}")
+        if key not in SPEC_OPTIONS[base]:
+            raise CorpusError(f"{src}: unknown option {key!r}: {base} takes {', '.join(SPEC_OPTIONS[base])}")
         if key == "holdout":
             try:
                 opts["holdout_concepts"] = _concepts.parse_holdout(value)
@@ -234,18 +242,23 @@ def source_base(spec: Any) -> Any:
     return split_spec(spec)[0] if isinstance(spec, (str, os.PathLike)) else spec
 
 
-def heldout_concepts(weights: Iterable[Any]) -> list[str]:
-    """The concepts a training mixture never mentions: those its generated sources hold out.
-    Empty when it has no generated source or they hold out nothing; a mixture whose generated
-    sources disagree is refused (one of them would teach what the other holds out)."""
+def heldout_concepts(weights: Iterable[Any], strict: bool = True) -> list[str]:
+    """The concepts a training mixture never mentions: what its sources that take `holdout=` (the
+    generated ones and the embedded LibreOffice pairs) hold out. Empty when none holds anything
+    out; a mixture whose such sources disagree is refused (one would teach what another holds
+    out), or with `strict=False` (reading what an older run recorded) gets what all of them hold
+    out. Files and `hf:` sources are not filtered: their text is the user's to vouch for."""
     seen = {}
     for spec in weights:
         base, opts = split_spec(spec) if isinstance(spec, (str, os.PathLike)) else (None, {})
-        if base in GENERATED_OPTIONS:
+        if base in SPEC_OPTIONS:
             seen[os.fspath(spec)] = tuple(opts.get("holdout_concepts", ()))
+    if len(set(seen.values())) > 1 and not strict:
+        return sorted(set.intersection(*(set(v) for v in seen.values())))
     if len(set(seen.values())) > 1:
-        raise CorpusError(f"{' and '.join(seen)} hold out different concepts: give every generated source the same "
-                          "holdout=, e.g. concepts?holdout=suite,instructions?holdout=suite")
+        raise CorpusError(f"{' and '.join(seen)} hold out different concepts: give every embedded source the same "
+                          "holdout=, e.g. libreoffice-en-ru?holdout=suite,concepts?holdout=suite,"
+                          "instructions?holdout=suite")
     return sorted(next(iter(seen.values()), ()))
 
 
@@ -366,9 +379,10 @@ def iter_documents(source: str | os.PathLike, split: str = "train", seed: int = 
     options = {**spec_opts, **options}
     if src in PARALLEL_FILES:
         _check_split(split, src)
-        if options:
-            raise CorpusError(f"{src} takes no options (got {', '.join(options)})")
-        return _parallel_documents(src, split, seed)
+        extra = [k for k in options if k != "holdout_concepts"]
+        if extra:
+            raise CorpusError(f"{src} takes only holdout= (got {', '.join(extra)})")
+        return _parallel_documents(src, split, seed, options.get("holdout_concepts", ()))
     if src == "concepts":
         _check_split(split, src)
         try:
@@ -505,8 +519,11 @@ def source_fingerprint(name: str) -> str:
     if p.exists():
         hash_path(p, h)
         return f"{name}#sha256={h.hexdigest()}"
-    if name in PARALLEL_FILES:  # an embedded corpus: its data file
-        hash_path(corpora_dir() / PARALLEL_FILES[name][0], h)
+    base, opts = split_spec(name)
+    if base in PARALLEL_FILES:  # an embedded corpus: its data file (and, filtered, the filter's code)
+        hash_path(corpora_dir() / PARALLEL_FILES[base][0], h)
+        if opts:
+            hash_path(Path(_concepts.__file__), h)
     else:  # a generated corpus: the code that generates it
         for module in (sys.modules[__name__], _concepts, instructions, parallel):
             hash_path(Path(module.__file__), h)

@@ -13,7 +13,7 @@ from typing import Iterator
 from bvvlab import concepts as _concepts
 from bvvlab.documents import Document
 from bvvlab.errors import CorpusError
-from bvvlab.parallel import PARALLEL_FILES, parallel_pairs
+from bvvlab.parallel import PARALLEL_FILES, parallel_pairs, without_concepts
 
 # ----------------------------------------------------------------------------- instructions
 
@@ -75,7 +75,7 @@ class InstructionCorpus:
                               f"come from the validation/test splits of the other corpora")
         rng = random.Random(f"instructions:{self.seed}")
         banned = eval_texts(self.concepts)
-        pools = {name: [r for r in parallel_pairs(name, "train")
+        pools = {name: [r for r in without_concepts(parallel_pairs(name, "train"), name, self.concepts.holdout)
                         if r["en"] not in banned and r[PARALLEL_FILES[name][1]] not in banned]
                  for name in PARALLEL_FILES}
         concept_pairs = self.concepts.train_pairs(random.Random(f"instructions-pairs:{self.seed}"))
@@ -95,7 +95,8 @@ class InstructionCorpus:
                 text = f"Translate from {_LANG_NAMES[src]} to {_LANG_NAMES[tgt]}:\n{pair[src]}\nAnswer: {pair[tgt]}"
                 doc = Document(text, "-".join(sorted((src, tgt), key=["en", "ru", "zh"].index)), "instructions",
                                {"kind": "translation", "task": f"{src}->{tgt}", "from": source, "concepts": ids})
-            yield doc
+            if self.concepts.mentions is None or not self.concepts.mentions.search(doc.text):
+                yield doc  # a question template's own words ("food or a drink") may spell a held-out concept
 
     @staticmethod
     def _options(rng: random.Random, answer: str, distractors: list[str]) -> tuple[str, str]:

@@ -93,8 +93,20 @@ def parallel_pairs(name: str, split: str = "train") -> list[dict]:
     return [r for r in rows if split == "all" or r["split"] == split]
 
 
-def _parallel_documents(name: str, split: str, seed: int) -> Iterator[Document]:
+def without_concepts(rows: list[dict], name: str, holdout) -> list[dict]:
+    """The pairs that mention none of the concepts `holdout` (any word form, either side, whole
+    words; `concepts.mention_pattern`)."""
+    from bvvlab.concepts import mention_pattern
+
+    pat = mention_pattern(holdout)
+    tgt = PARALLEL_FILES[name][1]
+    return rows if pat is None else [r for r in rows if not pat.search(r["en"]) and not pat.search(r[tgt])]
+
+
+def _parallel_documents(name: str, split: str, seed: int, holdout_concepts=()) -> Iterator[Document]:
     rows = parallel_pairs(name, split)
+    if split == "train":  # the held-out concepts never reach training; evaluation text is left whole
+        rows = without_concepts(rows, name, holdout_concepts)
     tgt = PARALLEL_FILES[name][1]
     random.Random(seed).shuffle(rows)
     for r in rows:

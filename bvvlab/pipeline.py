@@ -101,7 +101,7 @@ def _steps() -> list[Step]:
 
 # the suite's held-out concepts (about 10%) never reach training, so the evaluation's and the
 # probe's "heldout" rows measure concepts the twins never saw
-_DEMO_CORPUS = "libreoffice-en-ru:0.6,concepts?holdout=suite:0.3,instructions?holdout=suite:0.1"
+_DEMO_CORPUS = "libreoffice-en-ru?holdout=suite:0.6,concepts?holdout=suite:0.3,instructions?holdout=suite:0.1"
 
 # per-profile parameters by step group (on top of the notebooks' own defaults and the wiring above)
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -109,7 +109,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "embeddings": {"max_points": 600},
         "train": {"preset": "tiny", "steps": 12, "train_chars": 30000, "seq_len": 32, "batch_size": 8,
-                  "corpus": "libreoffice-en-ru:0.5,concepts?holdout=suite:0.5", "extra": {"val_chars": 6000}},
+                  "corpus": "libreoffice-en-ru?holdout=suite:0.5,concepts?holdout=suite:0.5", "extra": {"val_chars": 6000}},
         "evaluate": {"limit": 10, "bpc_chars": 600, "runs": 2, "protocol_questions": 4},
         "probe": {"limit": 30, "folds": 3, "umap": False, "latent": False},
         "fusion": {"steps": 6, "train_chars": 12000, "eval_texts": 3, "val_chars": 2000},

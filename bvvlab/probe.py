@@ -158,17 +158,28 @@ def file_items(path: str | os.PathLike) -> list[Item]:
 
 
 def trained_holdout(path: str | os.PathLike) -> list[str] | None:
-    """The concepts a bvvlab checkpoint's training never showed (the `holdout=` of the generated
-    sources of its recorded corpus); None when it records no training config (a Hugging Face
-    directory, a fused checkpoint, an untrained model)."""
+    """The concepts a bvvlab checkpoint's training never showed: the `holdout=` of its recorded
+    corpus, intersected over the runs it was initialised from (`init_from`: growth stages,
+    `--from`); None when it, or a run it came from, records no training config (a Hugging Face
+    directory, a fused checkpoint)."""
     from bvvlab import checkpoints as C
     from bvvlab.corpora import heldout_concepts
 
-    try:
-        config = C.read_trainer_meta(C.resolve(_split_spec(path)[0])).get("config") or {}
-    except Exception:  # noqa: BLE001 - no bvvlab run: nothing recorded
-        return None
-    return heldout_concepts(config["corpus"]) if "corpus" in config else None
+    held: set[str] | None = None
+    where: str | os.PathLike | None = _split_spec(path)[0]
+    for _ in range(64):  # a model grown or initialised from a parent saw the parent's data too
+        try:
+            config = C.read_trainer_meta(C.resolve(where)).get("config") or {}
+        except Exception:  # noqa: BLE001 - no bvvlab run: nothing recorded
+            return None
+        if "corpus" not in config:
+            return None
+        mine = set(heldout_concepts(config["corpus"], strict=False))
+        held = mine if held is None else held & mine
+        where = config.get("init_from")
+        if not where:
+            return sorted(held)
+    return None
 
 
 def resolve_heldout(heldout: str | Iterable[str], checkpoints: Sequence[str | os.PathLike] = ()) -> list[str]:
@@ -1191,7 +1202,8 @@ def add_cli(subparsers) -> None:
     def run(args) -> int:
         if Path(args.out).exists() and not args.overwrite:
             raise ProbeError(f"{args.out} already exists: choose another --out or pass --overwrite")
-        items = load_items(args.items, resolve_heldout(args.heldout, args.checkpoints), args.limit)
+        held = resolve_heldout(args.heldout, args.checkpoints) if args.items == "concepts" else ()
+        items = load_items(args.items, held, args.limit)
         metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,
                                           args.device, args.batch_size, not args.no_latent, args.cka_level, seed=args.seed)
         maps = "aligned-umap" if args.aligned_umap else args.umap

@@ -7,14 +7,16 @@ frozen-embedding model, its trainable-embedding twin, and the same architecture 
     python scripts/probe_twins.py --out runs/probe_twins --part untrained
     python scripts/probe_twins.py --out runs/probe_twins --part probe
 
-Each part is resumable (a trained twin is resumed, i.e. reused). The twins train on the embedded
-corpora with word-translation lines in the mix (`concepts` documents include "cat — кошка"
-lists) and with the offline suite's held-out concepts (`concepts?holdout=suite`) never shown, so
-the probe reports retrieval for trained and held-out concepts apart. "untrained" is the same
-architecture after one step at lr 1e-9 (its layer 0 equals the frozen twin's: same glyph matrix).
+Each training part is resumable (a trained twin is resumed, i.e. reused). The twins train on
+the embedded corpora with word-translation lines in the mix (`concepts` documents include
+"cat — кошка" lists) and with the offline suite's held-out concepts never shown (`CORPUS`).
+"untrained" is the frozen twin's architecture, tokenizer and glyph matrix with freshly
+initialised blocks (seeded), so its layer 0 equals the frozen twin's.
 
 The probe part writes `OUT/probe/` (metrics.json, metrics.md, figures) and `OUT/summary.md`:
-retrieval top-1 per layer (both directions averaged), trained and held-out concepts, with chance.
+retrieval top-1 per layer (both directions averaged) for three sets of concept queries: trained,
+held out (`--heldout`, default: what the twins' recorded corpus held out), and of those the ones
+whose words occur nowhere in the LibreOffice training text ("unseen"), with chance.
 """
 
 from __future__ import annotations
@@ -24,35 +26,62 @@ import json
 import time
 from pathlib import Path
 
-CORPUS = "libreoffice-en-ru:0.5,concepts?holdout=suite:0.4,instructions?holdout=suite:0.1"
+CORPUS = "libreoffice-en-ru?holdout=suite:0.5,concepts?holdout=suite:0.4,instructions?holdout=suite:0.1"
 
 
 def config(args: argparse.Namespace, part: str):
     from bvvlab.train import make_config
 
-    untrained = part == "untrained"
-    return make_config(preset=args.preset, frozen=part != "unfrozen", steps=1 if untrained else args.steps,
-                       lr=1e-9 if untrained else args.lr, min_lr=0.0 if untrained else args.lr / 10,
-                       warmup=0 if untrained else max(1, args.steps // 20), seq_len=args.seq_len,
-                       batch_size=args.batch_size, corpus=CORPUS, train_chars=args.train_chars, val_chars=100_000,
-                       seed=args.seed, out=str(Path(args.out) / part), resume=True, progress=False,
-                       log_every=max(1, args.steps // 30), eval_every=max(1, args.steps // 5))
+    return make_config(preset=args.preset, frozen=part != "unfrozen", steps=args.steps, lr=args.lr,
+                       min_lr=args.lr / 10, warmup=max(1, args.steps // 20), seq_len=args.seq_len,
+                       batch_size=args.batch_size, corpus=args.corpus, train_chars=args.train_chars,
+                       val_chars=100_000, seed=args.seed, out=str(Path(args.out) / part), resume=True,
+                       progress=False, log_every=max(1, args.steps // 30), eval_every=max(1, args.steps // 5))
 
 
-def summary(metrics: dict, names: list[str]) -> str:
-    """Retrieval top-1 by layer: trained and held-out concepts, each model, with chance."""
-    lines = ["| layer | " + " | ".join(f"{n} trained | {n} held-out" for n in names) + " | chance |",
-             "|---|" + "---|---|" * len(names) + "---|"]
-    first = metrics["models"][names[0]]
-    for k, layer in enumerate(first["layers"]):
+def untrained(out: Path, seed: int) -> Path:
+    """The frozen twin's config, tokenizer and glyph matrix, blocks freshly initialised."""
+    import torch
+
+    from bvvlab.checkpoints import load_checkpoint, save_checkpoint
+    from bvvlab.model import BVVForCausalLM
+
+    model, tok = load_checkpoint(out / "frozen")
+    glyphs = model.model.embed_tokens.weight.detach().clone()
+    torch.manual_seed(seed)
+    fresh = BVVForCausalLM.from_glyphs(model.config, glyphs).eval()
+    return save_checkpoint(fresh, tok, out / "untrained", {"purpose": "untrained twin (scripts/probe_twins.py)",
+                                                           "seed": seed}, overwrite=True)
+
+
+def unseen(concepts: list[str]) -> list[str]:
+    """The concepts none of whose word forms occurs in the LibreOffice en-ru training pairs."""
+    from bvvlab.concepts import mention_pattern
+    from bvvlab.parallel import parallel_pairs
+
+    text = "\n".join(r["en"] + "\n" + r["ru"] for r in parallel_pairs("libreoffice-en-ru", "train"))
+    return [c for c in concepts if not mention_pattern([c]).search(text)]
+
+
+def retrieval_table(states: dict, items: list, subsets: dict[str, "np.ndarray"]) -> tuple[str, dict]:
+    """Retrieval top-1 by layer (en->ru and ru->en averaged) of every model over query subsets."""
+    from bvvlab import probe as P
+
+    names = list(states)
+    cols = [(n, s) for n in names for s in subsets]
+    lines = ["| layer | " + " | ".join(f"{n} {s}" for n, s in cols) + " | chance |", "|---|" + "---|" * (len(cols) + 1)]
+    data: dict = {n: {s: [] for s in subsets} for n in names}
+    for k, layer in enumerate(states[names[0]].layers):
         row = [str(layer)]
         for n in names:
-            r = metrics["models"][n]["retrieval"][k]
-            row += [f"{(r['top1_en2ru_trained'] + r['top1_ru2en_trained']) / 2:.3f}",
-                    f"{(r['top1_en2ru_heldout'] + r['top1_ru2en_heldout']) / 2:.3f}"]
-        row.append(f"{first['retrieval'][k]['chance_top1']:.4f}")
+            r = P.retrieval(states[n].pooled[k], items, subsets=subsets)
+            for s in subsets:
+                v = (r[f"top1_en2ru_{s}"] + r[f"top1_ru2en_{s}"]) / 2
+                data[n][s].append(v)
+                row.append(f"{v:.3f}")
+        row.append(f"{r['chance_top1']:.4f}")
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", data
 
 
 def main() -> int:
@@ -68,11 +97,16 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--corpus", default=CORPUS)
+    ap.add_argument("--heldout", default="auto", help="auto (the twins' recorded holdout), suite, or ids a,b,c")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.part == "untrained":
+        print(f"untrained: {untrained(out, args.seed)}")
+        return 0
     if args.part != "probe":
         from bvvlab.train import train
 
@@ -82,18 +116,25 @@ def main() -> int:
         return 0
     from bvvlab import probe as P
 
+    import numpy as np
+
     paths = [str(out / p) for p in ("frozen", "unfrozen", "untrained")]
-    held = P.resolve_heldout("auto", paths[:2])
+    held = P.resolve_heldout(args.heldout, paths[:2])
     items = P.load_items("concepts", held)
     metrics, states, _ = P.probe_models(paths, items, folds=args.folds, seed=args.seed)
     P.write_run(out / "probe", metrics, states, items, umap=False, seed=args.seed, overwrite=True)
-    names = list(metrics["models"])
-    text = (f"{len(items) // 2} concepts ({len(held)} held out: never in the twins' training mix), last-token "
-            f"pooling, cosine after centring each language; top-1 averaged over en->ru and ru->en.\n\n"
-            + summary(metrics, names))
+    clean = set(unseen(held))
+    subsets = {"trained": np.array([not it.heldout for it in items]), "heldout": np.array([it.heldout for it in items]),
+               "unseen": np.array([it.pair in clean for it in items])}
+    table, data = retrieval_table(states, items, subsets)
+    text = (f"{len(items) // 2} concepts: {len(held)} held out of the twins' generated training text, {len(clean)} "
+            f"of them also absent from its LibreOffice text (unseen); last-token pooling, cosine after centring "
+            f"each language; top-1 averaged over en->ru and ru->en.\n\n" + table)
     (out / "summary.md").write_text(text, encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps({"heldout": held, "unseen": sorted(clean), "top1": data,
+                                                  "lens_top1": {n: P._lens_curve(metrics["models"][n], "top1")
+                                                                for n in metrics["models"]}}, indent=1))
     print(text)
-    print(json.dumps({n: {"lens_top1": P._lens_curve(metrics["models"][n], "top1")} for n in names}))
     return 0
 
 

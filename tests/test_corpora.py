@@ -460,25 +460,33 @@ def test_cli_prints_documents_as_json_lines(tmp_path, capsys):
 
 # ------------------------------------------------------------------- held-out concepts in a corpus spec
 
-def test_generated_sources_take_holdout_in_the_spec_and_never_show_it():
+def test_holdout_in_the_spec_never_spells_a_held_out_word():
     held = set(C.suite_holdout())
-    assert 20 <= len(held) <= 50 and held == set(C.parse_holdout("suite"))
-    weights = D.normalize_weights("libreoffice-en-ru:0.4,concepts?holdout=suite:0.5,instructions?holdout=suite:0.1")
+    assert 30 <= len(held) <= 50 and held == set(C.parse_holdout("suite"))
+    # shared spellings are held out together: the colour and the fruit "orange", "to cook" and "a cook"
+    assert {"orange", "orange_fruit", "cook", "cook_verb"} <= held
+    pat = C.mention_pattern(held)
+    for text in ("An orange cat.", "He cooks.", "ORANGE", "Я пью чай."):
+        assert pat.search(text), text  # the pattern finds word forms, either language, any case
+    for text in ("the cookbook", "Кошка спит.", "blackboard"):
+        assert not pat.search(text), text  # whole words only
+    spec = "libreoffice-en-ru?holdout=suite:0.4,concepts?holdout=suite:0.5,instructions?holdout=suite:0.1"
+    weights = D.normalize_weights(spec)
     assert K.heldout_concepts(weights) == sorted(held)
-    docs = K.take(K.mix(weights, seed=3), 3000)
-    generated = [d for d in docs if d.source in ("concepts", "instructions")]
-    assert len(generated) > 1000 and not any(held & set(d.meta.get("concepts", ())) for d in generated)
-    # the same mixture without the option does mention them: the check above can fail
-    plain = K.take(K.mix({"concepts": 0.5, "instructions": 0.5}, seed=3), 3000)
-    assert any(held & set(d.meta.get("concepts", ())) for d in plain)
-    # word lines spell the lemma: none of a held-out concept's lemmas appears in a concept document
-    lemmas = {C.LEXICON[c].ru_lemma for c in held}
-    words = {w for d in generated if d.source == "concepts" for w in re.findall(r"[а-яё]+", d.text.lower())}
-    assert not words & lemmas
-    # named ids, and the validation mixture keeps the option and drops the train-only source
+    docs = K.take(K.mix(weights, seed=3), 6000)
+    assert {d.source for d in docs} == {"libreoffice-en-ru", "concepts", "instructions"}
+    leaks = [d.text for d in docs if pat.search(d.text)]
+    assert not leaks, leaks[:3]
+    # the same mixture without the option spells them, in every source: the check above can fail
+    plain = K.take(K.mix({"libreoffice-en-ru": 0.4, "concepts": 0.5, "instructions": 0.1}, seed=3), 6000)
+    assert {d.source for d in plain if pat.search(d.text)} == {"libreoffice-en-ru", "concepts", "instructions"}
+    # evaluation text is left whole; named ids; the validation mixture drops the train-only source
+    assert len(list(K.iter_documents("libreoffice-en-ru?holdout=suite", "test"))) == \
+        len(list(K.iter_documents("libreoffice-en-ru", "test")))
     assert K.heldout_concepts({"concepts?holdout=cat+dog": 1.0}) == ["cat", "dog"]
-    assert list(D.held_out_weights(weights)) == ["libreoffice-en-ru", "concepts?holdout=suite"]
+    assert list(D.held_out_weights(weights)) == ["libreoffice-en-ru?holdout=suite", "concepts?holdout=suite"]
     assert K.source_fingerprint("concepts?holdout=suite") != K.source_fingerprint("concepts")
+    assert K.source_fingerprint("libreoffice-en-ru?holdout=suite") != K.source_fingerprint("libreoffice-en-ru")
 
 
 @pytest.mark.parametrize("spec, words", [
@@ -487,6 +495,10 @@ def test_generated_sources_take_holdout_in_the_spec_and_never_show_it():
     ("concepts?parallel_ratio=lots", "is not a number"),
     ("concepts?parallel_ratio=2", "must be in [0, 1]"),
     ("concepts?holdout=suite,instructions:0.1", "hold out different concepts"),
+    ("libreoffice-en-ru,concepts?holdout=suite", "hold out different concepts"),
+    ("concepts?holdout=suite&holdout=cat", "is given twice"),
+    ("concepts?holdout", "has no value"),
+    ("libreoffice-en-ru?parallel_ratio=0.5", "takes holdout"),
 ])
 def test_bad_holdout_specs_are_one_line(spec, words):
     with pytest.raises(CorpusError) as ei:

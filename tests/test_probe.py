@@ -354,7 +354,11 @@ def test_cli_probes_a_fused_checkpoint(fused, tmp_path):
 def test_heldout_auto_reads_what_the_training_held_out(tiny, tmp_path, capsys):
     model, tok, _, llama_dir = tiny
     held = save_checkpoint(model, tok, tmp_path / "held", {"train_config": {"corpus": {
-        "libreoffice-en-ru": 0.5, "concepts?holdout=suite": 0.4, "instructions?holdout=suite": 0.1}}})
+        "libreoffice-en-ru?holdout=suite": 0.5, "concepts?holdout=suite": 0.4, "instructions?holdout=suite": 0.1}}})
+    # a run of an earlier bvvlab, whose LibreOffice text was not filtered: nothing was held out of all of it
+    older = save_checkpoint(model, tok, tmp_path / "older", {"train_config": {"corpus": {
+        "libreoffice-en-ru": 0.5, "concepts?holdout=suite": 0.5}}})
+    assert P.trained_holdout(older) == []
     named = save_checkpoint(model, tok, tmp_path / "named", {"train_config": {"corpus": {"concepts?holdout=cat+dog": 1.0}}})
     plain = save_checkpoint(model, tok, tmp_path / "plain", {"train_config": {"corpus": {"concepts": 1.0}}})
     suite = P.resolve_heldout("suite")
@@ -370,6 +374,16 @@ def test_heldout_auto_reads_what_the_training_held_out(tiny, tmp_path, capsys):
     assert "\n" not in str(ei.value)
     with pytest.raises(P.ProbeError, match=r"unknown concept id\(s\) \['kat'\].*--heldout cat,dog"):
         P.resolve_heldout("kat")
+    # a model initialised from another (growth, --from) saw its parent's data too: holdouts intersect
+    grown = save_checkpoint(model, tok, tmp_path / "grown", {"train_config": {
+        "corpus": {"concepts?holdout=suite": 1.0}, "init_from": str(plain)}})
+    assert P.trained_holdout(grown) == []
+    from_hf = save_checkpoint(model, tok, tmp_path / "from_hf", {"train_config": {
+        "corpus": {"concepts?holdout=suite": 1.0}, "init_from": str(llama_dir)}})
+    assert P.trained_holdout(from_hf) is None  # its parent records no training: not judged
+    child = save_checkpoint(model, tok, tmp_path / "child", {"train_config": {
+        "corpus": {"concepts?holdout=cat+dog": 1.0}, "init_from": str(held)}})
+    assert P.trained_holdout(child) == []  # cat and dog are not in the suite: the parent saw them
 
 
 def test_eval_warns_when_heldout_rows_were_trained(tiny, tmp_path):
