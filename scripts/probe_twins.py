@@ -63,6 +63,27 @@ def unseen(concepts: list[str]) -> list[str]:
     return [c for c in concepts if not mention_pattern([c]).search(text)]
 
 
+def translation_accuracy(path: str, subsets: dict[str, set[str]]) -> dict[str, float]:
+    """Greedy word translation en->ru in the corpus's word-line format ("cat — "): the share of
+    concepts whose first generated line is exactly the Russian lemma, per subset of concept ids."""
+    import torch
+
+    from bvvlab import concepts as C
+    from bvvlab.checkpoints import load_checkpoint
+
+    model, tok = load_checkpoint(path)
+    model.eval()
+    right = set()
+    with torch.no_grad():
+        for c in C.LEXICON.values():
+            ids = tok(f"{c.en_lemma} — ", return_tensors="pt", add_special_tokens=False).input_ids
+            out = model.generate(ids, max_new_tokens=12, do_sample=False)
+            text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+            if text == c.ru_lemma:
+                right.add(c.id)
+    return {name: len(right & ids) / len(ids) for name, ids in subsets.items() if ids}
+
+
 def retrieval_table(states: dict, items: list, subsets: dict[str, "np.ndarray"]) -> tuple[str, dict]:
     """Retrieval top-1 by layer (en->ru and ru->en averaged) of every model over query subsets."""
     from bvvlab import probe as P
@@ -127,11 +148,19 @@ def main() -> int:
     subsets = {"trained": np.array([not it.heldout for it in items]), "heldout": np.array([it.heldout for it in items]),
                "unseen": np.array([it.pair in clean for it in items])}
     table, data = retrieval_table(states, items, subsets)
+    from bvvlab import concepts as C
+
+    groups = {"trained": set(C.LEXICON) - set(held), "heldout": set(held), "unseen": clean}
+    translate = {Path(p).name: translation_accuracy(p, groups) for p in paths}
+    table += ("\nGreedy word translation en->ru (`cat — ` -> exactly the Russian lemma), share of concepts:\n\n"
+              "| model | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups) + "\n" +
+              "".join(f"| {n} | " + " | ".join(f"{v:.3f}" for v in r.values()) + " |\n" for n, r in translate.items()))
     text = (f"{len(items) // 2} concepts: {len(held)} held out of the twins' generated training text, {len(clean)} "
             f"of them also absent from its LibreOffice text (unseen); last-token pooling, cosine after centring "
             f"each language; top-1 averaged over en->ru and ru->en.\n\n" + table)
     (out / "summary.md").write_text(text, encoding="utf-8")
     (out / "summary.json").write_text(json.dumps({"heldout": held, "unseen": sorted(clean), "top1": data,
+                                                  "translation_accuracy": translate,
                                                   "lens_top1": {n: P._lens_curve(metrics["models"][n], "top1")
                                                                 for n in metrics["models"]}}, indent=1))
     print(text)
