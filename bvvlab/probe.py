@@ -448,11 +448,11 @@ def _batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad
     from bvvlab.evaluate import left_pad
 
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    kw = {"logits_to_keep": 1} if _keeps_logits(lm.model) else {}  # the head over every position is not needed
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
         x, mask = left_pad([ids[i] for i in idx], pad, device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        kw = {"logits_to_keep": 1} if _keeps_logits(lm.model) else {}  # the head over every position is not needed
         out = lm.model(input_ids=x, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False,
                        **kw)
         hs = _states(lm, out)
