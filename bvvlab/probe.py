@@ -31,12 +31,17 @@ first, the last one after the final norm):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import json
 import math
+import multiprocessing
 import os
+import sys
 import time
+import warnings
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -654,12 +659,14 @@ def remove_language_directions(X: np.ndarray, langs: Sequence[str], method: str 
 def probe_accuracy(X: np.ndarray, y: Sequence[str], groups: Sequence[str], folds: int = 5, seed: int = 0,
                    max_iter: int = 100) -> dict[str, Any]:
     """Cross-validated accuracy of a logistic-regression probe, groups kept together (GroupKFold:
-    a probe never sees the tested concept), beside the majority-class baseline of the same folds."""
+    a probe never sees the tested concept), beside the majority-class baseline of the same folds.
+    The fits run with one BLAS thread: at these sizes more threads only spin against each other and
+    against torch's (7x slower with 2 threads on 2 cores, measured)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
     from sklearn.preprocessing import StandardScaler
-    import warnings
+    from threadpoolctl import threadpool_limits
 
     y, groups = np.unique(np.asarray(y), return_inverse=True)[1], np.asarray(groups)  # int labels: a faster fit
     n_groups = len(set(groups.tolist()))
@@ -669,30 +676,34 @@ def probe_accuracy(X: np.ndarray, y: Sequence[str], groups: Sequence[str], folds
     if len(set(y.tolist())) < 2:
         return {"available": False, "reason": "one class only"}
     correct = base = 0
-    for tr, te in GroupKFold(n_splits=folds).split(X, y, groups):
-        if len(set(y[tr].tolist())) < 2:
-            pred = np.full(len(te), y[tr][0])
-        else:
-            sc = StandardScaler().fit(X[tr])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                clf = LogisticRegression(max_iter=max_iter, tol=1e-3, C=1.0, random_state=seed).fit(sc.transform(X[tr]), y[tr])
-            pred = clf.predict(sc.transform(X[te]))
-        correct += int((pred == y[te]).sum())
-        vals, counts = np.unique(y[tr], return_counts=True)
-        base += int((y[te] == vals[np.argmax(counts)]).sum())
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for tr, te in GroupKFold(n_splits=folds).split(X, y, groups):
+            if len(set(y[tr].tolist())) < 2:
+                pred = np.full(len(te), y[tr][0])
+            else:
+                sc = StandardScaler().fit(X[tr])
+                clf = LogisticRegression(max_iter=max_iter, tol=1e-3, C=1.0, random_state=seed).fit(sc.transform(X[tr]),
+                                                                                                   y[tr])
+                pred = clf.predict(sc.transform(X[te]))
+            correct += int((pred == y[te]).sum())
+            vals, counts = np.unique(y[tr], return_counts=True)
+            base += int((y[te] == vals[np.argmax(counts)]).sum())
     return {"available": True, "accuracy": correct / len(y), "chance": base / len(y), "folds": folds}
 
 
 def silhouette(X: np.ndarray, labels: Sequence[str]) -> float | None:
-    """Cosine silhouette of `labels` (None with fewer than two labels or a label per item)."""
+    """Cosine silhouette of `labels` (None with fewer than two labels or a label per item); one
+    BLAS thread, as in `probe_accuracy`, so the value is the same in a worker process or here."""
     from sklearn.metrics import silhouette_score
+    from threadpoolctl import threadpool_limits
 
     labels = np.asarray(labels)
     k = len(set(labels.tolist()))
     if k < 2 or k >= len(labels):
         return None
-    return float(silhouette_score(X, labels, metric="cosine"))
+    with threadpool_limits(1):
+        return float(silhouette_score(X, labels, metric="cosine"))
 
 
 def _centred_gram(X: np.ndarray) -> np.ndarray:
@@ -748,9 +759,12 @@ def _next_token(tok, prompt: str, word: str) -> int:
 
 
 @torch.no_grad()
-def latent_language(lm: Loaded, direction: str = "en2ru", n: int = 60, n_boot: int = 500, seed: int = 0) -> dict[str, Any]:
+def latent_language(lm: Loaded, direction: str = "en2ru", n: int = 60, n_boot: int = 500, seed: int = 0,
+                    batch_size: int = 16) -> dict[str, Any]:
     """Per layer, the lens probability of the answer's first token and of its source-language
-    counterpart's first token at the end of translation prompts; mean with a 95% bootstrap interval."""
+    counterpart's first token at the end of translation prompts; mean with a 95% bootstrap interval.
+    Prompts run in length-sorted batches of `batch_size`: small batches pad less (the prompts'
+    lengths differ by half), and the forward is matmul-bound, so padding is time."""
     if lm.head is None or lm.norm is None:
         return {"available": False, "reason": f"logit lens unavailable for {lm.name}: {lm.lens_reason}"}
     prompts = translation_prompts(direction, n, seed=seed)
@@ -761,7 +775,7 @@ def latent_language(lm: Loaded, direction: str = "en2ru", n: int = 60, n_boot: i
                          for p in prompts], device=device)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     got = np.zeros((len(prompts), lm.n_layers + 1, 2))
-    for idx, _, _, hs in _batches(lm, ids, 64, device, pad):
+    for idx, _, _, hs in _batches(lm, ids, batch_size, device, pad):
         w = want[idx]
         for l, h in enumerate(hs):
             pr = torch.softmax(lens_logits(lm.norm, lm.head, h[:, -1], l, lm.n_layers).float(), -1)
@@ -780,9 +794,73 @@ def latent_language(lm: Loaded, direction: str = "en2ru", n: int = 60, n_boot: i
 # ============================================================================ all metrics of one model
 
 
+def default_jobs() -> int:
+    """Worker processes for the per-layer metrics (the probes' fits, retrieval, silhouettes): the
+    usable cores, at most 4 (0, this process, where fork is unavailable)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+class _Serial:
+    """The pool's interface, run in this process at submit time."""
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        f: Future = Future()
+        f.set_result(fn(*args, **kwargs))
+        return f
+
+
+@contextlib.contextmanager
+def probe_pool(jobs: int | None = None):
+    """Where the per-layer metrics run: `jobs` forked worker processes (Linux), or this process
+    (`jobs` 0, or no fork). The probes' logistic-regression fits dominate; they are small and
+    Python-bound, so threads do not help, and forked workers start in milliseconds with
+    scikit-learn already imported. A worker runs only NumPy/scikit-learn code on arrays it is
+    sent, never torch or CUDA, which is what makes forking a process that holds a model safe here. While the workers live, this process's torch
+    threads leave their cores to them (idle OpenMP threads spin and starve the fits otherwise).
+    Results do not depend on `jobs`."""
+    jobs = default_jobs() if jobs is None else int(jobs)
+    if jobs <= 0 or "fork" not in multiprocessing.get_all_start_methods() or not sys.platform.startswith("linux"):
+        yield _Serial()
+        return
+    from threadpoolctl import threadpool_limits
+
+    ex = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+    threads = torch.get_num_threads()
+    left = max(1, min(threads, len(os.sched_getaffinity(0)) - jobs))
+    torch.set_num_threads(left)
+    try:
+        with threadpool_limits(left, user_api="blas"), warnings.catch_warnings():
+            # Python >= 3.12 warns about fork in any multi-threaded process (see above for why it is safe here)
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+            yield ex
+    except BaseException:  # Ctrl-C or an error: the queued fits are not wanted, stop the workers now
+        for proc in list((getattr(ex, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
+    finally:
+        torch.set_num_threads(threads)
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _resolved(m: dict[str, Any]) -> dict[str, Any]:
+    """`m` with every pending probe (a Future in a per-layer list) replaced by its result."""
+    return {k: [x.result() if isinstance(x, Future) else x for x in v] if isinstance(v, list) else v
+            for k, v in m.items()}
+
+
 def layer_metrics(states: States, items: Sequence[Item], folds: int = 5, seed: int = 0, probes: bool = True,
-                  langs: tuple[str, str] = ("en", "ru")) -> dict[str, Any]:
-    """Every per-layer metric of one model's pooled states, with chance levels beside them."""
+                  langs: tuple[str, str] = ("en", "ru"), jobs: int | None = None) -> dict[str, Any]:
+    """Every per-layer metric of one model's pooled states, with chance levels beside them
+    (computed in `jobs` worker processes, see `probe_pool`)."""
+    with probe_pool(jobs) as pool:
+        return _resolved(_layer_metrics(states, items, folds, seed, probes, langs, pool))
+
+
+def _layer_metrics(states: States, items: Sequence[Item], folds: int, seed: int, probes: bool,
+                   langs: tuple[str, str], pool: Any) -> dict[str, Any]:
+    """`layer_metrics` with every metric submitted to `pool`: the entries are Futures until `_resolved`."""
     items = list(items)
     if states.pooled.shape[1] != len(items):
         raise ProbeError(f"{states.pooled.shape[1]} state rows for {len(items)} items: pool per item (last or mean)")
@@ -804,22 +882,22 @@ def layer_metrics(states: States, items: Sequence[Item], folds: int = 5, seed: i
         if n_groups < folds:
             raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
                              f"concepts or fewer folds (--folds {max(2, n_groups)})")
+    sub = pool.submit  # every metric is a job: the long category probes first within each layer
     for k in range(len(states.layers)):
         X = np.asarray(states.pooled[k], dtype=np.float32)
-        if paired:
-            per["retrieval"].append(retrieval(X, items, langs, True, subsets))
-            per["retrieval_raw"].append(_short(retrieval(X, items, langs, False)))
-            if two_langs:
-                Xn = remove_language_directions(X, lang, "lda")
-                per["retrieval_neutral"].append(_short(retrieval(Xn, items, langs, False, subsets)))
+        Xn = remove_language_directions(X, lang, "lda") if two_langs else None
         if probes:
-            per["probe_category"].append(probe_accuracy(X, labels, groups, folds, seed) if has_labels else None)
-            per["probe_language"].append(probe_accuracy(X, lang, groups, folds, seed))
+            per["probe_category"].append(sub(probe_accuracy, X, labels, groups, folds, seed) if has_labels else None)
+            per["probe_language"].append(sub(probe_accuracy, X, lang, groups, folds, seed))
             if two_langs:
-                per["probe_language_neutral"].append(probe_accuracy(
-                    remove_language_directions(X, lang, "lda").astype(np.float32), lang, groups, folds, seed))
-        per["silhouette_category"].append(silhouette(X, labels) if has_labels else None)
-        per["silhouette_language"].append(silhouette(X, lang))
+                per["probe_language_neutral"].append(sub(probe_accuracy, Xn.astype(np.float32), lang, groups, folds, seed))
+        if paired:
+            per["retrieval"].append(sub(retrieval, X, items, langs, True, subsets))
+            per["retrieval_raw"].append(sub(_short_retrieval, X, items, langs, False))
+            if two_langs:
+                per["retrieval_neutral"].append(sub(_short_retrieval, Xn, items, langs, False, subsets))
+        per["silhouette_category"].append(sub(silhouette, X, labels) if has_labels else None)
+        per["silhouette_language"].append(sub(silhouette, X, lang))
     per = {k: v for k, v in per.items() if v}
     out: dict[str, Any] = {"layers": states.layers, "n_items": len(items), **per}
     if states.lens is not None:
@@ -829,6 +907,10 @@ def layer_metrics(states: States, items: Sequence[Item], folds: int = 5, seed: i
 
 def _short(r: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in r.items() if not k.startswith("n_")}
+
+
+def _short_retrieval(*args) -> dict[str, Any]:
+    return _short(retrieval(*args))
 
 
 def curve(metrics: dict[str, Any], key: str, field: str) -> list[float | None]:
@@ -922,19 +1004,20 @@ def slider_figure(maps: Sequence[np.ndarray], items: Sequence[Item], layers: Seq
     palette = px.colors.qualitative.Dark24
     groups = [[i for i, it in enumerate(items) if (it.label or "(none)") == lab] for lab in labels]
 
-    def traces(Y):
-        return [go.Scatter(x=Y[g, 0], y=Y[g, 1], mode="markers", name=lab, legendgroup=lab,
-                           marker={"color": palette[j % len(palette)], "size": 7, "opacity": 0.8,
-                                   "symbol": [_SYMBOLS[langs.index(items[i].lang) % len(_SYMBOLS)] for i in g]},
-                           text=[f"{items[i].text} ({items[i].lang}{', held out' if items[i].heldout else ''})" for i in g],
-                           hovertemplate="%{text}<extra>" + lab + "</extra>")
+    symbols = [[_SYMBOLS[langs.index(items[i].lang) % len(_SYMBOLS)] for i in g] for g in groups]
+    hover = [[f"{items[i].text} ({items[i].lang}{', held out' if items[i].heldout else ''})" for i in g] for g in groups]
+
+    def traces(Y):  # plain dicts: plotly validates them once, in the Figure (go.Scatter + go.Frame would twice)
+        return [{"type": "scatter", "x": Y[g, 0].tolist(), "y": Y[g, 1].tolist(), "mode": "markers", "name": lab,
+                 "legendgroup": lab, "text": hover[j], "hovertemplate": "%{text}<extra>" + lab + "</extra>",
+                 "marker": {"color": palette[j % len(palette)], "size": 7, "opacity": 0.8, "symbol": symbols[j]}}
                 for j, (lab, g) in enumerate(zip(labels, groups))]
 
-    frames = [go.Frame(data=traces(Y), name=str(l)) for Y, l in zip(maps, layers)]
+    frames = [{"data": traces(np.asarray(Y)), "name": str(l)} for Y, l in zip(maps, layers)]
     steps = [{"method": "animate", "label": str(l),
               "args": [[str(l)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}]}
              for l in layers]
-    fig = go.Figure(data=frames[0].data, frames=frames)
+    fig = go.Figure(data=frames[0]["data"], frames=frames)
     sym = ", ".join(f"{s} = {lang}" for s, lang in zip(_SYMBOLS, langs))
     fig.update_layout(title=f"{title} (symbol: {sym})", template="plotly_white", height=650,
                       xaxis={"range": [-1.1, 1.1], "showticklabels": False},
@@ -1079,9 +1162,12 @@ def _names(paths: Sequence[str]) -> list[str]:
 def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "last", layers: Sequence[int] | None = None,
                  folds: int = 5, device: str = "cpu", batch_size: int = 64, latent: bool = True,
                  cka_level: str = "item", max_tokens: int | None = 64, seed: int = 0,
-                 lms: Sequence[Loaded] | None = None) -> tuple[dict[str, Any], dict[str, States], dict[str, Loaded]]:
+                 lms: Sequence[Loaded] | None = None, jobs: int | None = None
+                 ) -> tuple[dict[str, Any], dict[str, States], dict[str, Loaded]]:
     """Load every model, compute its states and metrics, CKA of the first against each model
-    (itself included). Returns (metrics, states by model, loaded models)."""
+    (itself included). Returns (metrics, states by model, loaded models). The forward passes run
+    first; then the per-layer metrics run in `jobs` worker processes (`probe_pool`; default: the
+    usable cores, at most 4). The results do not depend on `jobs`."""
     if pooling not in POOLINGS:
         raise ProbeError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
     if cka_level not in ("item", "token"):
@@ -1097,16 +1183,21 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     lms = list(lms) if lms is not None else [lm for p, n in zip(paths, _names(paths)) for lm in load_models(p, device, n)]
     for lm in lms:
         check_layers(layers, lm.n_layers)
-    results: dict[str, Any] = {}
     states: dict[str, States] = {}
-    for lm in lms:
-        st = hidden_states(lm, items, pooling, batch_size, layers, max_tokens, lens=True)
-        states[lm.name] = st
-        m = layer_metrics(st, items, folds, seed)
-        m.update(path=lm.path, n_layers=lm.n_layers, model_class=type(lm.model).__name__, expert=lm.expert)
+    lat: dict[str, Any] = {}
+    for lm in lms:  # every forward first, with all of torch's threads (matmul-bound: sharing cores slows it 2x)
+        states[lm.name] = hidden_states(lm, items, pooling, batch_size, layers, max_tokens, lens=True)
         if latent:
-            m["latent_language"] = {d: latent_language(lm, d, seed=seed) for d in ("en2ru", "ru2en")}
-        results[lm.name] = m
+            lat[lm.name] = {d: latent_language(lm, d, seed=seed) for d in ("en2ru", "ru2en")}
+    results: dict[str, Any] = {}
+    with probe_pool(jobs) as pool:  # then the per-layer metrics, in the workers
+        for lm in lms:
+            m = _layer_metrics(states[lm.name], items, folds, seed, True, ("en", "ru"), pool)
+            m.update(path=lm.path, n_layers=lm.n_layers, model_class=type(lm.model).__name__, expert=lm.expert)
+            if latent:
+                m["latent_language"] = lat[lm.name]
+            results[lm.name] = m
+        results = {name: _resolved(m) for name, m in results.items()}
     ref = lms[0]
     cka: dict[str, Any] = {}
     for lm in lms:
@@ -1198,14 +1289,20 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-latent", action="store_true", help="skip the latent-language view")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=None,
+                   help=f"worker processes for the per-layer metrics (default: the usable cores, at most 4; now "
+                        f"{default_jobs()}); 0: in this process")
 
     def run(args) -> int:
+        if args.jobs is not None and args.jobs < 0:
+            raise ProbeError(f"--jobs {args.jobs}: give a number of worker processes, 0 or more (0 fits in this process)")
         if Path(args.out).exists() and not args.overwrite:
             raise ProbeError(f"{args.out} already exists: choose another --out or pass --overwrite")
         held = resolve_heldout(args.heldout, args.checkpoints) if args.items == "concepts" else ()
         items = load_items(args.items, held, args.limit)
         metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,
-                                          args.device, args.batch_size, not args.no_latent, args.cka_level, seed=args.seed)
+                                          args.device, args.batch_size, not args.no_latent, args.cka_level, seed=args.seed,
+                                          jobs=args.jobs)
         maps = "aligned-umap" if args.aligned_umap else args.umap
         out = write_run(args.out, metrics, states, items, maps, args.seed, args.overwrite)
         print(markdown_table(metrics["models"]))
@@ -1215,7 +1312,7 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-__all__ = ["Item", "ProbeError", "States", "cka_matrix", "concept_items", "file_items", "hidden_states",
+__all__ = ["Item", "ProbeError", "States", "cka_matrix", "concept_items", "default_jobs", "file_items", "hidden_states",
            "latent_language", "layer_metrics", "lens_logits", "linear_cka", "load_items", "load_model", "load_models",
-           "metric_curves", "probe_accuracy", "probe_models", "remove_language_directions", "resolve_heldout", "retrieval",
+           "metric_curves", "probe_accuracy", "probe_models", "probe_pool", "remove_language_directions", "resolve_heldout", "retrieval",
            "sentence_items", "silhouette", "slider_figure", "trained_holdout", "write_run"]

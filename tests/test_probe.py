@@ -153,6 +153,49 @@ def test_latent_language_view_has_one_point_per_layer(tiny):
     assert all(lo <= m <= hi for lo, m, hi in zip(r["answer"]["lo"], r["answer"]["mean"], r["answer"]["hi"]))
 
 
+def test_latent_language_does_not_depend_on_the_batching(tiny):
+    lm = P.load_model(tiny[2])
+    a = P.latent_language(lm, "ru2en", n=12, n_boot=50, batch_size=12)
+    b = P.latent_language(lm, "ru2en", n=12, n_boot=50, batch_size=3)  # more batches, other padding
+    assert a["answer"]["mean"] == pytest.approx(b["answer"]["mean"], rel=1e-4, abs=1e-7)
+    assert a["counterpart"]["mean"] == pytest.approx(b["counterpart"]["mean"], rel=1e-4, abs=1e-7)
+
+
+def test_probes_fitted_in_worker_processes_equal_the_fits_here(tiny):
+    import os
+
+    with P.probe_pool(2) as pool:  # the pool really is other processes
+        assert os.getpid() not in {pool.submit(os.getpid).result() for _ in range(4)}
+    lm = P.load_model(tiny[2])
+    items = P.concept_items(heldout=["cat", "dog"])[:120]
+    st = P.hidden_states(lm, items)
+    here = P.layer_metrics(st, items, folds=3, jobs=0)
+    there = P.layer_metrics(st, items, folds=3, jobs=2)
+    assert here == there and len(here["probe_category"]) == 3
+    assert all(r["available"] and 0 <= r["accuracy"] <= 1 for r in here["probe_language"])
+
+
+def test_a_probe_error_in_a_worker_reaches_the_caller_as_one_line():
+    X = np.random.default_rng(0).standard_normal((12, 4))
+    with P.probe_pool(2) as pool:
+        f = pool.submit(P.probe_accuracy, X, ["a", "b"] * 6, ["g1", "g2"] * 6, 5)
+        with pytest.raises(P.ProbeError, match="2 groups .* but 5 cross-validation folds"):
+            f.result()
+
+
+def test_an_interrupt_stops_the_workers_at_once():
+    import time
+
+    t = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        with P.probe_pool(2) as pool:
+            for _ in range(4):
+                pool.submit(time.sleep, 60)  # a fit that would take a minute
+            procs = list(pool._processes.values())
+            raise KeyboardInterrupt  # Ctrl-C while the workers fit
+    assert time.perf_counter() - t < 20 and len(procs) == 2 and not any(p.is_alive() for p in procs)
+
+
 def test_slider_figure_holds_one_frame_per_layer(tiny):
     lm = P.load_model(tiny[2])
     items = P.concept_items()[:40]
@@ -160,6 +203,12 @@ def test_slider_figure_holds_one_frame_per_layer(tiny):
     fig = P.slider_figure(P.layer_maps(st, "pca"), items, st.layers)
     assert len(fig.frames) == 3 == len(fig.layout.sliders[0].steps)
     assert [f.name for f in fig.frames] == ["0", "1", "2"]
+    for frame in fig.frames:  # every item once per frame, its word on hover, its language as the symbol
+        assert sum(len(t.x) for t in frame.data) == 40
+        hover = [h for t in frame.data for h in t.text]
+        assert sorted(h.split(" (")[0] for h in hover) == sorted(it.text for it in items)
+        assert {s for t in frame.data for s in t.marker.symbol} == set(P._SYMBOLS[:2])
+    assert fig.data[0].x == fig.frames[0].data[0].x
 
 
 def test_lens_without_a_final_norm_says_so_in_one_line(tiny):
@@ -276,6 +325,9 @@ def test_cli_refuses_an_existing_out_and_a_layer_out_of_range(tiny, tmp_path, ca
     assert "already exists" in capsys.readouterr().err
     assert main(["probe", str(ckpt), "--out", str(tmp_path / "x"), "--layers", "9", "--no-umap"]) == 2
     assert "out of range" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["probe", str(ckpt), "--out", str(tmp_path / "x"), "--jobs", "-1", "--no-umap"]) == 2
+    err = capsys.readouterr().err
+    assert "--jobs -1" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 def test_large_states_stream_to_a_temporary_file_on_their_own(tiny, monkeypatch):
