@@ -42,6 +42,9 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=None,
                     help="worker processes for the probes' fits (default: bvvlab's, the usable cores up to 4)")
     ap.add_argument("--repeat", type=int, default=2, help="warm calls after the first one")
+    ap.add_argument("--checkpoint", default=None,
+                    help="probe this checkpoint instead of the untrained model (the fits' iterations depend on the "
+                         "states; compare with --layers of its depth)")
     ap.add_argument("--no-umap", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -99,7 +102,9 @@ def main() -> int:
                  "all_but_umap_s": round(t3 - t0, 3)}, metrics, states)
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_checkpoint(model, tok, Path(tmp) / "small6")
+        ckpt = Path(args.checkpoint) if args.checkpoint else save_checkpoint(model, tok, Path(tmp) / "small6")
+        if args.checkpoint:
+            result.update(checkpoint=str(ckpt), layers=P.load_model(ckpt).n_layers, vocab=None)
         first, metrics, states = all_but_umap(ckpt, Path(tmp) / "pca")
         warm = [all_but_umap(ckpt, Path(tmp) / f"pca{r}")[0] for r in range(args.repeat)]
         peer_s.append(peer())
@@ -109,17 +114,17 @@ def main() -> int:
                       ratio_to_peer=round(first["all_but_umap_s"] / p_s, 1), warm=warm)
         if warm:
             result["all_but_umap_warm_median_s"] = float(np.median([w["all_but_umap_s"] for w in warm]))
-        m = metrics["models"]["small6"]
+        m = next(iter(metrics["models"].values()))
         result["check"] = {"top1_layer0": m["retrieval"][0]["top1"], "chance_top1": m["retrieval"][0]["chance_top1"]}
         print(f"peer, fp32 GEMM 512x256x1024 at {result['threads']} threads: {result['gemm_gflops']} GFLOP/s")
-        print(f"all metrics but UMAP, {len(items)} items, {args.layers + 1} hidden states, {result['jobs']} worker "
+        print(f"all metrics but UMAP, {len(items)} items, {result['layers'] + 1} hidden states, {result['jobs']} worker "
               f"processes: first call {first['all_but_umap_s']:.2f} s (load {first['load_s']:.2f}, metrics "
               f"{first['metrics_s']:.2f}, PCA maps + figures {first['pca_figures_s']:.2f}; {result['ratio_to_peer']} "
               f"peers; imports before: {import_s:.2f} s)")
         if warm:
             print("  warm calls: " + ", ".join(f"{w['all_but_umap_s']:.2f}" for w in warm) + " s")
         if not args.no_umap:
-            st = states["small6"]
+            st = next(iter(states.values()))
             t4 = time.perf_counter()
             P._coords_2d(np.asarray(st.pooled[0][:40]), "umap", 0)  # numba's compilation, on a small input
             t5 = time.perf_counter()

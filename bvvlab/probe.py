@@ -41,7 +41,7 @@ import os
 import sys
 import time
 import warnings
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -805,37 +805,72 @@ def default_jobs() -> int:
 class _Serial:
     """The pool's interface, run in this process at submit time."""
 
+    _max_workers = 0
+
     def submit(self, fn, *args, **kwargs) -> Future:
         f: Future = Future()
         f.set_result(fn(*args, **kwargs))
         return f
 
 
+def _worker_init() -> None:
+    """Each worker: one BLAS and one torch thread for good (the jobs are small and the workers
+    share the cores), and Ctrl-C left to the parent, which stops the workers itself."""
+    import signal
+
+    from threadpoolctl import threadpool_limits
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threadpool_limits(1)
+    torch.set_num_threads(1)
+
+
 @contextlib.contextmanager
 def probe_pool(jobs: int | None = None):
     """Where the per-layer metrics run: `jobs` forked worker processes (Linux), or this process
-    (`jobs` 0, or no fork). The probes' logistic-regression fits dominate; they are small and
-    Python-bound, so threads do not help, and forked workers start in milliseconds with
-    scikit-learn already imported. A worker runs only NumPy/scikit-learn code on arrays it is
-    sent, never torch or CUDA, which is what makes forking a process that holds a model safe here. While the workers live, this process's torch
+    (`jobs` 0, no fork, or a daemonic process). The probes' logistic-regression fits dominate;
+    they are small and Python-bound, so threads do not help, and forked workers start in
+    milliseconds with scikit-learn already imported (here, before the fork). A worker runs only
+    NumPy/scikit-learn code on arrays it is sent, never torch or CUDA, which is what makes forking
+    a process that holds a model safe here. While the workers live, this process's torch and BLAS
     threads leave their cores to them (idle OpenMP threads spin and starve the fits otherwise).
-    Results do not depend on `jobs`."""
+    Read the results inside the block: pending jobs are cancelled when it ends. Results do not
+    depend on `jobs`."""
     jobs = default_jobs() if jobs is None else int(jobs)
-    if jobs <= 0 or "fork" not in multiprocessing.get_all_start_methods() or not sys.platform.startswith("linux"):
+    if jobs < 0:
+        raise ProbeError(f"jobs={jobs}: give a number of worker processes, 0 or more (0 computes in this process)")
+    if (jobs == 0 or "fork" not in multiprocessing.get_all_start_methods() or not sys.platform.startswith("linux")
+            or multiprocessing.current_process().daemon):  # a daemonic process may not have children
         yield _Serial()
         return
-    from threadpoolctl import threadpool_limits
+    import sklearn.linear_model  # noqa: F401  (imported once here, not once per worker)
+    import sklearn.metrics  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+    import sklearn.preprocessing  # noqa: F401
+    from concurrent.futures.process import BrokenProcessPool
 
-    ex = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     threads = torch.get_num_threads()
     left = max(1, min(threads, len(os.sched_getaffinity(0)) - jobs))
+    blas = max([i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"] or [1])
+    ex = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init)
+    try:
+        with warnings.catch_warnings():  # Python >= 3.12 warns about fork in any multi-threaded process: safe here
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+            ex.submit(int).result()  # fork the workers now, inside the filter
+    except (BrokenProcessPool, OSError) as exc:
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise ProbeError(f"could not start {jobs} worker processes ({exc}): pass --jobs 0 (jobs=0) to compute in "
+                         "this process") from None
     torch.set_num_threads(left)
     try:
-        with threadpool_limits(left, user_api="blas"), warnings.catch_warnings():
-            # Python >= 3.12 warns about fork in any multi-threaded process (see above for why it is safe here)
-            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
+        with threadpool_limits(min(left, blas), user_api="blas"):
             yield ex
-    except BaseException:  # Ctrl-C or an error: the queued fits are not wanted, stop the workers now
+    except BrokenProcessPool:
+        raise ProbeError("a probe worker process died (out of memory?): pass --jobs 0 (jobs=0) to compute in this "
+                         "process, or fewer items") from None
+    except BaseException:  # Ctrl-C or an error: the queued jobs are not wanted, stop the workers now
         for proc in list((getattr(ex, "_processes", None) or {}).values()):
             proc.terminate()
         raise
@@ -883,9 +918,12 @@ def _layer_metrics(states: States, items: Sequence[Item], folds: int, seed: int,
             raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
                              f"concepts or fewer folds (--folds {max(2, n_groups)})")
     sub = pool.submit  # every metric is a job: the long category probes first within each layer
+    in_flight: list[list[Future]] = []  # at most workers + 1 layers' arguments held at once (memory-mapped states)
     for k in range(len(states.layers)):
+        if len(in_flight) > pool._max_workers:
+            wait(in_flight.pop(0))
         X = np.asarray(states.pooled[k], dtype=np.float32)
-        Xn = remove_language_directions(X, lang, "lda") if two_langs else None
+        Xn = remove_language_directions(X, lang, "lda") if two_langs and (probes or paired) else None
         if probes:
             per["probe_category"].append(sub(probe_accuracy, X, labels, groups, folds, seed) if has_labels else None)
             per["probe_language"].append(sub(probe_accuracy, X, lang, groups, folds, seed))
@@ -898,6 +936,7 @@ def _layer_metrics(states: States, items: Sequence[Item], folds: int, seed: int,
                 per["retrieval_neutral"].append(sub(_short_retrieval, Xn, items, langs, False, subsets))
         per["silhouette_category"].append(sub(silhouette, X, labels) if has_labels else None)
         per["silhouette_language"].append(sub(silhouette, X, lang))
+        in_flight.append([v[-1] for v in per.values() if v and isinstance(v[-1], Future)])
     per = {k: v for k, v in per.items() if v}
     out: dict[str, Any] = {"layers": states.layers, "n_items": len(items), **per}
     if states.lens is not None:
@@ -1008,7 +1047,7 @@ def slider_figure(maps: Sequence[np.ndarray], items: Sequence[Item], layers: Seq
     hover = [[f"{items[i].text} ({items[i].lang}{', held out' if items[i].heldout else ''})" for i in g] for g in groups]
 
     def traces(Y):  # plain dicts: plotly validates them once, in the Figure (go.Scatter + go.Frame would twice)
-        return [{"type": "scatter", "x": Y[g, 0].tolist(), "y": Y[g, 1].tolist(), "mode": "markers", "name": lab,
+        return [{"type": "scatter", "x": Y[g, 0], "y": Y[g, 1], "mode": "markers", "name": lab,
                  "legendgroup": lab, "text": hover[j], "hovertemplate": "%{text}<extra>" + lab + "</extra>",
                  "marker": {"color": palette[j % len(palette)], "size": 7, "opacity": 0.8, "symbol": symbols[j]}}
                 for j, (lab, g) in enumerate(zip(labels, groups))]

@@ -183,6 +183,17 @@ def test_a_probe_error_in_a_worker_reaches_the_caller_as_one_line():
             f.result()
 
 
+def test_a_worker_that_dies_is_one_line_and_negative_jobs_are_refused():
+    import os
+
+    with pytest.raises(P.ProbeError, match="worker process died .*--jobs 0"):
+        with P.probe_pool(2) as pool:
+            pool.submit(os._exit, 1).result()  # as an out-of-memory kill would
+    with pytest.raises(P.ProbeError, match="jobs=-1"):
+        with P.probe_pool(-1):
+            pass
+
+
 def test_an_interrupt_stops_the_workers_at_once():
     import time
 
@@ -208,7 +219,7 @@ def test_slider_figure_holds_one_frame_per_layer(tiny):
         hover = [h for t in frame.data for h in t.text]
         assert sorted(h.split(" (")[0] for h in hover) == sorted(it.text for it in items)
         assert {s for t in frame.data for s in t.marker.symbol} == set(P._SYMBOLS[:2])
-    assert fig.data[0].x == fig.frames[0].data[0].x
+    assert np.array_equal(fig.data[0].x, fig.frames[0].data[0].x)
 
 
 def test_lens_without_a_final_norm_says_so_in_one_line(tiny):
