@@ -55,6 +55,7 @@ from bvvlab.errors import BVVError
 POOLINGS = ("last", "mean")
 ITEM_SETS = ("concepts", "sentences")
 MEMMAP_BYTES = 1 << 30  # hidden states larger than this stream to a memory-mapped temporary file, not RAM
+WINDOW_BYTES = 64 << 20  # states larger than this are sent to the metric workers a few layers at a time
 
 
 class ProbeError(BVVError):
@@ -909,34 +910,51 @@ def _layer_metrics(states: States, items: Sequence[Item], folds: int, seed: int,
     subsets = {"heldout": held, "trained": ~held} if held.any() else None
     has_labels = all(labels) and len(set(labels)) > 1
     two_langs = sorted({it.lang for it in items}) == sorted(langs)
-    per: dict[str, list] = {k: [] for k in ("retrieval", "retrieval_raw", "retrieval_neutral", "probe_category",
-                                            "probe_language", "probe_language_neutral", "silhouette_category",
-                                            "silhouette_language")}
+    per: dict[str, list | None] = dict.fromkeys(("retrieval", "retrieval_raw", "retrieval_neutral", "probe_category",
+                                                 "probe_language", "probe_language_neutral", "silhouette_category",
+                                                 "silhouette_language"))  # the output's order; unused ones dropped
     if probes:
         n_groups = len(set(groups))
         if n_groups < folds:
             raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
                              f"concepts or fewer folds (--folds {max(2, n_groups)})")
-    sub = pool.submit  # every metric is a job: the long category probes first within each layer
-    in_flight: list[list[Future]] = []  # at most workers + 1 layers' arguments held at once (memory-mapped states)
-    for k in range(len(states.layers)):
-        if len(in_flight) > pool._max_workers:
-            wait(in_flight.pop(0))
+    L = len(states.layers)
+
+    def tasks(k: int) -> list[tuple[str, int, Any, tuple]]:  # (metric, cost rank: 0 longest, function, arguments)
         X = np.asarray(states.pooled[k], dtype=np.float32)
         Xn = remove_language_directions(X, lang, "lda") if two_langs and (probes or paired) else None
+        t: list[tuple[str, int, Any, tuple]] = []
         if probes:
-            per["probe_category"].append(sub(probe_accuracy, X, labels, groups, folds, seed) if has_labels else None)
-            per["probe_language"].append(sub(probe_accuracy, X, lang, groups, folds, seed))
+            t.append(("probe_category", 0, probe_accuracy, (X, labels, groups, folds, seed)) if has_labels else
+                     ("probe_category", 9, None, ()))
+            t.append(("probe_language", 1, probe_accuracy, (X, lang, groups, folds, seed)))
             if two_langs:
-                per["probe_language_neutral"].append(sub(probe_accuracy, Xn.astype(np.float32), lang, groups, folds, seed))
+                t.append(("probe_language_neutral", 1, probe_accuracy, (Xn.astype(np.float32), lang, groups, folds, seed)))
         if paired:
-            per["retrieval"].append(sub(retrieval, X, items, langs, True, subsets))
-            per["retrieval_raw"].append(sub(_short_retrieval, X, items, langs, False))
+            t.append(("retrieval", 2, retrieval, (X, items, langs, True, subsets)))
+            t.append(("retrieval_raw", 2, _short_retrieval, (X, items, langs, False)))
             if two_langs:
-                per["retrieval_neutral"].append(sub(_short_retrieval, Xn, items, langs, False, subsets))
-        per["silhouette_category"].append(sub(silhouette, X, labels) if has_labels else None)
-        per["silhouette_language"].append(sub(silhouette, X, lang))
-        in_flight.append([v[-1] for v in per.values() if v and isinstance(v[-1], Future)])
+                t.append(("retrieval_neutral", 2, _short_retrieval, (Xn, items, langs, False, subsets)))
+        t.append(("silhouette_category", 2, silhouette, (X, labels)) if has_labels else ("silhouette_category", 9, None, ()))
+        t.append(("silhouette_language", 2, silhouette, (X, lang)))
+        return t
+
+    def submit(key: str, k: int, fn: Any, args: tuple) -> None:
+        per[key] = per.get(key) or [None] * L
+        per[key][k] = pool.submit(fn, *args) if fn is not None else None
+
+    if states.pooled.nbytes > WINDOW_BYTES:  # large: layer by layer, at most workers + 1 layers' arguments held
+        in_flight: list[list[Future]] = []
+        for k in range(L):
+            if len(in_flight) > pool._max_workers:
+                wait(in_flight.pop(0))
+            for key, _, fn, args in tasks(k):
+                submit(key, k, fn, args)
+            in_flight.append([v[k] for v in per.values() if v and isinstance(v[k], Future)])
+    else:  # longest first (the category probes), so no long job is left to run alone at the end
+        every = [(rank, k, key, fn, args) for k in range(L) for key, rank, fn, args in tasks(k)]
+        for _, k, key, fn, args in sorted(every, key=lambda t: t[:2]):
+            submit(key, k, fn, args)
     per = {k: v for k, v in per.items() if v}
     out: dict[str, Any] = {"layers": states.layers, "n_items": len(items), **per}
     if states.lens is not None:

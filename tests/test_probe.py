@@ -161,7 +161,7 @@ def test_latent_language_does_not_depend_on_the_batching(tiny):
     assert a["counterpart"]["mean"] == pytest.approx(b["counterpart"]["mean"], rel=1e-4, abs=1e-7)
 
 
-def test_probes_fitted_in_worker_processes_equal_the_fits_here(tiny):
+def test_probes_fitted_in_worker_processes_equal_the_fits_here(tiny, monkeypatch):
     import os
 
     with P.probe_pool(2) as pool:  # the pool really is other processes
@@ -172,6 +172,10 @@ def test_probes_fitted_in_worker_processes_equal_the_fits_here(tiny):
     here = P.layer_metrics(st, items, folds=3, jobs=0)
     there = P.layer_metrics(st, items, folds=3, jobs=2)
     assert here == there and len(here["probe_category"]) == 3
+    assert list(here) == ["layers", "n_items", "retrieval", "retrieval_raw", "retrieval_neutral", "probe_category",
+                          "probe_language", "probe_language_neutral", "silhouette_category", "silhouette_language"]
+    monkeypatch.setattr(P, "WINDOW_BYTES", 16)  # large states go layer by layer: the same numbers
+    assert P.layer_metrics(st, items, folds=3, jobs=2) == here
     assert all(r["available"] and 0 <= r["accuracy"] <= 1 for r in here["probe_language"])
 
 
