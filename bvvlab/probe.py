@@ -881,7 +881,7 @@ def probe_pool(jobs: int | None = None):
 
 
 def _resolved(m: dict[str, Any]) -> dict[str, Any]:
-    """`m` with every pending probe (a Future in a per-layer list) replaced by its result."""
+    """`m` with every pending metric (a Future in a per-layer list) replaced by its result."""
     return {k: [x.result() if isinstance(x, Future) else x for x in v] if isinstance(v, list) else v
             for k, v in m.items()}
 
