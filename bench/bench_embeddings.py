@@ -4,7 +4,7 @@
 
 1. The literal recipe (tests/recipe_reference.py: one Pillow canvas per token, re-seeding, rotate,
    paste, noise, blur, threshold, resize, per-token sorted polar snake) against
-   `bvvlab.glyphs.render_bits` on the SAME tokens: a seeded random sample of 2,000 ids of the
+   `bvvlab.glyph.bitmaps.render_bits` on the SAME tokens: a seeded random sample of 2,000 ids of the
    bvv241-2-3 vocabulary (so its real mix of CJK, other single characters, n-grams and specials).
    The bits are checked equal. The fast path is timed cold (empty cache: every character
    rasterised inside the timing), as a new process finds it (glyph atlas on disk) and warm
@@ -34,10 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bvvlab import embeddings, glyphs  # noqa: E402
-from bvvlab.font import load_font  # noqa: E402
-from bvvlab.glyphs import RECIPE_32  # noqa: E402
-from bvvlab.runinfo import run_meta, write_json_atomic  # noqa: E402
+from bvvlab.glyph import embeddings
+from bvvlab.glyph import bitmaps as glyphs  # noqa: E402
+from bvvlab.glyph.font import load_font  # noqa: E402
+from bvvlab.glyph.bitmaps import RECIPE_32  # noqa: E402
+from bvvlab.core.runinfo import run_meta, write_json_atomic  # noqa: E402
 import recipe_reference as ref  # noqa: E402
 
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "embeddings.json"))
     args = ap.parse_args(argv)
 
-    from bvvlab.tokenizer import build_tokenizer, tokenizer_vocab
+    from bvvlab.glyph.tokenizer import build_tokenizer, tokenizer_vocab
 
     load_font(32)
     vocab = tokenizer_vocab(build_tokenizer("bvv241-2-3"))

@@ -1,11 +1,11 @@
 """Speed of multiple-choice scoring (issue 12), against lm-evaluation-harness's `hf` model.
 
-1,000 four-choice questions (the concept suites of bvvlab/assets/eval, cycled) on a `small`-preset
+1,000 four-choice questions (the concept suites of data/eval, cycled) on a `small`-preset
 model (random weights: speed and agreement, not skill) with the bvv241-2-3 n-grams compacted to
 the questions' text. Measured in one run, interleaved (ours, harness, ours, ...) and the best of
 `--repeat` taken for each:
 
-  * ours: `bvvlab.evaluate.score_choices` (each context once, its KV cache repeated per choice,
+  * ours: `bvvlab.eval.evaluate.score_choices` (each context once, its KV cache repeated per choice,
     all choices of a batch in one forward), target <= 30 s;
   * harness: `lm_eval.models.huggingface.HFLM(pretrained=CKPT, trust_remote_code=True)`
     `loglikelihood` over the same (context, continuation) requests, target: ours >= 2x faster.
@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from results_file import write_results  # bench/, beside this script
 
-from bvvlab import evaluate as E
-from bvvlab.checkpoints import save_checkpoint
-from bvvlab.model import BVVForCausalLM, config_from_preset
-from bvvlab.tokenizer import _default_ngrams, bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.eval import evaluate as E
+from bvvlab.models.checkpoints import save_checkpoint
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.glyph.tokenizer import _default_ngrams, bvv241_vocab, compact_vocab, hf_tokenizer
 
 OUT = Path(__file__).resolve().parent / "results" / "evaluate.json"
 

@@ -1,13 +1,13 @@
 """Speed of a fused model (issue 13) against one of its experts, measured in the same run.
 
 Two experts of one shape on one frozen glyph matrix (random weights: speed does not depend on
-them), fused by every method of `bvvlab.fused_model`. Timed calls are interleaved round-robin
+them), fused by every method of `bvvlab.models.fused_model`. Timed calls are interleaved round-robin
 (expert a, expert b, fused by each method, a, b, ...) and the median over rounds is taken, so a
 busy machine slows every model alike; ratios are paired per round (each fused call against the
 expert call of the same round).
 
   (a) score: next-token scoring of (batch x seq) windows with labels, the path of
-      `bvvlab.evaluate.evaluate_bpc` (summed loss, `num_items_in_batch=1`): tokens/s.
+      `bvvlab.eval.evaluate.evaluate_bpc` (summed loss, `num_items_in_batch=1`): tokens/s.
   (b) gen:   greedy generation with the KV cache, batch 1, `--new` new tokens after a 16-token
       prompt (`min_new_tokens` = max, so every call decodes as many): new tokens/s. The fused
       model's tokens are checked against its uncached generation once.
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from bench_model import interleaved, paired_ratio  # bench/, beside this script
 from results_file import write_results
 
-from bvvlab.fused_model import METHODS, FusedForCausalLM
-from bvvlab.model import BVVForCausalLM, config_from_preset, count_parameters
+from bvvlab.models.fused_model import METHODS, FusedForCausalLM
+from bvvlab.models.model import BVVForCausalLM, config_from_preset, count_parameters
 
 OUT = Path(__file__).resolve().parent / "results" / "fusion.json"
 PROMPT = 16

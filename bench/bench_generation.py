@@ -46,9 +46,9 @@ TARGETS = {"core_vs_generate": 0.90, "widget_vs_generate": 0.75, "first_token_s"
 def setup(threads: int):
     import torch
 
-    from bvvlab.corpora import parallel_pairs
-    from bvvlab.model import BVVForCausalLM, config_from_preset
-    from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+    from bvvlab.corpus.sources import parallel_pairs
+    from bvvlab.models.model import BVVForCausalLM, config_from_preset
+    from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
     torch.set_num_threads(threads)
     rows = parallel_pairs("libreoffice-en-ru", "train")[:3000]
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
-    from bvvlab import generation as G
-    from bvvlab import widgets as Wd
-    from bvvlab.model import count_parameters
+    from bvvlab.models import generation as G
+    from bvvlab.app import widgets as Wd
+    from bvvlab.models.model import count_parameters
 
     model, tok, cfg = setup(args.threads)
     settings = G.GenerationSettings(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1,

@@ -1,4 +1,4 @@
-"""Speed and memory of bvvlab.model against Hugging Face's LlamaForCausalLM (issue 4).
+"""Speed and memory of bvvlab.models.model against Hugging Face's LlamaForCausalLM (issue 4).
 
 Every figure is a ratio against a peer measured in the same run; timed steps of the two
 models are interleaved (A, B, A, B, ...) and the median is taken, so a busy machine slows both.
@@ -40,8 +40,8 @@ import torch
 from results_file import write_results  # bench/, beside this script
 import torch.nn.functional as F
 
-from bvvlab.model import BVVForCausalLM, config_from_preset, count_parameters, to_llama
-from bvvlab.runinfo import REPO_ROOT
+from bvvlab.models.model import BVVForCausalLM, config_from_preset, count_parameters, to_llama
+from bvvlab.core.runinfo import REPO_ROOT
 
 # (a), (b): the "small" preset's shape with a compact vocabulary (a corpus's tokens only);
 # (a), (c): the same blocks over the full bvv241-2-3 vocabulary (65,536), as the paper's models use

@@ -1,4 +1,4 @@
-"""Probing speed (issue 11, "Speed"): every metric of `bvvlab.probe` for a 6-layer `small`-shaped
+"""Probing speed (issue 11, "Speed"): every metric of `bvvlab.analysis.probe` for a 6-layer `small`-shaped
 model (d 256) over 500 concept items (250 concepts x en/ru), and the UMAP map of every layer.
 
   (a) all metrics but UMAP: hidden states of 7 layers (batched, left-padded), retrieval both
@@ -57,11 +57,11 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from bvvlab import probe as P
-    from bvvlab.checkpoints import save_checkpoint
-    from bvvlab.model import BVVForCausalLM, config_from_preset
-    from bvvlab.runinfo import device_info, git_commit, write_json_atomic
-    from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+    from bvvlab.analysis import probe as P
+    from bvvlab.models.checkpoints import save_checkpoint
+    from bvvlab.models.model import BVVForCausalLM, config_from_preset
+    from bvvlab.core.runinfo import device_info, git_commit, write_json_atomic
+    from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bvvlab import tokenizer as T
+from bvvlab.glyph import tokenizer as T
 
 
 def literal_bpe(text: str, index: dict[str, int], rank: dict[tuple[str, str], int]) -> list[int]:

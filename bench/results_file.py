@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from bvvlab.atomic import write_json_atomic
-from bvvlab.runinfo import run_meta
+from bvvlab.core.atomic import write_json_atomic
+from bvvlab.core.runinfo import run_meta
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ CORPUS = "libreoffice-en-ru?holdout=suite:0.5,concepts?holdout=suite:0.4,instruc
 
 
 def config(args: argparse.Namespace, part: str):
-    from bvvlab.train import make_config
+    from bvvlab.train.loop import make_config
 
     return make_config(preset=args.preset, frozen=part != "unfrozen", steps=args.steps, lr=args.lr,
                        min_lr=args.lr / 10, warmup=max(1, args.steps // 20), seq_len=args.seq_len,
@@ -43,8 +43,8 @@ def untrained(out: Path, seed: int) -> Path:
     """The frozen twin's config, tokenizer and glyph matrix, blocks freshly initialised."""
     import torch
 
-    from bvvlab.checkpoints import load_checkpoint, save_checkpoint
-    from bvvlab.model import BVVForCausalLM
+    from bvvlab.models.checkpoints import load_checkpoint, save_checkpoint
+    from bvvlab.models.model import BVVForCausalLM
 
     model, tok = load_checkpoint(out / "frozen")
     glyphs = model.model.embed_tokens.weight.detach().clone()
@@ -56,8 +56,8 @@ def untrained(out: Path, seed: int) -> Path:
 
 def unseen(concepts: list[str]) -> list[str]:
     """The concepts none of whose word forms occurs in the LibreOffice en-ru training pairs."""
-    from bvvlab.concepts import mention_pattern
-    from bvvlab.parallel import parallel_pairs
+    from bvvlab.corpus.concepts import mention_pattern
+    from bvvlab.corpus.parallel_text import parallel_pairs
 
     text = "\n".join(r["en"] + "\n" + r["ru"] for r in parallel_pairs("libreoffice-en-ru", "train"))
     return [c for c in concepts if not mention_pattern([c]).search(text)]
@@ -68,8 +68,8 @@ def translation_accuracy(path: str, subsets: dict[str, set[str]]) -> dict[str, f
     concepts whose first generated line is exactly the Russian lemma, per subset of concept ids."""
     import torch
 
-    from bvvlab import concepts as C
-    from bvvlab.checkpoints import load_checkpoint
+    from bvvlab.corpus import concepts as C
+    from bvvlab.models.checkpoints import load_checkpoint
 
     model, tok = load_checkpoint(path)
     model.eval()
@@ -86,7 +86,7 @@ def translation_accuracy(path: str, subsets: dict[str, set[str]]) -> dict[str, f
 
 def retrieval_table(states: dict, items: list, subsets: dict[str, "np.ndarray"]) -> tuple[str, dict]:
     """Retrieval top-1 by layer (en->ru and ru->en averaged) of every model over query subsets."""
-    from bvvlab import probe as P
+    from bvvlab.analysis import probe as P
 
     names = list(states)
     cols = [(n, s) for n in names for s in subsets]
@@ -129,13 +129,13 @@ def main() -> int:
         print(f"untrained: {untrained(out, args.seed)}")
         return 0
     if args.part != "probe":
-        from bvvlab.train import train
+        from bvvlab.train.loop import train
 
         t0, cpu0 = time.perf_counter(), time.process_time()
         ckpt = train(config(args, args.part))
         print(f"{args.part}: {ckpt} in {time.perf_counter() - t0:.0f} s wall, {time.process_time() - cpu0:.0f} s CPU")
         return 0
-    from bvvlab import probe as P
+    from bvvlab.analysis import probe as P
 
     import numpy as np
 
@@ -148,7 +148,7 @@ def main() -> int:
     subsets = {"trained": np.array([not it.heldout for it in items]), "heldout": np.array([it.heldout for it in items]),
                "unseen": np.array([it.pair in clean for it in items])}
     table, data = retrieval_table(states, items, subsets)
-    from bvvlab import concepts as C
+    from bvvlab.corpus import concepts as C
 
     groups = {"trained": set(C.LEXICON) - set(held), "heldout": set(held), "unseen": clean}
     translate = {Path(p).name: translation_accuracy(p, groups) for p in paths}

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bvvlab.model import BVVForCausalLM, config_from_preset
-from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
 TEXTS = ["Hello, world! The quick brown fox.", "Привет, мир! Съешь же ещё этих мягких булок."]
 PROMPT = "Hello, мир"
@@ -40,9 +40,9 @@ def tiny(tok, seed: int = 0, glyph_seed: int | None = None, **overrides) -> BVVF
 
 def fused_checkpoint(tok, root: Path, method: str = "bayes") -> Path:
     """Two tiny experts (different depth and heads, one matrix) saved and fused with
-    `bvvlab.fusion.fuse` into `root/fused`: a real fused checkpoint directory."""
-    from bvvlab.checkpoints import save_checkpoint
-    from bvvlab.fusion import fuse
+    `bvvlab.train.fusion.fuse` into `root/fused`: a real fused checkpoint directory."""
+    from bvvlab.models.checkpoints import save_checkpoint
+    from bvvlab.train.fusion import fuse
 
     a = tiny(tok, seed=0, glyph_seed=0)
     b = tiny(tok, seed=1, glyph_seed=0, num_hidden_layers=3, num_attention_heads=8)

@@ -23,9 +23,9 @@ import pytest  # noqa: E402
 
 @pytest.fixture
 def broken_font(tmp_path, monkeypatch):
-    """A private copy of bvvlab/assets/fonts that a test may delete or damage; yields the font file."""
-    from bvvlab import font
-    from bvvlab.runinfo import data_dir
+    """A private copy of data/fonts that a test may delete or damage; yields the font file."""
+    from bvvlab.glyph import font
+    from bvvlab.core.runinfo import data_dir
 
     shutil.copytree(data_dir() / "fonts", tmp_path / "fonts")
     monkeypatch.setenv("BVVLAB_DATA", str(tmp_path))

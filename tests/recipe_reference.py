@@ -1,6 +1,6 @@
 """The embedding recipe of docs/recipe.md section 3, written out literally, step by step.
 
-This is the *reference* that `bvvlab.glyphs` must match bit for bit. It is deliberately naive:
+This is the *reference* that `bvvlab.glyph.bitmaps` must match bit for bit. It is deliberately naive:
 one Pillow canvas per token, the global `random` / `numpy.random` generators re-seeded on
 every call exactly as the published notebook does, Pillow's own rotate / paste / GaussianBlur /
 resize, and a Python `sorted` over (r, theta, x, y) tuples for the polar snake. Nothing here is
@@ -16,8 +16,8 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bvvlab.font import load_font
-from bvvlab.glyphs import RecipeParams
+from bvvlab.glyph.font import load_font
+from bvvlab.glyph.bitmaps import RecipeParams
 
 
 def is_easy(token: str) -> bool:

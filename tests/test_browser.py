@@ -87,7 +87,7 @@ RECORDS.append({"kind": "eval", "step": 30, "tokens": 512 * 30, "val_bpc": 2.2, 
 
 LIVE_CELL = textwrap.dedent(f"""
     import time
-    from bvvlab import plots
+    from bvvlab.app import plots
 
     live = plots.LiveCurves("browser check")  # live: JupyterLab allows stdin
     for rec in {RECORDS!r}:
@@ -206,7 +206,7 @@ def test_notebook_01_figures_render_their_labels(browser, tmp_path):
     """Saved as the notebook saves them and opened in the browser: what plotly actually draws."""
     import numpy as np
 
-    from bvvlab import embedding_views as ev
+    from bvvlab.glyph import views as ev
 
     toks = ["<s>", "é", "e\u0301", "A", "\u0410", " "]
     ev.save_figure(ev.gallery_figure(toks, ev.model_view_images(toks), cols=6), tmp_path, "gallery")
@@ -237,9 +237,9 @@ def _generation_notebook(root: Path) -> Path:
     import torch.nn.functional as F
 
     from _gen_fixtures import make_tokenizer
-    from bvvlab.checkpoints import save_checkpoint
-    from bvvlab.model import BVVForCausalLM, config_from_preset
-    from bvvlab.runinfo import REPO_ROOT
+    from bvvlab.models.checkpoints import save_checkpoint
+    from bvvlab.models.model import BVVForCausalLM, config_from_preset
+    from bvvlab.core.runinfo import REPO_ROOT
 
     tok = make_tokenizer(["Hello, world! The quick brown fox.", "Привет, мир!"])
     tok.eos_token = None  # no end of text: the generation runs until Stop

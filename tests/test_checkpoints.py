@@ -26,11 +26,12 @@ import numpy as np
 import pytest
 import torch
 
-from bvvlab import checkpoints as C
-from bvvlab import cli, runinfo
-from bvvlab.errors import OutputError
-from bvvlab.runinfo import REPO_ROOT
-from bvvlab.train import make_config, train
+from bvvlab.models import checkpoints as C
+from bvvlab import cli
+from bvvlab.core import runinfo
+from bvvlab.core.errors import OutputError
+from bvvlab.core.runinfo import REPO_ROOT
+from bvvlab.train.loop import make_config, train
 
 FAST = dict(preset="tiny", seq_len=32, batch_size=4, train_chars=20_000, val_chars=4_000, log_every=1,
             eval_every=0, progress=False)
@@ -452,7 +453,8 @@ def test_real_full_disk_is_one_line(small_disk, capsys):
 # the kernel) as soon as the first metrics record is written: the stop step does not depend on speed
 _CTRL_C_AT_FIRST_RECORD = """
 import os, signal, sys
-from bvvlab import cli, train
+from bvvlab import cli
+from bvvlab.train import loop as train
 emit = train.RunLog.emit
 def emit_then_ctrl_c(self, rec):
     emit(self, rec)

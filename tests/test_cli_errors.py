@@ -58,7 +58,7 @@ def test_corpus_negative_n(capsys):
 
 
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
-    from bvvlab import train as TR
+    from bvvlab.train import loop as TR
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

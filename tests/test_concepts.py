@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from bvvlab import concepts as C
-from bvvlab.corpora import take
+from bvvlab.corpus import concepts as C
+from bvvlab.corpus.sources import take
 
 CYRILLIC_WORDS = re.compile(r"^[а-яё]+( [а-яё]+)*$")
 ENGLISH_WORDS = re.compile(r"^[A-Za-z]+( [A-Za-z]+)*$")

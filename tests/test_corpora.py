@@ -9,13 +9,13 @@ from collections import Counter
 
 import pytest
 
-from bvvlab import concepts as C
-from bvvlab import corpora as K
-from bvvlab.runinfo import data_dir
-from bvvlab import data as D
-from bvvlab.errors import CorpusError
+from bvvlab.corpus import concepts as C
+from bvvlab.corpus import sources as K
+from bvvlab.core.runinfo import data_dir
+from bvvlab.train import shards as D
+from bvvlab.core.errors import CorpusError
 
-# the numbers bvvlab/assets/corpora/README.md documents: (pairs, chars en, chars target) per split
+# the numbers data/corpora/README.md documents: (pairs, chars en, chars target) per split
 EXPECTED = {
     "libreoffice-en-ru": {"train": (18_012, 1_275_615, 1_375_289), "validation": (1_058, 79_421, 85_103),
                           "test": (1_066, 73_983, 80_812)},
@@ -35,7 +35,7 @@ def one_line(exc_info) -> str:
 
 @pytest.fixture
 def data_copy(tmp_path, monkeypatch):
-    """A private copy of bvvlab/assets/corpora that a test may damage."""
+    """A private copy of data/corpora that a test may damage."""
     dst = tmp_path / "data" / "corpora"
     shutil.copytree(data_dir() / "corpora", dst)
     monkeypatch.setenv("BVVLAB_DATA", str(tmp_path / "data"))
@@ -106,7 +106,7 @@ def test_corrupt_gzip_is_a_one_line_error(data_copy):
     with pytest.raises(K.CorpusError) as e:
         next(K.iter_documents("libreoffice-en-ru"))
     msg = one_line(e)
-    assert str(path) in msg and "git checkout -- bvvlab/assets/corpora/libreoffice-en-ru.jsonl.gz" in msg
+    assert str(path) in msg and "git checkout -- data/corpora/libreoffice-en-ru.jsonl.gz" in msg
     assert "extract_libreoffice.py" in msg
 
 

@@ -10,8 +10,8 @@ import string
 import numpy as np
 import pytest
 
-from bvvlab import data as D
-from bvvlab import tokenizer as T
+from bvvlab.train import shards as D
+from bvvlab.glyph import tokenizer as T
 
 DOCS = ["hello world", "мир труд май", "a\tb\nc", "zebra 42"] * 5
 
@@ -293,7 +293,7 @@ def test_failed_rebuild_leaves_the_earlier_shard_intact_and_no_temp_folder(tmp_p
     temporary folder is left in the shard root."""
     import errno
 
-    from bvvlab.errors import OutputError
+    from bvvlab.core.errors import OutputError
 
     tok = small_tokenizer()
     root = tmp_path / "shards"

@@ -12,9 +12,9 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from bvvlab import embeddings as E
+from bvvlab.glyph import embeddings as E
 from bvvlab.cli import main as cli_main
-from bvvlab.glyphs import RECIPE_32, render_bits
+from bvvlab.glyph.bitmaps import RECIPE_32, render_bits
 from test_glyphs import TOKENS
 
 
@@ -130,7 +130,7 @@ def test_cache_hit_damage_detected_and_rebuilt(tmp_cache, caplog):
         files[0].write_bytes(bytes(raw))
         caplog.clear()
         t3: dict = {}
-        with caplog.at_level(logging.WARNING, logger="bvvlab.embeddings"):
+        with caplog.at_level(logging.WARNING, logger="bvvlab.glyph.embeddings"):
             again = E.glyph_matrix(toks, dim=64, cache=True, progress=False, timings=t3)
         assert t3["cache_hit"] is False and torch.equal(again, first)
         msgs = [r.getMessage() for r in caplog.records]
@@ -156,7 +156,7 @@ def test_other_dims_reuse_the_cached_basis_and_damage_is_rebuilt(tmp_cache, capl
     raw = bytearray(basis[0].read_bytes())
     raw[len(raw) // 2] ^= 0x10
     basis[0].write_bytes(bytes(raw))
-    with caplog.at_level(logging.WARNING, logger="bvvlab.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="bvvlab.glyph.embeddings"):
         again = E.glyph_matrix(toks, dim=41, cache=True, progress=False)
     assert len(caplog.records) == 1 and "damaged" in caplog.records[0].getMessage()
     assert torch.equal(again, E.pca_embed(render_bits(toks), 41))
@@ -294,8 +294,8 @@ def test_cli_refuses_non_empty_out_before_any_work(tmp_path, capsys):
 def test_cli_missing_font_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     import shutil
 
-    from bvvlab import font
-    from bvvlab.runinfo import data_dir
+    from bvvlab.glyph import font
+    from bvvlab.core.runinfo import data_dir
 
     shutil.copytree(data_dir() / "fonts", tmp_path / "data" / "fonts")
     (tmp_path / "data" / font.FONT_FILE).unlink()
@@ -362,7 +362,7 @@ def test_compact_rows_come_from_the_full_matrix(full_cli_dir, monkeypatch):
     full = E.load_embedded(full_cli_dir)
     texts = ["hello the test", "привет мир, это тест", "emoji 🙂 and 中文"]
     compact = E.prepare_vocabulary("compact", texts=texts, progress=False)
-    from bvvlab.tokenizer import full_ids_of
+    from bvvlab.glyph.tokenizer import full_ids_of
 
     ids = full_ids_of(compact.tokenizer)
     assert len(compact.tokenizer) == len(ids) < 1000
@@ -379,7 +379,7 @@ def test_compact_rows_come_from_the_full_matrix(full_cli_dir, monkeypatch):
 def test_byte_tokens_are_drawn_as_fullwidth_hex_digits_and_nothing_else_changes(tmp_cache):
     """In a lossless vocabulary the 128 byte tokens get pairwise distinct bit vectors (drawn
     literally they give only 98), while every other token is drawn exactly as the recipe says."""
-    from bvvlab.tokenizer import BYTE_TOKENS, bvv241_vocab
+    from bvvlab.glyph.tokenizer import BYTE_TOKENS, bvv241_vocab
 
     vocab = bvv241_vocab(65_536, ["th", "the", "ей"])  # lossless: byte tokens at 0xE080-0xE0FF
     assert tuple(vocab[0xE080:0xE100]) == BYTE_TOKENS
@@ -432,7 +432,7 @@ def test_cli_layout_raqm_is_recorded(tmp_path):
 
     if not features.check("raqm"):
         pytest.skip("this Pillow has no libraqm")
-    from bvvlab import tokenizer as T
+    from bvvlab.glyph import tokenizer as T
 
     tok = T.hf_tokenizer(["<pad>", "<s>", "</s>", "<unk>", "a", "b", "\u0301", "e\u0301"], [], lossless=False)
     tok.save_pretrained(tmp_path / "tok")

@@ -1,4 +1,4 @@
-"""bvvlab.evaluate and `bvvlab eval` (issue 12): log-likelihood multiple choice against an uncached
+"""bvvlab.eval.evaluate and `bvvlab eval` (issue 12): log-likelihood multiple choice against an uncached
 reference, the separate tokenisation of context and continuation, lm-evaluation-harness's
 acc/acc_norm, the author's protocol and its interval, a bootstrap, BLEU/chrF against sacrebleu,
 bits/char per language, task loaders on local files in the Hub formats, and bad input."""
@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bvvlab import evaluate as E
-from bvvlab.checkpoints import save_checkpoint
+from bvvlab.eval import evaluate as E
+from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.cli import main as cli_main
-from bvvlab.model import BVVForCausalLM, config_from_preset
-from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
 TEXTS = ["Question: What is the Russian word for cat?\nAnswer: кошка собака дом",
          "Which of these is an animal? dog table red. Translate from English to Russian: Open the file.",
@@ -198,7 +198,7 @@ def test_text_bpc_counts_every_character_and_matches_the_loss(model, tok):
 
 
 def test_heldout_texts_come_from_test_splits():
-    from bvvlab.parallel import parallel_pairs
+    from bvvlab.corpus.parallel_text import parallel_pairs
 
     h = E.heldout_texts(2000)
     assert set(h) == {"en", "ru", "zh", "mixed"}
@@ -257,12 +257,12 @@ def test_hub_loaders_on_local_files_in_hub_format(tmp_path):
 
 @pytest.mark.slow
 def test_offline_suites_are_current_and_never_training_text(tmp_path):
-    from bvvlab.parallel import parallel_pairs
+    from bvvlab.corpus.parallel_text import parallel_pairs
 
     man = E.build_offline_suites(tmp_path / "eval")
     for f in man["files"]:
         assert (tmp_path / "eval" / f).read_bytes() == (E.SUITE_DIR / f).read_bytes(), \
-            f"bvvlab/assets/eval/{f} is stale: run python scripts/build_eval_suites.py"
+            f"data/eval/{f} is stale: run python scripts/build_eval_suites.py"
     tasks = {t.name: t for t in E.offline_suite()}
     test_ids = {r["id"] for r in parallel_pairs("libreoffice-en-ru", "test")}
     tr = tasks["libreoffice-en-ru"]
@@ -355,7 +355,7 @@ def test_translation_and_generative_tasks_give_tidy_rows(tmp_path, model, tok):
 @pytest.fixture(scope="module")
 def fused_dir(tok, tmp_path_factory):
     """Two tiny experts on one frozen matrix (different seeds and depth), fused (bayes_decay)."""
-    from bvvlab.fusion import fuse
+    from bvvlab.train.fusion import fuse
 
     root = tmp_path_factory.mktemp("fused-eval")
     a = save_checkpoint(make_model(tok, seed=0), tok, root / "a")
@@ -369,7 +369,7 @@ def test_fused_cached_batched_scores_equal_each_full_sequence(fused_dir, tok, me
     """The Bayesian evidence of a fused model rides on the KV cache: it must follow the cache when
     score_choices repeats a shared prefix and a context once per choice (reorder_cache), and left
     padding must add none; so the batched scores equal every sequence scored alone."""
-    from bvvlab.fusion import load_any
+    from bvvlab.train.fusion import load_any
 
     fused, tok2 = load_any(fused_dir / "fused")
     fused.config.method = method
@@ -380,7 +380,7 @@ def test_fused_cached_batched_scores_equal_each_full_sequence(fused_dir, tok, me
 
 
 def test_eval_command_takes_a_fused_checkpoint(fused_dir, tmp_path, capsys, monkeypatch):
-    """`bvvlab eval` loads a fused directory like any checkpoint (bvvlab.fusion.load_any): finite
+    """`bvvlab eval` loads a fused directory like any checkpoint (bvvlab.train.fusion.load_any): finite
     bits/char and accuracies beside its experts'."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     out = tmp_path / "report"

@@ -7,7 +7,7 @@ import io
 import pytest
 from fontTools.ttLib import TTFont
 
-from bvvlab import font
+from bvvlab.glyph import font
 
 
 def test_font_hash_matches_pin():

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from bvvlab.checkpoints import save_checkpoint
+from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.cli import main
-from bvvlab.fused_model import METHODS, FusedForCausalLM
-from bvvlab.fusion import FusionError, bpc_by_text, fuse, load_any, load_fused, mixed_texts
-from bvvlab.model import BVVForCausalLM, config_from_preset
-from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.models.fused_model import METHODS, FusedForCausalLM
+from bvvlab.train.fusion import FusionError, bpc_by_text, fuse, load_any, load_fused, mixed_texts
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
 TEXTS = ["Hello world, open the menu.", "Привет, мир! Откройте меню.", "你好世界，打开菜单。"]
 
@@ -268,7 +268,7 @@ def test_bad_input_is_one_line_and_nothing_saved_is_lost(experts, tmp_path, caps
 def test_remote_code_imports_only_stdlib_torch_transformers_and_the_model_file():
     import ast
 
-    import bvvlab.fused_model as fm
+    import bvvlab.models.fused_model as fm
 
     tree = ast.parse(open(fm.__file__, encoding="utf-8").read())
     tops = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

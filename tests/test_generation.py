@@ -1,4 +1,4 @@
-"""bvvlab.generation (issue 15): the stream gives `model.generate`'s text for the same seed and
+"""bvvlab.models.generation (issue 15): the stream gives `model.generate`'s text for the same seed and
 settings (greedy and sampling, bvv and Llama), cached = uncached, byte-fallback characters
 appear whole, stop strings, Stop between steps, side-by-side draws the same random numbers, and
 one-line refusals of bad settings. Tiny untrained models: seconds on one thread."""
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from _gen_fixtures import PROMPT, TEXTS, fused_checkpoint, model, tiny, tok  # noqa: F401  (fixtures)
-from bvvlab import generation as G
-from bvvlab.errors import BVVError
-from bvvlab.model import to_llama
+from bvvlab.models import generation as G
+from bvvlab.core.errors import BVVError
+from bvvlab.models.model import to_llama
 
 
 def utf8_text(tok, ids: list[int]) -> str:
@@ -217,10 +217,10 @@ def fused_dir(tok, tmp_path_factory):
 
 @pytest.mark.parametrize("settings", [GREEDY, SAMPLING], ids=["greedy", "sampling"])
 def test_stream_on_a_fused_checkpoint_equals_its_generate(tok, fused_dir, settings):
-    """A checkpoint written by `bvvlab.fusion.fuse` (two experts of different depth), loaded back:
+    """A checkpoint written by `bvvlab.train.fusion.fuse` (two experts of different depth), loaded back:
     the stream (KV cache through each expert's cache) gives its `generate`'s tokens, and the
     cached stream equals the uncached one."""
-    from bvvlab.fusion import load_fused
+    from bvvlab.train.fusion import load_fused
 
     fused, ftok = load_fused(fused_dir)
     assert type(fused).__name__ == "FusedForCausalLM" and len(fused.experts) == 2

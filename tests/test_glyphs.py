@@ -1,7 +1,7 @@
 """The fast renderer gives the literal recipe's bits exactly (docs/recipe.md section 3, steps 2-5).
 
 `tests/recipe_reference.py` is the recipe written out step by step with Pillow; every test here
-compares `bvvlab.glyphs` against it (or against the Pillow call it replaces) for equality, not
+compares `bvvlab.glyph.bitmaps` against it (or against the Pillow call it replaces) for equality, not
 closeness.
 """
 
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from bvvlab import font, glyphs
-from bvvlab.glyphs import RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits, render_images
-from bvvlab.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
+from bvvlab.glyph import font
+from bvvlab.glyph import bitmaps as glyphs
+from bvvlab.glyph.bitmaps import RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits, render_images
+from bvvlab.glyph.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
 from recipe_reference import is_easy, render_bits_reference
 
 
@@ -182,7 +183,7 @@ def test_glyph_atlas_is_saved_reloaded_and_damage_is_rebuilt(tmp_path, monkeypat
     raw[len(raw) // 2] ^= 0xFF
     files[0].write_bytes(bytes(raw))
     monkeypatch.setattr(glyphs, "_ATLASES", {})
-    with caplog.at_level("WARNING", logger="bvvlab.glyphs"):
+    with caplog.at_level("WARNING", logger="bvvlab.glyph.bitmaps"):
         assert np.array_equal(render_bits(toks), expected)
     assert len(caplog.records) == 1 and "damaged" in caplog.records[0].getMessage()
 
@@ -291,7 +292,7 @@ def test_layout_is_in_the_params_and_so_in_every_cache_key(tmp_path, monkeypatch
     metadata and the embedding's provenance (meta["recipe"]) all carry it."""
     import dataclasses
 
-    from bvvlab.embeddings import cache_key
+    from bvvlab.glyph.embeddings import cache_key
 
     raqm = dataclasses.replace(RECIPE_32, layout="raqm")
     assert RECIPE_32.as_dict()["layout"] == "basic" and raqm.as_dict()["layout"] == "raqm"
@@ -311,7 +312,7 @@ def test_raqm_matrix_is_cached_apart_and_records_its_layout(tmp_path, monkeypatc
     import dataclasses
     import json
 
-    from bvvlab import embeddings as E
+    from bvvlab.glyph import embeddings as E
 
     monkeypatch.setenv("BVVLAB_CACHE", str(tmp_path))
     toks = ["a", "b", "\u0301", "\x00", "ab", "xyz"]

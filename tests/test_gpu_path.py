@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bvvlab.model import BVVForCausalLM, chunked_cross_entropy, config_from_preset
+from bvvlab.models.model import BVVForCausalLM, chunked_cross_entropy, config_from_preset
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -208,7 +208,7 @@ def test_compiled_bf16_forward_backward_matches_eager_bf16_inductor():
 # ------------------------------------------------------------------ through the trainer ----
 
 def _train(tmp_path, name: str, **kw):
-    from bvvlab.train import make_config, read_metrics, train
+    from bvvlab.train.loop import make_config, read_metrics, train
 
     out = tmp_path / name
     cfg = make_config(preset="tiny", batch_size=16, seq_len=32, steps=2, out=str(out), progress=False,

@@ -16,14 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bvvlab import checkpoints as C
-from bvvlab import growth as G
-from bvvlab import train as TR
-from bvvlab.build import freeze
-from bvvlab.errors import Interrupted
-from bvvlab.model import BVVForCausalLM, config_from_preset
-from bvvlab.runinfo import REPO_ROOT
-from bvvlab.train import make_config, read_metrics
+from bvvlab.models import checkpoints as C
+from bvvlab.train import growth as G
+from bvvlab.train import loop as TR
+from bvvlab.train.setup import freeze
+from bvvlab.core.errors import Interrupted
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.core.runinfo import REPO_ROOT
+from bvvlab.train.loop import make_config, read_metrics
 
 FAST = dict(preset="tiny", train_chars=20_000, val_chars=4_000, seq_len=32, batch_size=4, log_every=1,
             eval_every=0, save_every=2, warmup=1, progress=False)
@@ -63,8 +63,8 @@ def test_frozen_blocks_do_not_move_and_new_blocks_start_as_copies(grown):
 
 
 def test_copy_init_equals_the_block_below(tmp_path):
-    from bvvlab.build import init_from_checkpoint
-    from bvvlab.model import BVVForCausalLM, config_from_preset
+    from bvvlab.train.setup import init_from_checkpoint
+    from bvvlab.models.model import BVVForCausalLM, config_from_preset
 
     torch.manual_seed(0)
     glyphs = torch.nn.functional.normalize(torch.randn(512, 64), dim=1)
@@ -111,8 +111,8 @@ def test_bad_growth_input(tmp_path, grown):
     with pytest.raises(ValueError, match="holds no checkpoint"):
         G.grow(make_config(**FAST), "1", 2, tmp_path / "z", from_checkpoint=str(tmp_path))
     with pytest.raises(ValueError, match="freeze_blocks=3 but the model has 2 blocks"):
-        from bvvlab.build import freeze
-        from bvvlab.model import BVVForCausalLM, config_from_preset
+        from bvvlab.train.setup import freeze
+        from bvvlab.models.model import BVVForCausalLM, config_from_preset
 
         freeze(BVVForCausalLM(config_from_preset("tiny")), 3)
 
@@ -185,8 +185,8 @@ def test_probe_per_stage_reads_every_layer_of_every_stage(grown):
 
 _GROW_SCRIPT = """
 import os, signal, sys
-from bvvlab import growth as G
-from bvvlab.train import make_config
+from bvvlab.train import growth as G
+from bvvlab.train.loop import make_config
 fast, out, kill_at, lora_rank = {fast!r}, sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 starts = []
 

@@ -1,4 +1,4 @@
-"""bvvlab.model: equivalence with Llama and with the uncached / unchunked computation, the
+"""bvvlab.models.model: equivalence with Llama and with the uncached / unchunked computation, the
 frozen buffer, generation, and one-line errors (issue 4). Tiny shapes: seconds on one thread."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, TextIteratorStreamer
 
-from bvvlab.model import (PRESETS, BVVConfig, BVVForCausalLM, FrozenEmbedding, RMSNorm, Rotary, apply_rotary,
+from bvvlab.models.model import (PRESETS, BVVConfig, BVVForCausalLM, FrozenEmbedding, RMSNorm, Rotary, apply_rotary,
                           chunked_cross_entropy, config_from_preset, count_parameters, matrix_sha256,
                           rotary_qkv, to_llama)
-from bvvlab.checkpoints import load_checkpoint, save_checkpoint
-from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.models.checkpoints import load_checkpoint, save_checkpoint
+from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
 TEXTS = ["Hello, world! The quick brown fox.", "Привет, мир! Съешь же ещё этих мягких булок."]
 
@@ -132,7 +132,7 @@ def test_default_architecture_matches_the_recipe_parameter_count():
 
 
 def test_parameter_table_is_generated_from_the_models():
-    from bvvlab.model import parameter_table
+    from bvvlab.models.model import parameter_table
 
     table = parameter_table(["best_bvv_ru", "tiny"])
     assert "| best_bvv_ru | 16 | 1024 | 32 | 1024 | 131,072 | 335,578,112 | 134,217,728 | 469,795,840 (469.8M) |" in table
@@ -207,7 +207,7 @@ def test_unfrozen_embedding_is_trainable_random_or_glyph_initialised():
 
 def test_embedding_hash_is_the_embeddings_module_hash():
     """config.embedding_hash and Embedded.matrix_hash name a matrix the same way (fusion checks)."""
-    from bvvlab.embeddings import matrix_hash
+    from bvvlab.glyph.embeddings import matrix_hash
 
     glyphs = fake_glyphs(100, 32, seed=11)
     assert matrix_sha256(glyphs) == matrix_hash(glyphs)

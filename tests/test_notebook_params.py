@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bvvlab.notebook_params import train_notebook_config
+from bvvlab.app.params import train_notebook_config
 
 NB02 = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
 PARAMS = dict(preset="tiny", frozen=True, steps=30, corpus="libreoffice-en-ru", train_chars=100000, seq_len=64,

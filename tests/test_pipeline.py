@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bvvlab import pipeline as PL
+from bvvlab.app import pipeline as PL
 from bvvlab.cli import main
 from test_browser import browser  # noqa: F401  (the headless chromium fixture, with its skip rule)
 
@@ -42,7 +42,7 @@ def test_plan_wires_the_twins_into_the_later_steps():
 
 
 def test_every_profile_evaluates_suites_that_exist():
-    from bvvlab import eval_report as R
+    from bvvlab.eval import runner as R
 
     for profile in PL.PROFILES:
         ev = {s.name: s for s in PL.plan(profile)}["evaluate"]
@@ -158,7 +158,7 @@ def test_memory_estimate_follows_its_formula():
 
 
 def test_notebook_extra_keys_reach_the_config_and_may_not_repeat_a_parameter(tmp_path):
-    from bvvlab.notebook_params import train_notebook_config
+    from bvvlab.app.params import train_notebook_config
 
     cfg = train_notebook_config(tmp_path / "r", preset="tiny", steps=8, extra={"grad_accum": 2, "val_chars": 999,
                                                                                 "log_every": 3})

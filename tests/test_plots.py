@@ -12,7 +12,7 @@ import textwrap
 import nbformat
 import pytest
 
-from bvvlab import plots
+from bvvlab.app import plots
 
 
 def _records(steps: int = 30) -> list[dict]:
@@ -30,7 +30,7 @@ def _records(steps: int = 30) -> list[dict]:
 
 
 FEED = textwrap.dedent("""
-    from bvvlab import plots
+    from bvvlab.app import plots
     live = plots.LiveCurves("t", live=True)
     for rec in {records!r}:
         live(rec)
@@ -134,7 +134,7 @@ def test_papermill_logs_a_progress_bar(tmp_path, caplog):
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(f"""
-        from bvvlab import plots
+        from bvvlab.app import plots
         live = plots.LiveCurves("t", total=30, mininterval=0)
         for rec in {_records(30)!r}:
             live(rec)

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bvvlab import probe as P
-from bvvlab.checkpoints import save_checkpoint
-from bvvlab.model import BVVForCausalLM, config_from_preset, to_llama
-from bvvlab.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.analysis import probe as P
+from bvvlab.models.checkpoints import save_checkpoint
+from bvvlab.models.model import BVVForCausalLM, config_from_preset, to_llama
+from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
 EXTRA = ["The cat sleeps on the warm windowsill today.", "Кошка спит."]
 
@@ -359,7 +359,7 @@ def test_large_states_stream_to_a_temporary_file_on_their_own(tiny, monkeypatch)
 @pytest.fixture(scope="module")
 def fused(tiny, tmp_path_factory):
     """The tiny expert and a deeper one on the same frozen matrix, fused (bvvlab fuse) as a + b."""
-    from bvvlab.fusion import fuse
+    from bvvlab.train.fusion import fuse
 
     model, tok, ckpt, _ = tiny
     torch.manual_seed(1)
@@ -454,7 +454,7 @@ def test_heldout_auto_reads_what_the_training_held_out(tiny, tmp_path, capsys):
 
 
 def test_eval_warns_when_heldout_rows_were_trained(tiny, tmp_path):
-    from bvvlab import eval_report as R
+    from bvvlab.eval import runner as R
 
     model, tok, _, llama_dir = tiny
     held = save_checkpoint(model, tok, tmp_path / "held", {"train_config": {"corpus": {"concepts?holdout=suite": 1.0}}})

@@ -4,7 +4,7 @@ import json
 import os
 import stat
 
-from bvvlab.runinfo import run_meta, write_json_atomic
+from bvvlab.core.runinfo import run_meta, write_json_atomic
 
 
 def test_write_json_atomic_round_trip_and_mode(tmp_path):

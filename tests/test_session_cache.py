@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from bvvlab.runinfo import cache_dir
+from bvvlab.core.runinfo import cache_dir
 
 
 def test_cache_is_the_sessions_own():

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from bvvlab import tokenizer as T
+from bvvlab.glyph import tokenizer as T
 
 EN = ("The quick brown fox jumps over the lazy dog. Select the cell and choose Format - Cells. "
       "The test of the theory: hello there, the best of the rest. Tools - Options - LibreOffice Writer. ") * 3
@@ -346,8 +346,8 @@ def test_old_tokenizer_with_slot_offset_placeholders_still_loads(tmp_path):
 def test_renamed_placeholders_never_reuse_an_old_cached_matrix():
     """The matrix cache is keyed by the token strings: rows rendered from the old names (a
     different picture) are never served for the author's names."""
-    from bvvlab.embeddings import cache_key
-    from bvvlab.glyphs import RECIPE_32
+    from bvvlab.glyph.embeddings import cache_key
+    from bvvlab.glyph.bitmaps import RECIPE_32
 
     new = T.bvv241_vocab(65_536, GRAMS)
     assert cache_key(new, RECIPE_32, 1024) != cache_key(_legacy_vocab(new), RECIPE_32, 1024)
@@ -453,7 +453,7 @@ def test_glyph_text_makes_byte_tokens_distinct():
     literally they give only 98)."""
     import numpy as np
 
-    from bvvlab.glyphs import RECIPE_32, RECIPE_64, RECIPE_MAX, render_bits
+    from bvvlab.glyph.bitmaps import RECIPE_32, RECIPE_64, RECIPE_MAX, render_bits
 
     literal = render_bits(list(T.BYTE_TOKENS))
     assert len({r.tobytes() for r in literal}) == 98 < 128
@@ -472,8 +472,8 @@ def test_byte_token_glyphs_equal_no_other_token(kind, params):
     the bits of the n-gram "CA" (33 such pairs in bvv241-max)."""
     import numpy as np
 
-    from bvvlab import glyphs
-    from bvvlab.embeddings import glyph_bits
+    from bvvlab.glyph import bitmaps as glyphs
+    from bvvlab.glyph.embeddings import glyph_bits
 
     p = getattr(glyphs, params)
     vocab = T.bvv241_vocab(T.VOCAB_KINDS[kind].size, T.kind_ngrams(kind))

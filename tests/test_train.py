@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from bvvlab import cli
-from bvvlab import data as D
-from bvvlab import tokenizer as T
-from bvvlab import checkpoints as C
-from bvvlab import pipeline as P
-from bvvlab import train as TR
-from bvvlab.model import BVVForCausalLM, config_from_preset
-from bvvlab.runinfo import REPO_ROOT
+from bvvlab.train import shards as D
+from bvvlab.glyph import tokenizer as T
+from bvvlab.models import checkpoints as C
+from bvvlab.app import pipeline as P
+from bvvlab.train import loop as TR
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.core.runinfo import REPO_ROOT
 
 # a few seconds of training text: tiny model, short windows
 FAST = dict(preset="tiny", train_chars=20_000, val_chars=4_000, seq_len=32, batch_size=4, log_every=1,
@@ -152,7 +152,7 @@ def test_run_dir_keeps_last_checkpoints_and_meta(tiny_run):
     assert meta["matrix_hash"] == meta["model"]["config"]["embedding_hash"] and "frozen_hash" not in meta
     # periodic evals sample eval_batches x batch_size windows; the final one covers the whole
     # validation shard (every token after the first is a target) and says how many characters
-    from bvvlab.runinfo import cache_dir
+    from bvvlab.core.runinfo import cache_dir
 
     val = D.open_shard(cache_dir() / "shards" / meta["data"]["validation"]["key"])
     whole = int(np.asarray(val.chars[1:], dtype=np.int64).sum())
@@ -193,7 +193,7 @@ def test_config_file_and_overrides(tmp_path):
 def test_example_configs_are_valid(name):
     cfg = TR.make_config(TR.load_config_file(REPO_ROOT / "configs" / name))
     cfg.validate()
-    from bvvlab.model import PRESETS
+    from bvvlab.models.model import PRESETS
 
     assert cfg.preset in PRESETS
 
@@ -266,7 +266,7 @@ def test_width_other_than_a_saved_embedding_is_refused(tmp_path, monkeypatch):
     model.hidden_size is an error, not silently ignored."""
     from types import SimpleNamespace
 
-    from bvvlab import embeddings as E
+    from bvvlab.glyph import embeddings as E
 
     saved = tmp_path / "emb"
     saved.mkdir()
@@ -359,7 +359,7 @@ def test_non_utf8_file_names_file_and_offset(tmp_path, capsys):
 
 
 def test_frozen_matrix_changed_fails_loudly(tiny_run, tmp_path):
-    from bvvlab.checkpoints import load_checkpoint
+    from bvvlab.models.checkpoints import load_checkpoint
 
     model, tok = load_checkpoint(TR.last_checkpoint(tiny_run))
     expected = TR.embedding_hash(model)

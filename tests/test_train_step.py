@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from bvvlab import data as D
-from bvvlab import distributed as dist
-from bvvlab import train as TR
-from bvvlab.model import BVVForCausalLM, config_from_preset
+from bvvlab.train import shards as D
+from bvvlab.train import distributed as dist
+from bvvlab.train import loop as TR
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
 
 
 def _model(seed: int = 0) -> BVVForCausalLM:

@@ -1,4 +1,4 @@
-"""bvvlab.widgets headless (issue 15): the picker lists every checkpoint under a runs folder
+"""bvvlab.app.widgets headless (issue 15): the picker lists every checkpoint under a runs folder
 newest first with preset / step / bits-per-char, a click's generation shows the core's text,
 chart and token strip, Stop ends it, side by side equals two solo runs, and a vanished
 checkpoint is one line in the status while the panel keeps working."""
@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from _gen_fixtures import PROMPT, fused_checkpoint, model, tiny, tok  # noqa: F401  (fixtures)
-from bvvlab import generation as G
-from bvvlab import widgets as Wd
-from bvvlab.checkpoints import save_checkpoint
-from bvvlab.plots import PLOTLY_MIME
+from bvvlab.models import generation as G
+from bvvlab.app import widgets as Wd
+from bvvlab.models.checkpoints import save_checkpoint
+from bvvlab.app.plots import PLOTLY_MIME
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_glyph_bitmap_is_the_models_view():
     import numpy as np
     from PIL import Image
 
-    from bvvlab.embedding_views import model_view_images
+    from bvvlab.glyph.views import model_view_images
 
     uri = Wd.glyph_png("<0xE2>")
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
@@ -158,7 +158,7 @@ def test_panel_streams_from_a_fused_checkpoint_in_the_picker(tok, tmp_path):
 
 def _items():
     """A few concepts, their English and Russian lemma."""
-    from bvvlab import probe as P
+    from bvvlab.analysis import probe as P
 
     return [it for it in P.concept_items() if it.pair in ("cat", "dog", "water", "bread", "red", "mother", "house")]
 

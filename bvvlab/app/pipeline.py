@@ -1,0 +1,767 @@
+"""`bvvlab pipeline`: the notebooks in order, through papermill, into one run folder and a report.
+
+A profile (`smoke`, `demo`, `paper`) fixes every notebook's parameters. The steps are
+embeddings (01) -> the frozen and the unfrozen twin (02, twice) -> evaluation (05) ->
+probing (03) -> fusion (06) -> growth (07) -> generation (04, headless). Each step runs its
+notebook with papermill in the run folder (paths relative to it) and writes:
+
+    OUT/pipeline.json            the plan, every step's status, parameters, key and timing
+    OUT/notebooks/NN_step.ipynb  the executed notebook (also when it failed: it shows the cell)
+    OUT/steps/<step>/            the step's run folder, with its metrics.json
+    OUT/report.html, report.md   the findings (bvvlab.app.report), rewritten after every step
+
+A step's *key* hashes its notebook, its parameters and the keys of the steps it reads from.
+Re-running the same command skips the steps whose key is unchanged and whose outputs are
+complete; a changed step (and every step downstream of it) runs again, its earlier folder
+moved to `OUT/superseded/` (nothing finished is deleted). A failed step names the notebook,
+the cell and the error; the steps that do not depend on it still run. Ctrl-C stops between
+or inside a step; the same command continues (the training notebooks resume their
+checkpoints).
+
+With `gpus > 1` a training step first launches `torchrun` on `bvvlab train` with exactly the
+config the notebook builds (bvvlab.app.params), then runs the notebook, which finds the
+finished run and only reports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bvvlab.core.atomic import ensure_dir, write_json_atomic
+from bvvlab.core.errors import BVVError, Interrupted
+from bvvlab.core.runinfo import run_meta
+
+
+class PipelineError(BVVError):
+    """Bad pipeline input (unknown profile, step or parameter; a folder that holds something else)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclasses.dataclass
+class Step:
+    """One notebook run. `params` are papermill parameters (paths relative to the run folder);
+    `needs` the steps whose outputs it reads; `metrics` where its metrics.json lands."""
+
+    name: str
+    notebook: str
+    params: dict[str, Any]
+    metrics: str
+    needs: tuple[str, ...] = ()
+    group: str = ""  # `--set GROUP.param=v` reaches every step of the group (both twins: "train")
+    train_run: str | None = None  # the training run folder, for torchrun when gpus > 1
+
+    @property
+    def folder(self) -> str:
+        return f"steps/{self.name}"
+
+
+def _steps() -> list[Step]:
+    """The pipeline's steps with the parameters every profile shares (paths, wiring)."""
+    # the twins' run folders are named frozen/ and unfrozen/: evaluation and probing label models by folder
+    twins = ["steps/train-frozen/frozen", "steps/train-unfrozen/unfrozen"]
+    steps = [Step("embeddings", "01_embeddings.ipynb", {"out_dir": "steps/embeddings"}, "steps/embeddings/metrics.json")]
+    for run, frozen in zip(twins, (True, False)):
+        name = run.split("/")[1]
+        steps.append(Step(name, "02_train.ipynb",
+                          {"frozen": frozen, "run_dir": run, "out_dir": f"steps/{name}", "resume": True,
+                           "overwrite": False},
+                          f"steps/{name}/metrics.json", group="train", train_run=run))
+    steps += [
+        Step("evaluate", "05_evaluate.ipynb", {"checkpoint": twins, "run_dir": "steps/evaluate",
+                                                "out_dir": "steps/evaluate"},
+             "steps/evaluate/metrics.json", needs=("train-frozen", "train-unfrozen")),
+        Step("probe", "03_probe_layers.ipynb", {"checkpoints": twins, "run_dir": "steps/probe"},
+             "steps/probe/probe/metrics.json", needs=("train-frozen", "train-unfrozen")),
+        Step("fusion", "06_fusion.ipynb", {"run_dir": "steps/fusion"}, "steps/fusion/metrics.json"),
+        Step("growth", "07_growth.ipynb", {"run_dir": "steps/growth"}, "steps/growth/metrics.json"),
+        Step("generate", "04_generate.ipynb", {"checkpoint": twins[0], "runs_dir": "steps",
+                                                "run_dir": "steps/generate"},
+             "steps/generate/metrics.json", needs=("train-frozen",)),
+    ]
+    for s in steps:
+        s.group = s.group or s.name
+    return steps
+
+
+# the suite's held-out concepts (about 10%) never reach training, so the evaluation's and the
+# probe's "heldout" rows measure concepts the twins never saw
+_DEMO_CORPUS = "libreoffice-en-ru?holdout=suite:0.6,concepts?holdout=suite:0.3,instructions?holdout=suite:0.1"
+
+# per-profile parameters by step group (on top of the notebooks' own defaults and the wiring above)
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # what the tests run: every notebook at about its nbval size
+    "smoke": {
+        "embeddings": {"max_points": 600},
+        "train": {"preset": "tiny", "steps": 12, "train_chars": 30000, "seq_len": 32, "batch_size": 8,
+                  "corpus": "libreoffice-en-ru?holdout=suite:0.5,concepts?holdout=suite:0.5", "extra": {"val_chars": 6000}},
+        "evaluate": {"limit": 10, "bpc_chars": 600, "runs": 2, "protocol_questions": 4},
+        "probe": {"limit": 30, "folds": 3, "umap": False, "latent": False},
+        "fusion": {"steps": 6, "train_chars": 12000, "eval_texts": 3, "val_chars": 2000},
+        "growth": {"stages": "1,1", "steps_per_stage": 6, "train_chars": 15000, "val_chars": 4000, "probe_concepts": 12},
+        "generate": {"max_new_tokens": 24},
+    },
+    # `make demo`: the README's main job, minutes on a 2-core laptop CPU
+    "demo": {
+        "embeddings": {},
+        "train": {"preset": "tiny", "steps": 200, "train_chars": 400_000, "seq_len": 64, "batch_size": 16,
+                  "lr": 0.003, "corpus": _DEMO_CORPUS, "extra": {"val_chars": 60000}},
+        "evaluate": {"limit": 60, "bpc_chars": 4000, "runs": 3, "protocol_questions": 16,
+                     "suite": "concepts-category/trained,concepts-category/heldout,concepts-word-en-ru/trained,"
+                              "concepts-word-en-ru/heldout,bpc"},
+        "probe": {"limit": 120, "folds": 5, "umap": True, "latent": True},
+        "fusion": {"steps": 120, "train_chars": 200_000, "seq_len": 64, "batch_size": 16, "lr": 0.003,
+                   "eval_texts": 20, "val_chars": 20000},
+        "growth": {"stages": "1,1,1", "steps_per_stage": 60, "train_chars": 200_000, "val_chars": 20000,
+                   "seq_len": 64, "batch_size": 16, "lr": 0.003},
+        "generate": {"max_new_tokens": 64, "prompt": "The "},
+    },
+    # the best_bvv_ru shape (recipe section 4) for GPUs: check with --dry-run; not run in CI
+    "paper": {
+        "embeddings": {"vocab": "bvv241-max", "max_points": 8000},
+        "train": {"preset": "best_bvv_ru", "steps": 20000, "train_chars": None, "seq_len": 1024, "batch_size": 64,
+                  "lr": 0.0003, "corpus": "libreoffice-en-ru",
+                  "extra": {"vocab": "bvv241-max", "grad_accum": 4, "warmup": 500, "min_lr": 0.00003,
+                            "device": "cuda", "dtype": "auto", "compile": True, "eval_batches": 16,
+                            "save_every": 1000, "keep_last": 3}},
+        "evaluate": {"limit": None, "bpc_chars": 100_000, "runs": 10, "protocol_questions": 200, "suite": "offline"},
+        "probe": {"limit": None, "folds": 5, "umap": True, "latent": True},
+        "fusion": {"preset": "small", "steps": 3000, "train_chars": None, "seq_len": 256, "batch_size": 32,
+                   "lr": 0.001, "eval_texts": 200, "val_chars": 200_000},
+        "growth": {"preset": "small", "stages": "1,1,1,1,1,1", "steps_per_stage": 2000, "train_chars": 5_000_000,
+                   "val_chars": 200_000, "seq_len": 256, "batch_size": 32, "lr": 0.001},
+        "generate": {"max_new_tokens": 128},
+    },
+}
+
+
+def notebooks_dir() -> Path:
+    """The checkout's notebooks/ (they are inputs, read only; outputs go to the run folder)."""
+    return Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The names and defaults of a notebook's `parameters` cell (its top-level assignments).
+
+    Parsed with `ast` rather than papermill's line parser, which misreads a comment holding `=`."""
+    import ast
+
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    cell = next((c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise PipelineError(f"{path} has no cell tagged 'parameters'")
+    params = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    try:
+                        params[t.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        params[t.id] = ast.unparse(node.value)
+    return params
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values: JSON literals (12, 0.5, true, null, "x", [..]), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Path | None = None,
+         only: list[str] | None = None) -> list[Step]:
+    """The steps of `profile` with `overrides` ({"group.param": value} or {"step.param": value})
+    applied; unknown profiles, steps and parameters are refused with the valid names."""
+    if profile not in PROFILES:
+        raise PipelineError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    nb_dir = Path(nb_dir) if nb_dir else notebooks_dir()
+    steps = _steps()
+    by_group = PROFILES[profile]
+    for s in steps:
+        s.params = {**copy.deepcopy(by_group.get(s.group, {})), **s.params}
+    wiring = {s.name: set(s.params) for s in _steps()}  # paths and twin flags the pipeline itself sets
+    targets = {s.name for s in steps} | {s.group for s in steps}
+    for key, value in (overrides or {}).items():
+        target, _, param = key.partition(".")
+        if target not in targets or not param:
+            raise PipelineError(f"--set {key}=...: name a step and a parameter as STEP.PARAM, with STEP one of "
+                                f"{', '.join(sorted(targets))}")
+        if value in ("True", "False", "None"):
+            raise PipelineError(f"--set {key}={value}: values are JSON, write {value.lower() if value != 'None' else 'null'}")
+        for s in steps:
+            if target in (s.name, s.group):
+                if param in wiring[s.name]:
+                    raise PipelineError(f"--set {key}: the pipeline sets {param} of step {s.name} itself (its run "
+                                        "folders and the twins' wiring); choose another --out instead")
+                if param == "extra" and isinstance(value, dict):  # more TrainConfig keys on top of the profile's
+                    value = {**(s.params.get("extra") or {}), **value}
+                s.params[param] = value
+    for s in steps:
+        path = nb_dir / s.notebook
+        if not path.exists():
+            raise PipelineError(f"notebook {path} not found: run from a bvvlab checkout, or pass --notebooks DIR")
+        known = notebook_parameters(path)
+        unknown = sorted(set(s.params) - set(known))
+        if unknown:
+            raise PipelineError(f"step {s.name} ({s.notebook}) has no parameter {', '.join(unknown)}: "
+                                f"its parameters are {', '.join(known)}")
+        for name, value in s.params.items():
+            _check_type(s, name, value, known[name])
+    if only:
+        names = {s.name for s in steps}
+        bad = [n for n in only if n not in names and n not in targets]
+        if bad:
+            raise PipelineError(f"--only {','.join(bad)}: unknown step; steps are {', '.join(s.name for s in steps)}")
+        wanted = {s.name for s in steps if s.name in only or s.group in only}
+        while True:  # a chosen step brings the steps it reads from
+            more = {n for s in steps if s.name in wanted for n in s.needs} - wanted
+            if not more:
+                break
+            wanted |= more
+        steps = [s for s in steps if s.name in wanted]
+    return steps
+
+
+def _check_type(step: Step, name: str, value: Any, default: Any) -> None:
+    """A parameter must have its default's type (a None default takes anything; ints pass as
+    floats; a list/str parameter such as `checkpoint` may be either): one line naming it."""
+    if default is None or value is None and name in ("train_chars", "limit", "dim", "layers", "checkpoint"):
+        return
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, (str, list)) if name in ("checkpoint", "checkpoints") else isinstance(v, str),
+          list: lambda v: isinstance(v, (list, str)) if name in ("checkpoint", "checkpoints") else isinstance(v, list),
+          dict: lambda v: isinstance(v, dict)}.get(type(default))
+    if ok is not None and not ok(value):
+        raise PipelineError(f"step {step.name}: {name}={value!r} should be of type {type(default).__name__} like its "
+                            f"default {default!r} (values of --set are JSON: 12, 0.5, true, \"text\", [1, 2])")
+
+
+def step_key(step: Step, nb_dir: Path, keys: dict[str, str], gpus: int = 1) -> str:
+    """Hash of what the step's result depends on: notebook bytes, parameters, upstream keys."""
+    h = hashlib.sha256((nb_dir / step.notebook).read_bytes())
+    h.update(json.dumps({"params": step.params, "needs": [keys.get(n) for n in step.needs],
+                         "gpus": gpus if step.train_run else 1}, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper-sized plan: parameter counts, tokens and memory per step (--dry-run)
+
+
+def _train_config(step: Step, out: Path):
+    from bvvlab.app.params import train_notebook_config
+
+    p = step.params
+    return train_notebook_config(out / step.train_run, preset=p.get("preset", "tiny"), frozen=p["frozen"],
+                                 steps=p.get("steps", 30), corpus=p.get("corpus", "libreoffice-en-ru"),
+                                 train_chars=p.get("train_chars", 100000), seq_len=p.get("seq_len", 64),
+                                 batch_size=p.get("batch_size", 8), lr=p.get("lr", 0.002), seed=p.get("seed", 0),
+                                 resume=p.get("resume", True), overwrite=p.get("overwrite", False),
+                                 extra=p.get("extra") or {})
+
+
+def _vocab_size(vocab: str, preset: str) -> int:
+    from bvvlab.models import model as M
+    from bvvlab.glyph.tokenizer import VOCAB_KINDS
+
+    return VOCAB_KINDS[vocab].size if vocab in VOCAB_KINDS else int(M.PRESETS[preset]["vocab_size"])
+
+
+def estimate(preset: str, vocab: str, frozen: bool, seq_len: int, batch_size: int, grad_accum: int = 1,
+             steps: int = 0, gpus: int = 1, train: bool = True, runs: int = 1, layers: int | None = None
+             ) -> dict[str, Any]:
+    """Parameter counts (meta device: no memory), tokens, and a memory estimate per GPU.
+
+    `batch_size` is the trainer's: windows per optimizer step over all ranks and accumulation
+    micro-steps, so tokens = steps x seq_len x batch_size (x `runs` models trained) and one
+    micro-batch holds batch_size / (grad_accum x gpus) windows. Memory: fp32 weights (4 B per
+    parameter, the frozen matrix included); when training also fp32 gradients + AdamW's two
+    moments (12 B per trainable parameter) and the activations of one micro-batch at bf16
+    without recomputation, s*b*h*34 bytes per layer (Korthikanti et al. 2022, with fused/flash
+    attention so the s^2 term is absent), plus the chunked loss's logits (256 tokens x vocab x
+    4 B); for inference (scoring, probing, generation) the logits of a batch of windows
+    (s*b*vocab*4 B). An estimate for planning, not a measurement."""
+    import torch
+
+    from bvvlab.models import model as M
+
+    extra = {} if layers is None else {"num_hidden_layers": layers}
+    cfg = M.config_from_preset(preset, vocab_size=_vocab_size(vocab, preset), frozen_embedding=frozen, **extra)
+    with torch.device("meta"):
+        counts = M.count_parameters(M.BVVForCausalLM(cfg))
+    gb = 1024 ** 3
+    weights = 4 * counts["total"]
+    mem = {"weights_gb": round(weights / gb, 2)}
+    micro = max(1, batch_size // max(1, grad_accum * gpus))
+    if train:
+        states = 12 * counts["trainable"]
+        acts = seq_len * micro * cfg.hidden_size * 34 * cfg.num_hidden_layers + 256 * cfg.vocab_size * 4
+        mem.update(grads_and_adam_gb=round(states / gb, 2), activations_gb=round(acts / gb, 2),
+                   total_gb=round((weights + states + acts) / gb, 2))
+    else:
+        logits = seq_len * batch_size * cfg.vocab_size * 4
+        mem.update(logits_gb=round(logits / gb, 2), total_gb=round((weights + logits) / gb, 2))
+    return {"parameters": counts, "tokens": steps * seq_len * batch_size * runs if train else 0,
+            "micro_batch": micro, "memory_per_gpu": mem,
+            "shape": f"{cfg.num_hidden_layers} layers x {cfg.hidden_size}, vocab {cfg.vocab_size:,}"}
+
+
+def dry_run(steps: list[Step], out: Path, gpus: int = 1) -> list[dict[str, Any]]:
+    """The plan: per step its notebook, parameters, the estimate (training steps: parameters,
+    tokens, memory; the others: the model they load) and, with gpus > 1, the torchrun command
+    line. Nothing is written."""
+    rows, twin = [], None
+    for s in steps:
+        row: dict[str, Any] = {"step": s.name, "notebook": s.notebook, "params": s.params, "needs": list(s.needs)}
+        p = {**notebook_parameters(notebooks_dir() / s.notebook), **s.params}  # the notebook's defaults beneath
+        if s.train_run:
+            cfg = _train_config(s, out)
+            cfg.validate(world_size=gpus)
+            twin = cfg
+            row["estimate"] = estimate(cfg.preset, cfg.vocab, cfg.frozen, cfg.seq_len, cfg.batch_size,
+                                       cfg.grad_accum, cfg.steps, gpus)
+            if gpus > 1:
+                row["launch"] = f"(in {out}) " + " ".join(_torchrun_cmd(Path(s.folder) / "train_config.json", gpus))
+        elif s.group == "fusion":  # two experts, each trained on its own data
+            row["estimate"] = estimate(p["preset"], "compact", True, p["seq_len"], p["batch_size"], 1, p["steps"], runs=2)
+        elif s.group == "growth":  # the stages' tokens (each baseline trains about as many again)
+            depth = sum(int(x) for x in str(p["stages"]).split(",") if x.strip())
+            n = len([x for x in str(p["stages"]).split(",") if x.strip()])
+            row["estimate"] = estimate(p["preset"], "compact", True, p["seq_len"], p["batch_size"], 1,
+                                       p["steps_per_stage"] * n, layers=depth)
+        elif twin is not None and s.needs:  # evaluation, probing, generation load the twins
+            row["estimate"] = estimate(twin.preset, twin.vocab, True, twin.seq_len,
+                                       1 if s.group == "generate" else 8, train=False)
+        rows.append(row)
+    return rows
+
+
+def format_dry_run(rows: list[dict[str, Any]], profile: str, out: Path) -> str:
+    lines = [f"pipeline {profile} -> {out} (dry run: nothing is written)"]
+    for i, r in enumerate(rows, 1):
+        params = ", ".join(f"{k}={v!r}" for k, v in r["params"].items())
+        lines.append(f"{i}. {r['step']:<15} {r['notebook']:<22} {params}")
+        if "estimate" in r:
+            e = r["estimate"]
+            c, m = e["parameters"], e["memory_per_gpu"]
+            tokens = f"{e['tokens']:,} training tokens (micro-batch {e['micro_batch']}); " if e["tokens"] else ""
+            lines.append(f"   model {e['shape']}: {c['total']:,} parameters ({c['trainable']:,} trainable, "
+                         f"{c['frozen']:,} frozen); {tokens}memory per GPU ~{m['total_gb']} GiB "
+                         f"({', '.join(f'{k[:-3]} {v}' for k, v in m.items() if k != 'total_gb')} GiB)")
+        if "launch" in r:
+            lines.append(f"   launch: {r['launch']}")
+    return "\n".join(lines)
+
+
+def _torchrun_cmd(config: Path, gpus: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "bvvlab", "train", "--config", str(config)]
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def default_out(profile: str) -> Path:
+    return Path("runs") / f"{profile}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _open_run(out: Path, profile: str) -> dict[str, Any]:
+    """The run record in `out` (new, or the earlier run of the same profile); anything else is refused."""
+    from bvvlab.core.atomic import output_error
+
+    record = out / "pipeline.json"
+    try:
+        if out.exists() and not out.is_dir():
+            raise PipelineError(f"--out {out} is a file: pass a folder (new, or an earlier run of this profile)")
+        if record.exists():
+            try:
+                state = json.loads(record.read_text(encoding="utf-8"))
+            except ValueError:
+                state = None
+            if not (isinstance(state, dict) and isinstance(state.get("steps"), dict)
+                    and all(isinstance(v, dict) for v in state["steps"].values())):
+                raise PipelineError(f"{record} is not a readable pipeline record: pass another --out (the folder is "
+                                    "left as it is)")
+            if state.get("profile") != profile:
+                raise PipelineError(f"{out} holds a {state.get('profile')!r} pipeline run: pass another --out, or "
+                                    f"--profile {state.get('profile')} to continue it")
+            return state
+        if out.exists() and any(out.iterdir()):
+            raise PipelineError(f"{out} already holds something other than a pipeline run: pass another --out "
+                                "(nothing there was touched)")
+    except OSError as exc:
+        raise output_error(exc, out) from None
+    return {"profile": profile, "created": _now(), "steps": {}}
+
+
+def _alive(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text().strip())
+        os.kill(pid, 0)  # no signal: only asks whether the process exists
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """One pipeline per run folder: `pipeline.lock` holds the owner's pid (a dead owner's lock is taken over)."""
+    path = out / "pipeline.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            if _alive(path):
+                raise PipelineError(f"another pipeline (pid {path.read_text().strip()}) is running in {out}: wait "
+                                    "for it, or pass another --out") from None
+            path.unlink(missing_ok=True)  # its owner is gone
+    else:
+        raise PipelineError(f"{path} cannot be taken: remove it if no pipeline runs there")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _failed_cell(nb_path: Path) -> int | None:
+    """The execution count (`In [N]`) of the cell that failed or was running in an executed notebook."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        cells = json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
+        for c in cells:
+            if c.get("metadata", {}).get("papermill", {}).get("status") in ("failed", "running"):
+                return c.get("execution_count")
+    return None
+
+
+def _supersede(out: Path, step: Step, executed: Path) -> None:
+    """Move a step's earlier folder and executed notebook (other parameters, or an unfinished
+    run that cannot resume) aside into `superseded/<step>-<time>/`: nothing is deleted."""
+    folder = out / step.folder
+    if not (folder.exists() or executed.exists()):
+        return
+    dest = ensure_dir(out / "superseded") / f"{step.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    if folder.exists():
+        os.replace(folder, dest)
+    if executed.exists():
+        os.replace(executed, ensure_dir(dest) / executed.name)
+
+
+RESUMABLE = ("train",)  # groups whose unfinished folder is continued (their notebooks resume), not moved aside
+
+
+def _launch_torchrun(step: Step, out: Path, gpus: int) -> None:
+    from bvvlab.core.atomic import to_jsonable
+
+    cfg = _train_config(step, Path())  # out= relative to the run folder, where torchrun runs
+    cfg.validate(world_size=gpus)
+    config = out / step.folder / "train_config.json"
+    write_json_atomic(config, {k: v for k, v in to_jsonable(dataclasses.asdict(cfg)).items()})
+    proc = subprocess.Popen(_torchrun_cmd(config.relative_to(out), gpus), cwd=out)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:  # let the ranks save their checkpoint before the pipeline stops
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=120)
+        raise
+    if proc.returncode:
+        raise RuntimeError(f"torchrun exited with {proc.returncode} (its output is above)")
+
+
+def _papermill(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path, kernel: str, progress: Any) -> None:
+    """papermill.execute_notebook in a worker thread, with a kernel manager of our own.
+
+    nbclient, run in the main thread, takes over SIGINT to shut its kernel down and then carries
+    on as if nothing happened (a Ctrl-C could end in exit status 0). From a worker thread it
+    leaves signals alone: Ctrl-C stays a KeyboardInterrupt here, which interrupts the kernel
+    (the trainer then saves a checkpoint), waits for the cell to end, and is re-raised."""
+    import threading
+
+    import papermill as pm
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=kernel)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, cwd=str(cwd), kernel_name=kernel, km=km,
+                                log_output=False, progress_bar=progress,
+                                # the kernel's start-up chatter (ipykernel's TCP notice) is not the user's
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name=f"papermill {nb_in.name}", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            if km.has_kernel:
+                km.interrupt_kernel()  # SIGINT to the kernel: the running cell stops (the trainer saves first)
+        worker.join(timeout=180)
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+    if failure:
+        raise failure[0]
+
+
+def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any], gpus: int, progress: bool,
+             kernel: str) -> None:
+    """Run one step's notebook (after torchrun, for a training step on several GPUs) and record
+    its outcome in `rec`; a Ctrl-C is recorded and re-raised."""
+    import papermill as pm
+
+    t0, started = time.perf_counter(), False
+    try:
+        if s.train_run and gpus > 1:
+            _launch_torchrun(s, out, gpus)
+        started = True
+        _papermill(nb_dir / s.notebook, nb_out, s.params, out, kernel,
+                   {"desc": f"  {s.notebook}", "leave": False, "position": 1} if progress else False)
+        rec.update(status="done" if (out / s.metrics).exists() else "failed")
+        if rec["status"] == "failed":
+            rec["error"] = f"the notebook ran but wrote no {s.metrics}"
+    except pm.PapermillExecutionError as exc:
+        # the cell as the executed notebook shows it: In [exec_count]
+        rec.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}".strip())
+    except KeyboardInterrupt:
+        rec.update(status="interrupted", cell=_failed_cell(nb_out) if started else None)
+        raise
+    except Exception as exc:  # noqa: BLE001 - the kernel died, torchrun failed...: reported per step
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        rec.update(status="failed", cell=_failed_cell(nb_out) if started else None, error=f"{type(exc).__name__}: {last}")
+    finally:
+        rec.update(seconds=round(time.perf_counter() - t0, 1), finished=_now())
+
+
+def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
+        only: list[str] | None = None, gpus: int = 1, progress: bool | None = None,
+        nb_dir: str | Path | None = None, kernel: str = "python3") -> dict[str, Any]:
+    """Run the pipeline; returns the run record (also in OUT/pipeline.json)."""
+    import logging
+
+    from tqdm.auto import tqdm
+
+    from bvvlab.app import report
+
+    nb_dir = Path(nb_dir) if nb_dir else notebooks_dir()
+    if gpus < 1:
+        raise PipelineError(f"--gpus {gpus}: give 1 or more")
+    every = plan(profile, overrides, nb_dir)  # the report lists every step, also those --only leaves out
+    steps = plan(profile, overrides, nb_dir, only) if only else every
+    out = Path(out) if out is not None else default_out(profile)
+    state = _open_run(out, profile)
+    ensure_dir(out / "notebooks")
+    with _lock(out):
+        state.update(profile=profile, overrides=overrides or {}, gpus=gpus, started=_now(), finished=None,
+                     meta=run_meta(None, out=str(out)), order=[s.name for s in every])
+        write_json_atomic(out / "pipeline.json", state)
+        keys: dict[str, str] = {}
+        # parameters are checked above (plan); papermill's own line parser would only warn falsely
+        logging.getLogger("papermill").setLevel(logging.ERROR)
+        progress = sys.stderr.isatty() if progress is None else progress
+        bar = tqdm(total=len(steps), unit="step", disable=not progress, desc=profile)
+        t_all = time.perf_counter()
+        try:
+            for s in steps:
+                keys[s.name] = key = step_key(s, nb_dir, keys, gpus)
+                rec = state["steps"].get(s.name, {})
+                nb_out = out / "notebooks" / f"{s.notebook[:3]}{s.name}.ipynb"
+                bar.set_description(f"{profile}: {s.name} ({s.notebook})")
+                blocked = [n for n in s.needs if state["steps"].get(n, {}).get("status") not in ("done", "cached")]
+                if rec.get("key") == key and rec.get("status") in ("done", "cached") and (out / s.metrics).exists():
+                    state["steps"][s.name] = {**rec, "status": "cached"}
+                elif blocked:
+                    state["steps"][s.name] = {"status": "not run", "key": key, "notebook": s.notebook, "params": s.params,
+                                              "error": f"needs {', '.join(blocked)}, which did not finish"}
+                else:
+                    if rec and (rec.get("key") != key or s.group not in RESUMABLE):
+                        _supersede(out, s, nb_out)
+                    state["steps"][s.name] = rec = {"status": "running", "key": key, "notebook": s.notebook,
+                                                    "executed": str(nb_out.relative_to(out)), "params": s.params,
+                                                    "started": _now()}
+                    write_json_atomic(out / "pipeline.json", state)
+                    ensure_dir(out / s.folder)
+                    try:
+                        _execute(s, out, nb_dir, nb_out, rec, gpus, progress, kernel)
+                    finally:
+                        write_json_atomic(out / "pipeline.json", state)
+                report.write(out, state, every)
+                bar.update(1)
+        except KeyboardInterrupt:
+            state["interrupted"] = _now()
+            write_json_atomic(out / "pipeline.json", state)
+            with contextlib.suppress(Exception):
+                report.write(out, state, every)
+            raise Interrupted("pipeline interrupted", 130) from None
+        finally:
+            bar.close()
+        state.update(finished=_now(), seconds=round(time.perf_counter() - t_all, 1))
+        state.pop("interrupted", None)
+        write_json_atomic(out / "pipeline.json", state)
+        report.write(out, state, every)
+    state["out"] = str(out)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# frozen vs unfrozen (`bvvlab compare`)
+
+
+def compare(cfg: Any, figures: str | Path | None = None) -> Path:
+    """Train the frozen and the unfrozen twin (same seed, data order, schedule) under `cfg.out`
+    (`frozen/`, `unfrozen/`), write overlaid curves to `cfg.out/compare.html` and `compare.json`;
+    with `figures=DIR` also a copy `DIR/compare_<slug of cfg.out>.html`. Returns `cfg.out`."""
+    from bvvlab.app import plots
+    from bvvlab.train.loop import read_metrics, train
+
+    if not cfg.frozen and "frozen" in (cfg._explicit or ()):
+        raise ValueError("compare trains both twins (frozen and unfrozen): drop frozen=false, or use `bvvlab train "
+                         "frozen=false` for the unfrozen model alone")
+    out = Path(cfg.out)
+    results = {}
+    for name, frozen in (("frozen", True), ("unfrozen", False)):
+        twin = dataclasses.replace(cfg, frozen=frozen, out=str(out / name))
+        twin._explicit = None if cfg._explicit is None else cfg._explicit | {"frozen", "out"}
+        ckpt = train(twin)
+        results[name] = {"checkpoint": str(ckpt), "metrics": read_metrics(twin.out)}
+    fig = plots.training_curves({k: v["metrics"] for k, v in results.items()},
+                                title=f"frozen vs unfrozen: {cfg.preset}, {cfg.steps} steps, seed {cfg.seed}")
+    # "directory": plotly.min.js is written once beside the html, so the figure draws offline
+    fig.write_html(out / "compare.html", include_plotlyjs="directory")
+    fig_path = out / "compare.html"
+    if figures is not None:  # a copy named after the whole out path (a/twins and b/twins must not collide)
+        fig_path = ensure_dir(figures) / f"compare_{figure_slug(out)}.html"
+        fig.write_html(fig_path, include_plotlyjs="directory")
+    summary = {name: {"checkpoint": r["checkpoint"],
+                      "final": json.loads((out / name / "meta.json").read_text()).get("final", {})}
+               for name, r in results.items()}
+    write_json_atomic(out / "compare.json", {"config": cfg, "figure": str(fig_path), "runs": summary})
+    return out
+
+
+def figure_slug(out: str | Path) -> str:
+    """A file-name-safe name for a run directory from its whole path (relative to the working
+    directory when inside it): `runs/a/twins` -> `runs_a_twins`."""
+    import re
+
+    path = Path(out).resolve()
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(Path.cwd().resolve())
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.as_posix()).strip("_.") or "run"
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    sets = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise PipelineError(f"--set {item}: write STEP.PARAM=VALUE, e.g. --set train.steps=50")
+        sets[key.strip()] = parse_value(value)
+    return sets
+
+
+def _summary_lines(state: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, rec in state["steps"].items():
+        extra = f" {rec['seconds']} s" if rec.get("seconds") is not None and rec["status"] != "cached" else ""
+        where = f" (cell In [{rec['cell']}])" if rec.get("cell") is not None else ""
+        err = f": {rec['error']}" if rec.get("error") else ""
+        lines.append(f"  {name:<15} {rec['status']}{extra}{where}{err}")
+    return lines
+
+
+def _main(args: Any) -> int:
+    overrides = _parse_sets(args.set)
+    only = [s for s in (args.only or "").split(",") if s] or None
+    out = Path(args.out) if args.out else default_out(args.profile)
+    if args.gpus < 1:
+        raise PipelineError(f"--gpus {args.gpus}: give 1 or more")
+    if args.dry_run:
+        steps = plan(args.profile, overrides, args.notebooks, only)
+        print(format_dry_run(dry_run(steps, out, args.gpus), args.profile, out))
+        return 0
+    again = shlex.join(["bvvlab", "pipeline", "--profile", args.profile, "--out", str(out)]
+                       + [f"--set={x}" for x in args.set or []] + ([f"--only={args.only}"] if args.only else [])
+                       + ([f"--gpus={args.gpus}"] if args.gpus != 1 else [])
+                       + ([f"--notebooks={args.notebooks}"] if args.notebooks else []))
+    try:
+        state = run(args.profile, out, overrides, only, args.gpus, progress=args.progress, nb_dir=args.notebooks)
+    except Interrupted:
+        print(f"bvvlab pipeline: interrupted; finished steps are kept in {out}; continue with: {again}",
+              file=sys.stderr)
+        return 130
+    print("\n".join([f"pipeline {args.profile}: {out} ({state['seconds']} s)"] + _summary_lines(state)))
+    failed = [n for n, r in state["steps"].items() if r["status"] == "failed"]
+    print(f"report: {out / 'report.html'}")
+    if failed:
+        r = state["steps"][failed[0]]
+        cell = "" if r.get("cell") is None else f" cell In [{r['cell']}]"
+        print(f"bvvlab pipeline: error: step {failed[0]} failed in {r['notebook']}{cell}: {r.get('error')}; its notebook is "
+              f"{out / r.get('executed', '')}; earlier steps are kept; fix it and run again: {again}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    from bvvlab.train.loop import _run_cli, add_common
+
+    p = subparsers.add_parser("pipeline", help="run every notebook in order (papermill) and write a findings report",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)} (default smoke)")
+    p.add_argument("--out", help="run folder (default runs/<profile>-<time>); the same --out continues a run")
+    p.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE",
+                   help="override a notebook parameter (JSON value), e.g. --set train.steps=50 --set probe.umap=false")
+    p.add_argument("--only", help="comma-separated steps (with the steps they read from)")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs for the training steps (> 1: torchrun)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, parameter counts, tokens and memory; run nothing")
+    p.add_argument("--notebooks", help="folder of the notebooks (default: the checkout's notebooks/)")
+    p.add_argument("--progress", action=__import__("argparse").BooleanOptionalAction, default=None,
+                   help="progress bars (default: when stderr is a terminal)")
+    p.set_defaults(func=_main)
+    d = subparsers.add_parser("demo", help="the demo profile of the pipeline (make demo): minutes on a CPU",
+                              description="bvvlab pipeline --profile demo")
+    d.add_argument("--out", default="runs/demo", help="run folder (a re-run skips finished steps)")
+    d.set_defaults(func=_main, profile="demo", set=None, only=None, gpus=1, dry_run=False, notebooks=None, progress=None)
+    c = subparsers.add_parser("compare", help="train frozen and unfrozen twins and plot their curves",
+                              description="Frozen vs unfrozen twins under --out; curves in --out/compare.html.")
+    add_common(c)
+    c.add_argument("--figures", help="also copy the figure into this folder (e.g. figures/)")
+    c.set_defaults(func=lambda a: _run_cli(lambda cfg: compare(cfg, figures=a.figures), a))

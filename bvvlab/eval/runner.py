@@ -1,0 +1,217 @@
+"""`bvvlab eval`: several checkpoints on a suite of tasks, one tidy comparison table (floor 7).
+
+The metrics live in `bvvlab.eval.evaluate` (floor 5); this module resolves a `--suite` into tasks,
+runs them on every checkpoint, and writes `results.json` (rows: model, task, metric, mean,
+low, high, interval, n, chance), `results.md` and `results.html` (a plotly bar chart with
+error bars, plotly.js beside it: `include_plotlyjs="directory"`) into `--out`, atomically.
+
+Suites: "offline" (data/eval/ and bits/char per language on held-out text), "paper" (the
+Hub benchmarks of docs/recipe.md section 7 under the author's generative protocol: 10 sampled
+runs), or a comma list of: an offline task name ("concepts-category/trained") or file stem,
+"bpc", a Hub task name (mmlu, arc_easy, arc_challenge, commonsense_qa, squad_v2,
+opus100_en_ru, opus100_ru_en), "NAME=PATH" (a Hub task from a local file in its Hub format),
+or a path to a user task file (.jsonl of question, choices, answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bvvlab.eval import evaluate as E
+from bvvlab.core.atomic import ensure_dir, write_atomic, write_json_atomic
+
+COLUMNS = ("model", "task", "metric", "mean", "low", "high", "interval", "n", "chance")
+
+
+def resolve_suite(spec: str, suite_dir: str | Path = E.SUITE_DIR, limit: int | None = None) -> tuple[list, bool]:
+    """(tasks, wants_bpc) of a --suite value; "bpc" stands for bits/char per language."""
+    spec = spec.strip()
+    if not spec:
+        raise E.EvalError("--suite is empty: use offline, paper, or a comma list of task names or files")
+    if spec == "offline":
+        return E.offline_suite(suite_dir), True
+    if spec == "paper":
+        return [E.hub_task(n, limit=limit) for n in E.HUB_TASKS], False
+    tasks, bpc = [], False
+    offline: dict[str, Path] | None = None
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part == "bpc":
+            bpc = True
+            continue
+        name, _, local = part.partition("=")
+        if name in E.HUB_TASKS:
+            tasks.append(E.hub_task(name, local or None, limit=limit))
+            continue
+        if local:
+            raise E.EvalError(f"{part!r}: NAME=PATH needs a Hub task name ({', '.join(E.HUB_TASKS)})")
+        if offline is None:
+            man = Path(suite_dir) / "manifest.json"
+            files = json.loads(man.read_text(encoding="utf-8"))["files"] if man.is_file() else {}
+            offline = {}
+            for f, info in files.items():
+                offline[info["task"]] = offline[f.removesuffix(".jsonl")] = Path(suite_dir) / f
+        if part in offline:
+            tasks.append(E.load_task_file(offline[part]))
+        elif part.endswith((".jsonl", ".json")) or Path(part).exists():
+            tasks.append(E.load_task_file(part))
+        else:
+            raise E.EvalError(f"unknown task {part!r}: use offline, paper, bpc, a Hub task ({', '.join(E.HUB_TASKS)}), "
+                              f"an offline task ({', '.join(sorted(k for k in offline if '/' in k)) or 'none built'}) "
+                              "or a .jsonl task file")
+    if not tasks and not bpc:
+        raise E.EvalError(f"--suite {spec!r} names no task")
+    return tasks, bpc
+
+
+def model_names(paths: list[str]) -> list[str]:
+    """Short, distinct labels: the folder name, with its parent where two would collide."""
+    names = [Path(p).resolve().name for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{Path(p).resolve().parent.name}/{Path(p).resolve().name}" for p in paths]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    return names
+
+
+def evaluate_models(models: list[tuple[str, Any, Any]], tasks: list, bpc: bool = False, runs: int = 1,
+                    sample: bool = False, protocol: bool = False, limit: int | None = None, batch: int = 32,
+                    bpc_chars: int | None = 20_000, seed: int = 0) -> list[dict[str, Any]]:
+    """Tidy rows for every (name, model, tokenizer) on every task (and bits/char per language)."""
+    rows: list[dict[str, Any]] = []
+    for name, model, tok in models:
+        E.check_pair(model, tok)
+        if bpc:
+            for lang, r in E.bpc_by_language(model, tok, max_chars=bpc_chars).items():
+                rows.append({"model": name, "task": f"heldout-{lang}", "metric": "bpc", "mean": r["bpc"], "low": None,
+                             "high": None, "interval": "none", "n": r["chars"], "chance": None})
+        for t in tasks:
+            for r in E.evaluate_task(model, tok, t, runs=runs, sample=sample, seed=seed, batch=batch, limit=limit,
+                                     protocol=protocol):
+                rows.append({"model": name, **r})
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[dict[str, Any]], title: str = "evaluation"):
+    """Grouped bars (one colour per model) of every task/metric, with the interval as error bars."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for m in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == m]
+        x = [f"{r['task']} {r['metric']}" + (" (boot)" if "bootstrap over q" in r["interval"] and "protocol" in r["metric"]
+                                              else "") for r in rs]
+        y = [r["mean"] for r in rs]
+        plus = [(r["high"] - r["mean"]) if r["high"] is not None else 0 for r in rs]
+        minus = [(r["mean"] - r["low"]) if r["low"] is not None else 0 for r in rs]
+        fig.add_trace(go.Bar(name=m, x=x, y=y, error_y={"type": "data", "array": plus, "arrayminus": minus}))
+    chance = [(f"{r['task']} {r['metric']}", r["chance"]) for r in rows if r["chance"] is not None]
+    if chance:
+        fig.add_trace(go.Scatter(name="chance", x=[c[0] for c in chance], y=[c[1] for c in chance], mode="markers",
+                                 marker={"symbol": "line-ew-open", "size": 24, "color": "black"}))
+    fig.update_layout(barmode="group", title=title, height=480, yaxis_title="score (fraction; BLEU/chrF points; bpc)")
+    return fig
+
+
+def write_report(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """results.json, results.md and results.html (plotly.min.js beside it) into `out`, each file
+    written whole or not at all (through a temporary sibling); other files in `out` are left alone."""
+    out = ensure_dir(out)
+    write_json_atomic(out / "results.json", {"rows": rows, **(meta or {})})
+    write_atomic(out / "results.md", markdown_table(rows))
+    tmp = out / f".results-{os.getpid()}.html"
+    try:
+        figure(rows).write_html(tmp, include_plotlyjs="directory")
+        os.replace(tmp, out / "results.html")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def load_models(paths: list[str], device: str = "cpu") -> list[tuple[str, Any, Any]]:
+    """(name, model, tokenizer) of every checkpoint: run folders, step folders and fused
+    checkpoints (`bvvlab fuse`) alike, through `bvvlab.train.fusion.load_any`."""
+    from bvvlab.train.fusion import load_any
+
+    models = []
+    for name, path in zip(model_names(paths), paths):
+        model, tok = load_any(path, device=device)
+        if tok is None:
+            raise E.EvalError(f"{path} has no tokenizer files; evaluate a checkpoint saved with its tokenizer")
+        models.append((name, model, tok))
+    return models
+
+
+def heldout_warnings(paths: list[str], tasks: list) -> list[str]:
+    """One line per checkpoint whose recorded training mentioned the suite's held-out concepts,
+    when `tasks` has `/heldout` rows: those rows would measure trained concepts. Checkpoints that
+    record no training (a Hub model, a fused one) are not judged."""
+    from bvvlab.analysis.probe import trained_holdout
+
+    if not any(t.name.endswith("/heldout") for t in tasks):
+        return []
+    want, out = set(E.suite_holdout_concepts()), []
+    for path in paths:
+        held = trained_holdout(path)
+        if held is not None and not want <= set(held):
+            out.append(f"{path}: its training did not hold out the suite's {len(want)} held-out concepts, so its "
+                       "/heldout rows measure trained concepts; train with corpus concepts?holdout=suite")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    protocol = args.suite == "paper" or args.protocol
+    runs = args.runs if args.runs is not None else (10 if args.suite == "paper" else 1)
+    sample = args.sample if args.sample is not None else runs > 1
+    tasks, bpc = resolve_suite(args.suite, args.suite_dir, args.limit)
+    models = load_models(args.checkpoints, args.device)
+    warnings = heldout_warnings(args.checkpoints, tasks)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    rows = evaluate_models(models, tasks, bpc=bpc, runs=runs, sample=sample, protocol=protocol, limit=args.limit,
+                           batch=args.batch, bpc_chars=args.bpc_chars, seed=args.seed)
+    out = write_report(rows, args.out, {"suite": args.suite, "checkpoints": [str(p) for p in args.checkpoints],
+                                        "runs": runs, "sample": sample, "limit": args.limit,
+                                        "warnings": warnings})
+    print(markdown_table(rows), end="")
+    print(f"wrote {out}/results.json, results.md, results.html")
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser("eval", help="evaluate checkpoints on a suite; a tidy table and a chart",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders or fused checkpoints (several: one comparison)")
+    p.add_argument("--suite", default="offline", help="offline | paper | comma list of tasks, bpc, NAME=PATH, files")
+    p.add_argument("--out", required=True, help="output folder (results.json, results.md, results.html)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many questions per task")
+    p.add_argument("--runs", type=int, default=None, help="protocol runs (default: 10 for paper, else 1)")
+    p.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
+                   help="sample with the card's settings (default: when runs > 1), else greedy")
+    p.add_argument("--protocol", action="store_true", help="also run the generative letter protocol on mc tasks")
+    p.add_argument("--batch", type=int, default=32, help="questions per forward")
+    p.add_argument("--bpc-chars", type=int, default=20_000, help="held-out characters per language for bits/char")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--suite-dir", default=str(E.SUITE_DIR), help=argparse.SUPPRESS)
+    p.set_defaults(func=run)

@@ -1,0 +1,348 @@
+"""The trainer's typed configuration: `TrainConfig`, merging and validation (floor 5).
+
+One dataclass holds everything a training run depends on; it is saved with every run and
+checkpoint. `make_config` builds one from a base (a file, a dict, another config) and `key=value`
+overrides (strings from the command line or a notebook's papermill parameters are coerced to
+the field's type, with one line naming the key when they do not fit). `resume_config` is the
+rule of a resume: start from the config the run saved, and apply only the keys given explicitly;
+of those only `steps` and `RESUME_MAY_CHANGE` may differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bvvlab.train import shards as D
+from bvvlab.core.errors import BVVError  # noqa: F401  (config errors are ValueErrors: BVVError is one)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on (saved in meta.json; `key=value` on the CLI)."""
+
+    preset: str = "tiny"  # model preset of bvvlab.models.model.PRESETS
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's config fields (HF names)
+    frozen: bool = True  # frozen glyph embedding (True) or its trainable, randomly initialised twin
+    vocab: str = "compact"  # "compact", "bvv241-2-3", "bvv241-max", a tokenizer dir or a saved embedding dir
+    dim: int | None = None  # embedding width; None = the model's hidden_size
+    corpus: dict[str, float] = field(default_factory=lambda: {"libreoffice-en-ru": 1.0})  # source -> weight
+    train_chars: int | None = None  # characters of training text to tokenise (None = the whole split)
+    val_chars: int | None = 200_000  # characters of held-out validation text to tokenise (all evaluated at the end)
+    val_split: str = "validation"  # split of the same sources used for validation
+    seq_len: int = 128  # tokens per training window
+    batch_size: int = 16  # global batch (windows per optimizer step, all ranks and micro-steps together)
+    grad_accum: int = 1  # micro-steps per optimizer step (per rank)
+    steps: int = 200  # optimizer steps (a resume may raise it: the cosine is then recomputed over the new total)
+    lr: float = 1e-3  # peak learning rate
+    warmup: int = 20  # linear warmup steps (at most steps // 5, so short runs also decay)
+    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
+    weight_decay: float = 0.1  # AdamW decay of matrices (norms and biases are not decayed)
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
+    grad_clip: float = 1.0  # max global gradient norm (0 = no clipping)
+    seed: int = 0  # seeds model init, data order and the batch sampler
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    dtype: str = "auto"  # "auto" (bf16 autocast on CUDA with bf16 support, else fp32), "fp32" or "bf16" (autocast)
+    compile: bool = False  # torch.compile the model
+    log_every: int = 10  # steps between train-metric records
+    eval_every: int = 50  # steps between validation records (0 = only the final one, over the whole validation shard)
+    eval_batches: int = 4  # validation batches of batch_size windows per periodic evaluation (the final one: all)
+    save_every: int = 100  # steps between checkpoints (one is always written at the end)
+    keep_last: int = 3  # checkpoints kept (older ones are deleted)
+    out: str = "runs/train"  # run directory
+    resume: bool = False  # continue the run in `out` from its last checkpoint and saved config (fresh start if none)
+    overwrite: bool = False  # replace a run already in `out`
+    tensorboard: bool = False  # also write TensorBoard events to out/tb
+    init_from: str | None = None  # start from this checkpoint's weights (run or step folder; growth: a shallower model)
+    new_block_init: str = "random"  # blocks init_from lacks: "random" (seeded) or "copy" (of the block below)
+    freeze_blocks: int = 0  # the first N blocks are not trained (layer-wise growth trains only new blocks + head)
+    lora_rank: int = 0  # rank of a trainable LoRA update of every linear layer of the frozen blocks (0 = none)
+    lora_alpha: float | None = None  # LoRA scale numerator: the update is (alpha / rank) B A; None = rank (scale 1)
+    progress: bool = True  # tqdm bars
+
+    # not a field (never saved or compared): the keys make_config was given explicitly ("model.<f>"
+    # for a model override); a resume applies only these over the saved config. None = every key.
+    _explicit = None
+
+    def validate(self, world_size: int = 1, before_resume: bool = False) -> None:
+        """Bad input fails here, before anything is read or written. `before_resume`: the saved
+        config of a resume is still to be merged in, so checks across keys it supplies wait."""
+        if self.steps <= 0:
+            raise ValueError(f"steps={self.steps}: steps must be > 0")
+        for name in ("seq_len", "batch_size", "grad_accum", "log_every", "eval_batches", "save_every",
+                     "keep_last"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
+        if self.eval_every < 0 or self.warmup < 0:
+            raise ValueError("eval_every and warmup must be >= 0")
+        if self.batch_size % (self.grad_accum * world_size):
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum} x "
+                             f"{world_size} process(es): choose a batch_size that is a multiple of "
+                             f"{self.grad_accum * world_size}")
+        if self.dtype in ("fp16", "float16", "half"):
+            raise ValueError(f"dtype={self.dtype}: fp16 is not supported (it needs loss scaling and overflows where "
+                             "bf16 does not): use dtype=bf16 on hardware with bf16, else dtype=fp32")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"dtype={self.dtype!r}: use auto, fp32 or bf16")
+        if not (self.grad_clip >= 0):
+            raise ValueError(f"grad_clip={self.grad_clip}: must be >= 0 (0 = no clipping)")
+        if self.weight_decay < 0 or not (0 <= self.beta1 < 1) or not (0 <= self.beta2 < 1):
+            raise ValueError(f"weight_decay={self.weight_decay}, beta1={self.beta1}, beta2={self.beta2}: need "
+                             "weight_decay >= 0 and 0 <= beta < 1")
+        if self.new_block_init not in ("random", "copy"):
+            raise ValueError(f"new_block_init={self.new_block_init!r}: use random or copy")
+        if self.freeze_blocks < 0:
+            raise ValueError(f"freeze_blocks={self.freeze_blocks}: must be >= 0")
+        check_lora(self.lora_rank, self.lora_alpha, None if before_resume else self.freeze_blocks)
+        if self.resume and self.overwrite:
+            raise ValueError("resume=true and overwrite=true contradict each other: pick one")
+        if not (self.lr > 0) or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError(f"lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr and lr > 0")
+        D.normalize_weights(self.corpus)
+        check_model_keys(self.model)
+        width = self.model.get("hidden_size")
+        if self.dim is not None and width is not None and int(width) != int(self.dim):
+            raise ValueError(f"dim={self.dim} but model.hidden_size={width}: the embedding feeds the blocks "
+                             "directly, so give one of them (or the same value)")
+
+
+def check_lora(rank: Any, alpha: Any = None, frozen: int | None = None) -> tuple[int, float | None]:
+    """(rank, alpha) of a LoRA setting, or one line naming what is wrong and the fix: the rank is
+    an integer >= 0 (0 = off), alpha a number > 0 or None (= rank), and with `frozen` given,
+    a rank > 0 needs frozen blocks to adapt (LoRA updates only the frozen blocks)."""
+    rank = _coerce("lora_rank", rank)  # not an integer: one line with the fix (_HINTS)
+    if rank < 0:
+        raise ValueError(f"lora_rank={rank}: give an integer >= 0 (0 = no LoRA), e.g. lora_rank=8")
+    alpha = _coerce("lora_alpha", alpha)
+    if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"lora_alpha={alpha!r}: give a number > 0 (the update is scaled by alpha / rank), or leave "
+                         "it unset (= lora_rank, scale 1)")
+    if rank and frozen == 0:
+        raise ValueError(f"lora_rank={rank} but freeze_blocks=0: LoRA adapts the frozen blocks and none are frozen; "
+                         "set freeze_blocks=N (or grow in stages), or lora_rank=0")
+    return rank, alpha
+
+
+def check_model_keys(model: dict[str, Any]) -> None:
+    """`model.<field>` overrides must name BVVConfig fields: a typo (`model.hiden_size=3`) would
+    otherwise become a stray config attribute and the run would train the preset unchanged."""
+    from bvvlab.models.model import BVVConfig
+
+    known = sorted(BVVConfig().to_dict())
+    for key in model:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"did you mean {', '.join(f'model.{c}' for c in close)}?" if close else \
+                f"model fields: {', '.join(known)}"
+            raise ValueError(f"model.{key} is not a BVVConfig field: {hint}")
+
+
+# config from file / CLI
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+# what a type error of these keys adds to its line (the fix, where "expected an integer" is not enough)
+_HINTS = {"lora_rank": " >= 0 (0 = no LoRA), e.g. lora_rank=8", "lora_alpha": " > 0, or none (= lora_rank)"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a CLI string, a file value or a notebook parameter into the field's type; anything
+    that does not fit is one line naming the key (papermill `-p steps abc` included)."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]  # X | None -> X
+    optional = len(args) < len(typing.get_args(hint))
+    base = args[0] if args else hint
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{name}=None: {name} needs a value")
+    if typing.get_origin(hint) is dict:  # corpus, model
+        if isinstance(value, str) and value.strip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{name}={value!r} is not valid JSON ({exc.msg} at character {exc.pos}): "
+                                 f"write it as {name}='{{\"key\": 1.0}}'") from None
+        elif isinstance(value, str) and name == "corpus":
+            return D.normalize_weights(value)  # "a:0.7,b:0.3" or one name
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}={value!r}: expected a JSON object")
+        return value
+    if not isinstance(value, str):  # a file value or a notebook literal: check its type
+        ok = {bool: isinstance(value, bool),
+              int: isinstance(value, int) and not isinstance(value, bool)
+              or isinstance(value, float) and value.is_integer(),
+              float: isinstance(value, (int, float)) and not isinstance(value, bool),
+              str: False}.get(base, True)
+        if not ok:
+            kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(base, str(base))
+            raise ValueError(f"{name}={value!r}: expected {kind}{_HINTS.get(name, '')}")
+        return int(value) if base is int else float(value) if base is float else value
+    if value.lower() in ("none", "null") and optional:
+        return None
+    if base is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}={value!r}: expected true or false")
+    if base is int:
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                as_float = float(value)  # 1e6
+            except ValueError:
+                as_float = math.nan
+            if as_float.is_integer():
+                return int(as_float)
+            raise ValueError(f"{name}={value!r}: expected an integer{_HINTS.get(name, '')}") from None
+    if base is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r}: expected a number{_HINTS.get(name, '')}") from None
+    return value
+
+
+def make_config(base: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a base and overrides; `model.X=...` keys go into the model overrides.
+    An unknown key is an error that lists the valid keys."""
+    if isinstance(base, TrainConfig):
+        explicit = set(base._explicit if base._explicit is not None else config_keys())
+    else:
+        explicit = set(base or {}) | {f"model.{k}" for k in dict((base or {}).get("model") or {})}
+    explicit |= set(overrides)
+    cfg = dataclasses.asdict(base) if isinstance(base, TrainConfig) else dict(base or {})
+    cfg = {**dataclasses.asdict(TrainConfig()), **cfg}
+    cfg["model"] = dict(cfg.get("model") or {})
+    valid = config_keys()
+    for key, value in overrides.items():
+        if key.startswith("model."):
+            sub = key[len("model."):]
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            cfg["model"][sub] = value
+            continue
+        if key not in valid:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(valid)} (and model.<field>)")
+        cfg[key] = _coerce(key, value)
+    unknown = set(cfg) - set(valid)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {sorted(unknown)}; valid keys: {', '.join(valid)}")
+    out = TrainConfig(**{k: _coerce(k, v) for k, v in cfg.items()})
+    out._explicit = frozenset(explicit)
+    return out
+
+
+# what a resume may change besides `steps` (extending a run): nothing here alters the numbers trained
+RESUME_MAY_CHANGE = ("log_every", "eval_every", "save_every", "keep_last", "progress", "tensorboard", "device",
+                     "out", "resume", "overwrite")
+
+
+# the TrainConfig fields that decide the model (named as such in resume errors)
+_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
+
+
+def saved_config(out: str | Path) -> dict[str, Any] | None:
+    """The TrainConfig (as a dict) the run in `out` saved with its last checkpoint; None if none."""
+    from bvvlab.models import checkpoints as C
+
+    ckpt = C.last_checkpoint(out)
+    return None if ckpt is None else C.read_trainer_meta(ckpt).get("config")
+
+
+def resume_config(cfg: TrainConfig) -> TrainConfig:
+    """The config a resume of `cfg.out` runs with: the saved config, with only the keys given
+    explicitly (`cfg._explicit`; all keys for a TrainConfig built by hand) applied over it.
+    Explicit keys other than `steps` and RESUME_MAY_CHANGE must equal the saved values: changing
+    data, schedule or model halfway would silently mix two runs under one sampler state."""
+    saved = saved_config(cfg.out)
+    if saved is None:
+        return cfg
+    keys = config_keys()
+    explicit = cfg._explicit if cfg._explicit is not None else frozenset(keys)
+    mine = dataclasses.asdict(cfg)
+    base = {**dataclasses.asdict(TrainConfig()), **{k: v for k, v in saved.items() if k in keys}}
+    merged = {**base, "model": dict(base.get("model") or {})}
+    for key in explicit:
+        if key.startswith("model."):
+            sub = key[len("model."):]
+            if sub in cfg.model:
+                merged["model"][sub] = cfg.model[sub]
+        elif key in mine:
+            merged[key] = dict(mine[key]) if key == "model" else mine[key]
+    merged.update(out=cfg.out, resume=True, overwrite=False)
+    changed: list[str] = []
+    for key in keys:
+        if key in RESUME_MAY_CHANGE or key == "steps":
+            continue
+        a, b = base[key], merged[key]
+        if key == "corpus":
+            a, b = D.normalize_weights(a), D.normalize_weights(b)
+        if key == "model":
+            changed += [f"model.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            changed.append(key)
+    if changed:
+        what = "model config" if any(k.split(".")[0] in _MODEL_KEYS for k in changed) else "config"
+
+        def was(k: str) -> Any:
+            return base["model"].get(k[len("model."):]) if k.startswith("model.") else base[k]
+
+        raise ValueError(f"{cfg.out} was trained with a different {what}: "
+                         f"{', '.join(f'{k} (saved {was(k)!r})' for k in changed)} differ; a resume may change "
+                         f"only steps and {', '.join(RESUME_MAY_CHANGE[:-3])}: drop those keys or choose a new out=")
+    new = TrainConfig(**merged)
+    new._explicit = explicit
+    return new
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or TOML file of TrainConfig keys."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = load_config_file(args.config) if args.config else {}
+    overrides: dict[str, Any] = {}
+    for flag in ("preset", "steps", "out"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    for flag in ("resume", "overwrite"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not key=value; valid keys: {', '.join(config_keys())}")
+        overrides[key.strip()] = value
+    unknown = [k for k in base if k not in config_keys()]
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} in {args.config}; valid keys: {', '.join(config_keys())}")
+    return make_config(base, **overrides)
+
+

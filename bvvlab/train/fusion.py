@@ -1,0 +1,330 @@
+"""Fusion of experts that share the frozen glyph matrix (floor 6; docs/recipe.md section 5).
+
+`fuse(experts, method, out)` loads N >= 2 expert checkpoints, checks that they belong together
+(one vocabulary, one tokenizer, one frozen matrix: same `embedding_hash`), and builds a
+`bvvlab.models.fused_model.FusedForCausalLM` that stores the shared matrix once; with `out` it is saved
+as one Hugging Face checkpoint directory whose remote code (`fused_model.py` + the expert
+`model.py`) loads in a process that never imports bvvlab. Nothing is retrained or aligned
+(the published fusion: "no router, no gate").
+
+`load_fused(dir)` reads such a directory back (digests checked), `load_any(dir)` takes a plain
+expert or a fused checkpoint, and `bpc_by_text(model, tokenizer, texts)` measures bits per
+character of any causal LM over a list of texts (the notebook's per-language tables).
+`bvvlab fuse EXPERT EXPERT ... --method M --out DIR` is the command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from bvvlab.models.checkpoints import (CheckpointError, damaged_files, load_checkpoint, quiet_hf, resolve,
+                                save_checkpoint)
+from bvvlab.train.shards import TokenShard, encode_texts
+from bvvlab.core.errors import BVVError
+from bvvlab.eval.evaluate import evaluate_bpc
+from bvvlab.models.fused_model import METHODS, FusedConfig, FusedForCausalLM
+from bvvlab.models.model import matrix_sha256
+
+FUSED_TYPE = FusedConfig.model_type
+
+
+class FusionError(BVVError):
+    """Experts that cannot be fused, or an output that cannot be written: one line with the fix."""
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise FusionError(f"unknown fusion method {method!r}; use one of {', '.join(METHODS)}")
+    return method
+
+
+def _tokenizer_digest(tok: Any) -> str:
+    """sha256 of the tokenizer's full definition (model, normaliser, pre-tokeniser, special tokens)."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tok.get_vocab().items()))
+    special = json.dumps(tok.special_tokens_map, sort_keys=True, default=str)
+    return hashlib.sha256((text + special).encode()).hexdigest()
+
+
+def check_out(out: str | os.PathLike | None, overwrite: bool, experts: Sequence[Path] = ()) -> Path | None:
+    """The output folder, checked before any work: it must be new or empty; with `overwrite`, it
+    may also hold an earlier fused checkpoint (anything else is never replaced)."""
+    if out is None:
+        return None
+    out = Path(out)
+    for e in experts:
+        if out.exists() and out.resolve() == Path(e).resolve():
+            raise FusionError(f"--out {out} is one of the experts; choose a new folder for the fused checkpoint")
+    if out.exists() and not out.is_dir():
+        raise FusionError(f"--out {out} is a file; choose a new or empty folder for the fused checkpoint")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FusionError(f"--out {out} is not empty; choose a new or empty folder (or --overwrite to replace "
+                              "an earlier fused checkpoint there)")
+        try:
+            kind = json.loads((out / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError):
+            kind = None
+        if kind != FUSED_TYPE:
+            raise FusionError(f"--out {out} holds something other than a fused checkpoint; it is left as it is: "
+                              "choose a new or empty folder")
+    return out
+
+
+def load_experts(paths: Sequence[str | os.PathLike]) -> tuple[list, Any, list[Path]]:
+    """(models, tokenizer, resolved dirs) of N >= 2 experts that share vocabulary, tokenizer and
+    frozen matrix; one FusionError line naming the first pair that does not."""
+    if len(paths) < 2:
+        raise FusionError(f"fusion needs at least two experts; got {len(paths)}: name two or more checkpoints")
+    dirs = [resolve(p) for p in paths]
+    models, toks = [], []
+    for d in dirs:
+        try:
+            model, tok = load_checkpoint(d)
+        except ValueError as exc:
+            raise FusionError(f"expert {d}: {exc}") from None
+        if getattr(model.config, "model_type", None) != "bvv":
+            raise FusionError(f"expert {d} is not a bvv model ({model.config.model_type}); fuse expert checkpoints")
+        if not model.config.frozen_embedding:
+            raise FusionError(f"expert {d} has a trainable embedding; only experts on one frozen glyph matrix can "
+                              "be fused without retraining")
+        if tok is None:
+            raise FusionError(f"expert {d} has no tokenizer files; fusion checks that experts share one tokenizer")
+        models.append(model.eval())
+        toks.append(tok)
+    first, m0, t0 = dirs[0], models[0], toks[0]
+    h0 = m0.config.embedding_hash or matrix_sha256(m0.model.embed_tokens.weight)
+    for d, m, t in zip(dirs[1:], models[1:], toks[1:]):
+        if len(t) != len(t0) or t.get_vocab() != t0.get_vocab():
+            raise FusionError(f"experts {first} and {d} have different vocabularies ({len(t0)} vs {len(t)} tokens); "
+                              "train both on one shared vocabulary (bvvlab embed --vocab compact over both corpora)")
+        h = m.config.embedding_hash or matrix_sha256(m.model.embed_tokens.weight)
+        if h != h0:
+            raise FusionError(f"experts {first} and {d} have different frozen matrices (embedding_hash {h0[:12]}... vs "
+                              f"{h[:12]}...); fuse only experts trained on one glyph matrix")
+        if _tokenizer_digest(t) != _tokenizer_digest(t0):
+            raise FusionError(f"experts {first} and {d} have the same vocabulary but different tokenizers "
+                              "(normaliser, pre-tokeniser or special tokens); fuse experts saved with one tokenizer")
+    return models, t0, dirs
+
+
+def fuse(experts: Sequence[str | os.PathLike], method: str = "bayes", out: str | os.PathLike | None = None,
+         names: Sequence[str] | None = None, overwrite: bool = False, **options: Any) -> tuple[FusedForCausalLM, Any]:
+    """(fused model, tokenizer) of the experts; saved as one checkpoint directory at `out` when given.
+    Every check (method, output folder, experts) runs before anything is written."""
+    check_method(method)
+    if names is not None and len(names) != len(experts):
+        raise FusionError(f"{len(names)} names for {len(experts)} experts; give one name per expert")
+    out_path = check_out(out, overwrite, [Path(e) for e in experts if Path(e).exists()])
+    models, tok, dirs = load_experts(experts)
+    names = list(names) if names is not None else _names(dirs)
+    try:
+        fused = FusedForCausalLM.from_experts(models, method=method, names=names, **options)
+    except ValueError as exc:
+        raise FusionError(str(exc)) from None
+    if out_path is not None:
+        meta = {"fusion": {"method": method, "experts": [str(d) for d in dirs], "names": names,
+                           "expert_embedding_hash": fused.config.embedding_hash, **options}}
+        save_checkpoint(fused, tok, out_path, meta, overwrite=True)
+    return fused, tok
+
+
+def _names(dirs: Sequence[Path]) -> list[str]:
+    """Short distinct expert names from their folders (run folder's name for a step folder)."""
+    names = []
+    for d in dirs:
+        base = d.parent.parent.name if d.parent.name == "checkpoints" else d.name
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def is_fused_dir(path: str | os.PathLike) -> bool:
+    try:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("model_type") == FUSED_TYPE
+    except (OSError, ValueError):
+        return False
+
+
+def load_fused(path: str | os.PathLike, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> tuple[FusedForCausalLM, Any]:
+    """(fused model, tokenizer) from a directory written by `fuse`, digests and matrix hash checked."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not is_fused_dir(path):
+        raise CheckpointError(f"{path} is not a fused checkpoint (config.json model_type is not {FUSED_TYPE!r}); "
+                              "write one with `bvvlab fuse`")
+    bad = damaged_files(path)
+    if bad:
+        raise CheckpointError(f"{path}: {', '.join(bad)} differ from the digests recorded when it was saved "
+                              "(damaged or altered); re-run `bvvlab fuse`")
+    with quiet_hf():
+        model = FusedForCausalLM.from_pretrained(path)
+    got = matrix_sha256(model.embed_tokens.weight)
+    if model.config.embedding_hash and got != model.config.embedding_hash:
+        raise CheckpointError(f"{path}: shared matrix sha256 {got[:12]}... does not match config embedding_hash; "
+                              "re-run `bvvlab fuse`")
+    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
+    return model.to(device=device, dtype=dtype).eval(), tok
+
+
+def load_any(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """An expert checkpoint (run folder or step folder) or a fused checkpoint, whichever `path` is:
+    the one loader of `bvvlab eval` and `bvvlab probe`, so both take a fused directory like any other."""
+    p = resolve(path)
+    return load_fused(p, device) if is_fused_dir(p) else load_checkpoint(p, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+def text_shard(tokenizer: Any, texts: Sequence[str]) -> TokenShard:
+    """An in-memory TokenShard of `texts` (each document ends with EOS), for `evaluate_bpc`."""
+    ids, chars, n_chars = [], [], 0
+    for i, c, _, nc in encode_texts(tokenizer, texts):
+        ids.append(i)
+        chars.append(c)
+        n_chars += nc
+    if not ids:
+        raise ValueError("no texts to measure: give at least one non-empty text")
+    return TokenShard(Path("<memory>"), np.concatenate(ids), np.concatenate(chars), {"n_chars": n_chars})
+
+
+def bpc_by_text(model: Any, tokenizer: Any, texts: Sequence[str], seq_len: int = 128, n_windows: int | None = None,
+                batch: int = 8) -> dict[str, float]:
+    """Bits per character of `model` over `texts` (evaluate_bpc over an in-memory shard)."""
+    seq_len = min(seq_len, model.config.max_position_embeddings)
+    device = next(model.parameters()).device
+    return evaluate_bpc(model, text_shard(tokenizer, texts), seq_len, n_windows, batch, device)
+
+
+def mixed_texts(by_lang: dict[str, Sequence[str]], langs: Sequence[str], n: int) -> list[str]:
+    """`n` code-switched documents: document i joins paragraph i of every language in `langs`,
+    the order rotating with i (en ru zh, ru zh en, ...), one paragraph per line."""
+    out = []
+    for i in range(n):
+        order = [langs[(i + k) % len(langs)] for k in range(len(langs))]
+        out.append("\n".join(by_lang[lang][i % len(by_lang[lang])] for lang in order))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def add_cli(subparsers: Any) -> None:
+    """`bvvlab fuse EXPERT EXPERT ... --method M --out DIR` (for bvvlab.cli's registry)."""
+    p = subparsers.add_parser("fuse", help="fuse experts that share one frozen matrix into one checkpoint",
+                              description="Fuse N >= 2 expert checkpoints (one vocabulary, tokenizer and frozen "
+                                          "matrix) without retraining; writes one HF checkpoint directory.")
+    p.add_argument("experts", nargs="+", help="expert checkpoints (run folders or step folders)")
+    p.add_argument("--method", default="bayes", help=f"how to combine predictions: {', '.join(METHODS)} "
+                                                     "(default bayes; mean_logits is the published fusion)")
+    p.add_argument("--out", required=True, help="new or empty folder for the fused checkpoint")
+    p.add_argument("--names", nargs="+", default=None, help="one short name per expert (default: folder names)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier fused checkpoint at --out")
+    p.add_argument("--entropy-temperature", type=float, default=None, help="entropy method: weights "
+                                                                           "softmax(-H/T) (default 1.0)")
+    p.add_argument("--bayes-decay", type=float, default=None, help="bayes_decay method: evidence decay per token "
+                                                                   "(default 0.9)")
+
+    def run(args: Any) -> int:
+        opts = {k: v for k, v in (("entropy_temperature", args.entropy_temperature),
+                                  ("bayes_decay", args.bayes_decay)) if v is not None}
+        fuse(args.experts, args.method, args.out, names=args.names, overwrite=args.overwrite, **opts)
+        print(args.out)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment of issue 13 (notebook 06): two experts on one vocabulary, fused, measured
+
+
+def experiment(out: str | os.PathLike, preset: str = "tiny", steps: int = 40, train_chars: int | None = 100_000,
+               seq_len: int = 64, batch_size: int = 8, lr: float = 2e-3, eval_texts: int = 40, val_chars: int = 20_000,
+               methods: Sequence[str] = METHODS, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Train an en-ru and an en-zh expert (same preset, one compact vocabulary and frozen matrix
+    covering both corpora), fuse them with every method, and measure validation bits per
+    character on English, Russian, Chinese and mixed (code-switched) text, plus the fused
+    model's forward time relative to one expert. Re-running with the same `out` reuses
+    finished experts (train's resume). Returns (and writes to out/metrics.json) the numbers."""
+    import time
+
+    from bvvlab.core.atomic import ensure_dir, write_json_atomic
+    from bvvlab.corpus.sources import texts_by_lang
+    from bvvlab.glyph.embeddings import prepare_vocabulary
+    from bvvlab.train.loop import make_config, train
+
+    for m in methods:
+        check_method(m)
+    out = ensure_dir(out)
+    corpora = {"ru": "libreoffice-en-ru", "zh": "libreoffice-en-zh"}
+    from bvvlab.models.model import PRESETS
+
+    dim = PRESETS[preset]["hidden_size"] if preset in PRESETS else None
+    vocab_dir = out / "vocab"
+    if not (vocab_dir / "tokenizer.json").exists():
+        prepare_vocabulary("compact", corpus=list(corpora.values()), dim=dim, progress=progress).save(vocab_dir)
+    experts = {}
+    for lang, corpus in corpora.items():
+        cfg = make_config(preset=preset, corpus={corpus: 1.0}, vocab=str(vocab_dir), steps=steps,
+                          train_chars=train_chars, val_chars=val_chars, seq_len=seq_len, batch_size=batch_size, lr=lr,
+                          seed=seed, out=str(out / f"expert-{lang}"), resume=True, progress=progress,
+                          log_every=max(1, steps // 10), eval_every=0, save_every=steps)
+        experts[f"en-{lang}"] = train(cfg)
+    val = texts_by_lang(list(corpora.values()), split="validation")
+    sets = {lang: val[lang][:eval_texts] for lang in ("en", "ru", "zh")}
+    sets["mixed"] = mixed_texts(val, ["en", "ru", "zh"], eval_texts)
+    models = {}
+    for name, path in experts.items():
+        models[name], tok = load_checkpoint(path)
+    bpc: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        bpc[name] = {k: bpc_by_text(model, tok, v, seq_len)["val_bpc"] for k, v in sets.items()}
+    fused_models = {}
+    for m in methods:
+        fused_models[m] = FusedForCausalLM.from_experts(list(models.values()), method=m, names=list(models))
+        bpc[f"fused:{m}"] = {k: bpc_by_text(fused_models[m], tok, v, seq_len)["val_bpc"] for k, v in sets.items()}
+    fuse(list(experts.values()), "bayes", out / "fused", names=list(models), overwrite=True)
+    # speed: forward over one batch of windows, fused (bayes) vs the first expert
+    ids = torch.from_numpy(text_shard(tok, sets["mixed"]).tokens[: batch_size * seq_len].astype(np.int64))
+    ids = ids[: (ids.numel() // seq_len) * seq_len].view(-1, seq_len)
+
+    def clock(model: Any) -> float:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                model(ids, use_cache=False)
+        return (time.perf_counter() - t0) / 3
+
+    one = clock(next(iter(models.values())))
+    fz = clock(fused_models.get("bayes", next(iter(fused_models.values()))))
+    names = list(models)
+    goal = {}
+    for m in methods:
+        f = bpc[f"fused:{m}"]
+        best_mixed = min(bpc[n]["mixed"] for n in names)
+        per_lang = {k: f[k] / min(bpc[n][k] for n in names) - 1 for k in ("en", "ru", "zh")}
+        goal[m] = {"mixed_gain_vs_best_expert": 1 - f["mixed"] / best_mixed,
+                   "worst_gap_to_better_expert": max(per_lang.values()),
+                   "met": 1 - f["mixed"] / best_mixed >= 0.10 and max(per_lang.values()) <= 0.05}
+    metrics = {"budget": {"preset": preset, "steps": steps, "train_chars": train_chars, "seq_len": seq_len,
+                          "batch_size": batch_size, "eval_texts": eval_texts, "val_chars": val_chars, "seed": seed},
+               "bpc": bpc, "goal": goal, "forward_s": {"one_expert": one, "fused": fz, "ratio": fz / one},
+               "experts": {k: str(v) for k, v in experts.items()}, "fused_dir": str(out / "fused")}
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,338 @@
+"""Layer-wise growth on the frozen substrate (docs/recipe.md section 6), floor 6.
+
+The second paper grows a model a few blocks at a time on the frozen glyph embedding: each
+stage adds new blocks on top, trains only them and the head (the blocks below stay frozen),
+and the next stage starts from the result. No trainer was published; this one is the ordinary
+trainer run once per stage:
+
+    stage k: model.num_hidden_layers = depth_k, init_from = stage k-1's run folder,
+             freeze_blocks = depth_(k-1), new blocks random (seeded) or copies of the block below
+
+With `lora_rank=r`, every stage that has frozen blocks (all but the first, when growing from
+scratch) also trains a rank-r LoRA update of every linear layer of those blocks (the recipe's "so
+that the lower layers do not ossify"; `build.add_lora`, `bvvlab.models.lora`): their base weights stay
+frozen, each checkpoint holds the merged plain weights, and the next stage freezes those merged
+weights and adds fresh adapters.
+
+So every stage is an ordinary run folder (`OUT/stage_K/`: a Hugging Face model directory with
+checkpoints, metrics and meta.json recording `init` (parent checkpoint, new blocks, how they were
+initialised) and `frozen_blocks`), resumes exactly like any run (mid-stage from its last
+checkpoint; a finished stage is skipped), and loads anywhere a checkpoint does. All stages and the
+baseline share one saved embedding (`OUT/embedding/`), so they share tokenizer and frozen matrix.
+
+Two monolithic baselines, the final depth trained from scratch (all blocks, same data, same
+batch): `baseline()` for the same number of **tokens** as the whole schedule, and
+`compute_baseline()` for the same training **FLOPs** (`training_flops_per_token`: a stage runs
+the forward of every block but the backward of the trainable ones only, so a growth token is
+cheaper than a monolithic one, and the same-compute baseline gets fewer steps). `probe_runs()` gives the per-layer
+cross-lingual retrieval of each stage (bvvlab.analysis.probe), to see in which block alignment appears.
+`OUT/growth.json` sums it up per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from bvvlab.models import checkpoints as C
+from bvvlab.core.atomic import ensure_dir, write_json_atomic
+from bvvlab.train.loop import read_metrics, train
+from bvvlab.train.config import TrainConfig, check_lora, make_config
+
+
+def parse_stages(stages: str | Sequence[int]) -> list[int]:
+    """"1,1,1" or [1, 1, 1] -> blocks added per stage (each >= 1)."""
+    try:
+        out = [int(s) for s in (stages.split(",") if isinstance(stages, str) else stages)]
+    except ValueError:
+        raise ValueError(f"stages={stages!r}: give blocks per stage as integers, e.g. --stages 1,1,1") from None
+    if not out or any(n < 1 for n in out):
+        raise ValueError(f"stages={stages!r}: every stage adds at least one block, e.g. --stages 1,1,1")
+    return out
+
+
+def _steps(steps: int | Sequence[int], n: int) -> list[int]:
+    out = [int(steps)] * n if isinstance(steps, int) else [int(s) for s in steps]
+    if len(out) != n or any(s < 1 for s in out):
+        raise ValueError(f"steps={steps!r}: one positive step count for all {n} stages, or one per stage")
+    return out
+
+
+def _holds_run(d: Path) -> bool:
+    return (d / "meta.json").exists() or (d / "checkpoints").exists()
+
+
+def shared_embedding(base: TrainConfig, out: Path) -> str:
+    """The embedding every stage uses: `base.vocab` when it is a saved embedding, else one built
+    for the base config once and saved under `out/embedding` (kept across resumes)."""
+    from bvvlab.train import shards as D
+    from bvvlab.train.setup import prepare_embedded
+
+    if (Path(base.vocab) / "glyph_matrix.safetensors").exists():
+        return base.vocab
+    emb = out / "embedding"
+    if not (emb / "glyph_matrix.safetensors").exists():
+        texts = None
+        if base.vocab == "compact":
+            weights = D.normalize_weights(base.corpus)
+            budget = D.resolve_max_chars(weights, "train", base.train_chars, base.seed)
+            texts = list(D.take_chars(D.iter_texts(weights, "train", base.seed), budget))
+        prepare_embedded(base, texts).save(emb, overwrite=True)
+    return str(emb)
+
+
+def _linear_weights(module: torch.nn.Module) -> tuple[int, int]:
+    """(all, trainable) weights of the nn.Linear layers in `module`: the matmuls of a token. A
+    LoRA layer (bvvlab.models.lora) is three matmuls: its frozen W, then A and B (x A^T B^T)."""
+    from bvvlab.models.lora import LoRALinear
+
+    lin = [w for m in module.modules() if isinstance(m, torch.nn.Linear)
+           for w in ((m.weight, m.lora_A, m.lora_B) if isinstance(m, LoRALinear) else (m.weight,))]
+    return sum(w.numel() for w in lin), sum(w.numel() for w in lin if w.requires_grad)
+
+
+def training_flops_per_token(model: torch.nn.Module, seq_len: int) -> dict[str, Any]:
+    """Training FLOPs per token of `model` as it will train (its `requires_grad` flags): the
+    forward of every block, the backward of the trainable part only. The 6N rule (Kaplan et al.
+    2020, Table 1) with PaLM's attention term (Chowdhery et al. 2022, app. B), as the trainer's MFU
+    (`bvvlab.train.loop.flops_per_token`), split into forward and backward:
+
+        forward  = 2 N + 4 L T d
+        backward = 2 N_bwd + 2 N_train + 8 L_bwd T d
+
+    N: weights of the matmuls (every nn.Linear: the blocks' qkv/o/up/down projections and the
+    head, and a LoRA layer's A and B: r (in + out) more per adapted layer; the frozen embedding
+    is a lookup; norms, the softmax and LoRA's scaling are not counted); L blocks; T =
+    seq_len; d = hidden_size (attention scores QK^T and AV: 4 T d per block forward). The backward
+    passes through the head and every block from the lowest one holding a trainable weight up
+    (N_bwd weights in L_bwd blocks): input gradients cost what the forward did (2 per weight, the
+    attention scores 2 x 4 T d, both operands), weight gradients 2 per trainable weight (N_train).
+    All trainable: 6 N + 12 L T d. A growth stage training the top L_t blocks (N_t weights with the
+    head) over frozen ones: 2 N + 4 L T d + 4 N_t + 8 L_t T d: frozen blocks below cost their
+    forward only. LoRA on the frozen blocks makes them trainable (A and B): the backward then runs
+    through every block (their frozen W cost input gradients, 2 per weight, and no weight
+    gradients), so such a stage costs nearly what a monolithic step does. As in the 6N rule, the
+    lowest backward block's input gradient is counted although nothing below it trains (the same
+    convention for the stages and the baselines)."""
+    blocks, head = list(model.model.blocks), model.lm_head
+    d, L = model.config.hidden_size, len(blocks)
+    trains = [any(p.requires_grad for p in b.parameters()) for b in blocks]
+    low = trains.index(True) if any(trains) else L
+    n_all = sum(_linear_weights(b)[0] for b in blocks) + _linear_weights(head)[0]
+    n_bwd = sum(_linear_weights(b)[0] for b in blocks[low:]) + _linear_weights(head)[0]
+    n_train = sum(_linear_weights(b)[1] for b in blocks) + _linear_weights(head)[1]
+    fwd = 2 * n_all + 4 * L * seq_len * d
+    bwd = 2 * n_bwd + 2 * n_train + 8 * (L - low) * seq_len * d
+    return {"forward": fwd, "backward": bwd, "total": fwd + bwd, "matmul_weights": n_all,
+            "trainable_weights": n_train, "backward_blocks": list(range(low, L)),
+            "trainable_blocks": [i for i, t in enumerate(trains) if t]}
+
+
+def stage_flops(config: Any, frozen_blocks: int, seq_len: int, lora_rank: int = 0) -> dict[str, Any]:
+    """`training_flops_per_token` of a model of `config` (a BVVConfig, or a checkpoint's
+    config.json path) with its first `frozen_blocks` blocks frozen as the trainer freezes them,
+    and a rank-`lora_rank` LoRA on those (built on the meta device: no memory, any size)."""
+    from bvvlab.train.setup import add_lora, freeze
+    from bvvlab.models.model import BVVConfig, BVVForCausalLM
+
+    if not isinstance(config, BVVConfig):
+        config = BVVConfig.from_json_file(str(config))
+    with torch.device("meta"):
+        model = BVVForCausalLM(config)
+    add_lora(model, freeze(model, frozen_blocks), lora_rank, None, 0)
+    return training_flops_per_token(model, seq_len)
+
+
+def _stage_record(run: Path, depth: int, added: int, frozen: int, steps: int) -> dict[str, Any]:
+    recs = read_metrics(run)
+    train_recs = [r for r in recs if r["kind"] == "train"]
+    meta = C.read_meta(run)
+    final = meta.get("final", {})
+    seq_len = int(meta.get("config", {}).get("seq_len") or 0)
+    ckpt = C.resolve(run)
+    rank = int((meta.get("lora") or {}).get("rank") or 0)
+    flops = stage_flops(ckpt / "config.json", frozen, seq_len, rank)["total"] if seq_len else None
+    tokens = final.get("tokens_seen")
+    return {"run": str(run), "checkpoint": str(ckpt), "depth": depth, "new_blocks": added,
+            "frozen_blocks": frozen, "steps": steps, "tokens": tokens, "flops_per_token": flops,
+            "train_flops": None if flops is None or tokens is None else flops * tokens,
+            "first_loss": train_recs[0]["loss"] if train_recs else None,
+            "last_loss": train_recs[-1]["loss"] if train_recs else None,
+            "val_bpc": final.get("val_bpc"), "init": meta.get("init"), "lora": meta.get("lora")}
+
+
+def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[int], out: str | Path,
+         new_block_init: str = "random", from_checkpoint: str | None = None, finetune_steps: int = 0,
+         callback: Callable[[dict[str, Any]], None] | None = None, lora_rank: int | None = None,
+         lora_alpha: float | None = None) -> dict[str, Any]:
+    """Grow a model stage by stage under `out` (see the module docstring); returns growth.json's
+    content. Re-running the same call resumes: finished stages are skipped, an interrupted stage
+    continues from its last checkpoint. `from_checkpoint` grows an existing model (its blocks
+    are the first frozen ones; `base.vocab` must be the embedding it was trained with).
+    `lora_rank` > 0: a LoRA update of the frozen blocks in every stage that has some (alpha:
+    `lora_alpha`, default the rank; both None: `base`'s lora_rank / lora_alpha); the final
+    fine-tune trains every weight and has none."""
+    plan = parse_stages(stages)
+    per_stage = _steps(steps, len(plan))
+    if finetune_steps < 0:
+        raise ValueError(f"finetune_steps={finetune_steps}: must be >= 0")
+    if lora_rank is None:  # the base config's setting
+        lora_rank = base.lora_rank
+        lora_alpha = base.lora_alpha if lora_alpha is None else lora_alpha
+    lora_rank, lora_alpha = check_lora(lora_rank, lora_alpha)
+    lora_alpha = None if not lora_rank else float(lora_rank) if lora_alpha is None else lora_alpha
+    if lora_rank and len(plan) == 1 and not from_checkpoint:
+        raise ValueError(f"lora_rank={lora_rank} but no stage has frozen blocks (one stage from scratch): LoRA adapts "
+                         "the frozen blocks of later stages; give several stages, --from a checkpoint, or lora_rank=0")
+    out = ensure_dir(out)
+    parent: str | None = None
+    depth = 0
+    if from_checkpoint:
+        parent = str(C.resolve(from_checkpoint))
+        depth = int(json.loads((Path(parent) / "config.json").read_text())["num_hidden_layers"])
+    if from_checkpoint and not (Path(base.vocab) / "glyph_matrix.safetensors").exists():
+        raise ValueError("--from needs vocab= the saved embedding folder the checkpoint was trained with (a "
+                         "vocabulary rebuilt from text could differ; the matrix hash is checked)")
+    vocab = shared_embedding(base, out)
+    summary: dict[str, Any] = {"stages": [], "plan": plan, "steps": per_stage, "new_block_init": new_block_init,
+                               "from": parent, "embedding": vocab, "lora_rank": lora_rank,
+                               "lora_alpha": lora_alpha}
+
+    def run(name: str, depth: int, frozen: int, steps: int, init_from: str | None) -> Path:
+        d = out / name
+        lora = dict(lora_rank=lora_rank, lora_alpha=lora_alpha) if frozen else dict(lora_rank=0, lora_alpha=None)
+        cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(d),
+                          init_from=init_from, freeze_blocks=frozen, new_block_init=new_block_init,
+                          resume=_holds_run(d), overwrite=False, **lora)
+        train(cfg, callback=callback)  # a finished stage returns at once (after the resume checks of its config)
+        return d
+
+    for k, (added, steps_k) in enumerate(zip(plan, per_stage), start=1):
+        frozen, depth = depth, depth + added
+        d = run(f"stage_{k}", depth, frozen, steps_k, parent)
+        summary["stages"].append({"stage": k, **_stage_record(d, depth, added, frozen, steps_k)})
+        parent = str(d)
+    if finetune_steps:
+        d = run("finetune", depth, 0, finetune_steps, parent)
+        summary["finetune"] = _stage_record(d, depth, 0, 0, finetune_steps)
+    summary["final"] = str(C.resolve(parent))
+    runs = summary["stages"] + ([summary["finetune"]] if "finetune" in summary else [])
+    flops = [r["train_flops"] for r in runs]
+    summary["train_flops"] = None if None in flops else sum(flops)
+    write_json_atomic(out / "growth.json", summary)
+    return summary
+
+
+def same_compute_steps(summary: dict[str, Any]) -> dict[str, Any]:
+    """Steps of the same-compute baseline: the final depth, all blocks trainable, same batch, for
+    round(growth FLOPs / (its FLOPs per token x tokens per step)) steps (at least 1). `summary`:
+    what `grow` returned (its stages, and a final fine-tune, carry `train_flops` and `tokens`; a
+    `from_checkpoint` parent's own training is not counted: it is the same for both sides)."""
+    last = summary["stages"][-1]
+    if summary.get("train_flops") is None:
+        raise ValueError("the growth summary has no train_flops (a stage without seq_len in its meta.json)")
+    seq_len = int(C.read_meta(last["run"])["config"]["seq_len"])
+    per_token = stage_flops(Path(last["checkpoint"]) / "config.json", 0, seq_len)["total"]
+    tokens_per_step = last["tokens"] // last["steps"]
+    steps = max(1, round(summary["train_flops"] / (per_token * tokens_per_step)))
+    return {"steps": steps, "flops_per_token": per_token, "tokens_per_step": tokens_per_step,
+            "growth_flops": summary["train_flops"], "depth": last["depth"]}
+
+
+def compute_baseline(base: TrainConfig, summary: dict[str, Any], out: str | Path,
+                     callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The same-compute monolithic baseline (`same_compute_steps`): `baseline()` for as many steps
+    as the growth schedule's training FLOPs buy a from-scratch model of the final depth. The record
+    adds `growth_flops` and `compute_ratio` (its FLOPs / the schedule's: 1 up to one step's
+    rounding)."""
+    plan = same_compute_steps(summary)
+    rec = baseline(base, plan["depth"], plan["steps"], out, vocab=summary["embedding"], callback=callback)
+    rec["growth_flops"] = plan["growth_flops"]
+    rec["compute_ratio"] = None if rec["train_flops"] is None else rec["train_flops"] / plan["growth_flops"]
+    return rec
+
+
+def probe_runs(runs: dict[str, str | Path], concepts: int = 24, device: str = "cpu") -> dict[str, Any]:
+    """Cross-lingual retrieval per layer (bvvlab.analysis.probe: the en and ru lemma of `concepts` concepts of
+    the lexicon, last-token states, cosine after centring each language, top-1 averaged over both
+    directions) of each named run: stage checkpoints and baselines. Layer 0 is the frozen
+    embedding's output (the same in every run), layer k the output of block k (the last one after
+    the final norm)."""
+    import numpy as np
+
+    from bvvlab.analysis import probe as P
+
+    items = P.load_items("concepts", limit=concepts)
+    out: dict[str, Any] = {"items": len(items), "concepts": len({it.pair for it in items}), "runs": {}}
+    for name, path in runs.items():
+        st = P.hidden_states(P.load_model(str(path), device, name=name), items, "last")
+        per = [P.retrieval(np.asarray(st.pooled[k], dtype=np.float32), items) for k in range(len(st.layers))]
+        out["runs"][name] = {"path": str(path), "layers": list(st.layers), "top1": [r["top1"] for r in per],
+                             "mrr": [(r["mrr_en2ru"] + r["mrr_ru2en"]) / 2 for r in per],
+                             "chance_top1": per[0]["chance_top1"]}
+    return out
+
+
+def baseline(base: TrainConfig, depth: int, steps: int, out: str | Path, vocab: str | None = None,
+             callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The monolithic comparison: `depth` blocks trained together from scratch for `steps` steps
+    (same batch and sequence length as the growth stages: the same number of tokens when `steps`
+    is their sum), on the same embedding."""
+    out = Path(out)
+    vocab = vocab or shared_embedding(base, out.parent)
+    cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(out),
+                      resume=_holds_run(out), overwrite=False, lora_rank=0, lora_alpha=None)
+    train(cfg, callback=callback)
+    return _stage_record(out, depth, depth, 0, steps)
+
+
+def add_cli(subparsers: Any) -> None:
+    from bvvlab.train.loop import _run_cli, add_common
+
+    p = subparsers.add_parser("grow", help="grow a model layer by layer on the frozen substrate",
+                              description="Stage-wise growth: each stage adds blocks, trains them and the head, "
+                                          "freezes what was trained before. Re-run the same command to resume.")
+    add_common(p)
+    p.add_argument("--stages", required=True, help="blocks added per stage, e.g. 1,1,1")
+    p.add_argument("--steps-per-stage", type=int, default=None, help="optimizer steps per stage (default: steps=)")
+    p.add_argument("--from", dest="from_checkpoint", help="grow this checkpoint (run or step folder)")
+    p.add_argument("--new-block-init", choices=("random", "copy"), default="random",
+                   help="new blocks: seeded random, or a copy of the block below")
+    p.add_argument("--finetune-steps", type=int, default=0, help="a final stage training all blocks")
+    p.add_argument("--lora-rank", default=None, help="rank of a LoRA update of the frozen blocks in every stage "
+                                                   "that has some (0 = none; default: lora_rank=)")
+    p.add_argument("--lora-alpha", default=None, help="LoRA scale numerator: the update is (alpha / rank) B A "
+                                                      "(default: the rank)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also train the final depth from scratch for the same number of tokens (OUT/baseline)")
+    p.add_argument("--baseline-compute", action="store_true",
+                   help="also train the final depth from scratch for the same training FLOPs (OUT/baseline_compute)")
+
+    def grow_cli(cfg: TrainConfig) -> Path:
+        out = Path(cfg.out)
+        steps = p_args.steps_per_stage or cfg.steps
+        base = dataclasses.replace(cfg, resume=False, overwrite=False)
+        base._explicit = cfg._explicit
+        s = grow(base, p_args.stages, steps, out, p_args.new_block_init, p_args.from_checkpoint,
+                 p_args.finetune_steps, lora_rank=p_args.lora_rank, lora_alpha=p_args.lora_alpha)
+        if p_args.baseline:
+            total = sum(st["steps"] for st in s["stages"])
+            s["baseline"] = baseline(base, s["stages"][-1]["depth"], total, out / "baseline", vocab=s["embedding"])
+        if p_args.baseline_compute:
+            s["baseline_compute"] = compute_baseline(base, s, out / "baseline_compute")
+        if p_args.baseline or p_args.baseline_compute:
+            write_json_atomic(out / "growth.json", s)
+        return Path(s["final"])
+
+    def run(args: argparse.Namespace) -> int:
+        nonlocal p_args
+        p_args = args
+        return _run_cli(grow_cli, args)
+
+    p_args: argparse.Namespace = argparse.Namespace()
+    p.set_defaults(func=run)
