@@ -34,12 +34,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bvvlab.glyph import embeddings
-from bvvlab.glyph import bitmaps as glyphs  # noqa: E402
-from bvvlab.glyph.font import load_font  # noqa: E402
-from bvvlab.glyph.bitmaps import RECIPE_32  # noqa: E402
-from bvvlab.core.runinfo import run_meta, write_json_atomic  # noqa: E402
 import recipe_reference as ref  # noqa: E402
+
+from bvvlab.core.runinfo import run_meta, write_json_atomic  # noqa: E402
+from bvvlab.glyph import bitmaps as glyphs  # noqa: E402
+from bvvlab.glyph import embeddings
+from bvvlab.glyph.bitmaps import RECIPE_32  # noqa: E402
+from bvvlab.glyph.font import load_font  # noqa: E402
 
 
 def timed(fn, *args, **kwargs):

@@ -5,7 +5,7 @@ model (random weights: speed and agreement, not skill) with the bvv241-2-3 n-gra
 the questions' text. Measured in one run, interleaved (ours, harness, ours, ...) and the best of
 `--repeat` taken for each:
 
-  * ours: `bvvlab.eval.evaluate.score_choices` (each context once, its KV cache repeated per choice,
+  * ours: `bvvlab.eval.scoring.score_choices` (each context once, its KV cache repeated per choice,
     all choices of a batch in one forward), target <= 30 s;
   * harness: `lm_eval.models.huggingface.HFLM(pretrained=CKPT, trust_remote_code=True)`
     `loglikelihood` over the same (context, continuation) requests, target: ours >= 2x faster.
@@ -38,20 +38,27 @@ import torch
 import torch.nn.functional as F
 from results_file import write_results  # bench/, beside this script
 
-from bvvlab.eval import evaluate as E
+from bvvlab.eval import metrics as eval_metrics
+from bvvlab.eval import scoring, suites
+from bvvlab.eval import tasks as eval_tasks
+from bvvlab.glyph.tokenizer import (
+    _default_ngrams,
+    bvv241_vocab,
+    compact_vocab,
+    hf_tokenizer,
+)
 from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.models.model import BVVForCausalLM, config_from_preset
-from bvvlab.glyph.tokenizer import _default_ngrams, bvv241_vocab, compact_vocab, hf_tokenizer
 
 OUT = Path(__file__).resolve().parent / "results" / "evaluate.json"
 
 
-def questions(n: int) -> list[E.MCItem]:
-    pool = [it for t in E.offline_suite() if t.kind == "mc" for it in t.items]
+def questions(n: int) -> list[eval_tasks.MCItem]:
+    pool = [it for t in suites.offline_suite() if t.kind == "mc" for it in t.items]
     return [it for it, _ in zip(itertools.cycle(pool), range(n))]
 
 
-def build(items: list[E.MCItem], seed: int = 0):
+def build(items: list[eval_tasks.MCItem], seed: int = 0):
     texts = [it.context + c for it in items for c in it.choices]
     tokens, _ = compact_vocab(bvv241_vocab(65536, _default_ngrams("bvv241-2-3")), texts)
     tok = hf_tokenizer(tokens)
@@ -65,7 +72,7 @@ def build(items: list[E.MCItem], seed: int = 0):
 
 def ours(model, tok, items, batch: int) -> tuple[float, list[list[float]]]:
     t = time.perf_counter()
-    s = E.score_choices(model, tok, items, batch=batch, prefix=None)
+    s = scoring.score_choices(model, tok, items, batch=batch, prefix=None)
     return time.perf_counter() - t, s
 
 
@@ -113,20 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         if lm is not None:
             dt, s_h = harness(lm, items)
             t_h.append(dt)
-    m_ours = E.mc_metrics(items, s_ours)
+    m_ours = eval_metrics.mc_metrics(items, s_ours)
     res = {"questions": len(items), "choices": 4, "preset": "small", "vocab_size": len(tok),
            "batch_questions": args.batch, "threads": args.threads,
            "ours_s": min(t_ours), "ours_questions_per_s": len(items) / min(t_ours),
            "ours_acc": m_ours["acc"], "ours_acc_norm": m_ours["acc_norm"], "target_ours_s": 30.0}
     if s_h is not None:
-        m_h = E.mc_metrics(items, s_h)
+        m_h = eval_metrics.mc_metrics(items, s_h)
         joint_differs = []
         for it in items:
             d = False
             for c in it.choices:
-                whole = E.encode(tok, it.context + c)
-                ctx = E.encode(tok, it.context)
-                d |= whole != ctx + E.encode(tok, c)
+                whole = scoring.encode(tok, it.context + c)
+                ctx = scoring.encode(tok, it.context)
+                d |= whole != ctx + scoring.encode(tok, c)
             joint_differs.append(d)
         same = [k for k, d in enumerate(joint_differs) if not d]
         diff = max((abs(a - b) for k in same for a, b in zip(s_ours[k], s_h[k])), default=0.0)

@@ -7,7 +7,7 @@ busy machine slows every model alike; ratios are paired per round (each fused ca
 expert call of the same round).
 
   (a) score: next-token scoring of (batch x seq) windows with labels, the path of
-      `bvvlab.eval.evaluate.evaluate_bpc` (summed loss, `num_items_in_batch=1`): tokens/s.
+      `bvvlab.train.validation.evaluate_bpc` (summed loss, `num_items_in_batch=1`): tokens/s.
   (b) gen:   greedy generation with the KV cache, batch 1, `--new` new tokens after a 16-token
       prompt (`min_new_tokens` = max, so every call decodes as many): new tokens/s. The fused
       model's tokens are checked against its uncached generation once.

@@ -47,8 +47,8 @@ def setup(threads: int):
     import torch
 
     from bvvlab.corpus.sources import parallel_pairs
-    from bvvlab.models.model import BVVForCausalLM, config_from_preset
     from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+    from bvvlab.models.model import BVVForCausalLM, config_from_preset
 
     torch.set_num_threads(threads)
     rows = parallel_pairs("libreoffice-en-ru", "train")[:3000]
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
-    from bvvlab.models import generation as G
     from bvvlab.app import widgets as Wd
+    from bvvlab.models import generation as G
     from bvvlab.models.model import count_parameters
 
     model, tok, cfg = setup(args.threads)

@@ -32,8 +32,8 @@ from results_file import write_results  # bench/, beside this script
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import interleaved, paired_ratio  # noqa: E402
 
-from bvvlab.models.model import BVVForCausalLM, config_from_preset, count_parameters  # noqa: E402
 from bvvlab.core.runinfo import REPO_ROOT  # noqa: E402
+from bvvlab.models.model import BVVForCausalLM, config_from_preset, count_parameters  # noqa: E402
 
 SEQ = 256  # the small preset's context
 

@@ -37,11 +37,16 @@ import time
 from pathlib import Path
 
 import torch
-from results_file import write_results  # bench/, beside this script
 import torch.nn.functional as F
+from results_file import write_results  # bench/, beside this script
 
-from bvvlab.models.model import BVVForCausalLM, config_from_preset, count_parameters, to_llama
 from bvvlab.core.runinfo import REPO_ROOT
+from bvvlab.models.model import (
+    BVVForCausalLM,
+    config_from_preset,
+    count_parameters,
+    to_llama,
+)
 
 # (a), (b): the "small" preset's shape with a compact vocabulary (a corpus's tokens only);
 # (a), (c): the same blocks over the full bvv241-2-3 vocabulary (65,536), as the paper's models use

@@ -57,19 +57,20 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from bvvlab.analysis import probe as P
-    from bvvlab.models.checkpoints import save_checkpoint
-    from bvvlab.models.model import BVVForCausalLM, config_from_preset
+    from bvvlab.analysis import activations, latent, maps, probe, workers
+    from bvvlab.analysis import items as probe_items
     from bvvlab.core.runinfo import device_info, git_commit, write_json_atomic
     from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+    from bvvlab.models.checkpoints import save_checkpoint
+    from bvvlab.models.model import BVVForCausalLM, config_from_preset
 
     if args.threads:
         torch.set_num_threads(args.threads)
     import_s = time.perf_counter() - t_import
 
-    items = P.concept_items(heldout=["cat", "dog", "red", "bread", "mother"])[:args.items]
+    items = probe_items.concept_items(heldout=["cat", "dog", "red", "bread", "mother"])[:args.items]
     texts = [it.text for it in items] + [p["prompt"] + p["answer"] for d in ("en2ru", "ru2en")
-                                         for p in P.translation_prompts(d)]
+                                         for p in latent.translation_prompts(d)]
     tokens, _ = compact_vocab(bvv241_vocab(65536, []), texts)
     tok = hf_tokenizer(tokens, [])
     cfg = config_from_preset("small", vocab_size=len(tok), num_hidden_layers=args.layers)
@@ -77,7 +78,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = BVVForCausalLM.from_glyphs(cfg, glyphs).eval()
     result = {"items": len(items), "layers": args.layers, "hidden_size": cfg.hidden_size, "vocab": len(tok),
-              "threads": torch.get_num_threads(), "jobs": args.jobs if args.jobs is not None else P.default_jobs(),
+              "threads": torch.get_num_threads(), "jobs": args.jobs if args.jobs is not None else workers.default_jobs(),
               "import_s": round(import_s, 3), "device": device_info(), "git_commit": git_commit(),
               "load_average_before": list(os.getloadavg())}
     a, b = torch.randn(512, 256), torch.randn(256, 1024)
@@ -92,11 +93,11 @@ def main() -> int:
 
     def all_but_umap(ckpt: Path, out: Path) -> tuple[dict[str, float], dict, dict]:
         t0 = time.perf_counter()
-        lm = P.load_model(ckpt)
+        lm = activations.load_model(ckpt)
         t1 = time.perf_counter()
-        metrics, states, _ = P.probe_models([str(ckpt)], items, lms=[lm], jobs=args.jobs)
+        metrics, states, _ = probe.probe_models([str(ckpt)], items, lms=[lm], jobs=args.jobs)
         t2 = time.perf_counter()
-        P.write_run(out, metrics, states, items, umap=False)
+        probe.write_run(out, metrics, states, items, umap=False)
         t3 = time.perf_counter()
         return ({"load_s": round(t1 - t0, 3), "metrics_s": round(t2 - t1, 3), "pca_figures_s": round(t3 - t2, 3),
                  "all_but_umap_s": round(t3 - t0, 3)}, metrics, states)
@@ -104,7 +105,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(args.checkpoint) if args.checkpoint else save_checkpoint(model, tok, Path(tmp) / "small6")
         if args.checkpoint:
-            result.update(checkpoint=str(ckpt), layers=P.load_model(ckpt).n_layers, vocab=None)
+            result.update(checkpoint=str(ckpt), layers=activations.load_model(ckpt).n_layers, vocab=None)
         first, metrics, states = all_but_umap(ckpt, Path(tmp) / "pca")
         warm = [all_but_umap(ckpt, Path(tmp) / f"pca{r}")[0] for r in range(args.repeat)]
         peer_s.append(peer())
@@ -126,11 +127,11 @@ def main() -> int:
         if not args.no_umap:
             st = next(iter(states.values()))
             t4 = time.perf_counter()
-            P._coords_2d(np.asarray(st.pooled[0][:40]), "umap", 0)  # numba's compilation, on a small input
+            maps._coords_2d(np.asarray(st.pooled[0][:40]), "umap", 0)  # numba's compilation, on a small input
             t5 = time.perf_counter()
-            P.layer_maps(st, "umap", 0)
+            maps.layer_maps(st, "umap", 0)
             t6 = time.perf_counter()
-            P.layer_maps(st, "aligned-umap", 0)
+            maps.layer_maps(st, "aligned-umap", 0)
             t7 = time.perf_counter()
             result.update(umap_first_call_s=round(t5 - t4, 3), umap_all_layers_s=round(t6 - t5, 3),
                           aligned_umap_all_layers_s=round(t7 - t6, 3), target_umap_all_layers_s=60.0)

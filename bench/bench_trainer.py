@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from bvvlab.train import shards as D
-from bvvlab.train import loop as TR
 from bvvlab.core.runinfo import device_info, git_commit, write_json_atomic
+from bvvlab.train import loop as TR
+from bvvlab.train import shards as D
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer.json"
 

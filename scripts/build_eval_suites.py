@@ -3,7 +3,7 @@
 Sources: the LibreOffice en-ru *test* split (en->ru and ru->en translation, 128 short pairs per
 direction) and the concept lexicon (word translation, category membership, odd-one-out as
 four-choice questions, chance 25%), split into concepts a default run trains on and the ~10%
-`bvvlab.eval.evaluate.suite_holdout_concepts()`; never training text. Deterministic: re-running
+`bvvlab.eval.suites.suite_holdout_concepts()`; never training text. Deterministic: re-running
 gives byte-identical files (the test suite checks that the shipped files are current).
 
     python scripts/build_eval_suites.py [--out data/eval]
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bvvlab.eval.evaluate import SUITE_DIR, build_offline_suites  # noqa: E402
+from bvvlab.eval.suites import SUITE_DIR, build_offline_suites  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

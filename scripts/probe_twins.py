@@ -25,6 +25,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 CORPUS = "libreoffice-en-ru?holdout=suite:0.5,concepts?holdout=suite:0.4,instructions?holdout=suite:0.1"
 
@@ -84,9 +85,9 @@ def translation_accuracy(path: str, subsets: dict[str, set[str]]) -> dict[str, f
     return {name: len(right & ids) / len(ids) for name, ids in subsets.items() if ids}
 
 
-def retrieval_table(states: dict, items: list, subsets: dict[str, "np.ndarray"]) -> tuple[str, dict]:
+def retrieval_table(states: dict, items: list, subsets: dict[str, "Any"]) -> tuple[str, dict]:
     """Retrieval top-1 by layer (en->ru and ru->en averaged) of every model over query subsets."""
-    from bvvlab.analysis import probe as P
+    from bvvlab.analysis import metrics as probe_metrics
 
     names = list(states)
     cols = [(n, s) for n in names for s in subsets]
@@ -95,7 +96,7 @@ def retrieval_table(states: dict, items: list, subsets: dict[str, "np.ndarray"])
     for k, layer in enumerate(states[names[0]].layers):
         row = [str(layer)]
         for n in names:
-            r = P.retrieval(states[n].pooled[k], items, subsets=subsets)
+            r = probe_metrics.retrieval(states[n].pooled[k], items, subsets=subsets)
             for s in subsets:
                 v = (r[f"top1_en2ru_{s}"] + r[f"top1_ru2en_{s}"]) / 2
                 data[n][s].append(v)
@@ -135,15 +136,18 @@ def main() -> int:
         ckpt = train(config(args, args.part))
         print(f"{args.part}: {ckpt} in {time.perf_counter() - t0:.0f} s wall, {time.process_time() - cpu0:.0f} s CPU")
         return 0
-    from bvvlab.analysis import probe as P
 
     import numpy as np
 
+    from bvvlab.analysis import figures as probe_figures
+    from bvvlab.analysis import items as probe_items
+    from bvvlab.analysis import probe
+
     paths = [str(out / p) for p in ("frozen", "unfrozen", "untrained")]
-    held = P.resolve_heldout(args.heldout, paths[:2])
-    items = P.load_items("concepts", held)
-    metrics, states, _ = P.probe_models(paths, items, folds=args.folds, seed=args.seed)
-    P.write_run(out / "probe", metrics, states, items, umap=False, seed=args.seed, overwrite=True)
+    held = probe_items.resolve_heldout(args.heldout, paths[:2])
+    items = probe_items.load_items("concepts", held)
+    metrics, states, _ = probe.probe_models(paths, items, folds=args.folds, seed=args.seed)
+    probe.write_run(out / "probe", metrics, states, items, umap=False, seed=args.seed, overwrite=True)
     clean = set(unseen(held))
     subsets = {"trained": np.array([not it.heldout for it in items]), "heldout": np.array([it.heldout for it in items]),
                "unseen": np.array([it.pair in clean for it in items])}
@@ -161,7 +165,7 @@ def main() -> int:
     (out / "summary.md").write_text(text, encoding="utf-8")
     (out / "summary.json").write_text(json.dumps({"heldout": held, "unseen": sorted(clean), "top1": data,
                                                   "translation_accuracy": translate,
-                                                  "lens_top1": {n: P._lens_curve(metrics["models"][n], "top1")
+                                                  "lens_top1": {n: probe_figures._lens_curve(metrics["models"][n], "top1")
                                                                 for n in metrics["models"]}}, indent=1))
     print(text)
     return 0

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bvvlab.models.model import BVVForCausalLM, config_from_preset
 from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
 
 TEXTS = ["Hello, world! The quick brown fox.", "Привет, мир! Съешь же ещё этих мягких булок."]
 PROMPT = "Hello, мир"

@@ -24,8 +24,8 @@ import pytest  # noqa: E402
 @pytest.fixture
 def broken_font(tmp_path, monkeypatch):
     """A private copy of data/fonts that a test may delete or damage; yields the font file."""
-    from bvvlab.glyph import font
     from bvvlab.core.runinfo import data_dir
+    from bvvlab.glyph import font
 
     shutil.copytree(data_dir() / "fonts", tmp_path / "fonts")
     monkeypatch.setenv("BVVLAB_DATA", str(tmp_path))

@@ -16,8 +16,8 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bvvlab.glyph.font import load_font
 from bvvlab.glyph.bitmaps import RecipeParams
+from bvvlab.glyph.font import load_font
 
 
 def is_easy(token: str) -> bool:

@@ -32,6 +32,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+
 def browser_test(fn):
     """Marks a test that drives the browser: `browser` (skipped without chromium) and `slow`."""
     return pytest.mark.slow(pytest.mark.browser(fn))
@@ -235,11 +236,11 @@ def _generation_notebook(root: Path) -> Path:
     (context 1024, so a long generation can be stopped) saved here: no training in the test."""
     import torch
     import torch.nn.functional as F
-
     from _gen_fixtures import make_tokenizer
+
+    from bvvlab.core.runinfo import REPO_ROOT
     from bvvlab.models.checkpoints import save_checkpoint
     from bvvlab.models.model import BVVForCausalLM, config_from_preset
-    from bvvlab.core.runinfo import REPO_ROOT
 
     tok = make_tokenizer(["Hello, world! The quick brown fox.", "Привет, мир!"])
     tok.eos_token = None  # no end of text: the generation runs until Stop

@@ -26,11 +26,11 @@ import numpy as np
 import pytest
 import torch
 
-from bvvlab.models import checkpoints as C
 from bvvlab import cli
 from bvvlab.core import runinfo
 from bvvlab.core.errors import OutputError
 from bvvlab.core.runinfo import REPO_ROOT
+from bvvlab.models import checkpoints as C
 from bvvlab.train.loop import make_config, train
 
 FAST = dict(preset="tiny", seq_len=32, batch_size=4, train_chars=20_000, val_chars=4_000, log_every=1,

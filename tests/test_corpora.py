@@ -9,11 +9,11 @@ from collections import Counter
 
 import pytest
 
+from bvvlab.core.errors import CorpusError
+from bvvlab.core.runinfo import data_dir
 from bvvlab.corpus import concepts as C
 from bvvlab.corpus import sources as K
-from bvvlab.core.runinfo import data_dir
 from bvvlab.train import shards as D
-from bvvlab.core.errors import CorpusError
 
 # the numbers data/corpora/README.md documents: (pairs, chars en, chars target) per split
 EXPECTED = {

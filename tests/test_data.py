@@ -10,8 +10,8 @@ import string
 import numpy as np
 import pytest
 
-from bvvlab.train import shards as D
 from bvvlab.glyph import tokenizer as T
+from bvvlab.train import shards as D
 
 DOCS = ["hello world", "мир труд май", "a\tb\nc", "zebra 42"] * 5
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bvvlab.train import loop as TR
 from bvvlab.core.runinfo import REPO_ROOT
+from bvvlab.train import loop as TR
 
 COMMON = dict(preset="tiny", steps=6, seq_len=32, batch_size=8, log_every=1, eval_every=3, eval_batches=1,
               save_every=6, train_chars=20_000, val_chars=4_000, warmup=2, lr=3e-3, progress=False)
@@ -29,8 +29,8 @@ def _final(out):
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
-    from bvvlab.train import shards as D
     from bvvlab.glyph.embeddings import prepare_vocabulary
+    from bvvlab.train import shards as D
 
     # the compact vocabulary + matrix, saved once: each rank then just loads it
     texts = list(D.take_chars(D.iter_texts({"libreoffice-en-ru": 1.0}, "train", 0), COMMON["train_chars"]))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bvvlab.glyph import views as ev
-from bvvlab.glyph.embeddings import glyph_bits, glyph_matrix, pca_components
 from bvvlab.glyph.bitmaps import RECIPE_32, render_bits, render_images
+from bvvlab.glyph.embeddings import glyph_bits, glyph_matrix, pca_components
 
 TOKENS = (["A", "a", "Ж", "ж", "中", "é", "e\u0301", "the", "ell", "При", "单元", "<s>", "<0xF0>", "\n", " ", "ffi"]
           + [chr(c) for c in range(0x41, 0x5B)] + [chr(c) for c in range(0x430, 0x450)] + ["ab", "ба", "xyz", "!?"])

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.decomposition import PCA
-
-from bvvlab.glyph import embeddings as E
-from bvvlab.cli import main as cli_main
-from bvvlab.glyph.bitmaps import RECIPE_32, render_bits
 from test_glyphs import TOKENS
+
+from bvvlab.cli import main as cli_main
+from bvvlab.glyph import embeddings as E
+from bvvlab.glyph.bitmaps import RECIPE_32, render_bits
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +294,8 @@ def test_cli_refuses_non_empty_out_before_any_work(tmp_path, capsys):
 def test_cli_missing_font_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     import shutil
 
-    from bvvlab.glyph import font
     from bvvlab.core.runinfo import data_dir
+    from bvvlab.glyph import font
 
     shutil.copytree(data_dir() / "fonts", tmp_path / "data" / "fonts")
     (tmp_path / "data" / font.FONT_FILE).unlink()

@@ -13,11 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bvvlab.eval import evaluate as E
-from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.cli import main as cli_main
-from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.eval import metrics as eval_metrics
+from bvvlab.eval import scoring, suites
+from bvvlab.eval import tasks as eval_tasks
 from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.models.checkpoints import save_checkpoint
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
 
 TEXTS = ["Question: What is the Russian word for cat?\nAnswer: кошка собака дом",
          "Which of these is an animal? dog table red. Translate from English to Russian: Open the file.",
@@ -46,13 +48,13 @@ def model(tok):
     return make_model(tok)
 
 
-ITEMS = [E.MCItem("Question: What is the Russian word for cat?\nAnswer:", [" кошка", " собака", " дом", " к"], 0),
-         E.MCItem("Answer:", [" дом", " кошка собака"], 1),
-         E.MCItem("", [" дом", "ка", "A"], 2),
-         E.MCItem("Which of these is an animal?" * 3, [" dog", " table", " red"], 0),
+ITEMS = [eval_tasks.MCItem("Question: What is the Russian word for cat?\nAnswer:", [" кошка", " собака", " дом", " к"], 0),
+         eval_tasks.MCItem("Answer:", [" дом", " кошка собака"], 1),
+         eval_tasks.MCItem("", [" дом", "ка", "A"], 2),
+         eval_tasks.MCItem("Which of these is an animal?" * 3, [" dog", " table", " red"], 0),
          # a shared prompt prefix (run once for the batch) with suffixes of different lengths
-         E.MCItem("Question: What is the Russian word for dog?\nAnswer:", [" собака", " дом"], 0),
-         E.MCItem("Question: What is the Russian word for table or red?\nAnswer:", [" дом", " кошка", " к"], 0)]
+         eval_tasks.MCItem("Question: What is the Russian word for dog?\nAnswer:", [" собака", " дом"], 0),
+         eval_tasks.MCItem("Question: What is the Russian word for table or red?\nAnswer:", [" дом", " кошка", " к"], 0)]
 
 
 # ------------------------------------------------------------------------- log-likelihood scoring
@@ -60,23 +62,23 @@ ITEMS = [E.MCItem("Question: What is the Russian word for cat?\nAnswer:", [" к�
 def test_cached_batched_scores_equal_each_full_sequence(model, tok):
     """Context once + KV cache repeated per choice + all choices batched (left-padded contexts of
     different lengths, right-padded choices of different lengths) == every sequence scored alone."""
-    want = E.score_full_sequences(model, tok, ITEMS)
+    want = scoring.score_full_sequences(model, tok, ITEMS)
     for batch, share in ((1, True), (3, True), (32, True), (32, False)):
-        got = E.score_choices(model, tok, ITEMS, batch=batch, share_prefix=share)
+        got = scoring.score_choices(model, tok, ITEMS, batch=batch, share_prefix=share)
         np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-5, atol=1e-4)
     shared = ITEMS[0].context, ITEMS[4].context, ITEMS[5].context
-    assert E._common_prefix([E.encode(tok, c) for c in shared]) >= len(E.encode(tok, "Question: What is the Russian"))
+    assert scoring._common_prefix([scoring.encode(tok, c) for c in shared]) >= len(scoring.encode(tok, "Question: What is the Russian"))
 
 
 def test_context_and_continuation_are_tokenised_separately(model, tok):
     """"Answer" + ": кошка": jointly the n-gram "r:" straddles the join, so the joint ids do not
     split into context + continuation; the score is that of the separate tokenisation."""
     ctx, cont = "Question: What is the Russian word for cat?\nAnswer", ": кошка"
-    joint = E.encode(tok, ctx + cont)
-    sep_ctx, sep_cont = E.encode(tok, ctx), E.encode(tok, cont)
+    joint = scoring.encode(tok, ctx + cont)
+    sep_ctx, sep_cont = scoring.encode(tok, ctx), scoring.encode(tok, cont)
     assert joint != sep_ctx + sep_cont  # the merge straddles the join
     assert joint[:len(sep_ctx)] != sep_ctx
-    got = E.score_choices(model, tok, [E.MCItem(ctx, [cont, " дом"], 0)])[0][0]
+    got = scoring.score_choices(model, tok, [eval_tasks.MCItem(ctx, [cont, " дом"], 0)])[0][0]
     ids = torch.tensor([[tok.eos_token_id] + sep_ctx + sep_cont])
     with torch.no_grad():
         lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
@@ -93,24 +95,24 @@ def test_acc_and_acc_norm_on_a_model_with_known_answers(tok):
     with torch.no_grad():
         m.lm_head.weight.zero_()
     V = len(tok)
-    items = [E.MCItem("Answer:", [" кошка собака", " д"], 1),  # fewer tokens wins acc
-             E.MCItem("Answer:", [" кошка собака", " д"], 0)]
-    scores = E.score_choices(m, tok, items)
+    items = [eval_tasks.MCItem("Answer:", [" кошка собака", " д"], 1),  # fewer tokens wins acc
+             eval_tasks.MCItem("Answer:", [" кошка собака", " д"], 0)]
+    scores = scoring.score_choices(m, tok, items)
     for it, s in zip(items, scores):
         for c, v in zip(it.choices, s):
-            assert v == pytest.approx(-len(E.encode(tok, c)) * math.log(V), rel=1e-6)
-    ntok = [len(E.encode(tok, c)) for c in items[0].choices]
+            assert v == pytest.approx(-len(scoring.encode(tok, c)) * math.log(V), rel=1e-6)
+    ntok = [len(scoring.encode(tok, c)) for c in items[0].choices]
     by_norm = int(np.argmax([-n / len(c) for n, c in zip(ntok, items[0].choices)]))
-    m_ = E.mc_metrics(items, scores)
+    m_ = eval_metrics.mc_metrics(items, scores)
     assert m_["per_question"]["acc"] == [1.0, 0.0]
     assert m_["per_question"]["acc_norm"] == [float(by_norm == 1), float(by_norm == 0)]
     assert m_["acc"] == 0.5 and m_["n"] == 2
 
 
 def test_mc_metrics_definitions():
-    items = [E.MCItem("q", [" a", " bbbbbbbbbb"], 1), E.MCItem("q", [" a", " b"], 0)]
+    items = [eval_tasks.MCItem("q", [" a", " bbbbbbbbbb"], 1), eval_tasks.MCItem("q", [" a", " b"], 0)]
     scores = [[-2.0, -5.0], [-1.0, -1.0]]  # q1: acc picks 0; per char -2/2=-1 vs -5/11: acc_norm picks 1
-    m = E.mc_metrics(items, scores)
+    m = eval_metrics.mc_metrics(items, scores)
     assert m["per_question"] == {"acc": [0.0, 1.0], "acc_norm": [1.0, 1.0]}  # a tie goes to the first choice
 
 
@@ -118,23 +120,23 @@ def test_mc_metrics_definitions():
 
 def test_protocol_interval_is_mean_plus_minus_1_96_sigma_over_sqrt_n():
     runs = [0.30, 0.32, 0.28, 0.31, 0.29, 0.30, 0.33, 0.27, 0.30, 0.30]
-    iv = E.protocol_interval(runs)
+    iv = eval_metrics.protocol_interval(runs)
     half = 1.96 * np.std(runs, ddof=1) / math.sqrt(10)
     assert iv["mean"] == pytest.approx(np.mean(runs))
     assert iv["high"] - iv["mean"] == pytest.approx(half) and iv["mean"] - iv["low"] == pytest.approx(half)
-    assert E.protocol_interval([0.5])["low"] == 0.5
+    assert eval_metrics.protocol_interval([0.5])["low"] == 0.5
 
 
 def test_bootstrap_interval_covers_and_shrinks_with_n():
     rng = np.random.default_rng(1)
     small, big = rng.random(50) < 0.3, rng.random(2000) < 0.3
-    a, b = E.bootstrap_interval(small, seed=0), E.bootstrap_interval(big, seed=0)
+    a, b = eval_metrics.bootstrap_interval(small, seed=0), eval_metrics.bootstrap_interval(big, seed=0)
     assert a["low"] < a["mean"] < a["high"] and b["low"] < 0.3 < b["high"]
     assert (b["high"] - b["low"]) < (a["high"] - a["low"]) / 3  # ~ 1/sqrt(n): sqrt(40) = 6.3
     # binomial check: the 95% interval of p-hat is about +/- 1.96 sqrt(p(1-p)/n)
     p = b["mean"]
     assert (b["high"] - b["low"]) / 2 == pytest.approx(1.96 * math.sqrt(p * (1 - p) / 2000), rel=0.15)
-    assert E.bootstrap_interval([[1, 0], [1, 1]])["mean"] == 0.75  # runs x questions: averaged over runs
+    assert eval_metrics.bootstrap_interval([[1, 0], [1, 1]])["mean"] == 0.75  # runs x questions: averaged over runs
 
 
 # ------------------------------------------------------------------------- BLEU / chrF / protocol matches
@@ -144,63 +146,63 @@ def test_translation_scores_equal_sacrebleu():
 
     hyps = ["Откройте файл.", "Нажмите кнопку OK", "кошка спит"]
     refs = ["Откройте файл.", "Нажмите кнопку ОК.", "Кошка спит."]
-    s = E.translation_scores(hyps, refs)
+    s = eval_metrics.translation_scores(hyps, refs)
     assert s["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     assert s["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
     upper = np.mean([sacrebleu.sentence_bleu(h.upper(), [r.upper()]).score for h, r in zip(hyps, refs)])
     assert s["sentence_bleu_upper"] == pytest.approx(upper)
     assert s["sentence_bleu_upper"] > np.mean([sacrebleu.sentence_bleu(h, [r]).score for h, r in zip(hyps, refs)])
-    zh = E.translation_scores(["打开文件"], ["打开文件。"], target_lang="zh")
+    zh = eval_metrics.translation_scores(["打开文件"], ["打开文件。"], target_lang="zh")
     assert zh["bleu"] == pytest.approx(sacrebleu.corpus_bleu(["打开文件"], [["打开文件。"]], tokenize="zh").score)
 
 
 def test_protocol_matches():
-    items = [E.GenItem("p", "B"), E.GenItem("p", "C"), E.GenItem("p", ["Paris", "paris"], "substring"),
-             E.GenItem("p", "Abc", "substring")]
-    assert E.gen_scores(items, ["  b) blue", "D", "It is Paris.", "abc"]) == [1.0, 0.0, 1.0, 0.0]
-    assert E.first_letter("\n c") == "C"
+    items = [eval_tasks.GenItem("p", "B"), eval_tasks.GenItem("p", "C"), eval_tasks.GenItem("p", ["Paris", "paris"], "substring"),
+             eval_tasks.GenItem("p", "Abc", "substring")]
+    assert eval_metrics.gen_scores(items, ["  b) blue", "D", "It is Paris.", "abc"]) == [1.0, 0.0, 1.0, 0.0]
+    assert eval_metrics.first_letter("\n c") == "C"
 
 
 def test_prompts_follow_recipe_section_7():
-    assert E.mmlu_prompt("2+2?", ["3", "4", "5", "6"]) == "Question: 2+2?\nOptions: A) 3 B) 4 C) 5 D) 6\nAnswer:"
-    assert E.arc_prompt("Q?", ["x", "y"]) == "Question: Q?\nOptions:\nA) x\nB) y\nAnswer:"
-    assert E.squad_prompt("C", "Q?") == "Context: C\nQuestion: Q?\nAnswer:"
-    assert E.translation_prompt("Hi", "en", "ru") == "Translate from English to Russian:\nHi\nAnswer:"
+    assert eval_tasks.mmlu_prompt("2+2?", ["3", "4", "5", "6"]) == "Question: 2+2?\nOptions: A) 3 B) 4 C) 5 D) 6\nAnswer:"
+    assert eval_tasks.arc_prompt("Q?", ["x", "y"]) == "Question: Q?\nOptions:\nA) x\nB) y\nAnswer:"
+    assert eval_tasks.squad_prompt("C", "Q?") == "Context: C\nQuestion: Q?\nAnswer:"
+    assert eval_tasks.translation_prompt("Hi", "en", "ru") == "Translate from English to Russian:\nHi\nAnswer:"
 
 
 def test_run_protocol_greedy_runs_agree_and_sampling_is_seeded(model, tok):
-    items = [E.GenItem(E.arc_prompt("Which?", ["x", "y"]), "A"), E.GenItem(E.arc_prompt("Other?", ["x", "y"]), "B")]
-    greedy = E.run_protocol(model, tok, items, max_new_tokens=2, runs=3, sample=False)
+    items = [eval_tasks.GenItem(eval_tasks.arc_prompt("Which?", ["x", "y"]), "A"), eval_tasks.GenItem(eval_tasks.arc_prompt("Other?", ["x", "y"]), "B")]
+    greedy = scoring.run_protocol(model, tok, items, max_new_tokens=2, runs=3, sample=False)
     assert greedy["protocol"]["sigma"] == 0.0 and len(set(greedy["run_means"])) == 1
-    a = E.generate_texts(model, tok, [it.prompt for it in items], 3, sample=True, seed=5, stop=None)
-    b = E.generate_texts(model, tok, [it.prompt for it in items], 3, sample=True, seed=5, stop=None)
+    a = scoring.generate_texts(model, tok, [it.prompt for it in items], 3, sample=True, seed=5, stop=None)
+    b = scoring.generate_texts(model, tok, [it.prompt for it in items], 3, sample=True, seed=5, stop=None)
     assert a == b
     # batched left-padded greedy generation == one prompt at a time
-    one = [E.generate_texts(model, tok, [it.prompt], 3, batch=1, stop=None)[0] for it in items]
-    assert E.generate_texts(model, tok, [it.prompt for it in items] , 3, batch=2, stop=None) == one
+    one = [scoring.generate_texts(model, tok, [it.prompt], 3, batch=1, stop=None)[0] for it in items]
+    assert scoring.generate_texts(model, tok, [it.prompt for it in items] , 3, batch=2, stop=None) == one
 
 
 # ------------------------------------------------------------------------- bits per character
 
 def test_text_bpc_counts_every_character_and_matches_the_loss(model, tok):
     texts = ["Open the file.", "Откройте файл."]
-    r = E.text_bpc(model, tok, texts)
+    r = scoring.text_bpc(model, tok, texts)
     assert r["chars"] == sum(map(len, texts))
     nll = 0.0
     for t in texts:
-        ids = torch.tensor([[tok.eos_token_id] + E.encode(tok, t) + [tok.eos_token_id]])
+        ids = torch.tensor([[tok.eos_token_id] + scoring.encode(tok, t) + [tok.eos_token_id]])
         with torch.no_grad():
             nll += float(model(input_ids=ids, labels=ids, num_items_in_batch=1).loss)
     assert r["bpc"] == pytest.approx(nll / math.log(2) / r["chars"], rel=1e-5)
     assert r["char_ppl"] == pytest.approx(2 ** r["bpc"])
-    long = E.text_bpc(model, tok, ["Open the file. " * 20])  # longer than the 128-token context: windows
-    assert long["tokens"] == len(E.encode(tok, "Open the file. " * 20)) + 1
+    long = scoring.text_bpc(model, tok, ["Open the file. " * 20])  # longer than the 128-token context: windows
+    assert long["tokens"] == len(scoring.encode(tok, "Open the file. " * 20)) + 1
 
 
 def test_heldout_texts_come_from_test_splits():
     from bvvlab.corpus.parallel_text import parallel_pairs
 
-    h = E.heldout_texts(2000)
+    h = scoring.heldout_texts(2000)
     assert set(h) == {"en", "ru", "zh", "mixed"}
     train = {r["en"] for r in parallel_pairs("libreoffice-en-ru", "train")}
     assert h["en"] and not set(h["en"]) & train
@@ -217,12 +219,12 @@ def test_user_task_file_answers_by_index_letter_or_text(tmp_path, model, tok):
     p = _jsonl(tmp_path / "t.jsonl", [{"question": "Cat?", "choices": ["кошка", "дом"], "answer": 0},
                                       {"question": "Dog?", "choices": ["red", "dog", "table"], "answer": "B"},
                                       {"question": "Red?", "choices": ["red", "dog"], "answer": "red"}])
-    t = E.load_task_file(p)
+    t = eval_tasks.load_task_file(p)
     assert [it.answer for it in t.items] == [0, 1, 0]
     assert t.items[0].context == "Question: Cat?\nAnswer:" and t.items[0].choices == [" кошка", " дом"]
     assert t.chance == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)
     assert t.gen[1].prompt == "Question: Dog?\nOptions:\nA) red\nB) dog\nC) table\nAnswer:" and t.gen[1].answer == "B"
-    rows = E.evaluate_task(model, tok, t)
+    rows = scoring.evaluate_task(model, tok, t)
     assert {r["metric"] for r in rows} == {"acc", "acc_norm"} and all(r["n"] == 3 for r in rows)
 
 
@@ -242,16 +244,16 @@ HUB_ROWS = {
 
 
 def test_hub_loaders_on_local_files_in_hub_format(tmp_path):
-    t = E.hub_task("mmlu", _jsonl(tmp_path / "mmlu.jsonl", HUB_ROWS["mmlu"]))
+    t = eval_tasks.hub_task("mmlu", _jsonl(tmp_path / "mmlu.jsonl", HUB_ROWS["mmlu"]))
     assert t.items[0].answer == 1 and t.gen[0].answer == "B" and t.max_new_tokens == 1 and t.chance == 0.25
     assert t.gen[0].prompt == "Question: 2+2?\nOptions: A) 3 B) 4 C) 5 D) 6\nAnswer:"
-    t = E.hub_task("arc_easy", _jsonl(tmp_path / "arc.jsonl", HUB_ROWS["arc_easy"]))
+    t = eval_tasks.hub_task("arc_easy", _jsonl(tmp_path / "arc.jsonl", HUB_ROWS["arc_easy"]))
     assert t.items[0].answer == 2 and t.gen[0].answer == "3" and "\n3) c\n" in t.gen[0].prompt and t.max_new_tokens == 2
-    t = E.hub_task("commonsense_qa", _jsonl(tmp_path / "csqa.jsonl", HUB_ROWS["commonsense_qa"]))
+    t = eval_tasks.hub_task("commonsense_qa", _jsonl(tmp_path / "csqa.jsonl", HUB_ROWS["commonsense_qa"]))
     assert t.items[0].answer == 4 and t.chance == 0.2
-    t = E.hub_task("squad_v2", _jsonl(tmp_path / "sq.jsonl", HUB_ROWS["squad_v2"]))
+    t = eval_tasks.hub_task("squad_v2", _jsonl(tmp_path / "sq.jsonl", HUB_ROWS["squad_v2"]))
     assert len(t.gen) == 1 and t.gen[0].answer == ["France"] and t.gen[0].match == "substring"  # answerable, <= 8 chars
-    t = E.hub_task("opus100_ru_en", _jsonl(tmp_path / "op.jsonl", HUB_ROWS["opus100_en_ru"]))
+    t = eval_tasks.hub_task("opus100_ru_en", _jsonl(tmp_path / "op.jsonl", HUB_ROWS["opus100_en_ru"]))
     assert t.items == [("Откройте файл.", "Open the file.")] and t.tgt_lang == "en"
 
 
@@ -259,21 +261,21 @@ def test_hub_loaders_on_local_files_in_hub_format(tmp_path):
 def test_offline_suites_are_current_and_never_training_text(tmp_path):
     from bvvlab.corpus.parallel_text import parallel_pairs
 
-    man = E.build_offline_suites(tmp_path / "eval")
+    man = suites.build_offline_suites(tmp_path / "eval")
     for f in man["files"]:
-        assert (tmp_path / "eval" / f).read_bytes() == (E.SUITE_DIR / f).read_bytes(), \
+        assert (tmp_path / "eval" / f).read_bytes() == (suites.SUITE_DIR / f).read_bytes(), \
             f"data/eval/{f} is stale: run python scripts/build_eval_suites.py"
-    tasks = {t.name: t for t in E.offline_suite()}
+    tasks = {t.name: t for t in suites.offline_suite()}
     test_ids = {r["id"] for r in parallel_pairs("libreoffice-en-ru", "test")}
     tr = tasks["libreoffice-en-ru"]
     assert len(tr.items) == 128 and {json.loads(x)["id"] for x in
-                                      (E.SUITE_DIR / "libreoffice-en-ru.jsonl").read_text().splitlines()[1:]} <= test_ids
+                                      (suites.SUITE_DIR / "libreoffice-en-ru.jsonl").read_text().splitlines()[1:]} <= test_ids
     held = set(man["holdout_concepts"])
     for name in ("concepts-word-en-ru", "concepts-category", "concepts-odd-one-out"):
         a, b = tasks[f"{name}/trained"], tasks[f"{name}/heldout"]
         assert a.chance == b.chance == 0.25 and all(len(it.choices) == 4 for it in a.items + b.items)
         assert {it.meta.get("concept") for it in b.items} <= held
-    rows = [json.loads(x) for x in (E.SUITE_DIR / "concepts-word-en-ru.heldout.jsonl").read_text().splitlines()[1:]]
+    rows = [json.loads(x) for x in (suites.SUITE_DIR / "concepts-word-en-ru.heldout.jsonl").read_text().splitlines()[1:]]
     assert rows and all(r["concept"] in held and len(set(r["choices"])) == 4 for r in rows)
 
 
@@ -285,25 +287,25 @@ def test_bad_task_files_are_one_line(tmp_path):
              "badanswer": ([{"question": "Q?", "choices": ["a", "b"], "answer": "c"}], "not among the 2 choices")}
     for name, (rows, words) in cases.items():
         p = _jsonl(tmp_path / f"{name}.jsonl", rows)
-        with pytest.raises(E.EvalError, match=words) as ei:
-            E.load_task_file(p)
+        with pytest.raises(eval_tasks.EvalError, match=words) as ei:
+            eval_tasks.load_task_file(p)
         assert "\n" not in str(ei.value)
-    with pytest.raises(E.EvalError, match="index"):
-        E.load_task_file(_jsonl(tmp_path / "idx.jsonl", [{"question": "Q?", "choices": ["a", "b"], "answer": 2}]))
+    with pytest.raises(eval_tasks.EvalError, match="index"):
+        eval_tasks.load_task_file(_jsonl(tmp_path / "idx.jsonl", [{"question": "Q?", "choices": ["a", "b"], "answer": 2}]))
 
 
 def test_tokenizer_model_vocab_mismatch_is_one_line(tok):
     torch.manual_seed(0)
     cfg = config_from_preset("tiny", vocab_size=len(tok) + 3)
     other = BVVForCausalLM.from_glyphs(cfg, torch.randn(len(tok) + 3, cfg.hidden_size))
-    with pytest.raises(E.EvalError, match=f"tokenizer has {len(tok)} tokens but the model's vocab_size is"):
-        E.score_choices(other, tok, ITEMS[:1])
+    with pytest.raises(eval_tasks.EvalError, match=f"tokenizer has {len(tok)} tokens but the model's vocab_size is"):
+        scoring.score_choices(other, tok, ITEMS[:1])
 
 
 def test_hub_name_offline_names_the_local_file_alternative(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(E.EvalError, match=r"offline.*--suite mmlu=PATH.jsonl") as ei:
-        E.hub_task("mmlu")
+    with pytest.raises(eval_tasks.EvalError, match=r"offline.*--suite mmlu=PATH.jsonl") as ei:
+        eval_tasks.hub_task("mmlu")
     assert "\n" not in str(ei.value)
 
 
@@ -338,14 +340,14 @@ def test_translation_and_generative_tasks_give_tidy_rows(tmp_path, model, tok):
     BLEU/chrF rows from the generated text (scored by sacrebleu), the protocol's two intervals."""
     import sacrebleu
 
-    tr = next(t for t in E.offline_suite() if t.name == "libreoffice-en-ru")
+    tr = next(t for t in suites.offline_suite() if t.name == "libreoffice-en-ru")
     tr.max_new_tokens = 4
-    rows = {r["metric"]: r for r in E.evaluate_task(model, tok, tr, limit=3)}
-    hyps = E.generate_texts(model, tok, [E.translation_prompt(s, "en", "ru") for s, _ in tr.items[:3]], 4)
+    rows = {r["metric"]: r for r in scoring.evaluate_task(model, tok, tr, limit=3)}
+    hyps = scoring.generate_texts(model, tok, [eval_tasks.translation_prompt(s, "en", "ru") for s, _ in tr.items[:3]], 4)
     assert rows["bleu"]["mean"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [[r for _, r in tr.items[:3]]]).score)
     assert rows["chrf"]["n"] == 3 and rows["chrf"]["low"] <= rows["chrf"]["mean"] <= rows["chrf"]["high"]
-    sq = E.hub_task("squad_v2", _jsonl(tmp_path / "sq.jsonl", HUB_ROWS["squad_v2"]))
-    rows = E.evaluate_task(model, tok, sq, runs=2, sample=True)
+    sq = eval_tasks.hub_task("squad_v2", _jsonl(tmp_path / "sq.jsonl", HUB_ROWS["squad_v2"]))
+    rows = scoring.evaluate_task(model, tok, sq, runs=2, sample=True)
     assert [r["interval"] for r in rows] == ["1.96 sigma/sqrt(2) over runs", "bootstrap over questions"]
     assert all(r["metric"] == "substring_protocol" and r["n"] == 1 for r in rows)
 
@@ -373,9 +375,9 @@ def test_fused_cached_batched_scores_equal_each_full_sequence(fused_dir, tok, me
 
     fused, tok2 = load_any(fused_dir / "fused")
     fused.config.method = method
-    want = E.score_full_sequences(fused, tok2, ITEMS)
+    want = scoring.score_full_sequences(fused, tok2, ITEMS)
     for batch, share in ((1, True), (32, True), (32, False)):
-        got = E.score_choices(fused, tok2, ITEMS, batch=batch, share_prefix=share)
+        got = scoring.score_choices(fused, tok2, ITEMS, batch=batch, share_prefix=share)
         np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-5, atol=1e-4)
 
 
@@ -397,6 +399,6 @@ def test_eval_command_takes_a_fused_checkpoint(fused_dir, tmp_path, capsys, monk
 
 
 def test_left_pad_puts_tokens_at_the_right_end():
-    ids, mask = E.left_pad([[5, 6, 7], [8], []], pad=0)
+    ids, mask = scoring.left_pad([[5, 6, 7], [8], []], pad=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]

@@ -13,12 +13,19 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.cli import main
-from bvvlab.models.fused_model import METHODS, FusedForCausalLM
-from bvvlab.train.fusion import FusionError, bpc_by_text, fuse, load_any, load_fused, mixed_texts
-from bvvlab.models.model import BVVForCausalLM, config_from_preset
 from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.models.checkpoints import save_checkpoint
+from bvvlab.models.fused_model import METHODS, FusedForCausalLM
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.train.fusion import (
+    FusionError,
+    bpc_by_text,
+    fuse,
+    load_any,
+    load_fused,
+    mixed_texts,
+)
 
 TEXTS = ["Hello world, open the menu.", "Привет, мир! Откройте меню.", "你好世界，打开菜单。"]
 

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from _gen_fixtures import PROMPT, TEXTS, fused_checkpoint, model, tiny, tok  # noqa: F401  (fixtures)
-from bvvlab.models import generation as G
+
 from bvvlab.core.errors import BVVError
+from bvvlab.models import generation as G
 from bvvlab.models.model import to_llama
 
 

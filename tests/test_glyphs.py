@@ -12,12 +12,19 @@ import random
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
-
-from bvvlab.glyph import font
-from bvvlab.glyph import bitmaps as glyphs
-from bvvlab.glyph.bitmaps import RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits, render_images
-from bvvlab.glyph.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
 from recipe_reference import is_easy, render_bits_reference
+
+from bvvlab.glyph import bitmaps as glyphs
+from bvvlab.glyph import font
+from bvvlab.glyph.bitmaps import (
+    RECIPE_32,
+    RECIPE_64,
+    RECIPE_MAX,
+    RecipeParams,
+    render_bits,
+    render_images,
+)
+from bvvlab.glyph.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
 
 
 def _chars(rng: random.Random, ranges: list[tuple[int, int]], k: int) -> list[str]:

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from bvvlab.train import loop as TR
 from bvvlab.core.runinfo import REPO_ROOT
+from bvvlab.train import loop as TR
 
 CONFIG = REPO_ROOT / "configs" / "best_bvv_ru_gpu.json"
 # only the shape, the data budget and the device change; dtype is what `auto` gives on a GPU

@@ -10,7 +10,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bvvlab.models.model import BVVForCausalLM, chunked_cross_entropy, config_from_preset
+from bvvlab.models.model import (
+    BVVForCausalLM,
+    chunked_cross_entropy,
+    config_from_preset,
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

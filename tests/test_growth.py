@@ -16,14 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bvvlab.core.errors import Interrupted
+from bvvlab.core.runinfo import REPO_ROOT
 from bvvlab.models import checkpoints as C
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
 from bvvlab.train import growth as G
 from bvvlab.train import loop as TR
-from bvvlab.train.setup import freeze
-from bvvlab.core.errors import Interrupted
-from bvvlab.models.model import BVVForCausalLM, config_from_preset
-from bvvlab.core.runinfo import REPO_ROOT
 from bvvlab.train.loop import make_config, read_metrics
+from bvvlab.train.setup import freeze
 
 FAST = dict(preset="tiny", train_chars=20_000, val_chars=4_000, seq_len=32, batch_size=4, log_every=1,
             eval_every=0, save_every=2, warmup=1, progress=False)
@@ -63,8 +63,8 @@ def test_frozen_blocks_do_not_move_and_new_blocks_start_as_copies(grown):
 
 
 def test_copy_init_equals_the_block_below(tmp_path):
-    from bvvlab.train.setup import init_from_checkpoint
     from bvvlab.models.model import BVVForCausalLM, config_from_preset
+    from bvvlab.train.setup import init_from_checkpoint
 
     torch.manual_seed(0)
     glyphs = torch.nn.functional.normalize(torch.randn(512, 64), dim=1)
@@ -111,8 +111,8 @@ def test_bad_growth_input(tmp_path, grown):
     with pytest.raises(ValueError, match="holds no checkpoint"):
         G.grow(make_config(**FAST), "1", 2, tmp_path / "z", from_checkpoint=str(tmp_path))
     with pytest.raises(ValueError, match="freeze_blocks=3 but the model has 2 blocks"):
-        from bvvlab.train.setup import freeze
         from bvvlab.models.model import BVVForCausalLM, config_from_preset
+        from bvvlab.train.setup import freeze
 
         freeze(BVVForCausalLM(config_from_preset("tiny")), 3)
 
@@ -175,7 +175,9 @@ def test_the_schedule_sums_its_stages_flops_and_the_compute_baseline_gets_fewer_
 
 def test_probe_per_stage_reads_every_layer_of_every_stage(grown):
     out, s = grown
-    p = G.probe_runs({f"stage {st['stage']}": st["run"] for st in s["stages"]}, concepts=12)
+    from bvvlab.analysis.probe import probe_runs
+
+    p = probe_runs({f"stage {st['stage']}": st["run"] for st in s["stages"]}, concepts=12)
     assert p["concepts"] == 12 and p["items"] == 24
     r1, r2 = p["runs"]["stage 1"], p["runs"]["stage 2"]
     assert r1["layers"] == [0, 1] and r2["layers"] == [0, 1, 2]

@@ -14,10 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.models.model import BVVForCausalLM, config_from_preset
-from bvvlab.core.runinfo import REPO_ROOT
-from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 
 # a copy of the Bochkov/best_bvv_ru model card, where one is at hand (CI points at its own copy)
 CARD = Path(os.environ.get("BVVLAB_SEED_CARD", "/nonexistent/seed-model-card.txt"))

@@ -1,6 +1,7 @@
-"""The import graph of bvvlab/ reads as floors (issue 9; the module docstrings name each floor):
-no circles, and no module imports one from a floor above it. Imports inside functions count too
-(a lazy import is still a dependency)."""
+"""The import graph of bvvlab/ reads as floors (issue 22): every package is a folder, ordered bottom
+up in `bvvlab.FLOORS`; a module imports only from its own package or one below it, and no module
+imports itself round a circle. Imports inside functions count too (a lazy import is still a
+dependency). The remote-code model file imports nothing of bvvlab's."""
 
 from __future__ import annotations
 
@@ -10,47 +11,60 @@ from pathlib import Path
 import bvvlab
 
 PKG = Path(bvvlab.__file__).parent
-
-# floor of every module: a module may import its own floor (no cycles) and the floors below
-FLOORS = {
-    1: {"errors", "atomic", "runinfo", "documents", "__init__"},
-    2: {"font", "glyphs", "parallel", "concepts", "instructions", "corpora"},
-    3: {"tokenizer", "embeddings", "model", "fused_model", "embedding_views", "lora"},
-    4: {"checkpoints", "data"},
-    # evaluate sits with the trainer: its bits/char is what every training run reports
-    5: {"train_config", "distributed", "evaluate", "build", "train", "notebook_params"},
-    6: {"probe", "fusion", "growth", "generation"},
-    7: {"plots", "widgets", "eval_report"},
-    8: {"pipeline", "report", "cli", "__main__"},
-}
-FLOOR_OF = {m: f for f, mods in FLOORS.items() for m in mods}
+ROOT_MODULES = {"bvvlab", "bvvlab.__main__"}  # the version, and `python -m bvvlab` (it calls the cli)
 
 
-def _imports(path: Path) -> set[str]:
-    """bvvlab modules imported anywhere in `path` (top level, functions, TYPE_CHECKING blocks)."""
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """bvvlab modules imported anywhere in `path` (top level, functions, TYPE_CHECKING blocks),
+    as full dotted names; relative imports resolved against the module's package."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
     out = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "bvvlab":
-                out |= {a.name for a in node.names}
-            elif node.module.startswith("bvvlab."):
-                out.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if base == "bvvlab" or base.startswith("bvvlab."):
+                for a in node.names:  # `from bvvlab.x import y`: y may be a module of x
+                    sub = f"{base}.{a.name}"
+                    out.add(sub if _exists(sub) else base)
         elif isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("bvvlab.")}
-    return out - {"__version__"}
+            out |= {a.name for a in node.names if a.name.startswith("bvvlab.")}
+    return out - {me, "bvvlab"}
+
+
+def _exists(dotted: str) -> bool:
+    p = PKG.parent / dotted.replace(".", "/")
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
+def floor(module: str) -> int:
+    parts = module.split(".")
+    return -1 if module in ROOT_MODULES else bvvlab.FLOORS.index(parts[1])
 
 
 def graph() -> dict[str, set[str]]:
-    return {p.stem: _imports(p) - {p.stem} for p in PKG.glob("*.py")}
+    return {module_name(p): imports_of(p) for p in sorted(PKG.rglob("*.py"))}
 
 
-def test_every_module_has_a_floor():
-    assert set(graph()) <= set(FLOOR_OF), f"add new modules to FLOORS: {sorted(set(graph()) - set(FLOOR_OF))}"
+def test_every_package_is_a_floor():
+    folders = {p.parent.name for p in PKG.glob("*/__init__.py")}
+    assert folders == set(bvvlab.FLOORS), f"folders {sorted(folders)} vs bvvlab.FLOORS {bvvlab.FLOORS}"
+    stray = [p.name for p in PKG.glob("*.py") if p.stem not in {"__init__", "__main__"}]
+    assert not stray, f"modules outside a floor: {stray}"
 
 
 def test_no_module_imports_from_a_floor_above():
-    upward = sorted(f"{m} (floor {FLOOR_OF[m]}) imports {d} (floor {FLOOR_OF[d]})"
-                    for m, deps in graph().items() for d in deps if FLOOR_OF.get(d, 0) > FLOOR_OF[m])
+    g = graph()
+    upward = sorted(f"{m} imports {d}" for m, deps in g.items() if m not in ROOT_MODULES
+                    for d in deps if floor(d) > floor(m))
     assert not upward, upward
 
 
@@ -74,11 +88,21 @@ def test_no_import_cycles():
     assert not cycles, cycles
 
 
-def test_the_check_sees_a_cycle():
-    """The checker itself: a made-up cycle is found, and a lazy import is seen."""
-    src = "def f():\n    from bvvlab import train\n"
-    tree_mods = set()
-    for node in ast.walk(ast.parse(src)):
-        if isinstance(node, ast.ImportFrom) and node.module == "bvvlab":
-            tree_mods |= {a.name for a in node.names}
-    assert tree_mods == {"train"}
+def test_the_remote_code_file_is_self_contained():
+    """model.py is copied into every checkpoint: it may import nothing of bvvlab's, and the fused
+    model only its sibling model file (relative import, as remote code needs)."""
+    assert imports_of(PKG / "models" / "model.py") == set()
+    assert imports_of(PKG / "models" / "fused_model.py") == {"bvvlab.models.model"}
+
+
+def test_the_check_sees_an_upward_and_a_lazy_import(tmp_path):
+    """The checker itself: a lazy import in a function is seen, resolved to its module, and its
+    floor compared."""
+    fake = PKG / "core" / "_probe_check_tmp.py"
+    fake.write_text("def f():\n    from bvvlab.train import loop\n    from bvvlab.cli import main\n")
+    try:
+        deps = imports_of(fake)
+    finally:
+        fake.unlink()
+    assert deps == {"bvvlab.train.loop", "bvvlab.cli"}
+    assert floor("bvvlab.train.loop") > floor("bvvlab.core.atomic")

@@ -20,14 +20,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bvvlab.models import checkpoints as C
 from bvvlab import cli
-from bvvlab.train import growth as G
-from bvvlab.models import lora
-from bvvlab.train.setup import add_lora, freeze
 from bvvlab.core.errors import Interrupted
+from bvvlab.models import checkpoints as C
+from bvvlab.models import lora
 from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.train import growth as G
 from bvvlab.train.loop import make_config, make_optimizer, read_metrics
+from bvvlab.train.setup import add_lora, freeze
 
 FAST = dict(preset="tiny", train_chars=20_000, val_chars=4_000, seq_len=32, batch_size=4, log_every=1,
             eval_every=0, save_every=2, warmup=1, progress=False)

@@ -4,7 +4,6 @@ frozen buffer, generation, and one-line errors (issue 4). Tiny shapes: seconds o
 from __future__ import annotations
 
 import json
-
 import threading
 
 import pytest
@@ -12,11 +11,23 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, TextIteratorStreamer
 
-from bvvlab.models.model import (PRESETS, BVVConfig, BVVForCausalLM, FrozenEmbedding, RMSNorm, Rotary, apply_rotary,
-                          chunked_cross_entropy, config_from_preset, count_parameters, matrix_sha256,
-                          rotary_qkv, to_llama)
-from bvvlab.models.checkpoints import load_checkpoint, save_checkpoint
 from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
+from bvvlab.models.checkpoints import load_checkpoint, save_checkpoint
+from bvvlab.models.model import (
+    PRESETS,
+    BVVConfig,
+    BVVForCausalLM,
+    FrozenEmbedding,
+    RMSNorm,
+    Rotary,
+    apply_rotary,
+    chunked_cross_entropy,
+    config_from_preset,
+    count_parameters,
+    matrix_sha256,
+    rotary_qkv,
+    to_llama,
+)
 
 TEXTS = ["Hello, world! The quick brown fox.", "Привет, мир! Съешь же ещё этих мягких булок."]
 

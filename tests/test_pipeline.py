@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_browser import browser  # noqa: F401  (the headless chromium fixture, with its skip rule)
 
 from bvvlab.app import pipeline as PL
 from bvvlab.cli import main
-from test_browser import browser  # noqa: F401  (the headless chromium fixture, with its skip rule)
 
 
 def _one_line_error(capsys) -> str:

@@ -106,7 +106,7 @@ def test_live_curves_publish_one_output_and_update_it_in_place(kernel):
 
 def test_not_live_under_a_kernel_without_stdin(kernel):
     """papermill/nbclient kernels do not allow stdin: no live figure, nothing displayed."""
-    msgs = _run(kernel, "from bvvlab import plots\nlive = plots.LiveCurves('t')\nlive({'kind': 'train', "
+    msgs = _run(kernel, "from bvvlab.app import plots\nlive = plots.LiveCurves('t')\nlive({'kind': 'train', "
                         "'step': 1, 'tokens': 1, 'loss': 1.0})\nprint(live.live)", allow_stdin=False)
     assert not [m for m in msgs if m["msg_type"] in ("display_data", "update_display_data")]
     assert any(m["msg_type"] == "stream" and m["content"]["text"].strip() == "False" for m in msgs)

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bvvlab.core.runinfo import REPO_ROOT
 from bvvlab.models import checkpoints as C
 from bvvlab.train import loop as TR
-from bvvlab.core.runinfo import REPO_ROOT
 
 STEPS = 60
 ARGS = ["preset=tiny", f"steps={STEPS}", "save_every=10", "keep_last=2", "log_every=1", "eval_every=20",
@@ -67,8 +67,8 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def _embed_dir(tmp_path: Path) -> Path:
     """The compact vocabulary + matrix, saved once: each process then just loads it."""
-    from bvvlab.train import shards as D
     from bvvlab.glyph.embeddings import prepare_vocabulary
+    from bvvlab.train import shards as D
 
     texts = list(D.take_chars(D.iter_texts({"libreoffice-en-ru": 1.0}, "train", 0), 40_000))
     return prepare_vocabulary("compact", dim=64, texts=texts, progress=False).save(tmp_path / "vocab")

@@ -346,8 +346,8 @@ def test_old_tokenizer_with_slot_offset_placeholders_still_loads(tmp_path):
 def test_renamed_placeholders_never_reuse_an_old_cached_matrix():
     """The matrix cache is keyed by the token strings: rows rendered from the old names (a
     different picture) are never served for the author's names."""
-    from bvvlab.glyph.embeddings import cache_key
     from bvvlab.glyph.bitmaps import RECIPE_32
+    from bvvlab.glyph.embeddings import cache_key
 
     new = T.bvv241_vocab(65_536, GRAMS)
     assert cache_key(new, RECIPE_32, 1024) != cache_key(_legacy_vocab(new), RECIPE_32, 1024)

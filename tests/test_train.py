@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from bvvlab import cli
-from bvvlab.train import shards as D
+from bvvlab.app import pipeline as P
+from bvvlab.core.runinfo import REPO_ROOT
 from bvvlab.glyph import tokenizer as T
 from bvvlab.models import checkpoints as C
-from bvvlab.app import pipeline as P
-from bvvlab.train import loop as TR
 from bvvlab.models.model import BVVForCausalLM, config_from_preset
-from bvvlab.core.runinfo import REPO_ROOT
+from bvvlab.train import loop as TR
+from bvvlab.train import shards as D
 
 # a few seconds of training text: tiny model, short windows
 FAST = dict(preset="tiny", train_chars=20_000, val_chars=4_000, seq_len=32, batch_size=4, log_every=1,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from bvvlab.train import shards as D
+from bvvlab.models.model import BVVForCausalLM, config_from_preset
 from bvvlab.train import distributed as dist
 from bvvlab.train import loop as TR
-from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.train import shards as D
 
 
 def _model(seed: int = 0) -> BVVForCausalLM:

@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from _gen_fixtures import PROMPT, fused_checkpoint, model, tiny, tok  # noqa: F401  (fixtures)
-from bvvlab.models import generation as G
+
 from bvvlab.app import widgets as Wd
-from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.app.plots import PLOTLY_MIME
+from bvvlab.models import generation as G
+from bvvlab.models.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +158,9 @@ def test_panel_streams_from_a_fused_checkpoint_in_the_picker(tok, tmp_path):
 
 def _items():
     """A few concepts, their English and Russian lemma."""
-    from bvvlab.analysis import probe as P
+    from bvvlab.analysis import items as probe_items
 
-    return [it for it in P.concept_items() if it.pair in ("cat", "dog", "water", "bread", "red", "mother", "house")]
+    return [it for it in probe_items.concept_items() if it.pair in ("cat", "dog", "water", "bread", "red", "mother", "house")]
 
 
 def _reference_states(model, tok, texts):

@@ -280,8 +280,8 @@ def _train_config(step: Step, out: Path):
 
 
 def _vocab_size(vocab: str, preset: str) -> int:
-    from bvvlab.models import model as M
     from bvvlab.glyph.tokenizer import VOCAB_KINDS
+    from bvvlab.models import model as M
 
     return VOCAB_KINDS[vocab].size if vocab in VOCAB_KINDS else int(M.PRESETS[preset]["vocab_size"])
 

@@ -113,7 +113,9 @@ class LiveCurves:
             self._redraw()
             display(self._out, display_id=self.display_id)
         elif total is not None:
-            from tqdm import tqdm  # the plain text bar: tqdm.auto would draw a widget papermill cannot log
+            from tqdm import (
+                tqdm,  # the plain text bar: tqdm.auto would draw a widget papermill cannot log
+            )
 
             self.bar = tqdm(total=total, desc="train", unit="step", file=sys.stderr, mininterval=mininterval,
                             ascii=True, dynamic_ncols=False, ncols=100)

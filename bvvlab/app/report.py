@@ -130,7 +130,7 @@ def _eval_section(out: Path, state: dict[str, Any]) -> list[Part]:
 def _probe_section(out: Path, state: dict[str, Any]) -> list[Part]:
     import plotly.io as pio
 
-    from bvvlab.analysis import probe as P
+    from bvvlab.analysis import figures as probe_figures
 
     parts: list[Part] = [("md", "## Where meaning emerges: probing by layer\n\nPer layer (0 = the embedding output): "
                                 "en<->ru retrieval of the same concept, linear probes for category and language "
@@ -140,12 +140,12 @@ def _probe_section(out: Path, state: dict[str, Any]) -> list[Part]:
     m = _read(root / "metrics.json")
     if miss or not m:
         return parts + [("md", miss or "_No probe metrics.json._\n")]
-    parts.append(("fig", "probe_curves", P.metric_curves(m["models"])))
+    parts.append(("fig", "probe_curves", probe_figures.metric_curves(m["models"])))
     if (root / "layer_map.plotly.json").exists():
         parts.append(("md", "Items per layer (drag the slider: the map of each layer, coloured by category, "
                             "marked by language).\n"))
         parts.append(("fig", "probe_layer_map", pio.read_json(root / "layer_map.plotly.json")))
-    parts.append(("md", P.markdown_table(m["models"]).replace("### ", "#### ")))
+    parts.append(("md", probe_figures.markdown_table(m["models"]).replace("### ", "#### ")))
     return parts
 
 

@@ -39,11 +39,16 @@ from typing import Any, Callable, Mapping, Sequence
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from bvvlab.models import generation as G
-from bvvlab.models.checkpoints import checkpoint_step, is_model_dir, load_checkpoint, read_meta
-from bvvlab.glyph.views import plotly_label, visible
-from bvvlab.core.errors import BVVError
 from bvvlab.app.plots import PLOTLY_MIME
+from bvvlab.core.errors import BVVError
+from bvvlab.glyph.views import plotly_label, visible
+from bvvlab.models import generation as G
+from bvvlab.models.checkpoints import (
+    checkpoint_step,
+    is_model_dir,
+    load_checkpoint,
+    read_meta,
+)
 
 # --------------------------------------------------------------------------------------------
 # the model picker
@@ -134,8 +139,9 @@ def load_model(path: str | os.PathLike) -> tuple[Any, Any]:
     if model_type == "bvv":
         model, tok = load_checkpoint(path)
     else:
-        import bvvlab.models.fused_model  # noqa: F401  (registers bvv_fused with the Auto classes)
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        import bvvlab.models.fused_model  # noqa: F401  (registers bvv_fused with the Auto classes)
 
         try:
             model = AutoModelForCausalLM.from_pretrained(path)
@@ -539,13 +545,13 @@ class LayerView:
 
 def as_loaded(model: Any, tokenizer: Any, name: str = "model") -> Any:
     """A (model, tokenizer) pair already in memory as `probe.Loaded` (what probe's functions take)."""
-    from bvvlab.analysis import probe as P
+    from bvvlab.analysis import activations
 
     n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     if not isinstance(n_layers, int):
         raise BVVError(f"{name}: the model's config has no num_hidden_layers: it cannot be explored layer by layer")
-    norm, head, reason = P._find_head_and_norm(model)  # probe's own rule for the lens modules
-    return P.Loaded(model.eval(), tokenizer, name, "", n_layers, norm, head, reason)
+    norm, head, reason = activations._find_head_and_norm(model)  # probe's own rule for the lens modules
+    return activations.Loaded(model.eval(), tokenizer, name, "", n_layers, norm, head, reason)
 
 
 def concept_index(model: Any, tokenizer: Any, items: Sequence[Any] | None = None, name: str = "model") -> ConceptIndex:
@@ -553,11 +559,12 @@ def concept_index(model: Any, tokenizer: Any, items: Sequence[Any] | None = None
     `probe.concept_items`) at their last token, through `probe.hidden_states`."""
     import numpy as np
 
-    from bvvlab.analysis import probe as P
+    from bvvlab.analysis import activations
+    from bvvlab.analysis import items as probe_items
 
     lm = as_loaded(model, tokenizer, name)
-    items = list(items) if items is not None else P.concept_items()
-    states = P.hidden_states(lm, items, pooling="last")
+    items = list(items) if items is not None else probe_items.concept_items()
+    states = activations.hidden_states(lm, items, pooling="last")
     X = np.asarray(states.pooled, dtype=np.float32)
     mean = X.mean(axis=1)
     unit = X - mean[:, None]
@@ -576,7 +583,7 @@ def explore_layers(index: ConceptIndex, text: str, k: int = 5, top: int = 5) -> 
     import numpy as np
     import torch
 
-    from bvvlab.analysis import probe as P
+    from bvvlab.analysis import activations
 
     if not isinstance(text, str) or not text.strip():
         raise BVVError("type a word or a prompt to explore (the text is empty)")
@@ -585,7 +592,7 @@ def explore_layers(index: ConceptIndex, text: str, k: int = 5, top: int = 5) -> 
     n_tok = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
     if n_tok > MAX_EXPLORE_TOKENS:
         notes.append(f"the text has {n_tok} tokens; showing its first {MAX_EXPLORE_TOKENS}")
-    states = P.hidden_states(lm, [text], pooling="tokens", layers=index.layers, max_tokens=MAX_EXPLORE_TOKENS)
+    states = activations.hidden_states(lm, [text], pooling="tokens", layers=index.layers, max_tokens=MAX_EXPLORE_TOKENS)
     H = np.asarray(states.pooled, dtype=np.float32)  # (layers, T, d)
     ids = states.token_ids[0]
     q = H[:, -1] - index.mean  # (layers, d): the last token, centred as the items are
@@ -602,7 +609,7 @@ def explore_layers(index: ConceptIndex, text: str, k: int = 5, top: int = 5) -> 
         ref = next(lm.head.parameters())
         with torch.no_grad():
             for l, h in zip(index.layers, H):
-                logits = P.lens_logits(lm.norm, lm.head, torch.from_numpy(h).to(ref.device, ref.dtype), l, lm.n_layers)
+                logits = activations.lens_logits(lm.norm, lm.head, torch.from_numpy(h).to(ref.device, ref.dtype), l, lm.n_layers)
                 p, order = torch.softmax(logits.float(), -1).topk(min(int(top), logits.shape[-1]), dim=-1)
                 lens.append([list(zip(lm.tokenizer.convert_ids_to_tokens(o), pr))
                              for o, pr in zip(order.tolist(), p.tolist())])

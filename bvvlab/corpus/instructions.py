@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from typing import Iterator
 
+from bvvlab.core.errors import CorpusError
 from bvvlab.corpus import concepts as _concepts
 from bvvlab.corpus.documents import Document
-from bvvlab.core.errors import CorpusError
 from bvvlab.corpus.parallel_text import PARALLEL_FILES, parallel_pairs, without_concepts
 
 # ----------------------------------------------------------------------------- instructions

@@ -16,9 +16,9 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from bvvlab.corpus.documents import Document
 from bvvlab.core.errors import CorpusError
 from bvvlab.core.runinfo import data_dir
+from bvvlab.corpus.documents import Document
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 PARALLEL_FILES = {"libreoffice-en-ru": ("libreoffice-en-ru.jsonl.gz", "ru"),

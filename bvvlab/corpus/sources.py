@@ -57,20 +57,26 @@ import hashlib
 import json
 import math
 import os
-import random
 import sys
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from bvvlab.corpus import concepts as _concepts
 from bvvlab.core.atomic import hash_path
-from bvvlab.corpus.documents import Document
 from bvvlab.core.errors import CorpusError
+from bvvlab.corpus import concepts as _concepts
+from bvvlab.corpus.documents import Document
 from bvvlab.corpus.instructions import InstructionCorpus, eval_texts, training_weights  # noqa: F401  (re-exported)
-from bvvlab.corpus.parallel_text import (CORPORA_VERSION, GENERATOR_VERSION, PARALLEL_FILES, SPLITS, _check_split,  # noqa: F401
-                             _parallel_documents,
-                             corpora_dir, parallel_pairs)
+from bvvlab.corpus.parallel_text import (  # noqa: F401
+    CORPORA_VERSION,
+    GENERATOR_VERSION,
+    PARALLEL_FILES,
+    SPLITS,
+    _check_split,
+    _parallel_documents,
+    corpora_dir,
+    parallel_pairs,
+)
 
 CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts", "instructions")
 

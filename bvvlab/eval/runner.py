@@ -16,27 +16,28 @@ or a path to a user task file (.jsonl of question, choices, answer).
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from bvvlab.eval import evaluate as E
 from bvvlab.core.atomic import ensure_dir, write_atomic, write_json_atomic
+from bvvlab.eval import scoring, suites
+from bvvlab.eval import tasks as eval_tasks
 
 COLUMNS = ("model", "task", "metric", "mean", "low", "high", "interval", "n", "chance")
 
 
-def resolve_suite(spec: str, suite_dir: str | Path = E.SUITE_DIR, limit: int | None = None) -> tuple[list, bool]:
+def resolve_suite(spec: str, suite_dir: str | Path = suites.SUITE_DIR, limit: int | None = None) -> tuple[list, bool]:
     """(tasks, wants_bpc) of a --suite value; "bpc" stands for bits/char per language."""
     spec = spec.strip()
     if not spec:
-        raise E.EvalError("--suite is empty: use offline, paper, or a comma list of task names or files")
+        raise eval_tasks.EvalError("--suite is empty: use offline, paper, or a comma list of task names or files")
     if spec == "offline":
-        return E.offline_suite(suite_dir), True
+        return suites.offline_suite(suite_dir), True
     if spec == "paper":
-        return [E.hub_task(n, limit=limit) for n in E.HUB_TASKS], False
+        return [eval_tasks.hub_task(n, limit=limit) for n in eval_tasks.HUB_TASKS], False
     tasks, bpc = [], False
     offline: dict[str, Path] | None = None
     for part in (p.strip() for p in spec.split(",")):
@@ -46,11 +47,11 @@ def resolve_suite(spec: str, suite_dir: str | Path = E.SUITE_DIR, limit: int | N
             bpc = True
             continue
         name, _, local = part.partition("=")
-        if name in E.HUB_TASKS:
-            tasks.append(E.hub_task(name, local or None, limit=limit))
+        if name in eval_tasks.HUB_TASKS:
+            tasks.append(eval_tasks.hub_task(name, local or None, limit=limit))
             continue
         if local:
-            raise E.EvalError(f"{part!r}: NAME=PATH needs a Hub task name ({', '.join(E.HUB_TASKS)})")
+            raise eval_tasks.EvalError(f"{part!r}: NAME=PATH needs a Hub task name ({', '.join(eval_tasks.HUB_TASKS)})")
         if offline is None:
             man = Path(suite_dir) / "manifest.json"
             files = json.loads(man.read_text(encoding="utf-8"))["files"] if man.is_file() else {}
@@ -58,15 +59,15 @@ def resolve_suite(spec: str, suite_dir: str | Path = E.SUITE_DIR, limit: int | N
             for f, info in files.items():
                 offline[info["task"]] = offline[f.removesuffix(".jsonl")] = Path(suite_dir) / f
         if part in offline:
-            tasks.append(E.load_task_file(offline[part]))
+            tasks.append(eval_tasks.load_task_file(offline[part]))
         elif part.endswith((".jsonl", ".json")) or Path(part).exists():
-            tasks.append(E.load_task_file(part))
+            tasks.append(eval_tasks.load_task_file(part))
         else:
-            raise E.EvalError(f"unknown task {part!r}: use offline, paper, bpc, a Hub task ({', '.join(E.HUB_TASKS)}), "
+            raise eval_tasks.EvalError(f"unknown task {part!r}: use offline, paper, bpc, a Hub task ({', '.join(eval_tasks.HUB_TASKS)}), "
                               f"an offline task ({', '.join(sorted(k for k in offline if '/' in k)) or 'none built'}) "
                               "or a .jsonl task file")
     if not tasks and not bpc:
-        raise E.EvalError(f"--suite {spec!r} names no task")
+        raise eval_tasks.EvalError(f"--suite {spec!r} names no task")
     return tasks, bpc
 
 
@@ -86,13 +87,13 @@ def evaluate_models(models: list[tuple[str, Any, Any]], tasks: list, bpc: bool =
     """Tidy rows for every (name, model, tokenizer) on every task (and bits/char per language)."""
     rows: list[dict[str, Any]] = []
     for name, model, tok in models:
-        E.check_pair(model, tok)
+        scoring.check_pair(model, tok)
         if bpc:
-            for lang, r in E.bpc_by_language(model, tok, max_chars=bpc_chars).items():
+            for lang, r in scoring.bpc_by_language(model, tok, max_chars=bpc_chars).items():
                 rows.append({"model": name, "task": f"heldout-{lang}", "metric": "bpc", "mean": r["bpc"], "low": None,
                              "high": None, "interval": "none", "n": r["chars"], "chance": None})
         for t in tasks:
-            for r in E.evaluate_task(model, tok, t, runs=runs, sample=sample, seed=seed, batch=batch, limit=limit,
+            for r in scoring.evaluate_task(model, tok, t, runs=runs, sample=sample, seed=seed, batch=batch, limit=limit,
                                      protocol=protocol):
                 rows.append({"model": name, **r})
     return rows
@@ -157,7 +158,7 @@ def load_models(paths: list[str], device: str = "cpu") -> list[tuple[str, Any, A
     for name, path in zip(model_names(paths), paths):
         model, tok = load_any(path, device=device)
         if tok is None:
-            raise E.EvalError(f"{path} has no tokenizer files; evaluate a checkpoint saved with its tokenizer")
+            raise eval_tasks.EvalError(f"{path} has no tokenizer files; evaluate a checkpoint saved with its tokenizer")
         models.append((name, model, tok))
     return models
 
@@ -166,11 +167,11 @@ def heldout_warnings(paths: list[str], tasks: list) -> list[str]:
     """One line per checkpoint whose recorded training mentioned the suite's held-out concepts,
     when `tasks` has `/heldout` rows: those rows would measure trained concepts. Checkpoints that
     record no training (a Hub model, a fused one) are not judged."""
-    from bvvlab.analysis.probe import trained_holdout
+    from bvvlab.models.checkpoints import trained_holdout
 
     if not any(t.name.endswith("/heldout") for t in tasks):
         return []
-    want, out = set(E.suite_holdout_concepts()), []
+    want, out = set(suites.suite_holdout_concepts()), []
     for path in paths:
         held = trained_holdout(path)
         if held is not None and not want <= set(held):
@@ -213,5 +214,5 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--bpc-chars", type=int, default=20_000, help="held-out characters per language for bits/char")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--suite-dir", default=str(E.SUITE_DIR), help=argparse.SUPPRESS)
+    p.add_argument("--suite-dir", default=str(suites.SUITE_DIR), help=argparse.SUPPRESS)
     p.set_defaults(func=run)

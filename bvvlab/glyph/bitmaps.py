@@ -58,8 +58,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bvvlab.glyph.font import check_layout, font_sha256, layout_version, load_font
 from bvvlab.core.runinfo import cache_dir
+from bvvlab.glyph.font import check_layout, font_sha256, layout_version, load_font
 
 log = logging.getLogger(__name__)
 

@@ -66,9 +66,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from bvvlab.glyph.bitmaps import (GLYPHS_VERSION, RECIPE_32, RECIPE_64, RECIPE_MAX, RecipeParams, render_bits)
 from bvvlab.core.atomic import atomic_dir, write_atomic, write_json_atomic
 from bvvlab.core.runinfo import cache_dir, run_meta
+from bvvlab.glyph.bitmaps import (
+    GLYPHS_VERSION,
+    RECIPE_32,
+    RECIPE_64,
+    RECIPE_MAX,
+    RecipeParams,
+    render_bits,
+)
 
 __all__ = ["RecipeParams", "RECIPE_32", "RECIPE_64", "RECIPE_MAX", "pca_components", "project", "pca_embed",
            "glyph_strings", "glyph_bits", "glyph_matrix", "matrix_hash",

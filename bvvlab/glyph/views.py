@@ -25,8 +25,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from bvvlab.glyph.bitmaps import RECIPE_32, RecipeParams, snake_order
 from bvvlab.core.runinfo import cache_dir
+from bvvlab.glyph.bitmaps import RECIPE_32, RecipeParams, snake_order
 from bvvlab.glyph.tokenizer import is_reserved_name
 
 SCRIPT_COLORS = {
@@ -128,7 +128,9 @@ def unsnake(bits: np.ndarray, size: int) -> np.ndarray:
 
 def model_view_images(tokens: Sequence[str], params: RecipeParams = RECIPE_32) -> np.ndarray:
     """What the model's input is made of: the recipe's bits for `tokens`, un-snaked to images."""
-    from bvvlab.glyph.embeddings import glyph_bits  # byte tokens drawn as the matrix draws them
+    from bvvlab.glyph.embeddings import (
+        glyph_bits,  # byte tokens drawn as the matrix draws them
+    )
 
     return unsnake(glyph_bits(list(tokens), params), params.size)
 
@@ -191,7 +193,9 @@ def project(strings: Sequence[str], pca: GlyphPCA, params: RecipeParams = RECIPE
     """Glyph vectors of arbitrary strings, as if each were a token of the vocabulary: recipe
     bits, the vocabulary's PCA, the first `dim` components, L2 rows (the same arithmetic as
     `bvvlab.glyph.embeddings.pca_embed`, so a token's vector equals its matrix row)."""
-    from bvvlab.glyph.embeddings import glyph_bits  # byte tokens drawn as the matrix draws them
+    from bvvlab.glyph.embeddings import (
+        glyph_bits,  # byte tokens drawn as the matrix draws them
+    )
 
     dim = pca.components.shape[1] if dim is None else dim
     v = torch.from_numpy(np.ascontiguousarray(pca.components[:, :dim]))

@@ -31,12 +31,20 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from bvvlab.core.atomic import apply_umask, atomic_dir, output_error, sha256_file, to_jsonable, write_json_atomic
+from bvvlab.core.atomic import (
+    apply_umask,
+    atomic_dir,
+    output_error,
+    sha256_file,
+    to_jsonable,
+    write_json_atomic,
+)
 from bvvlab.core.errors import BVVError
 
 STATE_FILE = "trainer_state.safetensors"
 LEGACY_STATE_FILE = "trainer_state.pt"  # bvvlab 0.1: a pickle, read with weights_only=True
 CKPT_PREFIX = "step_"
+EXPERT_SEP = "::"  # `FUSED_DIR::NAME` names one expert of a fused checkpoint on the command line
 EMBED_KEY = "model.embed_tokens.weight"
 # what the run folder's final model consists of (every file of a checkpoint but its trainer state and meta)
 _NOT_MODEL = {STATE_FILE, LEGACY_STATE_FILE, "meta.json"}
@@ -377,6 +385,15 @@ def is_model_dir(p: Path) -> bool:
                                                                             "model.safetensors.index.json"))
 
 
+def split_expert(path: str | os.PathLike) -> tuple[str, str | None]:
+    """`FUSED_DIR::NAME` -> (FUSED_DIR, NAME); a path that exists is never split."""
+    s = str(path)
+    if EXPERT_SEP in s and not Path(s).exists():
+        base, expert = s.rsplit(EXPERT_SEP, 1)
+        return base, expert or None
+    return s, None
+
+
 def resolve(path: str | os.PathLike, step: int | None = None) -> Path:
     """The checkpoint directory meant by `path`: a run folder gives its newest checkpoint (or
     `checkpoints/step_N` for `step=N`); a checkpoint or plain HF directory gives itself."""
@@ -490,3 +507,27 @@ def publish_final(out: Path, ckpt: Path) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise output_error(exc, out / src.name, src.stat().st_size) from None
+
+
+def trained_holdout(path: str | os.PathLike) -> list[str] | None:
+    """The concepts a bvvlab checkpoint's training never showed: the `holdout=` of its recorded
+    corpus, intersected over the runs it was initialised from (`init_from`: growth stages,
+    `--from`); None when it, or a run it came from, records no training config (a Hugging Face
+    directory, a fused checkpoint)."""
+    from bvvlab.corpus.sources import heldout_concepts
+
+    held: set[str] | None = None
+    where: str | os.PathLike | None = split_expert(path)[0]
+    for _ in range(64):  # a model grown or initialised from a parent saw the parent's data too
+        try:
+            config = read_trainer_meta(resolve(where)).get("config") or {}
+        except Exception:  # noqa: BLE001 - no bvvlab run: nothing recorded
+            return None
+        if "corpus" not in config:
+            return None
+        mine = set(heldout_concepts(config["corpus"], strict=False))
+        held = mine if held is None else held & mine
+        where = config.get("init_from")
+        if not where:
+            return sorted(held)
+    return None

@@ -101,8 +101,13 @@ def logits_processors(settings: GenerationSettings):
     """The transformers processors `generate` builds for these settings, in its order
     (`GenerationMixin._get_logits_processor`): repetition penalty; when sampling, temperature,
     top-k, top-p (each only when it changes anything, as there)."""
-    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                              TopKLogitsWarper, TopPLogitsWarper)
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     procs = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:

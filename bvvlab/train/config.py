@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bvvlab.train import shards as D
 from bvvlab.core.errors import BVVError  # noqa: F401  (config errors are ValueErrors: BVVError is one)
+from bvvlab.train import shards as D
 
 
 @dataclass

@@ -24,13 +24,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from bvvlab.models.checkpoints import (CheckpointError, damaged_files, load_checkpoint, quiet_hf, resolve,
-                                save_checkpoint)
-from bvvlab.train.shards import TokenShard, encode_texts
 from bvvlab.core.errors import BVVError
-from bvvlab.eval.evaluate import evaluate_bpc
+from bvvlab.models.checkpoints import (
+    CheckpointError,
+    damaged_files,
+    load_checkpoint,
+    quiet_hf,
+    resolve,
+    save_checkpoint,
+)
 from bvvlab.models.fused_model import METHODS, FusedConfig, FusedForCausalLM
 from bvvlab.models.model import matrix_sha256
+from bvvlab.train.shards import TokenShard, encode_texts
+from bvvlab.train.validation import evaluate_bpc
 
 FUSED_TYPE = FusedConfig.model_type
 

@@ -24,7 +24,7 @@ Two monolithic baselines, the final depth trained from scratch (all blocks, same
 batch): `baseline()` for the same number of **tokens** as the whole schedule, and
 `compute_baseline()` for the same training **FLOPs** (`training_flops_per_token`: a stage runs
 the forward of every block but the backward of the trainable ones only, so a growth token is
-cheaper than a monolithic one, and the same-compute baseline gets fewer steps). `probe_runs()` gives the per-layer
+cheaper than a monolithic one, and the same-compute baseline gets fewer steps). `bvvlab.analysis.probe.probe_runs()` gives the per-layer
 cross-lingual retrieval of each stage (bvvlab.analysis.probe), to see in which block alignment appears.
 `OUT/growth.json` sums it up per stage.
 """
@@ -39,10 +39,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from bvvlab.models import checkpoints as C
 from bvvlab.core.atomic import ensure_dir, write_json_atomic
-from bvvlab.train.loop import read_metrics, train
+from bvvlab.models import checkpoints as C
 from bvvlab.train.config import TrainConfig, check_lora, make_config
+from bvvlab.train.loop import read_metrics, train
 
 
 def parse_stages(stages: str | Sequence[int]) -> list[int]:
@@ -137,8 +137,8 @@ def stage_flops(config: Any, frozen_blocks: int, seq_len: int, lora_rank: int = 
     """`training_flops_per_token` of a model of `config` (a BVVConfig, or a checkpoint's
     config.json path) with its first `frozen_blocks` blocks frozen as the trainer freezes them,
     and a rank-`lora_rank` LoRA on those (built on the meta device: no memory, any size)."""
-    from bvvlab.train.setup import add_lora, freeze
     from bvvlab.models.model import BVVConfig, BVVForCausalLM
+    from bvvlab.train.setup import add_lora, freeze
 
     if not isinstance(config, BVVConfig):
         config = BVVConfig.from_json_file(str(config))
@@ -255,27 +255,6 @@ def compute_baseline(base: TrainConfig, summary: dict[str, Any], out: str | Path
     rec["growth_flops"] = plan["growth_flops"]
     rec["compute_ratio"] = None if rec["train_flops"] is None else rec["train_flops"] / plan["growth_flops"]
     return rec
-
-
-def probe_runs(runs: dict[str, str | Path], concepts: int = 24, device: str = "cpu") -> dict[str, Any]:
-    """Cross-lingual retrieval per layer (bvvlab.analysis.probe: the en and ru lemma of `concepts` concepts of
-    the lexicon, last-token states, cosine after centring each language, top-1 averaged over both
-    directions) of each named run: stage checkpoints and baselines. Layer 0 is the frozen
-    embedding's output (the same in every run), layer k the output of block k (the last one after
-    the final norm)."""
-    import numpy as np
-
-    from bvvlab.analysis import probe as P
-
-    items = P.load_items("concepts", limit=concepts)
-    out: dict[str, Any] = {"items": len(items), "concepts": len({it.pair for it in items}), "runs": {}}
-    for name, path in runs.items():
-        st = P.hidden_states(P.load_model(str(path), device, name=name), items, "last")
-        per = [P.retrieval(np.asarray(st.pooled[k], dtype=np.float32), items) for k in range(len(st.layers))]
-        out["runs"][name] = {"path": str(path), "layers": list(st.layers), "top1": [r["top1"] for r in per],
-                             "mrr": [(r["mrr_en2ru"] + r["mrr_ru2en"]) / 2 for r in per],
-                             "chance_top1": per[0]["chance_top1"]}
-    return out
 
 
 def baseline(base: TrainConfig, depth: int, steps: int, out: str | Path, vocab: str | None = None,

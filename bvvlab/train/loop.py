@@ -45,11 +45,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import importlib
 import json
 import math
-import os
 import random
 import shutil
 import signal
@@ -62,15 +60,24 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from bvvlab.models import checkpoints as C
-from bvvlab.train import shards as D
-from bvvlab.train import distributed as dist
 from bvvlab.core.atomic import ensure_dir, output_error, write_atomic, write_json_atomic
 from bvvlab.core.errors import BVVError, Interrupted
-from bvvlab.eval.evaluate import evaluate_bpc, lm_loss  # noqa: F401  (lm_loss: re-exported)
-from bvvlab.core.runinfo import cache_dir, run_meta
-from bvvlab.train.config import (RESUME_MAY_CHANGE, TrainConfig, check_model_keys, config_from_args,  # noqa: F401
-                                 config_keys, load_config_file, make_config, resume_config, saved_config)
+from bvvlab.core.runinfo import run_meta
+from bvvlab.models import checkpoints as C
+from bvvlab.train import distributed as dist
+from bvvlab.train import shards as D
+from bvvlab.train.config import (  # noqa: F401
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    check_model_keys,
+    config_from_args,
+    config_keys,
+    load_config_file,
+    make_config,
+    resume_config,
+    saved_config,
+)
+from bvvlab.train.validation import evaluate_bpc, lm_loss  # noqa: F401  (lm_loss: re-exported)
 
 # re-exported for callers of the slice's names
 STATE_FILE, CKPT_PREFIX, EMBED_KEY = C.STATE_FILE, C.CKPT_PREFIX, C.EMBED_KEY
@@ -220,8 +227,18 @@ def compile_model(model: torch.nn.Module) -> Callable:
 # ---------------------------------------------------------------------------------------------
 # vocabulary and model: bvvlab.train.setup
 from bvvlab.models import lora  # noqa: E402
-from bvvlab.train.setup import (_config_diff, _EmbeddedView, add_lora, build_model, build_model_config,  # noqa: E402,F401
-                          embedding_hash, freeze, init_from_checkpoint, model_dim, prepare_embedded)
+from bvvlab.train.setup import (  # noqa: E402,F401
+    _config_diff,
+    _EmbeddedView,
+    add_lora,
+    build_model,
+    build_model_config,
+    embedding_hash,
+    freeze,
+    init_from_checkpoint,
+    model_dim,
+    prepare_embedded,
+)
 
 # ---------------------------------------------------------------------------------------------
 # one optimizer step

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from bvvlab.core.atomic import atomic_dir, hash_path
-from bvvlab.models.checkpoints import EMBED_KEY
 from bvvlab.core.runinfo import cache_dir
+from bvvlab.models.checkpoints import EMBED_KEY
 from bvvlab.train.config import TrainConfig
 
 
@@ -27,9 +27,8 @@ def _compact_cache_key(dim: int, texts: list[str]) -> str:
     """Everything a compact vocabulary is made of: the code that builds it, the font, the embedded
     corpora the base n-grams come from, the width and the training texts."""
     from bvvlab.corpus import sources as corpora
-    from bvvlab.glyph import embeddings
-    from bvvlab.glyph import font
     from bvvlab.glyph import bitmaps as glyphs
+    from bvvlab.glyph import embeddings, font
     from bvvlab.glyph import tokenizer as tk
 
     h = hashlib.sha256()
@@ -136,10 +135,10 @@ def init_from_checkpoint(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, 
     matrix): every tensor the checkpoint has is copied; a block it lacks keeps its seeded random
     init, or with `new_block_init="copy"` takes the weights of the block below it (growth,
     docs/recipe.md section 6). Returns what was done, for meta.json."""
+    from safetensors.torch import load_file
+
     from bvvlab.models import checkpoints as C
     from bvvlab.models.model import matrix_sha256
-
-    from safetensors.torch import load_file
 
     parent = C.resolve(cfg.init_from)
     damaged = C.damaged_files(parent)

@@ -1,0 +1,336 @@
+"""Hidden states of every layer for a set of items (floor 6).
+
+`hidden_states`: batched with left padding (position ids count real tokens only, so a padded item
+equals the unpadded one), pooled at the item's last token or over its tokens, optionally streamed
+to a memory-mapped file; `lens_logits`: the logit lens through the model's final norm and head.
+A fused checkpoint is probed expert by expert: each expert's n_layers + 1 states are taken from
+the fused forward by their `hidden_state_sources` labels, with that expert's norm and head."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from bvvlab.analysis.items import Item, ProbeError
+from bvvlab.models.checkpoints import EXPERT_SEP, split_expert
+
+POOLINGS = ("last", "mean")
+MEMMAP_BYTES = 1 << 30  # hidden states larger than this stream to a memory-mapped temporary file, not RAM
+
+
+# ============================================================================ models
+
+
+def _find_head_and_norm(model: torch.nn.Module) -> tuple[Any, Any, str]:
+    """(final norm, head, reason): the modules the logit lens needs; None and a reason where not found."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = getattr(model, getattr(model, "base_model_prefix", "model"), None) or getattr(model, "model", None)
+    norm = None
+    for owner in (base, getattr(model, "model", None), getattr(model, "transformer", None)):
+        for name in ("ln_f", "norm", "final_layernorm", "final_layer_norm"):
+            if owner is not None and isinstance(getattr(owner, name, None), torch.nn.Module):
+                norm = getattr(owner, name)
+                break
+        if norm is not None:
+            break
+    if head is None:
+        return None, None, "no output head found (get_output_embeddings() is None)"
+    if norm is None:
+        return None, head, "no final norm found (looked for ln_f, norm, final_layernorm)"
+    return norm, head, ""
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    name: str
+    path: str
+    n_layers: int
+    norm: Any = None
+    head: Any = None
+    lens_reason: str = ""
+    expert: str | None = None  # a fused checkpoint's expert: its hidden states (by hidden_state_sources)
+
+
+
+
+def _states(lm: Loaded, out: Any) -> tuple:
+    """The n_layers + 1 hidden states of `lm` in a forward's output: a fused model's flat tuple
+    holds every expert's, each labelled (expert, layer) by `hidden_state_sources`; `lm.expert`'s
+    are taken by those labels."""
+    hs = out.hidden_states
+    if lm.expert is None:
+        return hs
+    sources = getattr(out, "hidden_state_sources", None)
+    if not sources or len(sources) != len(hs):
+        raise ProbeError(f"{lm.path}: the fused model's hidden states carry no (expert, layer) labels "
+                         "(hidden_state_sources): re-run `bvvlab fuse` with this bvvlab")
+    return tuple(h for h, (e, _) in zip(hs, sources) if e == lm.expert)
+
+
+def load_models(path: str | os.PathLike, device: str = "cpu", name: str | None = None) -> list[Loaded]:
+    """`load_model` for every model `path` stands for: a fused checkpoint (written by
+    `bvvlab fuse`) gives one `Loaded` per expert, named NAME/EXPERT, all sharing one loaded fused
+    model (`FUSED_DIR::EXPERT` gives that one); any other checkpoint gives itself."""
+    from bvvlab.models.checkpoints import resolve
+    from bvvlab.train.fusion import is_fused_dir
+
+    base, expert = split_expert(path)
+    if expert is not None or not is_fused_dir(resolve(base)):
+        return [load_model(path, device, name)]
+    first = load_model(path, device, name, expert=0)
+    names = list(first.model.config.expert_names)
+    prefix = name or Path(base).name
+    out = [first]
+    for e in names[1:]:
+        out.append(_expert_view(first.model, first.tokenizer, first.path, e, f"{prefix}/{e}", device))
+    first.name = f"{prefix}/{names[0]}"
+    return out
+
+
+def _expert_view(model: Any, tok: Any, path: str, expert: str, name: str, device: str) -> Loaded:
+    """One expert of a loaded fused model as a probe target: its layers, final norm and head."""
+    names = list(model.config.expert_names)
+    if expert not in names:
+        raise ProbeError(f"{path} has no expert {expert!r}: its experts are {', '.join(names)} "
+                         f"(name one as {path}{EXPERT_SEP}{names[0]})")
+    sub = model.experts[names.index(expert)]
+    lm = Loaded(model, tok, name, path, int(sub.config.num_hidden_layers), sub.model.ln_f, sub.lm_head, "", expert)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[_first_id(tok)]], device=device), output_hidden_states=True,
+                    use_cache=False)
+    if len(_states(lm, out)) != lm.n_layers + 1:
+        raise ProbeError(f"{path}: expert {expert!r} returned {len(_states(lm, out))} hidden states for "
+                         f"{lm.n_layers} layers")
+    return lm
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu", name: str | None = None,
+               expert: str | int | None = None) -> Loaded:
+    """A bvvlab checkpoint (run folder or checkpoint folder), a fused checkpoint's expert, or any
+    HF causal LM directory with its tokenizer; one line when it is not a causal LM or returns no
+    hidden states. bvvlab checkpoints, fused or not, load through `bvvlab.train.fusion.load_any`, the
+    loader `bvvlab eval` uses too. A fused checkpoint is probed one expert at a time: `expert`
+    (a name or an index) or `FUSED_DIR::NAME` picks it (`load_models` gives all of them)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from bvvlab.models.checkpoints import quiet_hf, resolve
+    from bvvlab.models.model import BVVConfig
+    from bvvlab.train.fusion import is_fused_dir, load_any
+
+    base, named = split_expert(path)
+    expert = named if named is not None else expert
+    p = resolve(base)
+    if is_fused_dir(p):
+        model, tok = load_any(p, device=device)
+        if tok is None:
+            raise ProbeError(f"{base} has no tokenizer files: save the tokenizer beside the model")
+        names = list(model.config.expert_names)
+        if expert is None:
+            raise ProbeError(f"{base} is a fused checkpoint of experts {', '.join(names)}: probe one at a time "
+                             f"({base}{EXPERT_SEP}{names[0]}, or load_models for all)")
+        if isinstance(expert, int):
+            expert = names[expert] if -len(names) <= expert < len(names) else str(expert)
+        return _expert_view(model, tok, str(p), expert, name or f"{Path(base).name}/{expert}", device)
+    if expert is not None:
+        raise ProbeError(f"{base} is not a fused checkpoint, so it has no expert {expert!r}: drop "
+                         f"{EXPERT_SEP}{expert}")
+    try:
+        cfg = AutoConfig.from_pretrained(p)
+    except (OSError, ValueError) as exc:
+        raise ProbeError(f"{path}: config.json cannot be read as a model config ({str(exc).splitlines()[0][:120]})") from None
+    if isinstance(cfg, BVVConfig):
+        model, tok = load_any(p, device=device)
+    else:
+        if cfg.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise ProbeError(f"{path}: a {cfg.model_type!r} model is not a causal LM (AutoModelForCausalLM cannot load "
+                             "it): pass a causal LM checkpoint")
+        try:
+            with quiet_hf():
+                model = AutoModelForCausalLM.from_pretrained(p).to(device)
+            tok = AutoTokenizer.from_pretrained(p)
+        except (OSError, ValueError) as exc:
+            raise ProbeError(f"{path}: cannot load the model or its tokenizer ({str(exc).splitlines()[0][:160]})") from None
+    if tok is None:
+        raise ProbeError(f"{path} has no tokenizer files: save the tokenizer beside the model")
+    model.eval()
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    with torch.no_grad():
+        ids = torch.tensor([[_first_id(tok)]], device=device)
+        try:
+            out = model(input_ids=ids, output_hidden_states=True)
+        except TypeError:
+            raise ProbeError(f"{path}: the model's forward takes no output_hidden_states: it cannot be probed") from None
+    hs = getattr(out, "hidden_states", None)
+    if not hs:
+        raise ProbeError(f"{path}: the model returns no hidden states (output_hidden_states=True gave none)")
+    norm, head, reason = _find_head_and_norm(model)
+    return Loaded(model, tok, name or Path(path).name, str(p), len(hs) - 1 if n_layers is None else int(n_layers),
+                  norm, head, reason)
+
+
+def _first_id(tok) -> int:
+    ids = tok("a", add_special_tokens=False)["input_ids"]
+    return ids[0] if ids else 0
+
+
+def _encode(tok, texts: Sequence[str], max_tokens: int | None) -> list[list[int]]:
+    out = []
+    for i, t in enumerate(texts):
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ProbeError(f"item {i} ({t!r}) encodes to no tokens: drop it")
+        out.append(ids[:max_tokens] if max_tokens else ids)
+    return out
+
+
+def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
+    """Layer indices into the n_layers + 1 hidden states (negative counts from the end)."""
+    if layers is None:
+        return list(range(n_layers + 1))
+    out = []
+    for l in layers:
+        if not -(n_layers + 1) <= int(l) <= n_layers:
+            raise ProbeError(f"layer {l} is out of range: this model has {n_layers} layers, so hidden states "
+                             f"0..{n_layers} (0 = the embedding output, {n_layers} = after the final norm)")
+        out.append(int(l) % (n_layers + 1))
+    return out
+
+
+@dataclass
+class States:
+    """Pooled hidden states (n_layers_kept, n_items, d) and, where asked, the logit-lens summary."""
+
+    pooled: np.ndarray
+    layers: list[int]
+    lens: dict[str, Any] | None = None
+    token_ids: list[list[int]] | None = None
+
+
+def lens_logits(norm, head, hidden: torch.Tensor, layer: int, n_layers: int) -> torch.Tensor:
+    """Logits of a hidden state through the final norm and the head. The last hidden state is
+    already after the final norm (HF convention), so it goes through the head alone: at the last
+    layer this is the model's own logits, exactly."""
+    return head(hidden if layer == n_layers else norm(hidden))
+
+
+def _keeps_logits(model: Any) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad: int):
+    """(item indices, ids, mask, hidden states) per left-padded batch of similar lengths; position
+    ids count real tokens only, so a padded item sees the positions it would see alone."""
+    from bvvlab.eval.scoring import left_pad
+
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    kw = {"logits_to_keep": 1} if _keeps_logits(lm.model) else {}  # the head over every position is not needed
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        x, mask = left_pad([ids[i] for i in idx], pad, device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = lm.model(input_ids=x, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False,
+                       **kw)
+        hs = _states(lm, out)
+        if len(hs) != lm.n_layers + 1:
+            raise ProbeError(f"{lm.path}: the model returned {len(hs)} hidden states for {lm.n_layers} layers "
+                             "(expected n_layers + 1: the embedding output, then each layer)")
+        yield idx, x, mask, hs
+
+
+@torch.no_grad()
+def hidden_states(lm: Loaded, items: Sequence[Item] | Sequence[str], pooling: str = "last", batch_size: int = 64,
+                  layers: Sequence[int] | None = None, max_tokens: int | None = 64, lens: bool = False,
+                  memmap: str | os.PathLike | None = None) -> States:
+    """Hidden states of every kept layer for every item, pooled per item.
+
+    Items are sorted by length and batched with left padding: the attention mask hides the
+    padding and position ids count real tokens only, so a padded item's states equal its
+    unpadded ones. `pooling` "last": the item's last token; "mean": the mean over its tokens;
+    "tokens": every real token (concatenated in item order: token-level comparisons).
+    `lens=True` also runs the logit lens on every next-token prediction inside the items.
+    `memmap`: a file to stream the states to; without one, states over `MEMMAP_BYTES` go to a
+    memory-mapped temporary file (unlinked at once) instead of RAM.
+    """
+    if pooling not in POOLINGS + ("tokens",):
+        raise ProbeError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
+    model, tok = lm.model, lm.tokenizer
+    texts = [it.text if isinstance(it, Item) else it for it in items]
+    if not texts:
+        raise ProbeError("no items to probe")
+    keep = check_layers(layers, lm.n_layers)
+    ids = _encode(tok, texts, max_tokens)
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    d = int(model.config.hidden_size)
+    n_rows = sum(len(x) for x in ids) if pooling == "tokens" else len(ids)
+    starts = np.concatenate([[0], np.cumsum([len(x) for x in ids])])
+    shape = (len(keep), n_rows, d)
+    if memmap is None and 4 * int(np.prod(shape)) > MEMMAP_BYTES:  # large: a temporary file, not RAM
+        import tempfile
+
+        fd, tmp_name = tempfile.mkstemp(suffix=".npy", prefix="bvvlab-states-")
+        os.close(fd)
+        pooled = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float32, shape=shape)
+        os.unlink(tmp_name)  # the mapping stays valid; the space is freed when the array goes
+    elif memmap is not None:
+        pooled = np.lib.format.open_memmap(str(memmap), mode="w+", dtype=np.float32, shape=shape)
+    else:
+        pooled = np.empty(shape, dtype=np.float32)
+    do_lens = lens and lm.head is not None and lm.norm is not None
+    lens_rank = [[] for _ in keep]
+    lens_kl = [[] for _ in keep]
+    for idx, x, mask, hs in _batches(lm, ids, batch_size, device, pad):
+        T = x.shape[1]
+        m = mask.unsqueeze(-1).to(hs[0].dtype)
+        for k, l in enumerate(keep):
+            h = hs[l]
+            if pooling == "last":
+                v = h[:, -1]
+            elif pooling == "mean":
+                v = (h * m).sum(1) / m.sum(1)
+            else:
+                v = None
+                for r, i in enumerate(idx):
+                    pooled[k, starts[i]:starts[i + 1]] = h[r, T - len(ids[i]):].float().cpu().numpy()
+            if v is not None:
+                pooled[k, idx] = v.float().cpu().numpy()
+        if do_lens and T > 1:
+            tgt = x[:, 1:]
+            valid = (mask[:, :-1] * mask[:, 1:]).bool()
+            final = torch.log_softmax(lens_logits(lm.norm, lm.head, hs[-1][:, :-1], lm.n_layers, lm.n_layers).float(), -1)
+            for k, l in enumerate(keep):
+                lp = torch.log_softmax(lens_logits(lm.norm, lm.head, hs[l][:, :-1], l, lm.n_layers).float(), -1)
+                true = lp.gather(-1, tgt.unsqueeze(-1))
+                rank = (lp > true).sum(-1) + 1
+                kl = (final.exp() * (final - lp)).sum(-1)
+                lens_rank[k].append(rank[valid].cpu().numpy())
+                lens_kl[k].append(kl[valid].cpu().numpy())
+    lens_out = None
+    if lens:
+        if not do_lens:
+            lens_out = {"available": False, "reason": f"logit lens unavailable for {lm.name}: {lm.lens_reason}"}
+        elif not lens_rank[0]:
+            lens_out = {"available": False, "reason": "logit lens needs items of two or more tokens"}
+        else:
+            ranks = [np.concatenate(r) for r in lens_rank]
+            kls = [np.concatenate(k) for k in lens_kl]
+            V = int(lm.head.weight.shape[0]) if hasattr(lm.head, "weight") else None
+            lens_out = {"available": True, "layers": keep, "n_predictions": int(len(ranks[0])),
+                        "median_rank": [float(np.median(r)) for r in ranks],
+                        "mean_log_rank": [float(np.mean(np.log(r))) for r in ranks],
+                        "top1": [float(np.mean(r == 1)) for r in ranks],
+                        "kl_to_final": [float(np.mean(k)) for k in kls],
+                        "chance_top1": 1.0 / V if V else None, "chance_median_rank": (V + 1) / 2 if V else None}
+    if isinstance(pooled, np.memmap):
+        pooled.flush()
+    return States(pooled, keep, lens_out, ids)
