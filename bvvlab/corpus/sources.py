@@ -512,8 +512,9 @@ TRAIN_ONLY = ("instructions",)  # built from training splits only: no held-out t
 
 def source_fingerprint(name: str) -> str:
     """What identifies a source's content: a path or embedded corpus by its bytes, a generated one
-    by its code, an `hf:` dataset by `hf_fingerprint` (local bytes, or the loaded Hub dataset's
-    `datasets` fingerprint, which follows its revision). A streamed Hub dataset has no
+    by its code and the lexicon files it reads (`concepts.LEXICON_FILES`), an `hf:` dataset by
+    `hf_fingerprint` (local bytes, or the loaded Hub dataset's `datasets` fingerprint, which
+    follows its revision). A streamed Hub dataset has no
     fingerprint: it gets "#stream" and `data.build_shard` never reuses its shard."""
     from bvvlab.corpus import instructions
     from bvvlab.corpus import parallel_text as parallel
@@ -527,13 +528,16 @@ def source_fingerprint(name: str) -> str:
         hash_path(p, h)
         return f"{name}#sha256={h.hexdigest()}"
     base, opts = split_spec(name)
-    if base in PARALLEL_FILES:  # an embedded corpus: its data file (and, filtered, the filter's code)
+    if base in PARALLEL_FILES:  # an embedded corpus: its data file (and, filtered, the filter's code and words)
         hash_path(corpora_dir() / PARALLEL_FILES[base][0], h)
         if opts:
-            hash_path(Path(_concepts.__file__), h)
-    else:  # a generated corpus: the code that generates it
+            for path in (Path(_concepts.__file__), *_concepts.LEXICON_FILES):
+                hash_path(path, h)
+    else:  # a generated corpus: the code that generates it and the lexicon it reads
         for module in (sys.modules[__name__], _concepts, instructions, parallel):
             hash_path(Path(module.__file__), h)
+        for path in _concepts.LEXICON_FILES:
+            hash_path(path, h)
     return f"{name}#sha256={h.hexdigest()}"
 
 
