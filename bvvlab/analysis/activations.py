@@ -1,4 +1,4 @@
-"""Hidden states of every layer for a set of items (floor 6).
+"""Hidden states of every layer for a set of items.
 
 `hidden_states`: batched with left padding (position ids count real tokens only, so a padded item
 equals the unpadded one), pooled at the item's last token or over its tokens, optionally streamed
@@ -227,9 +227,10 @@ def _keeps_logits(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def _batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad: int):
+def padded_batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad: int):
     """(item indices, ids, mask, hidden states) per left-padded batch of similar lengths; position
-    ids count real tokens only, so a padded item sees the positions it would see alone."""
+    ids count real tokens only, so a padded item sees the positions it would see alone. Shared by
+    `hidden_states` and `latent.latent_language`: one batching rule for every forward of a probe."""
     from bvvlab.eval.scoring import left_pad
 
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -274,22 +275,11 @@ def hidden_states(lm: Loaded, items: Sequence[Item] | Sequence[str], pooling: st
     d = int(model.config.hidden_size)
     n_rows = sum(len(x) for x in ids) if pooling == "tokens" else len(ids)
     starts = np.concatenate([[0], np.cumsum([len(x) for x in ids])])
-    shape = (len(keep), n_rows, d)
-    if memmap is None and 4 * int(np.prod(shape)) > MEMMAP_BYTES:  # large: a temporary file, not RAM
-        import tempfile
-
-        fd, tmp_name = tempfile.mkstemp(suffix=".npy", prefix="bvvlab-states-")
-        os.close(fd)
-        pooled = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float32, shape=shape)
-        os.unlink(tmp_name)  # the mapping stays valid; the space is freed when the array goes
-    elif memmap is not None:
-        pooled = np.lib.format.open_memmap(str(memmap), mode="w+", dtype=np.float32, shape=shape)
-    else:
-        pooled = np.empty(shape, dtype=np.float32)
+    pooled = _state_buffer((len(keep), n_rows, d), memmap)
     do_lens = lens and lm.head is not None and lm.norm is not None
     lens_rank = [[] for _ in keep]
     lens_kl = [[] for _ in keep]
-    for idx, x, mask, hs in _batches(lm, ids, batch_size, device, pad):
+    for idx, x, mask, hs in padded_batches(lm, ids, batch_size, device, pad):
         T = x.shape[1]
         m = mask.unsqueeze(-1).to(hs[0].dtype)
         for k, l in enumerate(keep):
@@ -315,22 +305,42 @@ def hidden_states(lm: Loaded, items: Sequence[Item] | Sequence[str], pooling: st
                 kl = (final.exp() * (final - lp)).sum(-1)
                 lens_rank[k].append(rank[valid].cpu().numpy())
                 lens_kl[k].append(kl[valid].cpu().numpy())
-    lens_out = None
-    if lens:
-        if not do_lens:
-            lens_out = {"available": False, "reason": f"logit lens unavailable for {lm.name}: {lm.lens_reason}"}
-        elif not lens_rank[0]:
-            lens_out = {"available": False, "reason": "logit lens needs items of two or more tokens"}
-        else:
-            ranks = [np.concatenate(r) for r in lens_rank]
-            kls = [np.concatenate(k) for k in lens_kl]
-            V = int(lm.head.weight.shape[0]) if hasattr(lm.head, "weight") else None
-            lens_out = {"available": True, "layers": keep, "n_predictions": int(len(ranks[0])),
-                        "median_rank": [float(np.median(r)) for r in ranks],
-                        "mean_log_rank": [float(np.mean(np.log(r))) for r in ranks],
-                        "top1": [float(np.mean(r == 1)) for r in ranks],
-                        "kl_to_final": [float(np.mean(k)) for k in kls],
-                        "chance_top1": 1.0 / V if V else None, "chance_median_rank": (V + 1) / 2 if V else None}
+    lens_out = _lens_summary(lm, keep, lens_rank, lens_kl, do_lens) if lens else None
     if isinstance(pooled, np.memmap):
         pooled.flush()
     return States(pooled, keep, lens_out, ids)
+
+
+def _state_buffer(shape: tuple[int, int, int], memmap: str | os.PathLike | None) -> np.ndarray:
+    """Where `hidden_states` writes the pooled states: the caller's `memmap` file; a memory-mapped
+    temporary file (unlinked at once) when they exceed `MEMMAP_BYTES`; else RAM."""
+    if memmap is None and 4 * int(np.prod(shape)) > MEMMAP_BYTES:  # large: a temporary file, not RAM
+        import tempfile
+
+        fd, tmp_name = tempfile.mkstemp(suffix=".npy", prefix="bvvlab-states-")
+        os.close(fd)
+        pooled = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float32, shape=shape)
+        os.unlink(tmp_name)  # the mapping stays valid; the space is freed when the array goes
+        return pooled
+    if memmap is not None:
+        return np.lib.format.open_memmap(str(memmap), mode="w+", dtype=np.float32, shape=shape)
+    return np.empty(shape, dtype=np.float32)
+
+
+def _lens_summary(lm: Loaded, keep: list[int], lens_rank: list[list[np.ndarray]], lens_kl: list[list[np.ndarray]],
+                  available: bool) -> dict[str, Any]:
+    """The logit lens per kept layer over every next-token prediction inside the items: median and
+    mean log rank of the true token, top-1 accuracy, KL to the final layer, and chance levels."""
+    if not available:
+        return {"available": False, "reason": f"logit lens unavailable for {lm.name}: {lm.lens_reason}"}
+    if not lens_rank[0]:
+        return {"available": False, "reason": "logit lens needs items of two or more tokens"}
+    ranks = [np.concatenate(r) for r in lens_rank]
+    kls = [np.concatenate(k) for k in lens_kl]
+    V = int(lm.head.weight.shape[0]) if hasattr(lm.head, "weight") else None
+    return {"available": True, "layers": keep, "n_predictions": int(len(ranks[0])),
+            "median_rank": [float(np.median(r)) for r in ranks],
+            "mean_log_rank": [float(np.mean(np.log(r))) for r in ranks],
+            "top1": [float(np.mean(r == 1)) for r in ranks],
+            "kl_to_final": [float(np.mean(k)) for k in kls],
+            "chance_top1": 1.0 / V if V else None, "chance_median_rank": (V + 1) / 2 if V else None}

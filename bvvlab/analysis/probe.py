@@ -1,4 +1,4 @@
-"""Probing (floor 6): where meaning appears across the layers of a causal LM (issue 11).
+"""Probing: where meaning appears across the layers of a causal LM (issue 11).
 
 `probe_models` loads each checkpoint, reads every layer's states for the items, computes the
 per-layer metrics (bvvlab.analysis.metrics) and the logit lens, and `write_run` saves
@@ -41,10 +41,10 @@ from bvvlab.analysis.items import (
 from bvvlab.analysis.latent import latent_language
 from bvvlab.analysis.maps import MAP_METHODS, layer_maps
 from bvvlab.analysis.metrics import (
-    _layer_metrics,
-    _resolved,
     cka_matrix,
+    resolve_metrics,
     retrieval,
+    submit_layer_metrics,
 )
 from bvvlab.analysis.workers import default_jobs, probe_pool
 
@@ -96,12 +96,12 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     results: dict[str, Any] = {}
     with probe_pool(jobs) as pool:  # then the per-layer metrics, in the workers
         for lm in lms:
-            m = _layer_metrics(states[lm.name], items, folds, seed, True, ("en", "ru"), pool)
+            m = submit_layer_metrics(states[lm.name], items, folds, seed, True, ("en", "ru"), pool)
             m.update(path=lm.path, n_layers=lm.n_layers, model_class=type(lm.model).__name__, expert=lm.expert)
             if latent:
                 m["latent_language"] = lat[lm.name]
             results[lm.name] = m
-        results = {name: _resolved(m) for name, m in results.items()}
+        results = {name: resolve_metrics(m) for name, m in results.items()}
     ref = lms[0]
     cka: dict[str, Any] = {}
     for lm in lms:

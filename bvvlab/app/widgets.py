@@ -1,4 +1,4 @@
-"""ipywidgets views over `bvvlab.models.generation` (floor 7; widgets are views: the logic lives in generation).
+"""ipywidgets views over `bvvlab.models.generation` (widgets are views: the logic lives in generation).
 
 Everything a panel shows is computed by pure functions below (`checkpoint_options`,
 `top_figure`, `token_strip_html`) or by the generation core, so tests and papermill run them
@@ -556,7 +556,8 @@ def as_loaded(model: Any, tokenizer: Any, name: str = "model") -> Any:
 
 def concept_index(model: Any, tokenizer: Any, items: Sequence[Any] | None = None, name: str = "model") -> ConceptIndex:
     """Hidden states of the concept items (default: every concept's English and Russian lemma,
-    `probe.concept_items`) at their last token, through `probe.hidden_states`."""
+    `analysis.items.concept_items`) at their last token, through
+    `analysis.activations.hidden_states`."""
     import numpy as np
 
     from bvvlab.analysis import activations
@@ -577,7 +578,7 @@ MAX_EXPLORE_TOKENS = 48  # heatmap columns at most (the first tokens of a longer
 
 def explore_layers(index: ConceptIndex, text: str, k: int = 5, top: int = 5) -> LayerView:
     """Per layer: the `k` concept items nearest to `text` (cosine of the last-token states, both
-    centred by the items' mean), and the logit lens (`probe.lens_logits`: each layer's state
+    centred by the items' mean), and the logit lens (`analysis.activations.lens_logits`: each layer's state
     through the final norm and the head; exact at the last layer) top-`top` next tokens at every
     position. An empty text is a one-line BVVError."""
     import numpy as np

@@ -1,7 +1,8 @@
-"""`bvvlab eval`: several checkpoints on a suite of tasks, one tidy comparison table (floor 7).
+"""`bvvlab eval`: several checkpoints on a suite of tasks, one tidy comparison table.
 
-The metrics live in `bvvlab.eval.evaluate` (floor 5); this module resolves a `--suite` into tasks,
-runs them on every checkpoint, and writes `results.json` (rows: model, task, metric, mean,
+The tasks, metrics, scoring and suites live beside it (`bvvlab.eval.tasks`, `metrics`,
+`scoring`, `suites`); this module resolves a `--suite` into tasks, runs them on every
+checkpoint, and writes `results.json` (rows: model, task, metric, mean,
 low, high, interval, n, chance), `results.md` and `results.html` (a plotly bar chart with
 error bars, plotly.js beside it: `include_plotlyjs="directory"`) into `--out`, atomically.
 

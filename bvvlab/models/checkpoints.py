@@ -1,4 +1,4 @@
-"""Checkpoint directories: save, load, resolve, list, verify and clean (floor 4).
+"""Checkpoint directories: save, load, resolve, list, verify and clean.
 
 One checkpoint directory is the unit everything exchanges: `config.json` (with
 `auto_map`), the self-contained modeling file, `model.safetensors` (the frozen glyph buffer

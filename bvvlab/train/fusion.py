@@ -1,4 +1,4 @@
-"""Fusion of experts that share the frozen glyph matrix (floor 6; docs/recipe.md section 5).
+"""Fusion of experts that share the frozen glyph matrix (docs/recipe.md section 5).
 
 `fuse(experts, method, out)` loads N >= 2 expert checkpoints, checks that they belong together
 (one vocabulary, one tokenizer, one frozen matrix: same `embedding_hash`), and builds a

@@ -1,4 +1,4 @@
-"""Layer-wise growth on the frozen substrate (docs/recipe.md section 6), floor 6.
+"""Layer-wise growth on the frozen substrate (docs/recipe.md section 6).
 
 The second paper grows a model a few blocks at a time on the frozen glyph embedding: each
 stage adds new blocks on top, trains only them and the head (the blocks below stay frozen),
@@ -10,7 +10,7 @@ trainer run once per stage:
 
 With `lora_rank=r`, every stage that has frozen blocks (all but the first, when growing from
 scratch) also trains a rank-r LoRA update of every linear layer of those blocks (the recipe's "so
-that the lower layers do not ossify"; `build.add_lora`, `bvvlab.models.lora`): their base weights stay
+that the lower layers do not ossify"; `setup.add_lora`, `bvvlab.models.lora`): their base weights stay
 frozen, each checkpoint holds the merged plain weights, and the next stage freezes those merged
 weights and adds fresh adapters.
 
