@@ -236,6 +236,9 @@ def test_a_truncated_or_odd_config_is_one_line_naming_the_file(root, tmp_path):
     (d / "config.json").write_text("[64]")
     with pytest.raises(C.CheckpointError, match=r"config.json is damaged \(not a JSON object\)"):
         load(d)
+    (d / "config.json").write_text(text.replace('"model_type": "bvv",', ""))  # then its auto_map would speak
+    with pytest.raises(C.CheckpointError, match="config.json names no model_type"):
+        load(d)
     fused = _copy(root, "fused", tmp_path)
     cfg = json.loads((fused / "config.json").read_text())
     cfg["expert_configs"][1]["num_hidden_layers"] = "three"

@@ -78,7 +78,10 @@ def load(spec: str | os.PathLike, device: Any = "cpu", dtype: torch.dtype | None
     base, expert = C.split_expert(spec)
     path = _resolve(base, step)
     config = read_config(path)
-    kind = KINDS.get(config.get("model_type"), "hf")
+    if not isinstance(config.get("model_type"), str) or not config["model_type"]:
+        raise CheckpointError(f"{path / 'config.json'} names no model_type: restore the file from an intact copy "
+                              "(a bvvlab checkpoint says \"model_type\": \"bvv\")")
+    kind = KINDS.get(config["model_type"], "hf")
     if expert is not None and kind != "fused":
         raise CheckpointError(f"{base} is not a fused checkpoint, so it has no expert {expert!r}: drop "
                               f"{C.EXPERT_SEP}{expert}")
