@@ -47,31 +47,20 @@ from bvvlab.analysis.metrics import (
     submit_layer_metrics,
 )
 from bvvlab.analysis.workers import default_jobs, probe_pool
-
-
-def _names(paths: Sequence[str]) -> list[str]:
-    names = []
-    for p in paths:
-        parts = Path(p).resolve().parts
-        n = parts[-1]
-        if n.startswith("step_") and len(parts) > 2:
-            n = f"{parts[-3]}/{n}"
-        base, i = n, 2
-        while n in names:
-            n, i = f"{base}#{i}", i + 1
-        names.append(n)
-    return names
+from bvvlab.models.loader import labels
 
 
 def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "last", layers: Sequence[int] | None = None,
                  folds: int = 5, device: str = "cpu", batch_size: int = 64, latent: bool = True,
                  cka_level: str = "item", max_tokens: int | None = 64, seed: int = 0,
-                 lms: Sequence[Loaded] | None = None, jobs: int | None = None
+                 lms: Sequence[Loaded] | None = None, jobs: int | None = None, trust_remote_code: bool = False
                  ) -> tuple[dict[str, Any], dict[str, States], dict[str, Loaded]]:
     """Load every model, compute its states and metrics, CKA of the first against each model
     (itself included). Returns (metrics, states by model, loaded models). The forward passes run
     first; then the per-layer metrics run in `jobs` worker processes (`probe_pool`; default: the
-    usable cores, at most 4). The results do not depend on `jobs`."""
+    usable cores, at most 4). The results do not depend on `jobs`. Models are labelled by the one
+    naming rule of every table (`bvvlab.models.loader.labels`); `trust_remote_code` lets a foreign
+    Hugging Face folder run the code it ships (never needed for bvvlab's own)."""
     if pooling not in POOLINGS:
         raise ProbeError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
     if cka_level not in ("item", "token"):
@@ -84,7 +73,8 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
         raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
                          f"concepts or fewer folds (--folds {max(2, n_groups)})")
     t0 = time.perf_counter()
-    lms = list(lms) if lms is not None else [lm for p, n in zip(paths, _names(paths)) for lm in load_models(p, device, n)]
+    lms = list(lms) if lms is not None else [lm for p, n in zip(paths, labels(paths))
+                                             for lm in load_models(p, device, n, trust_remote_code)]
     for lm in lms:
         check_layers(layers, lm.n_layers)
     states: dict[str, States] = {}
@@ -180,7 +170,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--aligned-umap", action="store_true",
                    help="umap-learn's AlignedUMAP over all layers instead (panels fitted jointly)")
     p.add_argument("--pooling", choices=POOLINGS, default="last", help="item vector: last token or mean over tokens")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a Hugging Face folder run the Python code it ships (auto_map); never needed for bvvlab's")
     p.add_argument("--layers", default=None, help="comma-separated layer indices (default: all, 0 = embedding output)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the probes")
     p.add_argument("--heldout", default="auto",
@@ -206,7 +198,7 @@ def add_cli(subparsers) -> None:
         items = load_items(args.items, held, args.limit)
         metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,
                                           args.device, args.batch_size, not args.no_latent, args.cka_level, seed=args.seed,
-                                          jobs=args.jobs)
+                                          jobs=args.jobs, trust_remote_code=args.trust_remote_code)
         maps = "aligned-umap" if args.aligned_umap else args.umap
         out = write_run(args.out, metrics, states, items, maps, args.seed, args.overwrite)
         print(markdown_table(metrics["models"]))

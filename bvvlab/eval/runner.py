@@ -73,13 +73,11 @@ def resolve_suite(spec: str, suite_dir: str | Path = suites.SUITE_DIR, limit: in
 
 
 def model_names(paths: list[str]) -> list[str]:
-    """Short, distinct labels: the folder name, with its parent where two would collide."""
-    names = [Path(p).resolve().name for p in paths]
-    if len(set(names)) < len(names):
-        names = [f"{Path(p).resolve().parent.name}/{Path(p).resolve().name}" for p in paths]
-    if len(set(names)) < len(names):
-        names = [str(p) for p in paths]
-    return names
+    """Distinct labels of the checkpoints, by the one naming rule of every table
+    (`bvvlab.models.loader.labels`: the same checkpoint named twice is LABEL#2)."""
+    from bvvlab.models.loader import labels
+
+    return labels(paths)
 
 
 def evaluate_models(models: list[tuple[str, Any, Any]], tasks: list, bpc: bool = False, runs: int = 1,
@@ -150,18 +148,14 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, An
     return out
 
 
-def load_models(paths: list[str], device: str = "cpu") -> list[tuple[str, Any, Any]]:
-    """(name, model, tokenizer) of every checkpoint: run folders, step folders and fused
-    checkpoints (`bvvlab fuse`) alike, through `bvvlab.train.fusion.load_any`."""
-    from bvvlab.train.fusion import load_any
+def load_models(paths: list[str], device: str = "cpu", trust_remote_code: bool = False) -> list[tuple[str, Any, Any]]:
+    """(label, model, tokenizer) of every checkpoint, through the one loader
+    (`bvvlab.models.loader.load_many`): run folders, step folders, fused checkpoints, one expert of
+    one (`FUSED::EXPERT`, scored on its own) and Hugging Face causal LMs alike."""
+    from bvvlab.models.loader import load_many
 
-    models = []
-    for name, path in zip(model_names(paths), paths):
-        model, tok = load_any(path, device=device)
-        if tok is None:
-            raise eval_tasks.EvalError(f"{path} has no tokenizer files; evaluate a checkpoint saved with its tokenizer")
-        models.append((name, model, tok))
-    return models
+    return [(lm.label, lm.causal_lm(), lm.tokenizer)
+            for lm in load_many(paths, device, trust_remote_code=trust_remote_code)]
 
 
 def heldout_warnings(paths: list[str], tasks: list) -> list[str]:
@@ -186,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     runs = args.runs if args.runs is not None else (10 if args.suite == "paper" else 1)
     sample = args.sample if args.sample is not None else runs > 1
     tasks, bpc = resolve_suite(args.suite, args.suite_dir, args.limit)
-    models = load_models(args.checkpoints, args.device)
+    models = load_models(args.checkpoints, args.device, args.trust_remote_code)
     warnings = heldout_warnings(args.checkpoints, tasks)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -203,7 +197,9 @@ def run(args: argparse.Namespace) -> int:
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("eval", help="evaluate checkpoints on a suite; a tidy table and a chart",
                               description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders or fused checkpoints (several: one comparison)")
+    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders, fused checkpoints (FUSED::EXPERT: one "
+                                                  "expert alone) or Hugging Face causal LM directories (several: one "
+                                                  "comparison)")
     p.add_argument("--suite", default="offline", help="offline | paper | comma list of tasks, bpc, NAME=PATH, files")
     p.add_argument("--out", required=True, help="output folder (results.json, results.md, results.html)")
     p.add_argument("--limit", type=int, default=None, help="at most this many questions per task")
@@ -214,6 +210,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--batch", type=int, default=32, help="questions per forward")
     p.add_argument("--bpc-chars", type=int, default=20_000, help="held-out characters per language for bits/char")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a Hugging Face folder run the Python code it ships (auto_map); never needed for bvvlab's")
     p.add_argument("--suite-dir", default=str(suites.SUITE_DIR), help=argparse.SUPPRESS)
     p.set_defaults(func=run)

@@ -61,6 +61,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from bvvlab.core import device as core_device
 from bvvlab.core.atomic import ensure_dir, output_error, write_atomic, write_json_atomic
 from bvvlab.core.errors import BVVError, Interrupted
 from bvvlab.core.runinfo import run_meta
@@ -168,17 +169,8 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(cfg.device)
-    except RuntimeError:
-        raise ValueError(f"device={cfg.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu (or auto)")
-    return dev
+    """cfg.device as a torch.device: the one check every command shares (`bvvlab.core.device`)."""
+    return core_device.resolve_device(cfg.device, local_rank)
 
 
 def resolve_dtype(cfg: TrainConfig, device: torch.device) -> str:
@@ -397,10 +389,6 @@ class _Signals:
             signal.signal(sig, old)
 
 
-def _holds_run(out: Path) -> bool:
-    return out.exists() and any((out / n).exists() for n in ("meta.json", "metrics.jsonl", "checkpoints"))
-
-
 def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Train per `cfg`; return the final checkpoint directory (a Hugging Face model dir).
 
@@ -421,7 +409,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"out={out} is a file, not a folder: choose another out=")
-    if _holds_run(out) and not (cfg.resume or cfg.overwrite):
+    if C.holds_run(out) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
                               "replace it, or choose another out=")
     device = resolve_device(cfg, info.local_rank)

@@ -141,9 +141,18 @@ def init_from_checkpoint(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, 
     from bvvlab.models.model import matrix_sha256
 
     parent = C.resolve(cfg.init_from)
-    damaged = C.damaged_files(parent)
-    if damaged:
-        raise C.CheckpointError(f"init_from={parent}: {', '.join(damaged)} differ from their recorded digests")
+    why = C.damage(parent)
+    if why:
+        raise C.CheckpointError(f"init_from={parent}: {why}")
+    kind = C.read_config(parent).get("model_type")
+    if kind != "bvv":
+        what = "a fused checkpoint" if kind == "bvv_fused" else f"a {kind!r} model"
+        raise C.CheckpointError(f"init_from={parent} is {what}, not one bvvlab trained: start from a run folder or "
+                                "checkpoint written by bvvlab train or grow")
+    C.check_weight_files(parent)
+    if not (parent / C.SAFE_WEIGHTS).is_file():
+        raise C.CheckpointError(f"init_from={parent} keeps its weights in shards: start from a checkpoint written by "
+                                "bvvlab train or grow (one model.safetensors)")
 
     src = load_file(str(parent / "model.safetensors"))
     mine = model.state_dict()
