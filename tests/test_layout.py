@@ -29,7 +29,6 @@ PENDING_LONG_MODULES = {
 }
 PENDING_LONG_FUNCTIONS: set[str] = set()
 PENDING_PRIVATE_USES = {
-    "bvvlab/app/widgets.py uses bvvlab.analysis.activations._find_head_and_norm",  # loader branch
     "bvvlab/app/pipeline.py uses bvvlab.train.loop._run_cli",  # cli branch
     "bvvlab/train/growth.py uses bvvlab.train.loop._run_cli",  # cli branch
 }
