@@ -68,6 +68,7 @@ class TrainConfig:
     lora_rank: int = 0  # rank of a trainable LoRA update of every linear layer of the frozen blocks (0 = none)
     lora_alpha: float | None = None  # LoRA scale numerator: the update is (alpha / rank) B A; None = rank (scale 1)
     progress: bool = True  # tqdm bars
+    shard_dir: str | None = None  # folder of token shards (`bvvlab data prepare`; shared storage); None = the cache
 
     # not a field (never saved or compared): the keys make_config was given explicitly ("model.<f>"
     # for a model override); a resume applies only these over the saved config. None = every key.
@@ -252,7 +253,7 @@ def make_config(base: TrainConfig | dict[str, Any] | None = None, **overrides: A
 
 # what a resume may change besides `steps` (extending a run): nothing here alters the numbers trained
 RESUME_MAY_CHANGE = ("log_every", "eval_every", "save_every", "keep_last", "progress", "tensorboard", "device",
-                     "out", "resume", "overwrite")
+                     "shard_dir", "out", "resume", "overwrite")
 
 
 # the TrainConfig fields that decide the model (named as such in resume errors)

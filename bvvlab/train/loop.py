@@ -238,7 +238,10 @@ from bvvlab.train.setup import (  # noqa: E402,F401
     init_from_checkpoint,
     model_dim,
     prepare_embedded,
+    vocab_texts,
 )
+from bvvlab.train.preflight import check_ranks  # noqa: E402
+from bvvlab.train.prepare import training_shards  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # one optimizer step
@@ -427,6 +430,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     device = resolve_device(cfg, info.local_rank)
     dtype = resolve_dtype(cfg, device)
     with dist.process_group(info, device):
+        check_ranks(cfg, info)  # several nodes: the same config and corpus everywhere, or one line on every rank
         if device.type == "cuda":
             torch.cuda.set_device(device)
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -495,13 +499,7 @@ class _Run:
                                  "use the same preset/model/vocab/frozen settings, or a new out=")
             model.train()
         else:
-            texts = None
-            if cfg.vocab == "compact":  # the compact vocabulary covers the training text (docs/recipe.md section 2)
-                budget = D.resolve_max_chars(weights, "train", cfg.train_chars, cfg.seed)
-                texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), budget))
-                if not texts:
-                    raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
-                                     "source with text")
+            texts = vocab_texts(cfg, weights)  # a compact vocabulary covers the training text
             embedded = dist.rank0_first(self.info, lambda: prepare_embedded(cfg, texts))
             model = build_model(cfg, embedded)
             if cfg.init_from:
@@ -520,14 +518,8 @@ class _Run:
                                "meta.json: the checkpoint was altered; resume from an intact copy")
         self.embedded_meta = getattr(embedded, "meta", None)
 
-        # data: rank 0 tokenises, the others open the cached shards
-        shards = {}
-        for split, mixture, limit in (("train", weights, cfg.train_chars),
-                                      (cfg.val_split, D.held_out_weights(weights), cfg.val_chars)):
-            shards[split] = dist.rank0_first(
-                self.info,
-                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=cfg.progress),
-                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False))
+        # data: prepared shards are opened; a small missing one is built by rank 0 (bvvlab.train.prepare)
+        shards = training_shards(cfg, tokenizer, self.info)
         self.train_shard, self.val_shard = shards["train"], shards[cfg.val_split]
 
         model.to(self.device)

@@ -261,7 +261,8 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
 
     try:
         with atomic_dir(final, replace=not cache) as tmp:
-            _write_shard(tmp, weights, tokenizer, split, max_chars, seed, key, progress)
+            _write_shard(tmp, weights, tokenizer, split, max_chars, seed, key, progress,
+                         shard_key(weights, "", split, max_chars, seed, fps))
     except FileExistsError:
         if not (final / "meta.json").exists():
             raise
@@ -270,7 +271,7 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
 
 
 def _write_shard(tmp: Path, weights: dict[str, float], tokenizer: Any, split: str, max_chars: int | None,
-                 seed: int, key: str, progress: bool) -> None:
+                 seed: int, key: str, progress: bool, content: str) -> None:
     """Tokenise into the (temporary) folder `tmp`: tokens.bin, chars.bin, meta.json."""
     from tqdm.auto import tqdm
 
@@ -293,10 +294,21 @@ def _write_shard(tmp: Path, weights: dict[str, float], tokenizer: Any, split: st
     if n_tokens == 0:
         names = ", ".join(weights)
         raise ValueError(f"corpus {names} has no text in split {split!r}: point corpus= at a source with text")
-    meta = {"format": SHARD_FORMAT, "key": key, "split": split, "sources": weights, "max_chars": max_chars,
-            "seed": seed, "dtype": dtype.name, "vocab_size": len(tokenizer), "n_tokens": n_tokens,
-            "n_docs": n_docs, "n_chars": n_chars}
+    meta = shard_meta(key, split, weights, max_chars, seed, dtype, len(tokenizer), tokenizer_hash(tokenizer),
+                      content, n_tokens=n_tokens, n_docs=n_docs, n_chars=n_chars)
     write_atomic(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+
+
+def shard_meta(key: str, split: str, weights: dict[str, float], max_chars: int | None, seed: int, dtype: np.dtype,
+               vocab_size: int, tok_hash: str, content: str, *, n_tokens: int, n_docs: int,
+               n_chars: int) -> dict[str, Any]:
+    """A shard's meta.json (one writer for the trainer's build and `bvvlab data prepare`).
+    `tokenizer` and `content` (the key without the tokenizer) let a missing shard be told apart
+    from one of the same text prepared with another tokenizer."""
+    return {"format": SHARD_FORMAT, "key": key, "split": split, "sources": weights, "max_chars": max_chars,
+            "seed": seed, "dtype": dtype.name, "vocab_size": vocab_size, "n_tokens": n_tokens,
+            "n_docs": n_docs, "n_chars": n_chars, "tokenizer": tok_hash,
+            "content": content}
 
 
 def _nonzero_rank() -> bool:
