@@ -360,9 +360,13 @@ def config_splits(cfg: Any) -> list[tuple[str, dict[str, float], int | None]]:
 
 
 def config_tokenizer(cfg: Any) -> Any:
-    """The tokenizer the trainer would use (a compact vocabulary is built and cached as it would)."""
+    """The tokenizer the trainer would use (a compact vocabulary is built and cached as it would;
+    a standard kind's tokenizer is built alone, without rendering its glyph matrix)."""
+    from bvvlab.glyph import tokenizer as tk
     from bvvlab.train.setup import prepare_embedded, vocab_texts
 
+    if cfg.vocab in tk.VOCAB_KINDS and cfg.vocab != "compact":
+        return tk.build_tokenizer(cfg.vocab)
     return prepare_embedded(cfg, vocab_texts(cfg, D.normalize_weights(cfg.corpus))).tokenizer
 
 
