@@ -299,29 +299,27 @@ def estimate(preset: str, vocab: str, frozen: bool, seq_len: int, batch_size: in
     without recomputation, s*b*h*34 bytes per layer (Korthikanti et al. 2022, with fused/flash
     attention so the s^2 term is absent), plus the chunked loss's logits (256 tokens x vocab x
     4 B); for inference (scoring, probing, generation) the logits of a batch of windows
-    (s*b*vocab*4 B). An estimate for planning, not a measurement."""
-    import torch
-
+    (s*b*vocab*4 B); with FSDP (`memory_per_gpu_fsdp`) see bvvlab.train.memory. An estimate for
+    planning, not a measurement."""
     from bvvlab.models import model as M
+    from bvvlab.train.memory import memory_per_gpu, model_counts
 
     extra = {} if layers is None else {"num_hidden_layers": layers}
     cfg = M.config_from_preset(preset, vocab_size=_vocab_size(vocab, preset), frozen_embedding=frozen, **extra)
-    with torch.device("meta"):
-        counts = M.count_parameters(M.BVVForCausalLM(cfg))
+    counts, block = model_counts(cfg)
     gb = 1024 ** 3
     weights = 4 * counts["total"]
     mem = {"weights_gb": round(weights / gb, 2)}
     micro = max(1, batch_size // max(1, grad_accum * gpus))
+    fsdp = None
     if train:
-        states = 12 * counts["trainable"]
-        acts = seq_len * micro * cfg.hidden_size * 34 * cfg.num_hidden_layers + 256 * cfg.vocab_size * 4
-        mem.update(grads_and_adam_gb=round(states / gb, 2), activations_gb=round(acts / gb, 2),
-                   total_gb=round((weights + states + acts) / gb, 2))
+        mem = memory_per_gpu(cfg, counts, seq_len, micro, gpus)
+        fsdp = memory_per_gpu(cfg, counts, seq_len, micro, gpus, fsdp=True, block_params=block)
     else:
         logits = seq_len * batch_size * cfg.vocab_size * 4
         mem.update(logits_gb=round(logits / gb, 2), total_gb=round((weights + logits) / gb, 2))
     return {"parameters": counts, "tokens": steps * seq_len * batch_size * runs if train else 0,
-            "micro_batch": micro, "memory_per_gpu": mem,
+            "micro_batch": micro, "memory_per_gpu": mem, "memory_per_gpu_fsdp": fsdp, "gpus": gpus,
             "shape": f"{cfg.num_hidden_layers} layers x {cfg.hidden_size}, vocab {cfg.vocab_size:,}"}
 
 
@@ -367,6 +365,10 @@ def format_dry_run(rows: list[dict[str, Any]], profile: str, out: Path) -> str:
             lines.append(f"   model {e['shape']}: {c['total']:,} parameters ({c['trainable']:,} trainable, "
                          f"{c['frozen']:,} frozen); {tokens}memory per GPU ~{m['total_gb']} GiB "
                          f"({', '.join(f'{k[:-3]} {v}' for k, v in m.items() if k != 'total_gb')} GiB)")
+            if e.get("memory_per_gpu_fsdp"):
+                f = e["memory_per_gpu_fsdp"]
+                lines.append(f"   with fsdp=true over {e['gpus']} GPU(s): ~{f['total_gb']} GiB each "
+                             f"({', '.join(f'{k[:-3]} {v}' for k, v in f.items() if k != 'total_gb')} GiB)")
         for launch in r.get("launch", []):
             lines.append(f"   launch: {launch}")
     return "\n".join(lines)
