@@ -311,6 +311,8 @@ def _pool(workers: int, tokenizer: Any) -> Iterator[Any]:
 
 def assemble(plan: Plan, n_pieces: int, dtype: np.dtype, vocab_size: int, counts: dict[str, int]) -> D.TokenShard:
     """Concatenate the pieces into the shard folder (through `atomic_dir`), then drop the pieces."""
+    if plan.done:  # another process (a second node preparing the same shard) finished it first
+        return D.open_shard(plan.final)
     with atomic_dir(plan.final) as tmp:
         with open(tmp / "tokens.bin", "wb") as ft, open(tmp / "chars.bin", "wb") as fc:
             for i in range(n_pieces):
