@@ -13,8 +13,14 @@ import pytest
 from bvvlab.cli import main
 from bvvlab.train import config as TC
 from bvvlab.train import prepare as P
+from bvvlab.glyph import tokenizer as T
 from bvvlab.train import shards as D
-from tests.test_data import small_tokenizer
+
+def small_tokenizer():
+    """A lossless tokenizer over ASCII + a few Cyrillic letters (the rest through bytes), as tests/test_data.py's."""
+    vocab = ["<pad>", "<s>", "</s>", "<unk>"] + list(T.BYTE_TOKENS) + [chr(c) for c in range(128)] + list("мир")
+    return T.hf_tokenizer(vocab, [])
+
 
 WORDS = "hello world zebra мир труд май </s> <s> a\tb 42 café".split(" ")
 
@@ -33,7 +39,7 @@ def _files(shard: D.TokenShard) -> tuple[bytes, bytes, dict]:
     return (shard.path / "tokens.bin").read_bytes(), (shard.path / "chars.bin").read_bytes(), shard.meta
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_prepared_shard_is_byte_identical_to_the_trainers(tmp_path, corpus, workers):
     tok = small_tokenizer()
     ref = D.build_shard(corpus, tok, "train", max_chars=50_000, root=tmp_path / "trainer", progress=False)

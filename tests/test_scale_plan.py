@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-from bvvlab.app import pipeline as PL
 from bvvlab.cli import main
 from bvvlab.models import model as M
 from bvvlab.train import memory as MEM
