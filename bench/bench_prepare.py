@@ -52,7 +52,8 @@ def make_corpus(path: Path, size: int) -> Path:
     return path
 
 
-def run_prepare(corpus: Path, shard_dir: Path, workers: int, kill_at: float | None = None) -> dict:
+def run_prepare(corpus: Path, shard_dir: Path, workers: int, kill_at: float | None = None,
+                expected: float | None = None) -> dict:
     """`bvvlab data prepare` in a subprocess; peak RSS of its tree; optionally SIGKILL at a share of pieces."""
     cmd = [sys.executable, "-m", "bvvlab", "data", "prepare", "--workers", str(workers), f"corpus={corpus}",
            f"vocab={VOCAB}", "dim=64", "val_chars=100000", f"shard_dir={shard_dir}", "progress=false"]
@@ -75,7 +76,8 @@ def run_prepare(corpus: Path, shard_dir: Path, workers: int, kill_at: float | No
     threading.Thread(target=sample, daemon=True).start()
     killed = False
     if kill_at is not None:
-        expected = corpus.stat().st_size * 0.9 / 8_000_000  # train pieces (piece_chars, bytes >= chars)
+        # train pieces: the uninterrupted build's characters / piece_chars (else bytes, an overestimate)
+        expected = expected or corpus.stat().st_size * 0.9 / 8_000_000
         while proc.poll() is None:
             work = list(shard_dir.glob("*.prepare"))
             done = len([f for w in work for f in w.glob("0*.json")])
@@ -141,15 +143,21 @@ def main() -> None:
     ap.add_argument("--peer-mb", type=float, default=20)
     ap.add_argument("--tmp", default="/tmp/bench-prepare")
     ap.add_argument("--skip-resume", action="store_true")
+    ap.add_argument("--resume-only", action="store_true",
+                    help="only the kill-and-resume part, against the shard of the smallest size in the results file")
     args = ap.parse_args()
     tmp = Path(args.tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     sizes = [float(x) for x in args.sizes_gb.split(",")]
     res: dict = {"vocab": VOCAB, "workers": args.workers, "cpu_count": os.cpu_count(), "sizes": {}}
     corpora = {s: make_corpus(tmp / f"corpus-{s}gb.jsonl", int(s * 1e9)) for s in sizes}
-    res["peer"] = peer_speed(corpora[sizes[0]], args.peer_mb)
-    print(json.dumps(res["peer"]), flush=True)
-    for s in sizes:
+    results = REPO / "bench" / "results" / "prepare.json"
+    if args.resume_only:
+        res = json.loads(results.read_text())["prepare"]
+    else:
+        res["peer"] = peer_speed(corpora[sizes[0]], args.peer_mb)
+        print(json.dumps(res["peer"]), flush=True)
+    for s in [] if args.resume_only else sizes:
         shard_dir = tmp / f"shards-{s}"
         subprocess.run(["rm", "-rf", str(shard_dir)], check=True)
         r = run_prepare(corpora[s], shard_dir, args.workers)
@@ -162,18 +170,19 @@ def main() -> None:
         s = sizes[0]
         shard_dir = tmp / f"shards-resume-{s}"
         subprocess.run(["rm", "-rf", str(shard_dir)], check=True)
-        first = run_prepare(corpora[s], shard_dir, args.workers, kill_at=0.5)
+        n_pieces = -(-res["sizes"][str(s)]["n_chars"] // 8_000_000)
+        first = run_prepare(corpora[s], shard_dir, args.workers, kill_at=0.5, expected=n_pieces)
         pieces = len([f for w in shard_dir.glob("*.prepare") for f in w.glob("0*.json")])
         second = run_prepare(corpora[s], shard_dir, args.workers)
         sh = shard_of(shard_dir)
         res["resume"] = {"size_gb": s, "killed": first["killed"], "killed_after_s": first["seconds"],
-                         "pieces_kept": pieces, "rerun_s": second["seconds"], "sha256": sh["sha256"],
+                         "pieces_kept": pieces, "train_pieces": n_pieces, "rerun_s": second["seconds"], "sha256": sh["sha256"],
                          "identical_to_uninterrupted": sh["sha256"] == res["sizes"][str(s)]["sha256"]}
         print(json.dumps(res["resume"]), flush=True)
     sys.path.insert(0, str(REPO / "bench"))
     from results_file import write_results
 
-    write_results(REPO / "bench" / "results" / "prepare.json", {"prepare": res})
+    write_results(results, {"prepare": res})
 
 
 if __name__ == "__main__":
