@@ -12,8 +12,9 @@ import importlib
 import sys
 
 # subcommand modules, in the order they appear in --help
-_MODULES = ["bvvlab.app.pipeline", "bvvlab.corpus.sources", "bvvlab.glyph.embeddings", "bvvlab.models.model", "bvvlab.train.loop",
-            "bvvlab.analysis.probe", "bvvlab.train.fusion", "bvvlab.eval.runner", "bvvlab.train.growth"]
+_MODULES = ["bvvlab.app.pipeline", "bvvlab.corpus.sources", "bvvlab.glyph.embeddings", "bvvlab.cli.model_params", "bvvlab.train.loop",
+            "bvvlab.analysis.probe", "bvvlab.train.fusion", "bvvlab.eval.runner", "bvvlab.train.growth",
+            "bvvlab.cli.data"]
 
 from bvvlab.core.errors import BVVError, CLIError  # noqa: E402,F401  (CLIError: the old name)
 
