@@ -286,10 +286,14 @@ def _run_all_cells(page, tries: int = 3) -> None:
 def _generation_state(page) -> dict:
     return page.evaluate("""() => {
         const panel = document.querySelector('.bvv-panel');
-        const gd = panel.querySelector('.js-plotly-plot');
+        const chart = panel.querySelector('.bvv-next');
         const b = panel.querySelector('.bvv-gen-text b');
+        const bars = chart ? [...chart.querySelectorAll('.bvv-bar')] : [];
         return {text: panel.querySelector('.bvv-gen-text').textContent, generated: b ? b.textContent : '',
-                chart: gd ? JSON.stringify([gd.layout.title.text, gd.data[0].x, gd.data[0].y]) : null,
+                chart: chart ? JSON.stringify([chart.querySelector('.bvv-next-title').textContent,
+                                               bars.map(e => e.dataset.p)]) : null,
+                bar_px: bars.map(e => e.getBoundingClientRect().width), axis_max: chart ? +chart.dataset.axisMax : null,
+                same_box: !!(panel.querySelector('.bvv-next-chart') || {}).bvvMark,
                 status: panel.querySelector('.bvv-status').textContent, rate: panel.querySelector('.bvv-rate').textContent,
                 strip: panel.querySelectorAll('.bvv-tok img').length};
     }""")
@@ -343,14 +347,15 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
         page.keyboard.press("Enter")
         page.locator(".bvv-panel .bvv-generate").click()
         page.wait_for_function("() => { const b = document.querySelector('.bvv-panel .bvv-gen-text b');"
-                               " const gd = document.querySelector('.bvv-panel .js-plotly-plot');"
-                               " return b && b.textContent.length > 0 && gd && gd.data; }")
+                               " return b && b.textContent.length > 0 && document.querySelector('.bvv-panel .bvv-bar'); }")
+        # the chart's box is marked once: still the same element later means it was updated in place
+        page.evaluate("() => { document.querySelector('.bvv-panel .bvv-next-chart').bvvMark = true; }")
         first = _generation_state(page)
         # the text grows and the chart is redrawn with another step's distribution while it streams
-        page.wait_for_function("s => { const gd = document.querySelector('.bvv-panel .js-plotly-plot');"
+        page.wait_for_function("s => { const c = document.querySelector('.bvv-panel .bvv-next');"
                                " return document.querySelector('.bvv-panel .bvv-gen-text b').textContent.length"
-                               " > s.generated.length + 5 && gd && gd.data && JSON.stringify("
-                               "[gd.layout.title.text, gd.data[0].x, gd.data[0].y]) !== s.chart; }", arg=first)
+                               " > s.generated.length + 5 && c && c.querySelector('.bvv-next-title').textContent"
+                               " !== JSON.parse(s.chart)[0]; }", arg=first)
         second = _generation_state(page)
         page.locator(".bvv-panel .bvv-stop").click()
         page.wait_for_function("() => document.querySelector('.bvv-panel .bvv-status').textContent.includes('finished')")
@@ -376,6 +381,11 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
     assert first["text"].startswith("Hello, мир"), first
     assert len(second["generated"]) > len(first["generated"]) > 0
     assert first["chart"] is not None and second["chart"] != first["chart"], (first, second)
+    assert second["same_box"], "the next-token chart was replaced, not updated in place"
+    # scaled to its data: the largest bar spans more than half the track, every bar is drawn
+    for state in (first, second):
+        assert 0 < state["axis_max"] <= 1 and state["bar_px"] and min(state["bar_px"]) > 0, state
+        assert max(state["bar_px"]) > 0.45 * 220, state
     assert "finished: stopped" in stopped["status"], stopped
     n = int(stopped["status"].split("stopped, ")[1].split(" tokens")[0])
     assert 0 < n < MAX_NEW and stopped["strip"] >= n and "tokens/s" in stopped["rate"]
