@@ -324,7 +324,8 @@ def run_protocol(model: torch.nn.Module, tokenizer: Any, items: list[GenItem], m
         outputs.append(outs)
         matrix.append(gen_scores(items, outs))
     means = [float(np.mean(m)) for m in matrix]
-    return {"protocol": protocol_interval(means), "bootstrap": bootstrap_interval(matrix, n_boot=n_boot, seed=seed),
+    bounds = (0.0, 100.0) if items[0].match == "bleu" else (0.0, 1.0)  # BLEU points, else a fraction
+    return {"protocol": protocol_interval(means, bounds), "bootstrap": bootstrap_interval(matrix, n_boot=n_boot, seed=seed),
             "run_means": means, "n": len(items), "outputs": outputs[0]}
 
 
