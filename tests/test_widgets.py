@@ -73,6 +73,7 @@ def test_generate_click_shows_the_cores_text_chart_and_strip(model, tok):
     last = list(G.Stream(model, tok, PROMPT, s))[-1]
     assert bars["x"] == [p for *_, p in last.top] and bars["y"][0].endswith(f"({last.top[0][0]})")
     assert panel.chart.value == Wd.top_html(last.top, f"next token after step {len(ref.ids)}")
+    assert ref.last_top == last.top  # what notebook 04's headless sample draws
     assert panel.chart.value.count('class="bvv-bar"') == len(last.top)
     n = len(tok(PROMPT, add_special_tokens=False)["input_ids"]) + len(ref.ids)
     assert panel.strip.value.count('class="bvv-tok"') == n

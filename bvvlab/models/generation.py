@@ -228,6 +228,7 @@ class Stream:
         self.finish_reason: str | None = None
         self.first_token_s: float | None = None
         self.tokens_per_s: float | None = None
+        self.last_top: list[tuple[int, str, float]] = []  # the last step's (id, token, p), for a headless chart
         self._stop = threading.Event()
         self._it: Iterator[Step] | None = None
 
@@ -307,6 +308,7 @@ class Stream:
             self.text += piece
             top_ids = order.tolist()
             top = list(zip(top_ids, tok.convert_ids_to_tokens(top_ids), p.tolist()))
+            self.last_top = top
             now = time.perf_counter()
             if t_first is None:
                 t_first = now
@@ -369,6 +371,18 @@ class _IncrementalDecoder:
         out = self.utf8.decode(b"", final=True)
         self.utf8.reset()
         return out
+
+
+def decode_generated(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Generated ids as text, special tokens skipped. The tokenizer's own decode is kept unless it
+    holds U+FFFD: then byte tokens go through `_IncrementalDecoder`, so a character whose bytes were
+    cut by the token budget is left out (not shown as "�") and one invalid byte is one U+FFFD (the
+    tokenizer's decode turned a whole run of bytes into U+FFFDs: 05's protocol demo printed '��')."""
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    if "\ufffd" not in text:
+        return text
+    dec = _IncrementalDecoder(tokenizer, [])
+    return "".join(dec.add(int(i)) for i in ids)  # no flush: an unfinished last character is dropped
 
 
 def generate_text(model: Any, tokenizer: Any, prompt: str, settings: GenerationSettings | None = None,
