@@ -405,3 +405,77 @@ def test_missing_browser_skips_locally_and_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the browser tests"):
         _unavailable("chromium is not installed")
+
+
+# --------------------------------------------------------------------------------------------
+# every figure of a notebook shows its content (issue 24)
+
+FIGURES_STATE = """() => ({
+    figures: [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot')].map(gd => {
+        const fl = gd._fullLayout || {};
+        const axes = Object.keys(fl).filter(k => /^[xy]axis\\d*$/.test(k) && fl[k].range);
+        const area = gd.querySelector('.main-svg').getBoundingClientRect();
+        const marks = [...gd.querySelectorAll('.barlayer .point path, .scatterlayer .point, .scatterlayer .js-line,'
+                                            + ' .heatmaplayer image, .hm')];
+        const shown = marks.filter(m => { const r = m.getBoundingClientRect();
+            return (r.width > 0.5 || r.height > 0.5) && r.right > area.left && r.left < area.right
+                   && r.bottom > area.top && r.top < area.bottom; });
+        return {title: fl.title ? fl.title.text : '', marks: marks.length, shown: shown.length,
+                degenerate: axes.filter(k => !(Math.abs(fl[k].range[1] - fl[k].range[0]) > 0)),
+                bar_heights: [...gd.querySelectorAll('.barlayer .point path')].map(p => p.getBoundingClientRect().height)};
+    }),
+    stderr: [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) '
+                                          + '[data-mime-type="application/vnd.jupyter.stderr"]')].map(e => e.textContent),
+    errors: [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) '
+                                          + '[data-mime-type="application/vnd.jupyter.error"]')].map(e => e.textContent),
+    prompts: [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt')]
+        .map(e => e.textContent),
+})"""
+
+# notebook -> parameters (small: each runs in about a minute on a CPU) and how many figures it draws
+NOTEBOOK_FIGURES = {
+    "05_evaluate": ("steps = 4\nlimit = 8\nbpc_chars = 400\nruns = 2\nprotocol_questions = 4\n", 1),
+    "06_fusion": ("steps = 4\ntrain_chars = 8000\neval_texts = 3\nval_chars = 2000\n", 1),
+    "07_growth": ("steps_per_stage = 6\ntrain_chars = 8000\nval_chars = 4000\nprobe_concepts = 12\n", 2),
+}
+
+
+@browser_test
+@pytest.mark.parametrize("name", sorted(NOTEBOOK_FIGURES))
+def test_notebook_figures_show_their_content_without_stderr(browser, lab, tmp_path, name):
+    """Run All Cells in JupyterLab: every plotly figure has non-degenerate axes and its bars,
+    points or cells drawn inside it; no bar is a sliver (differences drawn against a baseline);
+    no stderr box and no traceback in a successful run; outputs under the lab's folder."""
+    from bvvlab.core.runinfo import REPO_ROOT
+
+    url, token, root = lab
+    params, n_figures = NOTEBOOK_FIGURES[name]
+    nb = nbformat.read(REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += f"\n# the test's\n{params}"
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / f"{name}.ipynb")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/lab/tree/{name}.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell")
+        page.wait_for_function("() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+                               ".some(e => /Python 3.*\\|\\s*Idle/.test(e.textContent))")
+        _run_all_cells(page)
+        page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden)"
+                               " .jp-InputPrompt')].map(e => e.textContent);"
+                               " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }",
+                               timeout=600_000)
+        time.sleep(3)  # the last figures draw
+        state = page.evaluate(FIGURES_STATE)
+    finally:
+        page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        page.close()
+    assert not state["errors"] and not state["stderr"], (state["errors"], state["stderr"], tmp_path / f"{name}.png")
+    assert len(state["figures"]) >= n_figures, state
+    for fig in state["figures"]:
+        assert not fig["degenerate"] and fig["marks"] > 0 and fig["shown"] > 0, fig
+        # against a baseline, a bar of a small difference is still several pixels; 0-height bars are zeros
+        assert all(h == 0 or h >= 2 for h in fig["bar_heights"]), fig
+    assert (root / "runs").is_dir() and not (root / "notebooks").exists()
