@@ -476,6 +476,6 @@ def test_notebook_figures_show_their_content_without_stderr(browser, lab, tmp_pa
     assert len(state["figures"]) >= n_figures, state
     for fig in state["figures"]:
         assert not fig["degenerate"] and fig["marks"] > 0 and fig["shown"] > 0, fig
-        # against a baseline, a bar of a small difference is still several pixels; 0-height bars are zeros
-        assert all(h == 0 or h >= 2 for h in fig["bar_heights"]), fig
+        # bars from a baseline: the tallest bar spans a good part of the plot, not a few pixels on a 0-based axis
+        assert not fig["bar_heights"] or max(fig["bar_heights"]) >= 40, fig
     assert (root / "runs").is_dir() and not (root / "notebooks").exists()

@@ -174,4 +174,4 @@ def test_chance_heatmap_is_centred_on_chance_and_spans_the_data():
     h = fig.data[0]
     assert h.zmid == 0.042 and h.zmin == pytest.approx(0.042 - 0.058) and h.zmax == pytest.approx(0.10)
     note = forward_time_note({"fused": 0.02, "one_expert": 0.01, "ratio": 2.0}, 2)
-    assert "20.0 ms" in note and "10.0 ms" in note and "2.00x" in note and "all 2 experts" in note
+    assert "20.0 ms" in note and "10.0 ms" in note and "2.00x" in note and "all 2 experts" in note and "at least 2x" in note

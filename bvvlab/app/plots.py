@@ -167,12 +167,14 @@ def fusion_figure(bpc: Mapping[str, Mapping[str, float]], sets: Sequence[str] = 
     expert on that set (0 = the better expert; below 0 = better than both experts): bars from 0
     bits/char hid differences of 0.4% (issue 24). Experts are the names without "fused:"; the
     absolute bits/char is in the hover."""
+    from plotly.colors import DEFAULT_PLOTLY_COLORS as D3  # ten colours: two experts and five fusion methods
+
     experts = [n for n in bpc if not n.startswith("fused:")] or list(bpc)
     best = {s: min(bpc[n][s] for n in experts) for s in sets}
     fig = go.Figure()
     for i, (name, row) in enumerate(bpc.items()):
         rel = [100 * (row[s] / best[s] - 1) for s in sets]
-        fig.add_trace(go.Bar(name=name, x=list(sets), y=rel, marker={"color": _COLORS[i % len(_COLORS)]},
+        fig.add_trace(go.Bar(name=name, x=list(sets), y=rel, marker={"color": D3[i % len(D3)]},
                              customdata=[row[s] for s in sets], text=[f"{v:+.1f}%" for v in rel], textposition="outside",
                              hovertemplate=name + " · %{x}: %{customdata:.4f} bits/char (%{y:+.2f}%)<extra></extra>"))
     fig.add_hline(y=0, line={"color": "black", "width": 1})
@@ -184,13 +186,15 @@ def fusion_figure(bpc: Mapping[str, Mapping[str, float]], sets: Sequence[str] = 
 
 
 def forward_time_note(forward_s: Mapping[str, float], n_experts: int) -> str:
-    """What "fused forward time / one expert" measures, in one sentence: the fused model runs
-    every expert on every token, so about `n_experts` times one expert's time is the expectation."""
-    return (f"Forward time of the fused model (bayes) over one batch of validation windows: "
-            f"{1000 * forward_s['fused']:.1f} ms, against {1000 * forward_s['one_expert']:.1f} ms for one expert: "
-            f"{forward_s['ratio']:.2f}x. The fused model runs all {n_experts} experts on every token and combines "
-            f"their next-token distributions, so about {n_experts}x (plus the combination) is expected; it is the "
-            "price of fusing without retraining.")
+    """What "fused forward time / one expert" measures, in one sentence: one forward pass of the
+    fused model over a batch of validation windows against one expert's, and why it costs more:
+    every expert runs on every token (so at least `n_experts` times), then their next-token
+    distributions over the vocabulary are combined."""
+    return (f"Forward time over one batch of validation windows: the fused model (bayes) "
+            f"{1000 * forward_s['fused']:.1f} ms, one expert {1000 * forward_s['one_expert']:.1f} ms, a ratio of "
+            f"{forward_s['ratio']:.2f}x. The fused model runs all {n_experts} experts on every token (at least "
+            f"{n_experts}x) and then combines their next-token distributions over the whole vocabulary, which is "
+            "the rest: the price of fusing without retraining, measured on this machine.")
 
 
 def chance_heatmap(z: Sequence[Sequence[float | None]], x: Sequence[str], y: Sequence[Any], chance: float,
