@@ -207,4 +207,6 @@ def chance_heatmap(z: Sequence[Sequence[float | None]], x: Sequence[str], y: Seq
     heat = go.Heatmap(z=z, x=list(x), y=list(y), zmid=chance, zmin=chance - reach, zmax=chance + reach,
                       colorscale="RdBu_r", texttemplate="%{z:.3f}",
                       colorbar={"title": {"text": f"{colorbar}<br>(white = chance {chance:.3f})"}})
-    return go.Figure(heat, layout={"title": title, "template": "plotly_white", "height": 380})
+    # grey behind: a missing cell (a run with fewer layers) must not read as white = chance
+    return go.Figure(heat, layout={"title": title, "template": "plotly_white", "height": 380, "plot_bgcolor": "#d9d9d9",
+                                   "xaxis": {"showgrid": False}, "yaxis": {"showgrid": False}})
