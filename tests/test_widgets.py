@@ -304,3 +304,17 @@ def test_layer_explorer_leaves_the_word_out_shows_cosines_and_marks_a_stale_view
     assert "opacity" in ex.style.value and "dimmed below: the view of “cat”" in ex.status.value
     ex.text.value = "dog"
     assert "bvv-stale" not in ex.chart._dom_classes and ex.style.value == ""
+
+
+def test_side_by_side_clears_both_texts_on_an_error(runs, tmp_path):
+    root = tmp_path / "runs"
+    for name in ("b", "c"):
+        shutil.copytree(runs / "b", root / name)
+    panel = Wd.SideBySidePanel(runs=root, prompt=PROMPT, settings=G.GenerationSettings(max_new_tokens=2, temperature=0))
+    panel.generate(wait=True)
+    assert all(t.value for t in panel.texts)
+    shutil.rmtree(root / "c")
+    panel.pickers[1].value = str(root / "c")
+    panel.models.loaded.pop(str(root / "c"), None)
+    assert panel.generate(wait=True) is None and "does not exist" in panel.controls.status.value
+    assert [t.value for t in panel.texts + panel.rates] == ["", "", "", ""]
