@@ -373,15 +373,24 @@ class _IncrementalDecoder:
         return out
 
 
+def _byte_token_names(err: UnicodeDecodeError) -> tuple[str, int]:
+    """A codecs error handler: each invalid byte as its byte token's name ("<0xB1>")."""
+    return "".join(f"<0x{b:02X}>" for b in err.object[err.start:err.end]), err.end
+
+
+codecs.register_error("bvvlab-byte-tokens", _byte_token_names)
+
+
 def decode_generated(tokenizer: Any, ids: Sequence[int]) -> str:
     """Generated ids as text, special tokens skipped. The tokenizer's own decode is kept unless it
     holds U+FFFD: then byte tokens go through `_IncrementalDecoder`, so a character whose bytes were
-    cut by the token budget is left out (not shown as "�") and one invalid byte is one U+FFFD (the
-    tokenizer's decode turned a whole run of bytes into U+FFFDs: 05's protocol demo printed '��')."""
+    cut by the token budget is left out and a byte that is no part of a character shows as its token
+    ("<0xB1>"), never as "�" (05's protocol demo printed '��': the model's bytes, unreadable)."""
     text = tokenizer.decode(list(ids), skip_special_tokens=True)
     if "\ufffd" not in text:
         return text
     dec = _IncrementalDecoder(tokenizer, [])
+    dec.utf8 = codecs.getincrementaldecoder("utf-8")(errors="bvvlab-byte-tokens")
     return "".join(dec.add(int(i)) for i in ids)  # no flush: an unfinished last character is dropped
 
 
