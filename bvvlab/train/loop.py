@@ -435,8 +435,9 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
 
 
 def _resume_point(cfg: TrainConfig, out: Path, is_main: bool) -> Path | None:
-    """The newest intact checkpoint to resume from (damaged newer ones named on stderr, the choice on
-    stdout), None for a fresh start; refuses when the run has weights but no resumable state (nothing is deleted)."""
+    """The newest intact checkpoint to resume from (damaged newer ones named on stderr, and the
+    one taken instead), None for a fresh start (said on stdout: information, not a warning); refuses
+    when the run has weights but no resumable state (nothing is deleted)."""
     if not cfg.resume:
         return None
     ckpt, skipped = C.newest_intact(out)
@@ -445,7 +446,8 @@ def _resume_point(cfg: TrainConfig, out: Path, is_main: bool) -> Path | None:
             print(f"bvvlab train: {bad} is damaged ({why}); skipping it", file=sys.stderr, flush=True)
     if ckpt is not None:
         if skipped and is_main:
-            print(f"bvvlab train: resuming from the newest intact checkpoint {ckpt}", flush=True)
+            # beside the damage warnings above, on stderr with them (the CLI tests read them together)
+            print(f"bvvlab train: resuming from the newest intact checkpoint {ckpt}", file=sys.stderr, flush=True)
         return ckpt
     if skipped:
         raise C.CheckpointError(f"every checkpoint of {out} is damaged ({'; '.join(f'{p.name}: {w}' for p, w in skipped)})"
