@@ -286,10 +286,14 @@ def _run_all_cells(page, tries: int = 3) -> None:
 def _generation_state(page) -> dict:
     return page.evaluate("""() => {
         const panel = document.querySelector('.bvv-panel');
-        const gd = panel.querySelector('.js-plotly-plot');
+        const chart = panel.querySelector('.bvv-next');
         const b = panel.querySelector('.bvv-gen-text b');
+        const bars = chart ? [...chart.querySelectorAll('.bvv-bar')] : [];
         return {text: panel.querySelector('.bvv-gen-text').textContent, generated: b ? b.textContent : '',
-                chart: gd ? JSON.stringify([gd.layout.title.text, gd.data[0].x, gd.data[0].y]) : null,
+                chart: chart ? JSON.stringify([chart.querySelector('.bvv-next-title').textContent,
+                                               bars.map(e => e.dataset.p)]) : null,
+                bar_px: bars.map(e => e.getBoundingClientRect().width), axis_max: chart ? +chart.dataset.axisMax : null,
+                same_box: !!(panel.querySelector('.bvv-next-chart') || {}).bvvMark,
                 status: panel.querySelector('.bvv-status').textContent, rate: panel.querySelector('.bvv-rate').textContent,
                 strip: panel.querySelectorAll('.bvv-tok img').length};
     }""")
@@ -343,14 +347,15 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
         page.keyboard.press("Enter")
         page.locator(".bvv-panel .bvv-generate").click()
         page.wait_for_function("() => { const b = document.querySelector('.bvv-panel .bvv-gen-text b');"
-                               " const gd = document.querySelector('.bvv-panel .js-plotly-plot');"
-                               " return b && b.textContent.length > 0 && gd && gd.data; }")
+                               " return b && b.textContent.length > 0 && document.querySelector('.bvv-panel .bvv-bar'); }")
+        # the chart's box is marked once: still the same element later means it was updated in place
+        page.evaluate("() => { document.querySelector('.bvv-panel .bvv-next-chart').bvvMark = true; }")
         first = _generation_state(page)
         # the text grows and the chart is redrawn with another step's distribution while it streams
-        page.wait_for_function("s => { const gd = document.querySelector('.bvv-panel .js-plotly-plot');"
+        page.wait_for_function("s => { const c = document.querySelector('.bvv-panel .bvv-next');"
                                " return document.querySelector('.bvv-panel .bvv-gen-text b').textContent.length"
-                               " > s.generated.length + 5 && gd && gd.data && JSON.stringify("
-                               "[gd.layout.title.text, gd.data[0].x, gd.data[0].y]) !== s.chart; }", arg=first)
+                               " > s.generated.length + 5 && c && c.querySelector('.bvv-next-title').textContent"
+                               " !== JSON.parse(s.chart)[0]; }", arg=first)
         second = _generation_state(page)
         page.locator(".bvv-panel .bvv-stop").click()
         page.wait_for_function("() => document.querySelector('.bvv-panel .bvv-status').textContent.includes('finished')")
@@ -376,6 +381,11 @@ def test_generation_panel_streams_and_stops_in_jupyterlab(browser, lab, tmp_path
     assert first["text"].startswith("Hello, мир"), first
     assert len(second["generated"]) > len(first["generated"]) > 0
     assert first["chart"] is not None and second["chart"] != first["chart"], (first, second)
+    assert second["same_box"], "the next-token chart was replaced, not updated in place"
+    # scaled to its data: the largest bar spans more than half the track, every bar is drawn
+    for state in (first, second):
+        assert 0 < state["axis_max"] <= 1 and state["bar_px"] and min(state["bar_px"]) > 0, state
+        assert max(state["bar_px"]) > 0.45 * 220, state
     assert "finished: stopped" in stopped["status"], stopped
     n = int(stopped["status"].split("stopped, ")[1].split(" tokens")[0])
     assert 0 < n < MAX_NEW and stopped["strip"] >= n and "tokens/s" in stopped["rate"]
@@ -395,3 +405,77 @@ def test_missing_browser_skips_locally_and_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the browser tests"):
         _unavailable("chromium is not installed")
+
+
+# --------------------------------------------------------------------------------------------
+# every figure of a notebook shows its content (issue 24)
+
+FIGURES_STATE = """() => ({
+    figures: [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot')].map(gd => {
+        const fl = gd._fullLayout || {};
+        const axes = Object.keys(fl).filter(k => /^[xy]axis\\d*$/.test(k) && fl[k].range);
+        const area = gd.querySelector('.main-svg').getBoundingClientRect();
+        const marks = [...gd.querySelectorAll('.barlayer .point path, .scatterlayer .point, .scatterlayer .js-line,'
+                                            + ' .heatmaplayer image, .hm')];
+        const shown = marks.filter(m => { const r = m.getBoundingClientRect();
+            return (r.width > 0.5 || r.height > 0.5) && r.right > area.left && r.left < area.right
+                   && r.bottom > area.top && r.top < area.bottom; });
+        return {title: fl.title ? fl.title.text : '', marks: marks.length, shown: shown.length,
+                degenerate: axes.filter(k => !(Math.abs(fl[k].range[1] - fl[k].range[0]) > 0)),
+                bar_heights: [...gd.querySelectorAll('.barlayer .point path')].map(p => p.getBoundingClientRect().height)};
+    }),
+    stderr: [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) '
+                                          + '[data-mime-type="application/vnd.jupyter.stderr"]')].map(e => e.textContent),
+    errors: [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) '
+                                          + '[data-mime-type="application/vnd.jupyter.error"]')].map(e => e.textContent),
+    prompts: [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt')]
+        .map(e => e.textContent),
+})"""
+
+# notebook -> parameters (small: each runs in about a minute on a CPU) and how many figures it draws
+NOTEBOOK_FIGURES = {
+    "05_evaluate": ("steps = 4\nlimit = 8\nbpc_chars = 400\nruns = 2\nprotocol_questions = 4\n", 1),
+    "06_fusion": ("steps = 4\ntrain_chars = 8000\neval_texts = 3\nval_chars = 2000\n", 1),
+    "07_growth": ("steps_per_stage = 6\ntrain_chars = 8000\nval_chars = 4000\nprobe_concepts = 12\n", 2),
+}
+
+
+@browser_test
+@pytest.mark.parametrize("name", sorted(NOTEBOOK_FIGURES))
+def test_notebook_figures_show_their_content_without_stderr(browser, lab, tmp_path, name):
+    """Run All Cells in JupyterLab: every plotly figure has non-degenerate axes and its bars,
+    points or cells drawn inside it; no bar is a sliver (differences drawn against a baseline);
+    no stderr box and no traceback in a successful run; outputs under the lab's folder."""
+    from bvvlab.core.runinfo import REPO_ROOT
+
+    url, token, root = lab
+    params, n_figures = NOTEBOOK_FIGURES[name]
+    nb = nbformat.read(REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += f"\n# the test's\n{params}"
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / f"{name}.ipynb")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/lab/tree/{name}.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell")
+        page.wait_for_function("() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+                               ".some(e => /Python 3.*\\|\\s*Idle/.test(e.textContent))")
+        _run_all_cells(page)
+        page.wait_for_function("() => { const p = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden)"
+                               " .jp-InputPrompt')].map(e => e.textContent);"
+                               " return p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')); }",
+                               timeout=600_000)
+        time.sleep(3)  # the last figures draw
+        state = page.evaluate(FIGURES_STATE)
+    finally:
+        page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        page.close()
+    assert not state["errors"] and not state["stderr"], (state["errors"], state["stderr"], tmp_path / f"{name}.png")
+    assert len(state["figures"]) >= n_figures, state
+    for fig in state["figures"]:
+        assert not fig["degenerate"] and fig["marks"] > 0 and fig["shown"] > 0, fig
+        # bars from a baseline: the tallest bar spans a good part of the plot, not a few pixels on a 0-based axis
+        assert not fig["bar_heights"] or max(fig["bar_heights"]) >= 40, fig
+    assert (root / "runs").is_dir() and not (root / "notebooks").exists()

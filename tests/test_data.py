@@ -324,3 +324,25 @@ def test_failed_rebuild_leaves_the_earlier_shard_intact_and_no_temp_folder(tmp_p
     b = D.build_shard(str(corpus_file), tok, "train", root=root, progress=False, cache=False)
     assert b.path == a.path and np.array_equal(np.asarray(b.tokens), np.asarray(a.tokens))
     assert [p.name for p in root.iterdir()] == [a.path.name]
+
+
+def test_split_smaller_than_asked_ends_its_bar_full_and_says_so_once(tmp_path, corpus_file, capsys, monkeypatch):
+    """A bar closed short of its total is drawn red in a notebook (02's validation bar stopped at
+    83% when val_chars exceeded the split): it ends at 100% and one line says the split was smaller."""
+    import tqdm.auto
+
+    ends = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def close(self):
+            ends.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    total = sum(len(t) for t in D.iter_texts({str(corpus_file): 1.0}, "train", 0))
+    D.build_shard(str(corpus_file), small_tokenizer(), "train", root=tmp_path / "a", max_chars=10 * total)
+    assert ends and set(ends) == {(total, total)}  # close() may run twice (tqdm calls it again on delete)
+    out = capsys.readouterr().out
+    assert out.count("fewer than the") == 1 and f"the split has {total:,} characters" in out
+    D.build_shard(str(corpus_file), small_tokenizer(), "train", root=tmp_path / "b", max_chars=total // 2)
+    assert "fewer than" not in capsys.readouterr().out and ends[-1][0] >= ends[-1][1] == total // 2

@@ -127,6 +127,15 @@ def test_protocol_interval_is_mean_plus_minus_1_96_sigma_over_sqrt_n():
     assert eval_metrics.protocol_interval([0.5])["low"] == 0.5
 
 
+def test_protocol_interval_of_a_fraction_stays_within_0_and_1():
+    """Runs 0, 0, 0.2 of an accuracy: the normal interval reaches below 0; clipped to [0, 1], the
+    mean and sigma unchanged (the report showed [-0.008, 0.133])."""
+    raw = eval_metrics.protocol_interval([0.0, 0.0, 0.2])
+    got = eval_metrics.protocol_interval([0.0, 0.0, 0.2], bounds=(0.0, 1.0))
+    assert raw["low"] < 0 and got["low"] == 0.0 and got["high"] == raw["high"] and got["mean"] == raw["mean"]
+    assert eval_metrics.protocol_interval([1.0, 1.0, 0.8], bounds=(0.0, 1.0))["high"] == 1.0
+
+
 def test_bootstrap_interval_covers_and_shrinks_with_n():
     rng = np.random.default_rng(1)
     small, big = rng.random(50) < 0.3, rng.random(2000) < 0.3
@@ -403,3 +412,26 @@ def test_left_pad_puts_tokens_at_the_right_end():
     ids, mask = scoring.left_pad([[5, 6, 7], [8], []], pad=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+
+
+def test_figure_puts_bits_per_char_accuracies_and_bleu_on_their_own_axes():
+    """One axis for bits/char (~28) and accuracies (0-1) flattened the accuracies and their
+    chance lines (issue 24): each unit has its panel, the chance ticks sit on the accuracy one."""
+    from bvvlab.eval import runner as R
+
+    def row(model, task, metric, mean, chance=None):
+        return {"model": model, "task": task, "metric": metric, "mean": mean, "low": None if chance is None else mean - .1,
+                "high": None if chance is None else mean + .1, "interval": "bootstrap", "n": 9, "chance": chance}
+
+    rows = [row("a", "heldout-zh", "bpc", 28.0), row("a", "cat", "acc", 0.3, 0.25), row("b", "cat", "acc", 0.28, 0.25),
+            row("a", "tr", "chrf", 12.0), row("a", "tr", "bleu", 3.0)]
+    fig = R.figure(rows)
+    axes = {(t.type, t.name): set() for t in fig.data}
+    for t in fig.data:
+        axes[(t.type, t.name)].add((t.yaxis, tuple(t.x)))
+    assert axes[("bar", "a")] == {("y", ("heldout-zh bpc",)), ("y2", ("cat acc",)), ("y3", ("tr chrf", "tr bleu"))}
+    assert axes[("bar", "b")] == {("y2", ("cat acc",))} and axes[("scatter", "chance")] == {("y2", ("cat acc",))}
+    assert [a.text for a in fig.layout.annotations] == [label for _, label in R.PANELS]
+    assert sorted(t.name for t in fig.data if t.showlegend is not False) == ["a", "b", "chance"]
+    only_bpc = R.figure(rows[:1])
+    assert {t.yaxis for t in only_bpc.data} == {"y"} and len(only_bpc.layout.annotations) == 1

@@ -228,3 +228,17 @@ def test_stream_on_a_fused_checkpoint_equals_its_generate(tok, fused_dir, settin
     assert stream.ids == reference(fused, ftok, PROMPT, settings)
     assert stream.text == utf8_text(ftok, stream.ids) and len(stream.ids) > 0
     assert G.generate_text(fused, ftok, PROMPT, settings, use_cache=False).ids == stream.ids
+
+
+def test_a_character_cut_by_the_token_budget_is_not_shown_as_replacement_marks(tok):
+    """"м" whole, then the first byte of "и" (the budget ended there): the tokenizer's decode gave
+    U+FFFD (05's protocol demo printed '��'); the generated text keeps "м" and drops the cut one,
+    and a byte that starts no character shows as its token."""
+    byte = {b: tok.convert_tokens_to_ids(f"<0x{b:02X}>") for b in "ми".encode()}
+    ids = [byte[b] for b in "м".encode()] + [byte["и".encode()[0]]]
+    assert "\ufffd" in tok.decode(ids, skip_special_tokens=True)
+    assert G.decode_generated(tok, ids) == "м"
+    lone = [byte["и".encode()[1]]] + [byte[b] for b in "м".encode()]  # a continuation byte with no lead byte
+    assert G.decode_generated(tok, lone) == f"<0x{'и'.encode()[1]:02X}>м"
+    plain = tok("Hello", add_special_tokens=False)["input_ids"]
+    assert G.decode_generated(tok, plain) == tok.decode(plain, skip_special_tokens=True)

@@ -4,11 +4,14 @@ it), and the notebook never deletes an existing run: it resumes it, or refuses, 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from bvvlab.app.params import train_notebook_config
+from bvvlab.core.runinfo import REPO_ROOT
 
 NB02 = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
 PARAMS = dict(preset="tiny", frozen=True, steps=30, corpus="libreoffice-en-ru", train_chars=100000, seq_len=64,
@@ -91,3 +94,25 @@ def test_notebook_resumes_or_refuses_an_existing_run_and_never_deletes_it(tmp_pa
     assert exc.value.ename == "FileExistsError" and "already holds a run" in exc.value.evalue
     assert "\n" not in exc.value.evalue
     assert (weights.stat().st_mtime_ns, weights.read_bytes()) == stamp
+
+
+def test_notebook_outputs_go_under_the_checkouts_runs_whatever_the_kernels_folder(tmp_path):
+    """JupyterLab starts the kernel in notebooks/: `runs/x` landed in notebooks/runs/x (issue 24).
+    From the checkout's notebooks/ folder it goes to the checkout's runs/; elsewhere (papermill,
+    the pipeline) relative to the working directory; an absolute path is kept."""
+    from bvvlab.app.params import notebook_path
+    from bvvlab.core.runinfo import REPO_ROOT
+
+    assert notebook_path("runs/05_evaluate", cwd=REPO_ROOT / "notebooks") == REPO_ROOT.resolve() / "runs" / "05_evaluate"
+    assert notebook_path("runs/05_evaluate", cwd=REPO_ROOT) == REPO_ROOT.resolve() / "runs" / "05_evaluate"
+    assert notebook_path("steps/fusion", cwd=tmp_path) == tmp_path.resolve() / "steps" / "fusion"
+    assert notebook_path(tmp_path / "a", cwd=REPO_ROOT / "notebooks") == tmp_path.resolve() / "a"
+
+
+def test_notebooks_resolve_their_outputs_through_notebook_path():
+    """Every notebook this issue touched resolves its output folders with `notebook_path` (not
+    `Path(...).resolve()`, which followed the kernel's folder) and prints where they are."""
+    for name in ("01_embeddings", "02_train", "04_generate", "05_evaluate", "06_fusion", "07_growth"):
+        nb = nbformat.read(REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert "notebook_path(" in code and not re.search(r"Path\((run|out|runs)_dir\)\.resolve\(\)", code), name

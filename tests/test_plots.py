@@ -151,3 +151,27 @@ def test_papermill_logs_a_progress_bar(tmp_path, caplog):
     assert "train: 100%" in logged and "30/30" in logged
     executed = json.loads(out.read_text())
     assert not [o for o in executed["cells"][0]["outputs"] if o["output_type"] == "display_data"]
+
+
+def test_fusion_figure_draws_differences_from_the_better_expert_in_percent():
+    """Bars from 0 bits/char hid a 0.4% difference (issue 24): each bar is the percent gap to the
+    better expert on that set, so 0.4% is a visible bar and the absolute value stays in the hover."""
+    from bvvlab.app.plots import fusion_figure
+
+    bpc = {"en-ru": {"en": 5.00, "mixed": 6.0}, "en-zh": {"en": 5.02, "mixed": 5.5},
+           "fused:bayes": {"en": 5.02, "mixed": 5.39}}
+    fig = fusion_figure(bpc, sets=("en", "mixed"))
+    got = {t.name: [round(v, 6) for v in t.y] for t in fig.data}
+    assert got == {"en-ru": [0.0, round(100 * (6.0 / 5.5 - 1), 6)], "en-zh": [0.4, 0.0], "fused:bayes": [0.4, -2.0]}
+    assert list(fig.data[2].customdata) == [5.02, 5.39] and fig.layout.yaxis.ticksuffix == "%"
+
+
+def test_chance_heatmap_is_centred_on_chance_and_spans_the_data():
+    """Values 0.08-0.10 against chance 0.042 on a 0-1 scale were one colour (07's retrieval map)."""
+    from bvvlab.app.plots import chance_heatmap, forward_time_note
+
+    fig = chance_heatmap([[0.08, 0.10], [0.09, None]], ["a", "b"], [0, 1], chance=0.042, title="t")
+    h = fig.data[0]
+    assert h.zmid == 0.042 and h.zmin == pytest.approx(0.042 - 0.058) and h.zmax == pytest.approx(0.10)
+    note = forward_time_note({"fused": 0.02, "one_expert": 0.01, "ratio": 2.0}, 2)
+    assert "20.0 ms" in note and "10.0 ms" in note and "2.00x" in note and "all 2 experts" in note and "at least 2x" in note

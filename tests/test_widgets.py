@@ -47,12 +47,18 @@ def runs(tok, tmp_path_factory):
     return root
 
 
-def test_picker_lists_every_checkpoint_newest_first_with_its_numbers(runs):
+def test_picker_lists_each_run_once_newest_first_with_its_numbers(runs, tok, tmp_path):
+    """A finished run once (its final model; its step folder is a resume point: listed twice
+    before issue 24), a run with only step folders once, as its newest step."""
     labels = [label for label, _ in Wd.checkpoint_options(runs)]
     assert labels == ["fused · fused · bits/char ?", "b · small · step 7 · bits/char ?",
-                      "a · tiny · step 10 · 4.500 bits/char",
-                      "a/checkpoints/step_0000010 · tiny · step 10 · 4.500 bits/char"]  # the full-split one
+                      "a · tiny · step 10 · 4.500 bits/char"]  # the full-split one
     assert Wd.checkpoint_options(runs / "nothing-here") == []
+    root = tmp_path / "runs"
+    for step in (5, 9):
+        save_checkpoint(tiny(tok), tok, root / "c" / "checkpoints" / f"step_{step:07d}", {"step": step})
+        os.utime(root / "c" / "checkpoints" / f"step_{step:07d}" / "model.safetensors", (step, step))
+    assert [label for label, _ in Wd.checkpoint_options(root)] == ["c/checkpoints/step_0000009 · step 9 · bits/char ?"]
 
 
 def test_generate_click_shows_the_cores_text_chart_and_strip(model, tok):
@@ -63,9 +69,12 @@ def test_generate_click_shows_the_cores_text_chart_and_strip(model, tok):
     assert stream.ids == ref.ids and stream.finish_reason == ref.finish_reason
     assert Wd.text_html(PROMPT, ref.text) == panel.text.value
     assert panel.redraws == len(ref.ids) + 1  # every step (redraw_s=0) and once at the end
-    bars = panel.chart.outputs[0]["data"][PLOTLY_MIME]["data"][0]
+    bars = panel.figure["data"][0]
     last = list(G.Stream(model, tok, PROMPT, s))[-1]
     assert bars["x"] == [p for *_, p in last.top] and bars["y"][0].endswith(f"({last.top[0][0]})")
+    assert panel.chart.value == Wd.top_html(last.top, f"next token after step {len(ref.ids)}")
+    assert ref.last_top == last.top  # what notebook 04's headless sample draws
+    assert panel.chart.value.count('class="bvv-bar"') == len(last.top)
     n = len(tok(PROMPT, add_special_tokens=False)["input_ids"]) + len(ref.ids)
     assert panel.strip.value.count('class="bvv-tok"') == n
     assert f'data-id="{ref.ids[-1]}" title="id {ref.ids[-1]} · ' in panel.strip.value
@@ -225,3 +234,87 @@ def test_layer_explorer_widget_says_why_on_empty_input_and_keeps_working(model, 
     assert ex.explore(None) is not None  # Explore again with the same text
     nothing = Wd.LayerExplorer(runs=None, models={})
     assert nothing.explore("cat") is None and "no checkpoint" in nothing.status.value
+
+
+def test_next_token_chart_is_scaled_to_its_bars():
+    """A weak model's bars (p ~ 0.01) were invisible on a fixed 0-1 axis."""
+    weak = [(5, " ", 0.012), (7, "<s>", 0.008), (9, "a", 0.002)]
+    assert Wd.p_axis_max(weak) == 0.02 and Wd.p_axis_max([(1, "a", 0.9)]) == 1.0
+    assert Wd.p_axis_max([(1, "a", 0.3)]) == 0.5 and Wd.p_axis_max([]) == 1.0
+    spec = Wd.top_spec(weak, "t")
+    assert spec["layout"]["xaxis"]["range"] == [0, 0.02] and spec["config"] == {"displayModeBar": False}
+    assert spec["layout"]["title"]["yref"] == "container" and spec["layout"]["margin"]["t"] >= 50
+    assert spec["data"][0]["y"] == ["␣ (5)", "&lt;s&gt; (7)", "a (9)"]
+    widths = [float(w) for w in __import__("re").findall(r"width:([0-9.]+)%", Wd.top_html(weak))]
+    assert widths == [60.0, 40.0, 10.0]
+
+
+def test_space_and_special_tokens_are_labelled_whole():
+    from bvvlab.glyph.views import short_label
+
+    assert short_label(" ") == "␣" and short_label("\n") == "↵" and short_label("<s>") == "<s>"
+    assert short_label("<0xE2>") == "<0xE2>" and short_label("e\u0301") == "e[U+0301]"
+    assert short_label(" hello world") == "␣hello…"
+    strip = Wd.token_strip_html([4], [" "], 1)
+    assert ">␣</span>" in strip and "[U+002<" not in strip  # was cut to "[U+002"
+
+
+def test_max_new_tokens_follow_the_models_context(model, tok):
+    """A 128-token model: the slider ends at 127, and a prompt of n tokens lowers a larger ask
+    to 128 - n with a note (1024 used to end in an error with the old text left under it)."""
+    context = model.config.max_position_embeddings
+    panel = Wd.GenerationPanel(runs=None, models={"tiny": (model, tok)}, prompt=PROMPT,
+                               settings=G.GenerationSettings(max_new_tokens=8, temperature=0))
+    assert panel.controls.max_new_tokens.max == context - 1
+    panel.controls.max_new_tokens.value = context - 1
+    n = len(tok(PROMPT, add_special_tokens=False)["input_ids"])
+    stream = panel.generate(wait=True)
+    assert stream.settings.max_new_tokens == context - n == panel.controls.max_new_tokens.value
+    assert f"lowered from {context - 1} to {context - n}" in panel.controls.status.value
+    fitted, note = Wd.fit_max_new(G.GenerationSettings(max_new_tokens=4), model, tok, PROMPT)
+    assert fitted.max_new_tokens == 4 and note == ""
+
+
+def test_an_error_clears_the_generation_panels_old_output(runs, tmp_path):
+    root = tmp_path / "runs"
+    for name in ("b", "c"):
+        shutil.copytree(runs / "b", root / name)
+    panel = Wd.GenerationPanel(runs=root, prompt=PROMPT, settings=G.GenerationSettings(max_new_tokens=3, temperature=0),
+                               redraw_s=0)
+    panel.generate(wait=True)
+    assert panel.chart.value and panel.strip.value and panel.rate.value
+    other = next(v for _, v in panel.picker.options if v != panel.picker.value)
+    shutil.rmtree(other)
+    panel.picker.value = other  # a checkpoint that vanished: one line, nothing of the last run left under it
+    assert panel.generate(wait=True) is None and "color:#c00" in panel.controls.status.value
+    assert panel.chart.value == "" and panel.strip.value == "" and panel.rate.value == "" and panel.figure is None
+    assert panel.text.value == Wd.text_html(PROMPT, "")
+
+
+def test_layer_explorer_leaves_the_word_out_shows_cosines_and_marks_a_stale_view(model, tok):
+    items = _items()
+    ex = Wd.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=items, k=3)
+    assert all("cat" not in [t for t, *_ in nb] for nb in ex.view.neighbours)  # was always its own neighbour
+    assert all(len(nb) == 3 for nb in ex.view.neighbours)
+    cosines = [f"{c:.2f}</small>" for nb in ex.view.neighbours for *_, c in nb]
+    assert all(c in ex.neighbours.value for c in cosines) and ex.neighbours.value.count("bvv-cos") == len(cosines)
+    assert "bvv-stale" not in ex.chart._dom_classes and ex.style.value == ""
+    ex.text.value = ""
+    assert "bvv-stale" in ex.chart._dom_classes and "bvv-stale" in ex.neighbours._dom_classes
+    assert "opacity" in ex.style.value and "dimmed below: the view of “cat”" in ex.status.value
+    ex.text.value = "dog"
+    assert "bvv-stale" not in ex.chart._dom_classes and ex.style.value == ""
+
+
+def test_side_by_side_clears_both_texts_on_an_error(runs, tmp_path):
+    root = tmp_path / "runs"
+    for name in ("b", "c"):
+        shutil.copytree(runs / "b", root / name)
+    panel = Wd.SideBySidePanel(runs=root, prompt=PROMPT, settings=G.GenerationSettings(max_new_tokens=2, temperature=0))
+    panel.generate(wait=True)
+    assert all(t.value for t in panel.texts)
+    shutil.rmtree(root / "c")
+    panel.pickers[1].value = str(root / "c")
+    panel.models.loaded.pop(str(root / "c"), None)
+    assert panel.generate(wait=True) is None and "does not exist" in panel.controls.status.value
+    assert [t.value for t in panel.texts + panel.rates] == ["", "", "", ""]

@@ -47,3 +47,20 @@ def train_notebook_config(run_dir: str | Path, *, resume: bool = True, overwrite
                       eval_every=derived.get("eval_every", max(1, cfg.steps // 4)), progress=progress)
     cfg.validate()
     return cfg
+
+
+def notebook_path(path: str | Path, cwd: str | Path | None = None) -> Path:
+    """Where a notebook's relative output path goes, absolute: against the checkout's root when
+    the kernel runs in the checkout's `notebooks/` folder (JupyterLab starts a kernel in the
+    notebook's folder, so `runs/05_evaluate` landed in `notebooks/runs/`, not the checkout's
+    `runs/`, issue 24), else against the working directory (papermill and the pipeline set it
+    to the run's folder). An absolute path is kept."""
+    from bvvlab.core.runinfo import REPO_ROOT
+
+    p = Path(path).expanduser()
+    here = Path(cwd if cwd is not None else Path.cwd()).resolve()
+    if p.is_absolute():
+        return p.resolve()
+    if here == (REPO_ROOT / "notebooks").resolve() and (REPO_ROOT / "pyproject.toml").exists():
+        here = REPO_ROOT.resolve()
+    return (here / p).resolve()

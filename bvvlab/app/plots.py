@@ -159,3 +159,54 @@ class LiveCurves:
             update_display(self.bundle(), raw=True, display_id=self.display_id)
             self._out.close()
             self._out = None
+
+
+def fusion_figure(bpc: Mapping[str, Mapping[str, float]], sets: Sequence[str] = ("en", "ru", "zh", "mixed"),
+                  title: str = "experts and fusions") -> go.Figure:
+    """Each model's validation bits/char per text set as a percent difference from the better
+    expert on that set (0 = the better expert; below 0 = better than both experts): bars from 0
+    bits/char hid differences of 0.4% (issue 24). Experts are the names without "fused:"; the
+    absolute bits/char is in the hover."""
+    from plotly.colors import DEFAULT_PLOTLY_COLORS as D3  # ten colours: two experts and five fusion methods
+
+    experts = [n for n in bpc if not n.startswith("fused:")] or list(bpc)
+    best = {s: min(bpc[n][s] for n in experts) for s in sets}
+    fig = go.Figure()
+    for i, (name, row) in enumerate(bpc.items()):
+        rel = [100 * (row[s] / best[s] - 1) for s in sets]
+        fig.add_trace(go.Bar(name=name, x=list(sets), y=rel, marker={"color": D3[i % len(D3)]},
+                             customdata=[row[s] for s in sets], text=[f"{v:+.1f}%" for v in rel], textposition="outside",
+                             hovertemplate=name + " · %{x}: %{customdata:.4f} bits/char (%{y:+.2f}%)<extra></extra>"))
+    fig.add_hline(y=0, line={"color": "black", "width": 1})
+    fig.update_layout(barmode="group", title=title, template="plotly_white", height=440,
+                      yaxis={"title": {"text": "bits/char vs the better expert (%; below 0 = better)"},
+                             "ticksuffix": "%", "zeroline": True},
+                      xaxis={"title": {"text": "validation text"}}, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def forward_time_note(forward_s: Mapping[str, float], n_experts: int) -> str:
+    """What "fused forward time / one expert" measures, in one sentence: one forward pass of the
+    fused model over a batch of validation windows against one expert's, and why it costs more:
+    every expert runs on every token (so at least `n_experts` times), then their next-token
+    distributions over the vocabulary are combined."""
+    return (f"Forward time over one batch of validation windows: the fused model (bayes) "
+            f"{1000 * forward_s['fused']:.1f} ms, one expert {1000 * forward_s['one_expert']:.1f} ms, a ratio of "
+            f"{forward_s['ratio']:.2f}x. The fused model runs all {n_experts} experts on every token (at least "
+            f"{n_experts}x) and then combines their next-token distributions over the whole vocabulary, which is "
+            "the rest: the price of fusing without retraining, measured on this machine.")
+
+
+def chance_heatmap(z: Sequence[Sequence[float | None]], x: Sequence[str], y: Sequence[Any], chance: float,
+                   title: str, colorbar: str = "top-1") -> go.Figure:
+    """A heatmap whose colour scale is centred on chance (`zmid`; diverging: red above chance,
+    blue below, white at it) and spans the data's own distance from it: a fixed 0-1 scale drew
+    values of 0.08-0.10 as one colour (07's retrieval map, issue 24). Each cell prints its value."""
+    vals = [v for row in z for v in row if v is not None]
+    reach = max([abs(v - chance) for v in vals] + [1e-6])
+    heat = go.Heatmap(z=z, x=list(x), y=list(y), zmid=chance, zmin=chance - reach, zmax=chance + reach,
+                      colorscale="RdBu_r", texttemplate="%{z:.3f}",
+                      colorbar={"title": {"text": f"{colorbar}<br>(white = chance {chance:.3f})"}})
+    # grey behind: a missing cell (a run with fewer layers) must not read as white = chance
+    return go.Figure(heat, layout={"title": title, "template": "plotly_white", "height": 380, "plot_bgcolor": "#d9d9d9",
+                                   "xaxis": {"showgrid": False}, "yaxis": {"showgrid": False}})

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bvvlab.core.atomic import ensure_dir, write_atomic
+from bvvlab.app import plots
 
 Part = tuple  # ("md", text) or ("fig", name, plotly figure)
 
@@ -75,7 +76,6 @@ def _steps_section(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
 
 
 def _train_section(out: Path, state: dict[str, Any]) -> list[Part]:
-    from bvvlab.app import plots
     from bvvlab.train.loop import read_metrics
 
     parts: list[Part] = [("md", "## Frozen vs unfrozen embedding\n\nThe same model, seed, data order and schedule; "
@@ -149,9 +149,13 @@ def _probe_section(out: Path, state: dict[str, Any]) -> list[Part]:
     return parts
 
 
-def _fusion_section(out: Path, state: dict[str, Any]) -> list[Part]:
-    import plotly.graph_objects as go
+def _pct(v: Any) -> str:
+    """A gain or gap as a percent with its sign ("+8.5%"): the report showed fractions (0.085)
+    where the notebooks showed percents (issue 24)."""
+    return f"{100 * v:+.1f}%" if isinstance(v, (int, float)) else ""
 
+
+def _fusion_section(out: Path, state: dict[str, Any]) -> list[Part]:
     parts: list[Part] = [("md", "## Fusion of experts that share the frozen embedding\n\nAn English+Russian and an "
                                 "English+Chinese expert, fused without retraining; validation bits per character.\n")]
     miss = _missing(state, "fusion")
@@ -160,17 +164,16 @@ def _fusion_section(out: Path, state: dict[str, Any]) -> list[Part]:
         return parts + [("md", miss or "_No fusion metrics.json._\n")]
     sets = ["en", "ru", "zh", "mixed"]
     parts.append(("md", table(["model"] + sets, [[name] + [row.get(s) for s in sets] for name, row in m["bpc"].items()])))
-    goals = [[k, _f(g.get("mixed_gain_vs_best_expert"), 3), _f(g.get("worst_gap_to_better_expert"), 3), g.get("met")]
+    goals = [[k, _pct(g.get("mixed_gain_vs_best_expert")), _pct(g.get("worst_gap_to_better_expert")), g.get("met")]
              for k, g in (m.get("goal") or {}).items()]
     if goals:
         parts.append(("md", "Goal: beat both experts on mixed text by >= 10% and stay within 5% of the better expert "
                             "on each language.\n\n" + table(["method", "mixed gain vs best expert",
                                                               "worst gap to better expert", "goal met"], goals)))
     if (m.get("forward_s") or {}).get("ratio") is not None:
-        parts.append(("md", f"Fused forward time / one expert: {m['forward_s']['ratio']:.2f}x.\n"))
-    fig = go.Figure([go.Bar(name=name, x=sets, y=[row.get(s) for s in sets]) for name, row in m["bpc"].items()])
-    fig.update_layout(barmode="group", yaxis_title="bits per character", title="experts and fusions", height=420)
-    return parts + [("fig", "fusion", fig)]
+        n_experts = len(m.get("experts") or {}) or sum(not k.startswith("fused:") for k in m["bpc"])
+        parts.append(("md", plots.forward_time_note(m["forward_s"], n_experts) + "\n"))
+    return parts + [("fig", "fusion", plots.fusion_figure(m["bpc"], sets))]
 
 
 def _growth_section(out: Path, state: dict[str, Any]) -> list[Part]:

@@ -4,7 +4,7 @@ Everything a panel shows is computed by pure functions below (`checkpoint_option
 `top_figure`, `token_strip_html`) or by the generation core, so tests and papermill run them
 headless; the panels only wire them to widgets.
 
-* `GenerationPanel`: prompt, model picker (every checkpoint directory under a runs folder,
+* `GenerationPanel`: prompt, model picker (one model per run under a runs folder,
   fused ones included, newest first, labelled with preset, step and validation bits/char),
   sliders, seed, Generate / Stop, the text as it streams, a bar chart of the model's top
   next tokens redrawn as it streams, a token strip (each token's 32x32 glyph bitmap as the model
@@ -16,10 +16,12 @@ headless; the panels only wire them to widgets.
   `explore_layers` over `bvvlab.analysis.probe` (`hidden_states`, `lens_logits`).
 
 Generation runs in a background thread that only assigns widget values (never prints: output
-from a thread lands in whatever cell is current). The chart follows `plots.LiveCurves`: an
-`ipywidgets.Output` whose outputs are replaced by a plotly bundle (JupyterLab's plotly renderer
-ignores `update_display`), at most every `redraw_s` seconds plus once at the end. Bad settings,
-a vanished or half-written checkpoint: one line in the status, the panel keeps working.
+from a thread lands in whatever cell is current). The next-token chart is HTML bars in an
+`ipywidgets.HTML` whose value changes in place (`top_html`; JupyterLab's plotly renderer never
+updates a drawn graph, and replacing it flickered), at most every `redraw_s` seconds plus once
+at the end; `top_figure` is the same chart in plotly for a saved or headless view. Bad settings,
+a vanished or half-written checkpoint: one line in the status, the stale output cleared (the
+explorer's dimmed and named), the panel keeps working.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import plotly.io as pio
 
 from bvvlab.app.plots import PLOTLY_MIME
 from bvvlab.core.errors import BVVError
-from bvvlab.glyph.views import plotly_label, visible
+from bvvlab.glyph.views import plotly_label, short_label, visible
 from bvvlab.models import generation as G
 from bvvlab.models.checkpoints import (
     checkpoint_step,
@@ -120,9 +122,26 @@ def checkpoint_label(path: str | os.PathLike, runs: str | os.PathLike) -> str:
     return " · ".join(bits)
 
 
+def run_models(runs: str | os.PathLike) -> list[Path]:
+    """One model per run under `runs`, newest first: a run folder's final model, or (a run still
+    training, or stopped) its newest `checkpoints/step_N`; fused and other model folders as they
+    are. The `step_N` folders of a finished run are resume points, not other models: listing them
+    beside the run showed each run twice with the same step (issue 24)."""
+    found = checkpoint_dirs(runs)
+    kept, runs_seen = [], set()
+    for p in found:  # newest first, so a run's first step folder met is its newest one
+        run = p.parent.parent if checkpoint_step(p) is not None and p.parent.name == "checkpoints" else None
+        if run is None:
+            kept.append(p)
+        elif run not in found and run not in runs_seen:
+            runs_seen.add(run)
+            kept.append(p)
+    return kept
+
+
 def checkpoint_options(runs: str | os.PathLike) -> list[tuple[str, str]]:
-    """(label, path) per checkpoint under `runs`, newest first: a Dropdown's options."""
-    return [(checkpoint_label(p, runs), str(p)) for p in checkpoint_dirs(runs)]
+    """(label, path) per run under `runs` (`run_models`), newest first: a Dropdown's options."""
+    return [(checkpoint_label(p, runs), str(p)) for p in run_models(runs)]
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu", trust_remote_code: bool = False) -> tuple[Any, Any]:
@@ -148,16 +167,50 @@ def _template(name: str = "plotly_white") -> dict[str, Any]:
     return pio.templates[name].to_plotly_json()
 
 
+def p_axis_max(top: Sequence[tuple[int, str, float]]) -> float:
+    """The probability axis's end: the largest bar plus a tenth, rounded up to a 1-2-5 step, at
+    most 1. A fixed 0-1 axis left a weak model's bars (p ~ 0.01) invisible (issue 24)."""
+    import math
+
+    peak = max((float(p) for *_, p in top), default=0.0) * 1.1
+    if peak <= 0:
+        return 1.0
+    step = 10.0 ** math.floor(math.log10(peak))
+    nice = next(m * step for m in (1, 2, 5, 10) if m * step >= peak - 1e-12)
+    return min(1.0, nice)
+
+
 def top_spec(top: Sequence[tuple[int, str, float]], title: str = "next token") -> dict[str, Any]:
-    """The next-token chart as plotly JSON (data + layout), built without plotly's validation:
-    horizontal bars of the model's most likely next tokens, most likely on top."""
-    labels = [f"{plotly_label(visible(t))} ({i})" for i, t, _ in top]
+    """The next-token chart as plotly JSON (data + layout + config), built without plotly's
+    validation: horizontal bars of the model's most likely next tokens, most likely on top, the
+    axis scaled to the bars (`p_axis_max`), the title above the plot area and no mode bar over it."""
+    labels = [f"{plotly_label(short_label(t, 12))} ({i})" for i, t, _ in top]
     bar = {"type": "bar", "x": [p for *_, p in top], "y": labels, "orientation": "h", "marker": {"color": "#1f77b4"},
            "hovertemplate": "%{y}: %{x:.3f}<extra></extra>"}
-    layout = {"template": _template(), "title": {"text": title}, "height": 80 + 22 * max(len(top), 1), "width": 420,
-              "margin": {"l": 10, "r": 10, "t": 40, "b": 30}, "xaxis": {"range": [0, 1], "title": {"text": "p"}},
+    layout = {"template": _template(), "height": 100 + 22 * max(len(top), 1), "width": 420,
+              "title": {"text": title, "x": 0, "xanchor": "left", "y": 0.98, "yanchor": "top", "yref": "container"},
+              "margin": {"l": 10, "r": 20, "t": 60, "b": 40},
+              "xaxis": {"range": [0, p_axis_max(top)], "title": {"text": "probability"}},
               "yaxis": {"autorange": "reversed", "automargin": True}}
-    return {"data": [bar], "layout": layout}
+    return {"data": [bar], "layout": layout, "config": {"displayModeBar": False}}
+
+
+def top_html(top: Sequence[tuple[int, str, float]], title: str = "next token") -> str:
+    """The panel's next-token chart as HTML bars (`top_spec`'s content and axis): an HTML widget's
+    value changes in place, where JupyterLab's plotly renderer never updates a drawn graph and a
+    replaced one is torn down and redrawn (the chart flickered while text streamed, issue 24)."""
+    end = p_axis_max(top)
+    rows = "".join(
+        f'<tr class="bvv-bar-row" title="{html.escape(visible(t), quote=True)} (id {i}): p = {p:.4f}">'
+        f'<td style="text-align:right;padding-right:6px;white-space:nowrap">{html.escape(short_label(t, 12))} '
+        f'<span style="color:#888">({i})</span></td>'
+        f'<td style="width:220px"><div class="bvv-bar" data-p="{p:.6g}" style="background:#1f77b4;height:14px;'
+        f'width:{100 * min(float(p) / end, 1.0):.2f}%"></div></td>'
+        f'<td style="padding-left:6px;font-variant-numeric:tabular-nums">{p:.3f}</td></tr>' for i, t, p in top)
+    return (f'<div class="bvv-next" data-axis-max="{end:g}" style="font-size:12px">'
+            f'<div class="bvv-next-title" style="font-weight:bold;margin-bottom:4px">{html.escape(title)}</div>'
+            f'<table style="border-collapse:collapse">{rows}</table>'
+            f'<div style="color:#666;margin-left:4px">probability; the bars\' scale ends at {end:g}</div></div>')
 
 
 def top_figure(top: Sequence[tuple[int, str, float]], title: str = "next token") -> go.Figure:
@@ -193,7 +246,7 @@ def _token_cell(token_id: int, token: str, prompt: bool) -> str:
     return (f'<span class="bvv-tok" data-id="{token_id}" title="{title}" style="display:inline-block;'
             f'margin:1px;text-align:center;border-bottom:2px solid {color};font-size:9px">'
             f'<img src="{glyph_png(token)}" width="32" height="32" style="image-rendering:pixelated"><br>'
-            f'{html.escape(visible(token)[:6])}</span>')
+            f'{html.escape(short_label(token))}</span>')
 
 
 def token_strip_html(ids: Sequence[int], tokens: Sequence[str], n_prompt: int) -> str:
@@ -212,6 +265,29 @@ def text_html(prompt: str, generated: str) -> str:
 # panels
 
 
+MAX_NEW_TOKENS = 1024  # the slider's end when the model's context is unknown
+
+
+def fit_max_new(settings: G.GenerationSettings, model: Any, tokenizer: Any,
+                prompt: str) -> tuple[G.GenerationSettings, str]:
+    """(settings, note): max new tokens lowered to the model's context minus the prompt's tokens
+    where it asks for more (a 128-token model was asked for 1024 and answered with an error);
+    a prompt that alone fills the context is `generation.encode_prompt`'s to cut (it keeps its
+    last tokens and says so). The note says what was lowered, else ""."""
+    import dataclasses
+
+    context = G.context_length(model)
+    if context is None:
+        return settings, ""
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    room = context - n_prompt
+    if room < 1 or settings.max_new_tokens <= room:
+        return settings, ""
+    return (dataclasses.replace(settings, max_new_tokens=room),
+            f"max new tokens lowered from {settings.max_new_tokens} to {room}: the context of {context} tokens "
+            f"minus the prompt's {n_prompt}")
+
+
 class _Controls:
     """Prompt, sliders, seed and buttons shared by both panels."""
 
@@ -226,8 +302,8 @@ class _Controls:
                                          style=style)
         self.top_k = W.IntSlider(value=s.top_k, min=0, max=200, description="top-k (0 = off)", style=style)
         self.top_p = W.FloatSlider(value=s.top_p, min=0.05, max=1, step=0.05, description="top-p", style=style)
-        self.max_new_tokens = W.IntSlider(value=s.max_new_tokens, min=1, max=1024, description="max new tokens",
-                                          style=style)
+        self.max_new_tokens = W.IntSlider(value=s.max_new_tokens, min=1, max=MAX_NEW_TOKENS,
+                                          description="max new tokens", style=style)
         self.max_new_tokens.add_class("bvv-max-new")
         self.repetition_penalty = W.FloatSlider(value=s.repetition_penalty, min=0.5, max=2, step=0.05,
                                                 description="repetition penalty", style=style)
@@ -268,6 +344,17 @@ class _Models:
     def options(self) -> list[tuple[str, str]]:
         opts = [(name, name) for name in self.given]
         return opts + (checkpoint_options(self.runs) if self.runs is not None else [])
+
+    def context(self, key: str | None) -> int | None:
+        """The context length of `key`'s model (loaded, or read from its config.json), else None."""
+        if key in self.loaded:
+            return G.context_length(self.loaded[key][0])
+        try:
+            cfg = json.loads((Path(key) / "config.json").read_text(encoding="utf-8")) if key else {}
+        except (OSError, json.JSONDecodeError):
+            return None
+        n = cfg.get("max_position_embeddings")
+        return n if isinstance(n, int) and n > 0 else None
 
     def get(self, key: str | None) -> tuple[Any, Any]:
         if not key:
@@ -389,7 +476,8 @@ class GenerationPanel(_Panel):
         c = self.controls
         self.picker = _picker(self.models.options())
         self.text = W.HTML(value=text_html(prompt, ""))
-        self.chart = W.Output(layout={"width": "440px"})
+        self.chart = W.HTML(value="", layout={"width": "440px", "min_height": "200px"})
+        self.chart.add_class("bvv-next-chart")
         self.strip = W.HTML(value="")
         self.rate = W.HTML(value="")
         self.rate.add_class("bvv-rate")
@@ -398,14 +486,30 @@ class GenerationPanel(_Panel):
         self.widget = W.VBox([self.picker, c.prompt, W.HBox([c.sliders(), self.chart]), c.status, self.rate,
                               self.text, self.strip])
         self.widget.add_class("bvv-panel")
+        self.picker.observe(lambda _ch: self.follow_model(), names="value")
+        self.follow_model()
+
+    def follow_model(self) -> None:
+        """The max-new-tokens slider ends at the picked model's context minus one (the prompt's
+        token at least); `generate` lowers it further to the context minus the prompt."""
+        c = self.controls
+        context = self.models.context(self.picker.value)
+        c.max_new_tokens.max = max(1, context - 1) if context else MAX_NEW_TOKENS
+
+    def clear(self) -> None:
+        """Clear what the last generation showed (after an error: no stale text under the message)."""
+        self.text.value = text_html(self.controls.prompt.value, "")
+        self.chart.value = self.strip.value = self.rate.value = ""
+        self.figure = None
 
     def stop(self) -> None:
         if self.worker.stream is not None:
             self.worker.stream.stop()
 
     def _draw(self, step: G.Step) -> None:
-        self.figure = top_spec(step.top, f"next token after step {step.index + 1}")
-        self.chart.outputs = ({"output_type": "display_data", "data": figure_bundle(self.figure), "metadata": {}},)
+        title = f"next token after step {step.index + 1}"
+        self.figure = top_spec(step.top, title)
+        self.chart.value = top_html(step.top, title)
         self.redraws += 1
 
     def generate(self, wait: bool = False) -> Any:
@@ -414,23 +518,29 @@ class GenerationPanel(_Panel):
         c = self.controls
 
         def make() -> G.Stream:
-            settings = c.settings()
             model, tok = self.models.get(self.picker.value)
+            settings, note = fit_max_new(c.settings(), model, tok, c.prompt.value)
+            if note:
+                c.max_new_tokens.value = settings.max_new_tokens
+                notes.append(note)
             return G.Stream(model, tok, c.prompt.value, settings)
 
+        notes: list[str] = []
         stream = _prepare(c, self.worker, make)
         if stream is None:
+            if not self.worker.busy:
+                self.clear()
             return None
         self.worker.stream = stream
-        c.say("; ".join(stream.prompt.notes) or "generating ...")
+        c.say("; ".join(notes + stream.prompt.notes) or "generating ...")
         tok = stream.tokenizer
         prompt_ids = stream.prompt.ids
         prompt_text = tok.decode(prompt_ids, skip_special_tokens=True)
         prompt_tokens = tok.convert_ids_to_tokens(prompt_ids)
 
         def finished() -> str:
-            return (f"finished: {stream.finish_reason}, {len(stream.ids)} tokens"
-                    + (f" ({'; '.join(stream.prompt.notes)})" if stream.prompt.notes else ""))
+            said = notes + stream.prompt.notes
+            return f"finished: {stream.finish_reason}, {len(stream.ids)} tokens" + (f" ({'; '.join(said)})" if said else "")
 
         _stream_in_worker(c, self.worker, stream,
                           lambda step: self._show(stream, step, prompt_text, prompt_ids, prompt_tokens),
@@ -481,6 +591,9 @@ class SideBySidePanel(_Panel):
 
         pair = _prepare(c, self.worker, make)
         if pair is None:
+            if not self.worker.busy:  # no stale texts under the message
+                for w in (*self.texts, *self.rates):
+                    w.value = ""
             return None
         self.pair = pair
         c.say(f"generating with seed {settings[0].seed} in both ...")
@@ -559,12 +672,13 @@ def concept_index(model: Any, tokenizer: Any, items: Sequence[Any] | None = None
     return ConceptIndex(lm, items, states.layers, mean, unit)
 
 
+STALE_CSS = "<style>.bvv-stale{opacity:0.35;filter:grayscale(1)}</style>"
 MAX_EXPLORE_TOKENS = 48  # heatmap columns at most (the first tokens of a longer prompt)
 
 
 def explore_layers(index: ConceptIndex, text: str, k: int = 5, top: int = 5) -> LayerView:
     """Per layer: the `k` concept items nearest to `text` (cosine of the last-token states, both
-    centred by the items' mean), and the logit lens (`analysis.activations.lens_logits`: each layer's state
+    centred by the items' mean; an item whose text is `text` itself is left out), and the logit lens (`analysis.activations.lens_logits`: each layer's state
     through the final norm and the head; exact at the last layer) top-`top` next tokens at every
     position. An empty text is a one-line BVVError."""
     import numpy as np
@@ -585,9 +699,12 @@ def explore_layers(index: ConceptIndex, text: str, k: int = 5, top: int = 5) -> 
     q = H[:, -1] - index.mean  # (layers, d): the last token, centred as the items are
     q /= np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
     sims = np.einsum("lnd,ld->ln", index.unit, q)
-    k = max(1, min(int(k), len(index.items)))
+    # the typed word itself is always its own nearest item (cosine ~1): it is left out
+    query = text.strip().casefold()
+    others = np.array([it.text.strip().casefold() != query for it in index.items])
+    k = max(1, min(int(k), int(others.sum())))
     neighbours = []
-    for row in sims:
+    for row in np.where(others, sims, -np.inf):
         best = np.argsort(-row, kind="stable")[:k]
         neighbours.append([(index.items[i].text, index.items[i].lang, float(row[i])) for i in best])
     lens = None
@@ -612,7 +729,7 @@ def lens_figure(view: LayerView) -> go.Figure:
     rows = [f"layer {l}" for l in view.layers]
     lens = view.lens or []
     z = [[cell[0][1] for cell in row] for row in lens]
-    shown = [[plotly_label(visible(cell[0][0])[:7]) for cell in row] for row in lens]  # cut before escaping
+    shown = [[plotly_label(short_label(cell[0][0])) for cell in row] for row in lens]  # cut before escaping
     hover = [["<br>".join(f"{plotly_label(visible(t))}: {p:.3f}" for t, p in cell) for cell in row]
              for row in lens]
     fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, text=shown, texttemplate="%{text}", customdata=hover,
@@ -627,15 +744,17 @@ def lens_figure(view: LayerView) -> go.Figure:
 
 
 def neighbours_html(view: LayerView) -> str:
-    """A table: a row per layer, its nearest concept items (language and cosine on hover)."""
+    """A table: a row per layer, its nearest concept items, each with its cosine beside it."""
     rows = []
     for l, nb in zip(view.layers, view.neighbours):
-        cells = "".join(f'<span class="bvv-nb" title="{lang} · cos {c:.3f}" style="margin-right:8px;color:'
-                        f'{"#1f77b4" if lang == "en" else "#d62728"}">{html.escape(t)}</span>' for t, lang, c in nb)
+        cells = "".join(f'<span class="bvv-nb" title="{lang} · cos {c:.3f}" style="margin-right:10px;color:'
+                        f'{"#1f77b4" if lang == "en" else "#d62728"}">{html.escape(t)}'
+                        f' <small class="bvv-cos" style="color:#666">{c:.2f}</small></span>' for t, lang, c in nb)
         rows.append(f"<tr><td style='padding-right:8px'>layer {l}</td><td>{cells}</td></tr>")
     return ('<table class="bvv-neighbours" style="font-size:12px">'
             f'<tr><th>layer</th><th>nearest concept items (<span style="color:#1f77b4">en</span> / '
-            f'<span style="color:#d62728">ru</span>)</th></tr>{"".join(rows)}</table>')
+            f'<span style="color:#d62728">ru</span>; cosine beside each; the text itself left out)</th></tr>'
+            f'{"".join(rows)}</table>')
 
 
 class LayerExplorer:
@@ -660,11 +779,12 @@ class LayerExplorer:
         self.status.add_class("bvv-explore-status")
         self.neighbours = W.HTML(value="")
         self.chart = W.Output()
+        self.style = W.HTML(value="")  # the dimming rule while the view is stale
         self.view: LayerView | None = None
         self.figure: go.Figure | None = None
         self.button.on_click(lambda _b: self.explore())
         self.text.observe(lambda _ch: self.explore(), names="value")  # Enter (or leaving the box)
-        self.widget = W.VBox([self.picker, W.HBox([self.text, self.button]), self.status, self.chart,
+        self.widget = W.VBox([self.picker, W.HBox([self.text, self.button]), self.status, self.style, self.chart,
                               self.neighbours])
         self.widget.add_class("bvv-explorer")
         if word:
@@ -678,6 +798,12 @@ class LayerExplorer:
     def say(self, message: str, error: bool = False) -> None:
         self.status.value = f'<span style="color:{"#c00" if error else "#444"}">{html.escape(message)}</span>'
 
+    def stale(self, on: bool) -> None:
+        """Mark (dim) the heatmap and neighbours as the previous text's after an error, or unmark."""
+        for w in (self.chart, self.neighbours):
+            (w.add_class if on else w.remove_class)("bvv-stale")
+        self.style.value = STALE_CSS if on else ""
+
     def explore(self, text: str | None = None) -> LayerView | None:
         """Explore `text` (default: the box's value); None and one line in the status on bad input."""
         text = self.text.value if text is None else text
@@ -689,8 +815,11 @@ class LayerExplorer:
                 self.indexes[key] = concept_index(model, tok, self.items, name=str(key))
             view = explore_layers(self.indexes[key], text, self.k, self.top)
         except (BVVError, ValueError, OSError) as e:
-            self.say(_first_line(e), error=True)
+            self.say(_first_line(e) + (f" (dimmed below: the view of “{self.view.text}”)" if self.view else ""),
+                     error=True)
+            self.stale(True)
             return None
+        self.stale(False)
         self.view = view
         self.neighbours.value = neighbours_html(view)
         if view.lens is not None:

@@ -30,17 +30,20 @@ def mc_metrics(items: list[MCItem], scores: list[list[float]]) -> dict[str, Any]
 # --------------------------------------------------------------------------------- intervals
 
 
-def protocol_interval(run_means: list[float]) -> dict[str, float]:
+def protocol_interval(run_means: list[float], bounds: tuple[float, float] | None = None) -> dict[str, float]:
     """The author's interval (docs/recipe.md section 7): mean +/- 1.96 * sigma / sqrt(n) over n
     runs on the same questions (sigma: the sample standard deviation, ddof=1; 0 for one run).
-    It measures sampling spread only."""
+    It measures sampling spread only. `bounds`: the score's range, the interval clipped to it (a
+    normal interval of an accuracy near 0 reached below 0: [-0.008, 0.133], issue 24)."""
     x = np.asarray(run_means, dtype=np.float64)
     if x.size == 0:
         raise EvalError("no runs to summarise")
     sigma = float(x.std(ddof=1)) if x.size > 1 else 0.0
     half = 1.96 * sigma / math.sqrt(x.size)
-    return {"mean": float(x.mean()), "low": float(x.mean() - half), "high": float(x.mean() + half),
-            "sigma": sigma, "runs": int(x.size)}
+    low, high = float(x.mean() - half), float(x.mean() + half)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": float(x.mean()), "low": low, "high": high, "sigma": sigma, "runs": int(x.size)}
 
 
 def bootstrap_interval(per_question: Any, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:

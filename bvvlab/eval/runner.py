@@ -112,25 +112,62 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(rows: list[dict[str, Any]], title: str = "evaluation"):
-    """Grouped bars (one colour per model) of every task/metric, with the interval as error bars."""
-    import plotly.graph_objects as go
+PANELS = (("bits/char", "bits per character (lower is better)"), ("fraction", "accuracy (fraction correct)"),
+          ("points", "BLEU / chrF (points, 0-100)"))
 
-    fig = go.Figure()
-    for m in dict.fromkeys(r["model"] for r in rows):
-        rs = [r for r in rows if r["model"] == m]
-        x = [f"{r['task']} {r['metric']}" + (" (boot)" if "bootstrap over q" in r["interval"] and "protocol" in r["metric"]
-                                              else "") for r in rs]
-        y = [r["mean"] for r in rs]
-        plus = [(r["high"] - r["mean"]) if r["high"] is not None else 0 for r in rs]
-        minus = [(r["mean"] - r["low"]) if r["low"] is not None else 0 for r in rs]
-        fig.add_trace(go.Bar(name=m, x=x, y=y, error_y={"type": "data", "array": plus, "arrayminus": minus}))
-    chance = [(f"{r['task']} {r['metric']}", r["chance"]) for r in rows if r["chance"] is not None]
-    if chance:
-        fig.add_trace(go.Scatter(name="chance", x=[c[0] for c in chance], y=[c[1] for c in chance], mode="markers",
-                                 marker={"symbol": "line-ew-open", "size": 24, "color": "black"}))
-    fig.update_layout(barmode="group", title=title, height=480, yaxis_title="score (fraction; BLEU/chrF points; bpc)")
+
+def metric_unit(metric: str) -> str:
+    """Which panel a metric belongs to: "bits/char", "points" (BLEU, chrF) or "fraction"."""
+    if metric == "bpc":
+        return "bits/char"
+    return "points" if "bleu" in metric or "chrf" in metric else "fraction"
+
+
+def figure(rows: list[dict[str, Any]], title: str = "evaluation"):
+    """One panel per unit (bits/char; accuracies; BLEU/chrF points), each with its own y axis
+    starting at 0: one shared axis flattened accuracies (0-1) under bits/char (up to ~30) and
+    hid their chance lines (issue 24). Grouped bars, one colour per model, the interval as error
+    bars; chance as a black tick over each bar group that has one."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels = [(unit, label) for unit, label in PANELS if any(metric_unit(r["metric"]) == unit for r in rows)]
+    if not panels:
+        return go.Figure(layout={"title": title})
+    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[label for _, label in panels],
+                        vertical_spacing=0.32 / len(panels) if len(panels) > 1 else 0.0)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    colours = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    chance_shown, in_legend = False, set()
+    for k, (unit, _) in enumerate(panels, start=1):
+        sub = [r for r in rows if metric_unit(r["metric"]) == unit]
+        for i, m in enumerate(models):
+            rs = [r for r in sub if r["model"] == m]
+            plus = [(r["high"] - r["mean"]) if r["high"] is not None else 0 for r in rs]
+            minus = [(r["mean"] - r["low"]) if r["low"] is not None else 0 for r in rs]
+            if not rs:
+                continue
+            fig.add_trace(go.Bar(name=m, x=[_label(r) for r in rs], y=[r["mean"] for r in rs], legendgroup=m,
+                                 showlegend=m not in in_legend, marker={"color": colours[i % len(colours)]},
+                                 error_y={"type": "data", "array": plus, "arrayminus": minus,
+                                          "visible": any(r["low"] is not None for r in rs)}), row=k, col=1)
+            in_legend.add(m)
+        chance = {_label(r): r["chance"] for r in sub if r["chance"] is not None}
+        if chance:
+            fig.add_trace(go.Scatter(name="chance", x=list(chance), y=list(chance.values()), mode="markers",
+                                     legendgroup="chance", showlegend=not chance_shown,
+                                     marker={"symbol": "line-ew-open", "size": 60, "color": "black",
+                                             "line": {"width": 2}}), row=k, col=1)
+            chance_shown = True
+        fig.update_yaxes(rangemode="tozero", row=k, col=1)
+    fig.update_layout(barmode="group", title=title, template="plotly_white", height=140 + 300 * len(panels),
+                      legend={"orientation": "h", "y": -0.12 if len(panels) == 1 else -0.06})
     return fig
+
+
+def _label(r: dict[str, Any]) -> str:
+    boot = " (boot)" if "bootstrap over q" in r["interval"] and "protocol" in r["metric"] else ""
+    return f"{r['task']} {r['metric']}{boot}"
 
 
 def write_report(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, Any] | None = None) -> Path:

@@ -18,6 +18,7 @@ from bvvlab.eval.metrics import (
     translation_scores,
 )
 from bvvlab.eval.tasks import EvalError, GenItem, MCItem, Task, translation_prompt
+from bvvlab.models.generation import decode_generated
 
 # --------------------------------------------------------------------------------- model checks
 
@@ -302,7 +303,7 @@ def generate_texts(model: torch.nn.Module, tokenizer: Any, prompts: list[str], m
         res = model.generate(ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **_gen_kwargs(sample))
         for j, k in enumerate(ks):
-            text = tokenizer.decode(res[j, T:].tolist(), skip_special_tokens=True)
+            text = decode_generated(tokenizer, res[j, T:].tolist())  # no "�" for a character cut by the budget
             out[k] = text.lstrip().split(stop)[0] if stop else text
     model.train(was)
     return out
@@ -324,7 +325,8 @@ def run_protocol(model: torch.nn.Module, tokenizer: Any, items: list[GenItem], m
         outputs.append(outs)
         matrix.append(gen_scores(items, outs))
     means = [float(np.mean(m)) for m in matrix]
-    return {"protocol": protocol_interval(means), "bootstrap": bootstrap_interval(matrix, n_boot=n_boot, seed=seed),
+    bounds = (0.0, 100.0) if items[0].match == "bleu" else (0.0, 1.0)  # BLEU points, else a fraction
+    return {"protocol": protocol_interval(means, bounds), "bootstrap": bootstrap_interval(matrix, n_boot=n_boot, seed=seed),
             "run_means": means, "n": len(items), "outputs": outputs[0]}
 
 

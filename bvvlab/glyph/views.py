@@ -98,6 +98,21 @@ def visible(token: str) -> str:
     return "".join(f"[U+{ord(c):04X}]" if unicodedata.category(c) in _INVISIBLE else c for c in token)
 
 
+_SHOWN_AS = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\u00a0": "\u237d"}  # ␣ ↵ ⇥ ⍽
+
+
+def short_label(token: str, limit: int = 6) -> str:
+    """A token in at most `limit` readable units for a narrow cell: a space as "␣", a newline as
+    "↵", a tab as "⇥" (the usual typographic signs), another invisible character as its whole
+    `[U+XXXX]` (never cut inside it: `visible(" ")[:6]` showed "[U+002"), a special token such as
+    `<s>` or a byte token `<0xE2>` whole; "…" ends a cut label."""
+    if len(token) > 2 and token[0] == "<" and token[-1] == ">":
+        return token
+    units = [_SHOWN_AS.get(c) or (f"[U+{ord(c):04X}]" if unicodedata.category(c) in _INVISIBLE else c)
+             for c in token]
+    return "".join(units[:limit]) + ("\u2026" if len(units) > limit else "")
+
+
 def code_points(token: str, limit: int = 4) -> str:
     """"U+0065 U+0301": what tells apart tokens that look alike (`é` vs `e\u0301`, Latin `A`
     vs Cyrillic `А`); at most `limit` code points, then "…"."""

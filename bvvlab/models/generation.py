@@ -228,6 +228,7 @@ class Stream:
         self.finish_reason: str | None = None
         self.first_token_s: float | None = None
         self.tokens_per_s: float | None = None
+        self.last_top: list[tuple[int, str, float]] = []  # the last step's (id, token, p), for a headless chart
         self._stop = threading.Event()
         self._it: Iterator[Step] | None = None
 
@@ -307,6 +308,7 @@ class Stream:
             self.text += piece
             top_ids = order.tolist()
             top = list(zip(top_ids, tok.convert_ids_to_tokens(top_ids), p.tolist()))
+            self.last_top = top
             now = time.perf_counter()
             if t_first is None:
                 t_first = now
@@ -369,6 +371,27 @@ class _IncrementalDecoder:
         out = self.utf8.decode(b"", final=True)
         self.utf8.reset()
         return out
+
+
+def _byte_token_names(err: UnicodeDecodeError) -> tuple[str, int]:
+    """A codecs error handler: each invalid byte as its byte token's name ("<0xB1>")."""
+    return "".join(f"<0x{b:02X}>" for b in err.object[err.start:err.end]), err.end
+
+
+codecs.register_error("bvvlab-byte-tokens", _byte_token_names)
+
+
+def decode_generated(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Generated ids as text, special tokens skipped. The tokenizer's own decode is kept unless it
+    holds U+FFFD: then byte tokens go through `_IncrementalDecoder`, so a character whose bytes were
+    cut by the token budget is left out and a byte that is no part of a character shows as its token
+    ("<0xB1>"), never as "�" (05's protocol demo printed '��': the model's bytes, unreadable)."""
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    if "\ufffd" not in text:
+        return text
+    dec = _IncrementalDecoder(tokenizer, [])
+    dec.utf8 = codecs.getincrementaldecoder("utf-8")(errors="bvvlab-byte-tokens")
+    return "".join(dec.add(int(i)) for i in ids)  # no flush: an unfinished last character is dropped
 
 
 def generate_text(model: Any, tokenizer: Any, prompt: str, settings: GenerationSettings | None = None,

@@ -433,8 +433,9 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
 
 
 def _resume_point(cfg: TrainConfig, out: Path, is_main: bool) -> Path | None:
-    """The newest intact checkpoint to resume from (damaged newer ones named on stderr), None for a
-    fresh start; refuses when the run has weights but no resumable state (nothing is deleted)."""
+    """The newest intact checkpoint to resume from (damaged newer ones named on stderr, and the
+    one taken instead), None for a fresh start (said on stdout: information, not a warning); refuses
+    when the run has weights but no resumable state (nothing is deleted)."""
     if not cfg.resume:
         return None
     ckpt, skipped = C.newest_intact(out)
@@ -443,6 +444,7 @@ def _resume_point(cfg: TrainConfig, out: Path, is_main: bool) -> Path | None:
             print(f"bvvlab train: {bad} is damaged ({why}); skipping it", file=sys.stderr, flush=True)
     if ckpt is not None:
         if skipped and is_main:
+            # beside the damage warnings above, on stderr with them (the CLI tests read them together)
             print(f"bvvlab train: resuming from the newest intact checkpoint {ckpt}", file=sys.stderr, flush=True)
         return ckpt
     if skipped:
@@ -453,9 +455,9 @@ def _resume_point(cfg: TrainConfig, out: Path, is_main: bool) -> Path | None:
         raise C.CheckpointError(f"{out} has checkpoints without trainer state ({', '.join(p.name for p in weights)}): "
                                 "a run cannot resume from them exactly; keep them and choose a new out=, or pass "
                                 "overwrite=true to delete them and start again")
-    if is_main:  # the preemptible-job pattern: always pass --resume
-        print(f"bvvlab train: no checkpoint in {out} to resume from; starting a fresh run", file=sys.stderr,
-              flush=True)
+    if is_main:  # the preemptible-job pattern: always pass --resume. Information, so stdout: a notebook
+        # draws stderr as a pink box, and a successful run looked failed (issue 24)
+        print(f"bvvlab train: no checkpoint in {out} to resume from; starting a fresh run", flush=True)
     return None
 
 

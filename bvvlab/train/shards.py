@@ -299,6 +299,13 @@ def _write_shard(tmp: Path, weights: dict[str, float], tokenizer: Any, split: st
             n_docs += nd
             n_chars += nc
             bar.update(nc)
+    if progress and max_chars is not None and n_chars < max_chars:
+        # the split is smaller than asked: the bar ends at what there was (a bar closed at 83% is drawn red,
+        # as a failure, in a notebook) and one line says so
+        bar.total = n_chars
+        bar.refresh()
+        print(f"tokenising {split}: the split has {n_chars:,} characters, fewer than the {max_chars:,} asked; "
+              "all of them are used", flush=True)
     bar.close()
     if n_tokens == 0:
         names = ", ".join(weights)
