@@ -117,3 +117,95 @@ def test_fuse_refuses_names_that_repeat_or_are_empty(tmp_path, capsys):
         assert main(["fuse", str(a), str(b), "--names", *names, "--out", str(tmp_path / "out")]) == 2
         assert words in _one_line(capsys)
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# items 13 and 14: generation and the widgets
+
+
+@pytest.fixture(scope="module")
+def gen():
+    from _gen_fixtures import make_tokenizer, tiny
+
+    tok = make_tokenizer()
+    return tiny(tok), tok
+
+
+LONE = "Hello \ud800 world"  # a lone surrogate: what json.loads makes of "\ud800", or a bad paste
+
+
+def test_a_lone_surrogate_is_one_line_everywhere_text_goes_in(gen, tmp_path):
+    """Item 13: a TypeError from the tokenizers library that escaped the widgets' handler."""
+    from bvvlab.analysis import items as probe_items
+    from bvvlab.analysis.probe import probe_models
+    from bvvlab.app import widgets as Wd
+    from bvvlab.core.errors import BVVError
+    from bvvlab.models import generation as G
+
+    model, tok = gen
+    with pytest.raises(BVVError, match="prompt holds a lone surrogate U\\+D800 at character 6"):
+        G.Stream(model, tok, LONE, G.GenerationSettings(max_new_tokens=2))
+    with pytest.raises(BVVError, match="stop holds a lone surrogate"):
+        G.GenerationSettings(stop=["\udfff"])
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"text": "cat", "lang": "en"}\n{"text": "\\ud800", "lang": "en"}\n')  # JSON's own escape
+    with pytest.raises(probe_items.ProbeError, match="items.jsonl line 2: its text holds a lone surrogate"):
+        probe_items.file_items(path)
+    items = [probe_items.Item(t, "en", t, "x", t) for t in ("cat", "dog", LONE)]
+    with pytest.raises(probe_items.ProbeError, match="item 3 .*lone surrogate"):
+        probe_models(["unused"], items, folds=2, lms=[Wd.as_loaded(model, tok)])
+    index = Wd.concept_index(model, tok, items[:2])
+    with pytest.raises(BVVError, match="the text holds a lone surrogate"):
+        Wd.explore_layers(index, LONE)
+    ex = Wd.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=items[:2])
+    ex.text.value = LONE  # typed into the box: a line in the status, the last view kept
+    assert "lone surrogate" in ex.status.value and "color:#c00" in ex.status.value and ex.view.text == "cat"
+    panel = Wd.GenerationPanel(runs=None, models={"tiny": (model, tok)})
+    panel.controls.prompt.value = LONE
+    assert panel.generate(wait=True) is None and "lone surrogate" in panel.controls.status.value
+    side = Wd.SideBySidePanel(runs=None, models={"a": (model, tok), "b": (model, tok)})
+    side.controls.prompt.value = LONE
+    assert side.generate(wait=True) is None and "lone surrogate" in side.controls.status.value
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m, t, G: G.GenerationSettings(seed=2 ** 70), "seed=1180591620717411303424: a generator seed has 64 bits"),
+    (lambda m, t, G: G.generate_text(m, t, "Hi", G.GenerationSettings(stop=None, max_new_tokens=1)), None),
+    (lambda m, t, G: G.settings_from(stop=None), None),
+    (lambda m, t, G: G.GenerationSettings(stop=5), "stop=5: give a string or a list of strings"),
+    (lambda m, t, G: G.GenerationSettings(stop=["x", 1]), "give a string or a list of strings"),
+    (lambda m, t, G: G.Stream(m, t, [-1, 3]), "prompt token id -1 is out of range: the vocabulary has ids 0.."),
+    (lambda m, t, G: G.Stream(m, t, [1.5]), "prompt token id 1.5 is not an integer"),
+    (lambda m, t, G: G.Stream(m, t, [True]), "prompt token id True is not an integer"),
+    (lambda m, t, G: G.Stream(m, t, None), "prompt=None: give text"),
+    (lambda m, t, G: G.Stream(m, t, 7), "prompt=7: give text"),
+    (lambda m, t, G: G.generate_text(m, t, None), "prompt=None: give text"),
+])
+def test_bad_generation_api_values_are_one_line(gen, call, words):
+    """Item 14: seed 2**70, stop=None, negative ids, prompt None: raw exceptions (ValueError
+    'Overflow when unpacking long long', TypeError 'NoneType' object is not iterable, OverflowError)."""
+    from bvvlab.core.errors import BVVError
+    from bvvlab.models import generation as G
+
+    model, tok = gen
+    if words is None:  # stop=None is "no stop strings", as the field's default
+        result = call(model, tok, G)
+        assert (result.settings.stop if isinstance(result, G.Stream) else result.stop) == ()
+        return
+    with pytest.raises(BVVError, match=words) as exc:
+        call(model, tok, G)
+    assert "\n" not in str(exc.value)
+
+
+def test_explore_layers_refuses_a_top_or_k_below_one(gen):
+    from bvvlab.analysis import items as probe_items
+    from bvvlab.app import widgets as Wd
+    from bvvlab.core.errors import BVVError
+
+    model, tok = gen
+    index = Wd.concept_index(model, tok, [probe_items.Item(t, "en", t, "x", t) for t in ("cat", "dog")])
+    for kw, words in ((dict(top=-1), "top=-1: give an integer >= 1"), (dict(top=0), "top=0"),
+                      (dict(k=-1), "k=-1: give an integer >= 1"), (dict(top="a"), "top='a'")):
+        with pytest.raises(BVVError, match=words):
+            Wd.explore_layers(index, "cat", **kw)
+    assert Wd.explore_layers(index, "cat", k=1, top=1).lens[0][0][0][1] > 0  # the smallest valid call works

@@ -47,6 +47,7 @@ from bvvlab.analysis.metrics import (
     retrieval,
 )
 from bvvlab.analysis.workers import default_jobs, probe_pool
+from bvvlab.core.errors import BVVError, check_text
 from bvvlab.core.outputs import check_output, mark_output, write_figure
 
 
@@ -78,6 +79,11 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     if cka_level not in ("item", "token"):
         raise ProbeError(f"cka level {cka_level!r}: use 'item' or 'token'")
     items = list(items)
+    for k, it in enumerate(items):  # a lone surrogate reaches the tokenizer as a TypeError otherwise
+        try:
+            check_text(it.text, "its text")
+        except BVVError as exc:
+            raise ProbeError(f"item {k + 1} ({repr(it.text)[:30]}): {exc}") from None
     if any(it.pair for it in items):
         check_translations(items)
     n_groups = len({it.cv_group for it in items})
