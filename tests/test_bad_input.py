@@ -57,6 +57,19 @@ def test_a_hub_task_file_with_the_wrong_columns_names_the_file_and_the_columns(t
     assert all(c in msg for c in T.HUB_COLUMNS[task])
 
 
+def test_an_empty_or_wrong_hub_file_is_one_line_on_the_command_line(tmp_path, capsys):
+    """Found trying more cases: an empty file said "(StopIteration)", and a first load printed
+    datasets' "Generating train split" bar under the error (two lines)."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["eval", str(tmp_path), "--suite", f"mmlu={empty}", "--out", str(tmp_path / "o")]) == 2
+    assert f"{empty} is empty; pass a local file" in _one_line(capsys)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text('q,choices,answer\nx,"[1,2]",0\n')
+    assert main(["eval", str(tmp_path), "--suite", f"mmlu={wrong}", "--out", str(tmp_path / "o")]) == 2
+    assert "row 1 has no column question (it has q, choices, answer)" in _one_line(capsys)
+
+
 def test_a_hub_row_whose_values_do_not_fit_is_one_line(tmp_path):
     path = _jsonl(tmp_path / "arc.jsonl", [{"question": "x", "choices": ["a", "b"], "answerKey": "A"}])
     with pytest.raises(T.EvalError, match="does not fit the arc_easy format.*choices {label"):

@@ -47,6 +47,9 @@ def test_a_parent_trained_further_retrains_its_children_on_it(tmp_path, capsys):
     again = G.grow(make_config(**FAST), "1,1", 4, out)  # nothing changed: nothing moved, nothing trained
     assert again["superseded"] == [] and len(list((out / "superseded").iterdir())) == 1
     assert all(torch.equal(_weights(out / "stage_2")[k], w2[k]) for k in w2)
+    fewer = G.grow(make_config(**FAST), "1,1", 2, out)  # fewer steps than the stages hold: kept, and said so
+    assert fewer["steps"] == [4, 4] and [st["steps"] for st in fewer["stages"]] == [4, 4]
+    assert f"{out / 'stage_1'} has 4 steps (asked 2); it is kept as it is" in capsys.readouterr().err
 
 
 def test_a_refused_grow_leaves_no_empty_out_folder(tmp_path, capsys):

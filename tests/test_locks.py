@@ -63,6 +63,12 @@ def test_a_second_writer_gets_one_line_and_a_dead_holders_lock_is_taken_over(tmp
     assert not lock_path(out).exists() and not out.exists()
 
 
+def test_a_folder_where_the_lock_belongs_is_one_line(tmp_path, capsys):
+    lock_path(tmp_path / "run").mkdir()  # someone's folder named like the lock file
+    assert main(["train", "--out", str(tmp_path / "run"), "--steps", "2", *TRAIN]) == 2
+    assert f"{lock_path(tmp_path / 'run')} is a folder, where bvvlab keeps the lock of" in _one_line(capsys)
+
+
 def test_the_lock_leaves_no_folder_it_had_to_create(tmp_path):
     deep = tmp_path / "a" / "b" / "run"
     with folder_lock(deep, "train"):

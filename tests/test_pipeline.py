@@ -343,8 +343,9 @@ def test_ctrl_c_stops_with_one_line_and_the_same_command_continues(tmp_path):
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_sigint_and_sigterm_make_the_training_notebook_save_then_the_same_command_continues(tmp_path, sig):
     """As `bvvlab train` does: the running trainer saves a checkpoint as it stops (no periodic
-    save could have: save_every is past the end), the step is recorded interrupted (SIGTERM left
-    it "running"), exit 130/143 with the continue line; the same command resumes from that save."""
+    save could have: save_every is past the end), also when the signal comes twice, the step is
+    recorded interrupted (SIGTERM left it "running"), exit 130/143 with the continue line; the
+    same command resumes from that save."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "bvvlab", "pipeline", "--profile", "smoke", "--out", str(out), "--only", "train-frozen",
            "--set", "train.steps=400", "--set", 'train.extra={"val_chars": 2000, "save_every": 1000, "log_every": 1}']
@@ -356,6 +357,8 @@ def test_sigint_and_sigterm_make_the_training_notebook_save_then_the_same_comman
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.2)
     proc.send_signal(getattr(signal, sig))
+    time.sleep(0.5)
+    proc.send_signal(getattr(signal, sig))  # an impatient second one does not cut the save short
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[sig], err[-2000:]
     assert [l for l in err.splitlines() if l.startswith("bvvlab")] == [
@@ -373,6 +376,25 @@ def test_sigint_and_sigterm_make_the_training_notebook_save_then_the_same_comman
         assert done.returncode == 0, done.stderr[-2000:]
         meta = json.loads((run / "meta.json").read_text())
         assert meta["final"]["step"] == 400 and [r["at_step"] for r in meta["resumes"]] == [at]
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_notebook_that_does_not_train_stops_at_once(tmp_path):
+    """SIGTERM ends a kernel that has no handler for it; the pipeline used to wait 3 minutes on
+    the dead kernel before it stopped."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bvvlab", "pipeline", "--profile", "smoke", "--out", str(out),
+                             "--only", "embeddings"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not list((out / "notebooks").glob("*.ipynb")) if (out / "notebooks").is_dir() else True:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(3)  # inside the notebook
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and time.time() - t0 < 60, (time.time() - t0, err[-2000:])
+    assert _status(out) == {"embeddings": "interrupted"}
 
 
 @pytest.mark.slow

@@ -505,14 +505,30 @@ def _papermill(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path, ker
         with contextlib.suppress(Exception):
             if km.has_kernel:  # the running cell stops (the trainer saves first); SIGTERM as SIGTERM
                 km.interrupt_kernel() if signum == signal.SIGINT else km.signal_kernel(signum)
-        done.wait(timeout=180)  # a second signal here ends the wait (and the kernel) at once
-        raise
+        # until the cell has ended (at most 3 minutes), or the kernel is gone (SIGTERM ends a kernel that is
+        # not training, and nbclient would wait on it). A second Ctrl-C does not cut the trainer's save
+        # short, as in `bvvlab train` (SIGKILL does)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if done.wait(0.5) or not _kernel_alive(km):
+                    break
+            except KeyboardInterrupt:
+                continue
+        raise exc
     finally:
         with contextlib.suppress(Exception):
             if km.has_kernel:
                 km.shutdown_kernel(now=True)
     if failure:
         raise failure[0]
+
+
+def _kernel_alive(km: Any) -> bool:
+    try:
+        return bool(km.is_alive())
+    except Exception:  # noqa: BLE001 - a manager that cannot tell: treat as gone
+        return False
 
 
 def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any], gpus: int, progress: bool,

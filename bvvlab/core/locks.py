@@ -67,6 +67,9 @@ def _acquire(path: Path, folder: Path, command: str) -> int:
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise LockedError(f"{path} is a folder, where bvvlab keeps the lock of {folder}: move it away "
+                              "(it is not bvvlab's), or choose another output folder") from None
         except OSError as exc:
             raise output_error(exc, path) from None
         try:

@@ -258,16 +258,15 @@ def _hub_rows(name: str, local: str | Path | None) -> list[dict]:
             fmt = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(p.suffix)
             if fmt is None:
                 raise EvalError(f"{p}: unknown file type {p.suffix!r}; use .jsonl, .json, .parquet or .csv")
-            from datasets.utils import logging as ds_logging
+            from bvvlab.corpus.sources import quiet_datasets
 
-            verbosity = ds_logging.get_verbosity()
-            ds_logging.set_verbosity(ds_logging.CRITICAL)  # its "Failed to read file" line: ours says it once
+            if p.stat().st_size == 0:
+                raise EvalError(f"{p} is empty; {alt}")
             try:
-                ds = datasets.load_dataset(fmt, data_files=str(p), split="train")
+                with quiet_datasets():
+                    ds = datasets.load_dataset(fmt, data_files=str(p), split="train")
             except Exception as exc:  # a damaged parquet, a non-UTF-8 or malformed JSON/CSV: pyarrow's words
                 raise EvalError(f"{p} cannot be read as {fmt} ({_cause(exc)}); {alt}") from None
-            finally:
-                ds_logging.set_verbosity(verbosity)
         else:
             raise EvalError(f"{p} does not exist; {alt}")
         return [dict(r) for r in ds]

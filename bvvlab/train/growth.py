@@ -162,6 +162,10 @@ def _stage_record(run: Path, depth: int, added: int, frozen: int, steps: int) ->
     rank = int((meta.get("lora") or {}).get("rank") or 0)
     flops = stage_flops(ckpt / "config.json", frozen, seq_len, rank)["total"] if seq_len else None
     tokens = final.get("tokens_seen")
+    if final.get("step") and final["step"] != steps:  # a finished run is never cut back: say what it holds
+        print(f"bvvlab grow: {run} has {final['step']} steps (asked {steps}); it is kept as it is", file=sys.stderr,
+              flush=True)
+        steps = int(final["step"])
     return {"run": str(run), "checkpoint": str(ckpt), "depth": depth, "new_blocks": added,
             "frozen_blocks": frozen, "steps": steps, "tokens": tokens, "flops_per_token": flops,
             "train_flops": None if flops is None or tokens is None else flops * tokens,
@@ -249,6 +253,7 @@ def _grow(base: TrainConfig, plan: list[int], per_stage: list[int], out: Path, n
         d = run("finetune", depth, 0, finetune_steps, parent)
         summary["finetune"] = _stage_record(d, depth, 0, 0, finetune_steps)
     summary["final"] = str(C.resolve(parent))
+    summary["steps"] = [st["steps"] for st in summary["stages"]]  # what the stages hold, as their records say
     runs = summary["stages"] + ([summary["finetune"]] if "finetune" in summary else [])
     flops = [r["train_flops"] for r in runs]
     summary["train_flops"] = None if None in flops else sum(flops)
