@@ -239,9 +239,14 @@ def test_save_refuses_non_empty_dir_and_keeps_its_files(tmp_path, tmp_cache):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not empty: choose another --out or pass --overwrite"):
+    for overwrite in (False, True):  # a folder that is not an embedding folder is never replaced (issue 26 item 5)
+        with pytest.raises(FileExistsError, match="not empty and holds something other than an embedding folder"):
+            emb.save(out, overwrite=overwrite)
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    out = emb.save(tmp_path / "emb")
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds an embedding folder: pass --overwrite"):
         emb.save(out)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
     emb.save(out, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine" and (out / E.MATRIX_FILE).is_file()
     assert E.load_embedded(out).matrix.shape == (len(words), 16)

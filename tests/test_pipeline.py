@@ -120,12 +120,21 @@ def test_a_folder_that_holds_something_else_is_refused_and_untouched(tmp_path, c
     # --out naming a file
     assert main(["pipeline", "--out", str(tmp_path / "precious.txt")]) == 2
     assert "is a file: pass a folder" in _one_line_error(capsys)
-    # a pipeline already running in the folder (its lock holds a live pid: this process)
+    # a pipeline already running in the folder: another process holds its lock (bvvlab.core.locks)
     (other / "pipeline.json").write_text(json.dumps({"profile": "smoke", "steps": {}}))
-    (other / "pipeline.lock").write_text(str(os.getpid()))
-    assert main(["pipeline", "--profile", "smoke", "--out", str(other), "--only", "embeddings"]) == 2
-    assert f"another pipeline (pid {os.getpid()}) is running in {other}" in _one_line_error(capsys)
-    assert (other / "pipeline.lock").read_text() == str(os.getpid())
+    hold = ("import sys, time\nfrom bvvlab.core.locks import folder_lock\nwith folder_lock(sys.argv[1], 'pipeline'):\n"
+            "    print('held', flush=True)\n    time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(other)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(PL.notebooks_dir().parent)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in other.iterdir())
+        assert main(["pipeline", "--profile", "smoke", "--out", str(other), "--only", "embeddings"]) == 2
+        assert f"another bvvlab pipeline (pid {holder.pid}) is writing to {other}" in _one_line_error(capsys)
+        assert sorted(p.name for p in other.iterdir()) == before
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_paper_dry_run_prints_the_plan_counts_and_the_torchrun_launch(tmp_path, capsys):
@@ -169,6 +178,25 @@ def test_notebook_extra_keys_reach_the_config_and_may_not_repeat_a_parameter(tmp
         train_notebook_config(tmp_path / "r", steps=8, extra=[1])
     with pytest.raises(ValueError, match="grad_accum"):
         train_notebook_config(tmp_path / "r", steps=8, extra={"grad_accum": "two"})
+
+
+def test_without_a_terminal_each_step_says_when_it_starts_and_ends(tmp_path, capsys, monkeypatch):
+    """`make demo > log` showed nothing for minutes: without a bar, one stderr line per step
+    started and finished (the notebook itself is stubbed: this is about the lines)."""
+    def fake(s, out, nb_dir, nb_out, rec, gpus, progress, kernel):
+        (out / s.metrics).write_text("{}")
+        rec.update(status="done", seconds=1.5)
+
+    monkeypatch.setattr(PL, "_execute", fake)
+    monkeypatch.setattr("bvvlab.app.report.write", lambda *a, **k: None)
+    out = tmp_path / "run"
+    PL.run("smoke", out, only=["embeddings"], progress=False)
+    lines = [line.split(" ", 1)[1] for line in capsys.readouterr().err.splitlines() if " pipeline " in line]
+    assert lines == ["pipeline 1/1 embeddings: started (01_embeddings.ipynb)", "pipeline 1/1 embeddings: done in 1.5 s"]
+    PL.run("smoke", out, only=["embeddings"], progress=False)
+    assert "pipeline 1/1 embeddings: unchanged since the last run (cached)" in capsys.readouterr().err
+    PL.run("smoke", out, only=["embeddings"], progress=True)  # a bar instead of lines
+    assert " pipeline 1/1" not in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +337,64 @@ def test_ctrl_c_stops_with_one_line_and_the_same_command_continues(tmp_path):
     # interrupted kernel's trainer saves one as it stops), not from scratch
     (resume,) = meta["resumes"]
     assert 0 < resume["at_step"] < 150 and f"step_{resume['at_step']:07d}" == saved[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_sigint_and_sigterm_make_the_training_notebook_save_then_the_same_command_continues(tmp_path, sig):
+    """As `bvvlab train` does: the running trainer saves a checkpoint as it stops (no periodic
+    save could have: save_every is past the end), also when the signal comes twice, the step is
+    recorded interrupted (SIGTERM left it "running"), exit 130/143 with the continue line; the
+    same command resumes from that save."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bvvlab", "pipeline", "--profile", "smoke", "--out", str(out), "--only", "train-frozen",
+           "--set", "train.steps=400", "--set", 'train.extra={"val_chars": 2000, "save_every": 1000, "log_every": 1}']
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    run = out / "steps" / "train-frozen" / "frozen"
+    deadline = time.time() + 600
+    while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count('"train"') >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    time.sleep(0.5)
+    proc.send_signal(getattr(signal, sig))  # an impatient second one does not cut the save short
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[sig], err[-2000:]
+    assert [l for l in err.splitlines() if l.startswith("bvvlab")] == [
+        f"bvvlab pipeline: interrupted; finished steps are kept in {out}; continue with: bvvlab pipeline --profile smoke "
+        f"--out {out} --set=train.steps=400 '--set=train.extra={{\"val_chars\": 2000, \"save_every\": 1000, "
+        f"\"log_every\": 1}}' --only=train-frozen"]
+    assert _status(out) == {"train-frozen": "interrupted"}
+    meta = json.loads((run / "meta.json").read_text())
+    (saved,) = [p for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")]
+    assert meta["interrupted"]["signal"] == sig and Path(meta["interrupted"]["checkpoint"]).name == saved.name
+    at = meta["interrupted"]["step"]
+    assert 0 < at < 400 and saved.name == f"step_{at:07d}"
+    if sig == "SIGTERM":  # the same command continues from the checkpoint the signal made
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        meta = json.loads((run / "meta.json").read_text())
+        assert meta["final"]["step"] == 400 and [r["at_step"] for r in meta["resumes"]] == [at]
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_notebook_that_does_not_train_stops_at_once(tmp_path):
+    """SIGTERM ends a kernel that has no handler for it; the pipeline used to wait 3 minutes on
+    the dead kernel before it stopped."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bvvlab", "pipeline", "--profile", "smoke", "--out", str(out),
+                             "--only", "embeddings"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not list((out / "notebooks").glob("*.ipynb")) if (out / "notebooks").is_dir() else True:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(3)  # inside the notebook
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and time.time() - t0 < 60, (time.time() - t0, err[-2000:])
+    assert _status(out) == {"embeddings": "interrupted"}
 
 
 @pytest.mark.slow

@@ -340,8 +340,10 @@ def test_cli_refuses_an_existing_out_and_a_layer_out_of_range(tiny, tmp_path, ca
     _, _, ckpt, _ = tiny
     out = tmp_path / "run"
     out.mkdir()
+    (out / "notes.txt").write_text("mine")  # an empty folder may be written into; this one holds something
     assert main(["probe", str(ckpt), "--out", str(out), "--no-umap"]) == 2  # no overwrite without asking
-    assert "already exists" in capsys.readouterr().err
+    assert "is not empty and holds something other than a probe result" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert main(["probe", str(ckpt), "--out", str(tmp_path / "x"), "--layers", "9", "--no-umap"]) == 2
     assert "out of range" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["probe", str(ckpt), "--out", str(tmp_path / "x"), "--jobs", "-1", "--no-umap"]) == 2

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from bvvlab.core.errors import BVVError
+from bvvlab.core.errors import BVVError, check_text
 from bvvlab.corpus import concepts as _concepts
 from bvvlab.models.checkpoints import trained_holdout
 
@@ -85,6 +85,10 @@ def _file_item(row: dict, where: str) -> Item:
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         raise ProbeError(f"{where}: no text (each row needs a non-empty 'text' field)")
+    try:
+        check_text(text, "its text")
+    except BVVError as exc:
+        raise ProbeError(f"{where}: {exc}") from None
     pair = next((str(row[k]) for k in _PAIR_KEYS if row.get(k) not in (None, "")), "")
     return Item(text, str(row.get("lang") or guess_lang(text)), pair, str(row.get("label") or ""),
                 str(row.get("group") or ""), str(row.get("heldout", "")).lower() in ("1", "true", "yes"), "file")

@@ -48,6 +48,8 @@ from bvvlab.analysis.metrics import (
 )
 from bvvlab.analysis.workers import default_jobs, probe_pool
 from bvvlab.models.loader import labels
+from bvvlab.core.errors import BVVError, check_text
+from bvvlab.core.outputs import check_output, mark_output, write_figure
 
 
 def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "last", layers: Sequence[int] | None = None,
@@ -66,6 +68,11 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     if cka_level not in ("item", "token"):
         raise ProbeError(f"cka level {cka_level!r}: use 'item' or 'token'")
     items = list(items)
+    for k, it in enumerate(items):  # a lone surrogate reaches the tokenizer as a TypeError otherwise
+        try:
+            check_text(it.text, "its text")
+        except BVVError as exc:
+            raise ProbeError(f"item {k + 1} ({repr(it.text)[:30]}): {exc}") from None
     if any(it.pair for it in items):
         check_translations(items)
     n_groups = len({it.cv_group for it in items})
@@ -115,14 +122,16 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
 
 def write_run(out: str | os.PathLike, metrics: dict[str, Any], states: dict[str, States], items: Sequence[Item],
               umap: bool | str = True, seed: int = 0, overwrite: bool = False) -> Path:
-    """metrics.json, metrics.md and the figures into `out`, all or nothing (atomic folder)."""
+    """metrics.json, metrics.md and the figures into `out`, all or nothing (atomic folder). `out`
+    must be new or empty, or (with `overwrite`) an earlier probe result (`check_out`)."""
     from bvvlab.core.atomic import atomic_dir, write_json_atomic
 
-    out = Path(out)
     method = umap if isinstance(umap, str) else ("umap" if umap else "pca")  # True, False or a MAP_METHODS name
     if method not in MAP_METHODS:
         raise ProbeError(f"map method {method!r}: use one of {', '.join(MAP_METHODS)}")
-    with atomic_dir(out, replace=overwrite) as tmp:
+    read = [str(m["path"]).partition(EXPERT_SEP)[0] for m in metrics.get("models", {}).values() if m.get("path")]
+    out = check_out(out, overwrite, read)
+    with atomic_dir(out, replace=True) as tmp:
         figs = {}
         t0 = time.perf_counter()
         for name, st in states.items():
@@ -139,11 +148,30 @@ def write_run(out: str | os.PathLike, metrics: dict[str, Any], states: dict[str,
         if any(r.get("available") for r in lat.values()):
             figs["latent_language.html"] = latent_figure(lat)
         for fname, fig in figs.items():
-            fig.write_html(tmp / fname, include_plotlyjs="directory")
+            write_figure(fig, tmp / fname)
         metrics["meta"]["figures"] = sorted(figs)
         write_json_atomic(tmp / "metrics.json", metrics)
         (tmp / "metrics.md").write_text(markdown_table(metrics["models"]), encoding="utf-8")
+        mark_output(tmp, "probe")
     return out
+
+
+def _holds_probe(folder: Path) -> bool:
+    """A probe folder written before markers existed: its metrics.json has models and cka."""
+    import json
+
+    try:
+        m = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and {"models", "cka", "meta"} <= set(m)
+
+
+def check_out(out: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """The probe's output folder, checked before any work: new or empty, or with `overwrite` an
+    earlier probe result; never a checkpoint it reads, a training run or anyone's other folder."""
+    return check_output(out, "probe", "probe result", overwrite, holds=_holds_probe, inputs=inputs,
+                        error=ProbeError)
 
 
 # ============================================================================ command line
@@ -192,8 +220,7 @@ def add_cli(subparsers) -> None:
     def run(args) -> int:
         if args.jobs is not None and args.jobs < 0:
             raise ProbeError(f"--jobs {args.jobs}: give a number of worker processes, 0 or more (0 fits in this process)")
-        if Path(args.out).exists() and not args.overwrite:
-            raise ProbeError(f"{args.out} already exists: choose another --out or pass --overwrite")
+        check_out(args.out, args.overwrite, [c.partition(EXPERT_SEP)[0] for c in args.checkpoints])
         held = resolve_heldout(args.heldout, args.checkpoints) if args.items == "concepts" else ()
         items = load_items(args.items, held, args.limit)
         metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,

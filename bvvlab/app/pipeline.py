@@ -42,6 +42,8 @@ from typing import Any
 
 from bvvlab.core.atomic import ensure_dir, write_json_atomic
 from bvvlab.core.errors import BVVError, Interrupted
+from bvvlab.core.locks import folder_lock
+from bvvlab.core.outputs import write_figure
 from bvvlab.core.runinfo import run_meta
 
 
@@ -449,38 +451,6 @@ def _open_run(out: Path, profile: str) -> dict[str, Any]:
     return {"profile": profile, "created": _now(), "steps": {}}
 
 
-def _alive(lock: Path) -> bool:
-    try:
-        pid = int(lock.read_text().strip())
-        os.kill(pid, 0)  # no signal: only asks whether the process exists
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _lock(out: Path):
-    """One pipeline per run folder: `pipeline.lock` holds the owner's pid (a dead owner's lock is taken over)."""
-    path = out / "pipeline.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            if _alive(path):
-                raise PipelineError(f"another pipeline (pid {path.read_text().strip()}) is running in {out}: wait "
-                                    "for it, or pass another --out") from None
-            path.unlink(missing_ok=True)  # its owner is gone
-    else:
-        raise PipelineError(f"{path} cannot be taken: remove it if no pipeline runs there")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def _failed_cell(nb_path: Path) -> int | None:
     """The execution count (`In [N]`) of the cell that failed or was running in an executed notebook."""
     with contextlib.suppress(OSError, ValueError, KeyError):
@@ -517,8 +487,8 @@ def _launch_torchrun(step: Step, out: Path, gpus: int) -> None:
     proc = subprocess.Popen(_torchrun_cmd(config.relative_to(out), gpus), cwd=out)
     try:
         proc.wait()
-    except KeyboardInterrupt:  # let the ranks save their checkpoint before the pipeline stops
-        proc.send_signal(signal.SIGINT)
+    except KeyboardInterrupt as exc:  # let the ranks save their checkpoint before the pipeline stops
+        proc.send_signal(getattr(exc, "signum", signal.SIGINT))
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=120)
         raise
@@ -531,8 +501,11 @@ def _papermill(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path, ker
 
     nbclient, run in the main thread, takes over SIGINT to shut its kernel down and then carries
     on as if nothing happened (a Ctrl-C could end in exit status 0). From a worker thread it
-    leaves signals alone: Ctrl-C stays a KeyboardInterrupt here, which interrupts the kernel
-    (the trainer then saves a checkpoint), waits for the cell to end, and is re-raised."""
+    leaves signals alone: Ctrl-C (or SIGTERM, see `_signals_stop`) stays a KeyboardInterrupt
+    here, which passes the same signal to the kernel (the trainer saves a checkpoint and stops, as
+    `bvvlab train` does), waits for the cell to end, and is re-raised. The wait is on an Event,
+    not `Thread.join`: a join interrupted by a signal marks a live thread as finished (CPython
+    3.11, `_wait_for_tstate_lock`), so the kernel was shut down before the trainer could save."""
     import threading
 
     import papermill as pm
@@ -540,6 +513,7 @@ def _papermill(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path, ker
 
     km = KernelManager(kernel_name=kernel)
     failure: list[BaseException] = []
+    done = threading.Event()
 
     def work() -> None:
         try:
@@ -549,24 +523,43 @@ def _papermill(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path, ker
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             failure.append(exc)
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, name=f"papermill {nb_in.name}", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
+        while not done.wait(0.2):
+            pass
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
         with contextlib.suppress(Exception):
-            if km.has_kernel:
-                km.interrupt_kernel()  # SIGINT to the kernel: the running cell stops (the trainer saves first)
-        worker.join(timeout=180)
-        raise
+            if km.has_kernel:  # the running cell stops (the trainer saves first); SIGTERM as SIGTERM
+                km.interrupt_kernel() if signum == signal.SIGINT else km.signal_kernel(signum)
+        # until the cell has ended (at most 3 minutes), or the kernel is gone (SIGTERM ends a kernel that is
+        # not training, and nbclient would wait on it). A second Ctrl-C does not cut the trainer's save
+        # short, as in `bvvlab train` (SIGKILL does)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if done.wait(0.5) or not _kernel_alive(km):
+                    break
+            except KeyboardInterrupt:
+                continue
+        raise exc
     finally:
         with contextlib.suppress(Exception):
             if km.has_kernel:
                 km.shutdown_kernel(now=True)
     if failure:
         raise failure[0]
+
+
+def _kernel_alive(km: Any) -> bool:
+    try:
+        return bool(km.is_alive())
+    except Exception:  # noqa: BLE001 - a manager that cannot tell: treat as gone
+        return False
 
 
 def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any], gpus: int, progress: bool,
@@ -598,10 +591,87 @@ def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any]
         rec.update(seconds=round(time.perf_counter() - t0, 1), finished=_now())
 
 
+class _Stop(KeyboardInterrupt):
+    """SIGINT or SIGTERM in the pipeline's main thread; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_stop():
+    """SIGINT and SIGTERM raise `_Stop` in the main thread while the pipeline runs, so both stop it
+    as Ctrl-C does (the step recorded "interrupted", the kernel's trainer saving first); SIGTERM's
+    default would end the process at once, the status left "running" and the kernel orphaned.
+    A signal this process was started to ignore (a job started with `nohup`) stays ignored."""
+    import threading
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stop(signum)
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _say(progress: bool, i: int, n: int, s: Step, what: str) -> None:
+    """One line per step started and finished on stderr when there is no progress bar (a log, a
+    pipe, `make demo > log`): a long run shows where it is."""
+    if not progress:
+        print(f"{time.strftime('%H:%M:%S')} pipeline {i}/{n} {s.name}: {what}", file=sys.stderr, flush=True)
+
+
+def _outcome(rec: dict[str, Any]) -> str:
+    where = f" (cell In [{rec['cell']}])" if rec.get("cell") is not None else ""
+    err = f": {rec['error']}" if rec.get("error") else ""
+    return f"{rec['status']} in {rec.get('seconds')} s{where}{err}"
+
+
+def _run_step(s: Step, i: int, n: int, state: dict[str, Any], keys: dict[str, str], out: Path, nb_dir: Path,
+              gpus: int, progress: bool, kernel: str) -> None:
+    """One step: skipped when unchanged and complete, not run when a step it reads from did not
+    finish, else run (its earlier folder moved aside first when it cannot continue)."""
+    keys[s.name] = key = step_key(s, nb_dir, keys, gpus)
+    rec = state["steps"].get(s.name, {})
+    nb_out = out / "notebooks" / f"{s.notebook[:3]}{s.name}.ipynb"
+    blocked = [m for m in s.needs if state["steps"].get(m, {}).get("status") not in ("done", "cached")]
+    if rec.get("key") == key and rec.get("status") in ("done", "cached") and (out / s.metrics).exists():
+        state["steps"][s.name] = {**rec, "status": "cached"}
+        _say(progress, i, n, s, "unchanged since the last run (cached)")
+        return
+    if blocked:
+        state["steps"][s.name] = {"status": "not run", "key": key, "notebook": s.notebook, "params": s.params,
+                                  "error": f"needs {', '.join(blocked)}, which did not finish"}
+        _say(progress, i, n, s, f"not run: needs {', '.join(blocked)}, which did not finish")
+        return
+    if rec and (rec.get("key") != key or s.group not in RESUMABLE):
+        _supersede(out, s, nb_out)
+    state["steps"][s.name] = rec = {"status": "running", "key": key, "notebook": s.notebook,
+                                    "executed": str(nb_out.relative_to(out)), "params": s.params, "started": _now()}
+    write_json_atomic(out / "pipeline.json", state)
+    ensure_dir(out / s.folder)
+    _say(progress, i, n, s, f"started ({s.notebook})")
+    try:
+        _execute(s, out, nb_dir, nb_out, rec, gpus, progress, kernel)
+    finally:
+        write_json_atomic(out / "pipeline.json", state)
+        _say(progress, i, n, s, _outcome(rec))
+
+
 def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
         only: list[str] | None = None, gpus: int = 1, progress: bool | None = None,
         nb_dir: str | Path | None = None, kernel: str = "python3") -> dict[str, Any]:
-    """Run the pipeline; returns the run record (also in OUT/pipeline.json)."""
+    """Run the pipeline; returns the run record (also in OUT/pipeline.json). Progress: a tqdm bar
+    on a terminal, else one line per step on stderr. SIGINT and SIGTERM stop it as `bvvlab
+    train` stops (the running training notebook saves a checkpoint): `Interrupted`, 130 / 143."""
     import logging
 
     from tqdm.auto import tqdm
@@ -614,9 +684,9 @@ def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[s
     every = plan(profile, overrides, nb_dir)  # the report lists every step, also those --only leaves out
     steps = plan(profile, overrides, nb_dir, only) if only else every
     out = Path(out) if out is not None else default_out(profile)
-    state = _open_run(out, profile)
-    ensure_dir(out / "notebooks")
-    with _lock(out):
+    with folder_lock(out, "pipeline"), _signals_stop():  # one pipeline per run folder (bvvlab.core.locks)
+        state = _open_run(out, profile)
+        ensure_dir(out / "notebooks")
         state.update(profile=profile, overrides=overrides or {}, gpus=gpus, started=_now(), finished=None,
                      meta=run_meta(None, out=str(out)), order=[s.name for s in every])
         write_json_atomic(out / "pipeline.json", state)
@@ -627,37 +697,19 @@ def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[s
         bar = tqdm(total=len(steps), unit="step", disable=not progress, desc=profile)
         t_all = time.perf_counter()
         try:
-            for s in steps:
-                keys[s.name] = key = step_key(s, nb_dir, keys, gpus)
-                rec = state["steps"].get(s.name, {})
-                nb_out = out / "notebooks" / f"{s.notebook[:3]}{s.name}.ipynb"
+            for i, s in enumerate(steps, 1):
                 bar.set_description(f"{profile}: {s.name} ({s.notebook})")
-                blocked = [n for n in s.needs if state["steps"].get(n, {}).get("status") not in ("done", "cached")]
-                if rec.get("key") == key and rec.get("status") in ("done", "cached") and (out / s.metrics).exists():
-                    state["steps"][s.name] = {**rec, "status": "cached"}
-                elif blocked:
-                    state["steps"][s.name] = {"status": "not run", "key": key, "notebook": s.notebook, "params": s.params,
-                                              "error": f"needs {', '.join(blocked)}, which did not finish"}
-                else:
-                    if rec and (rec.get("key") != key or s.group not in RESUMABLE):
-                        _supersede(out, s, nb_out)
-                    state["steps"][s.name] = rec = {"status": "running", "key": key, "notebook": s.notebook,
-                                                    "executed": str(nb_out.relative_to(out)), "params": s.params,
-                                                    "started": _now()}
-                    write_json_atomic(out / "pipeline.json", state)
-                    ensure_dir(out / s.folder)
-                    try:
-                        _execute(s, out, nb_dir, nb_out, rec, gpus, progress, kernel)
-                    finally:
-                        write_json_atomic(out / "pipeline.json", state)
+                _run_step(s, i, len(steps), state, keys, out, nb_dir, gpus, progress, kernel)
                 report.write(out, state, every)
                 bar.update(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             state["interrupted"] = _now()
             write_json_atomic(out / "pipeline.json", state)
             with contextlib.suppress(Exception):
                 report.write(out, state, every)
-            raise Interrupted("pipeline interrupted", 130) from None
+            sigterm = getattr(exc, "signum", signal.SIGINT) == signal.SIGTERM
+            raise Interrupted(f"pipeline interrupted ({'SIGTERM' if sigterm else 'SIGINT'})",
+                              143 if sigterm else 130) from None
         finally:
             bar.close()
         state.update(finished=_now(), seconds=round(time.perf_counter() - t_all, 1))
@@ -691,12 +743,10 @@ def compare(cfg: Any, figures: str | Path | None = None) -> Path:
         results[name] = {"checkpoint": str(ckpt), "metrics": read_metrics(twin.out)}
     fig = plots.training_curves({k: v["metrics"] for k, v in results.items()},
                                 title=f"frozen vs unfrozen: {cfg.preset}, {cfg.steps} steps, seed {cfg.seed}")
-    # "directory": plotly.min.js is written once beside the html, so the figure draws offline
-    fig.write_html(out / "compare.html", include_plotlyjs="directory")
-    fig_path = out / "compare.html"
+    # plotly.min.js beside the html (checked before it is reused), so the figure draws offline
+    fig_path = write_figure(fig, out / "compare.html")
     if figures is not None:  # a copy named after the whole out path (a/twins and b/twins must not collide)
-        fig_path = ensure_dir(figures) / f"compare_{figure_slug(out)}.html"
-        fig.write_html(fig_path, include_plotlyjs="directory")
+        fig_path = write_figure(fig, ensure_dir(figures) / f"compare_{figure_slug(out)}.html")
     summary = {name: {"checkpoint": r["checkpoint"],
                       "final": json.loads((out / name / "meta.json").read_text()).get("final", {})}
                for name, r in results.items()}
@@ -763,10 +813,10 @@ def _main(args: Any) -> int:
                        + ([f"--notebooks={args.notebooks}"] if args.notebooks else []))
     try:
         state = run(args.profile, out, overrides, only, args.gpus, progress=args.progress, nb_dir=args.notebooks)
-    except Interrupted:
+    except Interrupted as exc:
         print(f"bvvlab pipeline: interrupted; finished steps are kept in {out}; continue with: {again}",
               file=sys.stderr)
-        return 130
+        return exc.exit_code
     print("\n".join([f"pipeline {args.profile}: {out} ({state['seconds']} s)"] + _summary_lines(state)))
     failed = [n for n, r in state["steps"].items() if r["status"] == "failed"]
     print(f"report: {out / 'report.html'}")

@@ -16,6 +16,7 @@ from typing import Any
 
 from bvvlab.core.atomic import ensure_dir, write_atomic
 from bvvlab.app import plots
+from bvvlab.core.outputs import write_figure
 
 Part = tuple  # ("md", text) or ("fig", name, plotly figure)
 
@@ -279,10 +280,7 @@ def write(out: str | Path, state: dict[str, Any], steps: list) -> Path:
             body.append(render(part[1]))
         else:
             _, name, fig = part
-            path = figures / f"{name}.html"
-            tmp = figures / f".{name}.html.tmp"
-            fig.write_html(tmp, include_plotlyjs="directory")
-            tmp.replace(path)
+            write_figure(fig, figures / f"{name}.html")  # plotly.min.js checked before it is reused
             md.append(f"[figure: {name}](figures/{name}.html)\n")
             body.append(f'<div class="figure" id="fig-{name}">'
                         + pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"plot-{name}") + "</div>")

@@ -42,7 +42,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from bvvlab.app.plots import PLOTLY_MIME
-from bvvlab.core.errors import BVVError
+from bvvlab.core.errors import BVVError, check_text
 from bvvlab.glyph.views import plotly_label, short_label, visible
 from bvvlab.models import generation as G
 from bvvlab.models.checkpoints import (
@@ -688,6 +688,11 @@ def explore_layers(index: ConceptIndex, text: str, k: int = 5, top: int = 5) -> 
 
     if not isinstance(text, str) or not text.strip():
         raise BVVError("type a word or a prompt to explore (the text is empty)")
+    check_text(text, "the text")
+    for name, v in (("k", k), ("top", top)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise BVVError(f"{name}={v!r}: give an integer >= 1 (how many {'neighbours' if name == 'k' else 'tokens'} "
+                           "to show per layer)")
     lm = index.lm
     notes = []
     n_tok = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -31,3 +31,17 @@ class Interrupted(BVVError):
 
 class CorpusError(BVVError):
     """Bad corpus input (unknown name, corrupt or non-UTF-8 file, empty source): one line with the fix."""
+
+
+def check_text(value: object, what: str) -> str:
+    """`value` if it is text a tokenizer can take, else one BVVError line naming `what`: not a
+    string, or a string with a lone surrogate (U+D800..U+DFFF: JSON's "\\ud800" escapes, a widget's
+    paste), which is not Unicode text and which the tokenizers library refuses with a TypeError."""
+    if not isinstance(value, str):
+        raise BVVError(f"{what}={value!r}: expected text (a string)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BVVError(f"{what} holds a lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start}, which is "
+                       "not a Unicode character: remove it (or write the character it was meant to be)") from None
+    return value

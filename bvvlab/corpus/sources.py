@@ -52,6 +52,7 @@ is rendered one sentence (or paragraph) per line, English line first: "The cat s
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -273,16 +274,67 @@ def _is_saved(local: Path) -> bool:
     return local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists())
 
 
+_DATA_FILES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """`datasets` without its log lines ("Failed to read file ...": the caller's one line says it)
+    and its "Generating train split" bars, which are not the user's business, for the block."""
+    from datasets.utils import logging as ds_logging
+
+    verbosity, bars = ds_logging.get_verbosity(), ds_logging.is_progress_bar_enabled()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        ds_logging.set_verbosity(verbosity)
+        if bars:
+            ds_logging.enable_progress_bar()
+
+
 def _load_hf(spec: str, name: str, config: str | None, streaming: bool) -> Any:
     import datasets
 
     local = Path(name).expanduser()
-    if _is_saved(local):
-        return datasets.load_from_disk(str(local))
     try:
-        return datasets.load_dataset(str(local) if local.exists() else name, config, streaming=streaming)
+        if _is_saved(local):
+            with quiet_datasets():
+                return datasets.load_from_disk(str(local))
+        if local.is_file() and local.suffix in _DATA_FILES:  # one local data file
+            with quiet_datasets():
+                return datasets.load_dataset(_DATA_FILES[local.suffix], data_files=str(local), streaming=streaming)
+        if local.exists():
+            with quiet_datasets():
+                return datasets.load_dataset(str(local), config, streaming=streaming)
+        return datasets.load_dataset(name, config, streaming=streaming)  # the Hub: its own bars and words
     except FileNotFoundError as exc:
         raise CorpusError(f"{spec}: dataset not found ({exc}): give a local path or a Hub name (online)") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged parquet, malformed JSON lines...: pyarrow's words alone
+        if not local.exists():  # named nothing local: the Hub's own error (offline, unknown name) stays as it was
+            raise
+        raise CorpusError(f"{spec}: {_unreadable(local)} cannot be read as a dataset ({_innermost(exc)}); check or "
+                          "rebuild the file (parquet, JSON lines, CSV, or a save_to_disk folder)") from None
+
+
+def _innermost(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    why = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {why}" if why else type(exc).__name__
+
+
+def _unreadable(local: Path) -> Path:
+    """The damaged parquet file under `local` when one is (its footer or schema does not read), else `local`."""
+    import pyarrow.parquet as pq
+
+    for f in [local] if local.is_file() else sorted(local.rglob("*.parquet")):
+        try:
+            pq.read_schema(f)
+        except Exception:  # noqa: BLE001 - any reason it cannot be read
+            return f
+    return local
 
 
 def _hash_files(root: Path) -> str:

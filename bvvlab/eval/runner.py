@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from bvvlab.core.atomic import ensure_dir, write_atomic, write_json_atomic
+from bvvlab.core.outputs import check_output, mark_output, write_figure
 from bvvlab.eval import scoring, suites
 from bvvlab.eval import tasks as eval_tasks
 
@@ -170,19 +170,33 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['task']} {r['metric']}{boot}"
 
 
-def write_report(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, Any] | None = None) -> Path:
+def write_report(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, Any] | None = None,
+                 overwrite: bool = False) -> Path:
     """results.json, results.md and results.html (plotly.min.js beside it) into `out`, each file
-    written whole or not at all (through a temporary sibling); other files in `out` are left alone."""
-    out = ensure_dir(out)
+    written whole or not at all (through a temporary sibling). `out` must be new or empty, or
+    (with `overwrite`) an earlier evaluation (`check_out`); other files there are left alone."""
+    out = ensure_dir(check_out(out, overwrite))
     write_json_atomic(out / "results.json", {"rows": rows, **(meta or {})})
     write_atomic(out / "results.md", markdown_table(rows))
-    tmp = out / f".results-{os.getpid()}.html"
-    try:
-        figure(rows).write_html(tmp, include_plotlyjs="directory")
-        os.replace(tmp, out / "results.html")
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_figure(figure(rows), out / "results.html")
+    mark_output(out, "eval")
     return out
+
+
+def _holds_eval(folder: Path) -> bool:
+    """An evaluation written before markers existed: results.json with its rows."""
+    try:
+        r = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(r, dict) and isinstance(r.get("rows"), list) and (folder / "results.md").is_file()
+
+
+def check_out(out: str | Path, overwrite: bool, inputs: list[str] | tuple = ()) -> Path:
+    """The evaluation's output folder, checked before any work (`bvvlab.core.outputs` rule): new or
+    empty, or with `overwrite` an earlier evaluation; a checkpoint or anyone's folder never."""
+    return check_output(out, "eval", "evaluation", overwrite, holds=_holds_eval, inputs=inputs,
+                        error=eval_tasks.EvalError)
 
 
 def load_models(paths: list[str], device: str = "cpu", trust_remote_code: bool = False) -> list[tuple[str, Any, Any]]:
@@ -216,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = args.suite == "paper" or args.protocol
     runs = args.runs if args.runs is not None else (10 if args.suite == "paper" else 1)
     sample = args.sample if args.sample is not None else runs > 1
+    check_out(args.out, args.overwrite, args.checkpoints)  # before any work
     tasks, bpc = resolve_suite(args.suite, args.suite_dir, args.limit)
     models = load_models(args.checkpoints, args.device, args.trust_remote_code)
     warnings = heldout_warnings(args.checkpoints, tasks)
@@ -225,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
                            batch=args.batch, bpc_chars=args.bpc_chars, seed=args.seed)
     out = write_report(rows, args.out, {"suite": args.suite, "checkpoints": [str(p) for p in args.checkpoints],
                                         "runs": runs, "sample": sample, "limit": args.limit,
-                                        "warnings": warnings})
+                                        "warnings": warnings}, overwrite=args.overwrite)
     print(markdown_table(rows), end="")
     print(f"wrote {out}/results.json, results.md, results.html")
     return 0
@@ -238,7 +253,8 @@ def add_cli(subparsers: Any) -> None:
                                                   "expert alone) or Hugging Face causal LM directories (several: one "
                                                   "comparison)")
     p.add_argument("--suite", default="offline", help="offline | paper | comma list of tasks, bpc, NAME=PATH, files")
-    p.add_argument("--out", required=True, help="output folder (results.json, results.md, results.html)")
+    p.add_argument("--out", required=True, help="output folder (results.json, results.md, results.html): new or empty")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation at --out")
     p.add_argument("--limit", type=int, default=None, help="at most this many questions per task")
     p.add_argument("--runs", type=int, default=None, help="protocol runs (default: 10 for paper, else 1)")
     p.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,

@@ -96,8 +96,9 @@ class Task:
 
 
 def _answer_index(ans: Any, choices: list[str], where: str) -> int:
-    if isinstance(ans, bool):
-        ans = None
+    if isinstance(ans, bool):  # JSON true/false: not an index, whatever Python thinks of True == 1
+        raise EvalError(f"{where}: answer {json.dumps(ans)} is a yes/no value; give the index of the right choice "
+                        f"(0-based), its letter ({LETTERS[0]}-{LETTERS[len(choices) - 1]}) or its text")
     if isinstance(ans, int):
         if 0 <= ans < len(choices):
             return ans
@@ -125,6 +126,9 @@ def mc_task(name: str, rows: list[dict], where: str, chance: float | None = None
         if not isinstance(q, str) or not q.strip():
             raise EvalError(f"{at} has no question text; every line needs \"question\", \"choices\", \"answer\"")
         choices = r.get("choices")
+        if isinstance(choices, list) and len(choices) == 1:
+            raise EvalError(f"{at} has a single choice ({choices[0]!r}); give \"choices\": a list of at least 2 "
+                            "strings, the right one among them")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
             raise EvalError(f"{at} has no choices (got {choices!r}); give \"choices\": a list of at least 2 strings")
         if len(choices) > len(LETTERS):
@@ -150,8 +154,14 @@ def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"task file {path} does not exist; give a JSON-lines file (question, choices, answer)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise EvalError(f"{path}:{line} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the task file as "
+                        "UTF-8") from None
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -180,11 +190,30 @@ def load_task_file(path: str | Path, name: str | None = None) -> Task:
 
 
 def _suite_task(head: dict, rows: list[dict], where: str) -> Task:
-    if head.get("kind") == "translation":
+    """A task from a suite file: its first line's header {"task": {"name", "kind", ...}}, then rows."""
+    example = '{"task": {"name": "my-task", "kind": "mc"}}'
+    if not isinstance(head.get("name"), str) or not head["name"].strip():
+        raise EvalError(f"{where}: the header line has no task name; write it as {example}")
+    kind = head.get("kind", "mc")
+    if kind not in ("mc", "translation"):
+        raise EvalError(f"{where}: task kind {kind!r} in the header; use \"mc\" or \"translation\"")
+    if kind == "translation":
         if not rows:
             raise EvalError(f"{where} holds no sentence pairs; rebuild it with scripts/build_eval_suites.py")
+        langs = [head.get(k) for k in ("src", "tgt")]
+        if not all(isinstance(x, str) and x for x in langs):
+            raise EvalError(f"{where}: a translation header needs \"src\" and \"tgt\" languages, e.g. "
+                            '{"task": {"name": "t", "kind": "translation", "src": "en", "tgt": "ru"}}')
+        bad = next((n for n, r in enumerate(rows, 2) if not all(isinstance(r.get(k), str) for k in ("src", "ref"))),
+                   None)
+        if bad is not None:
+            raise EvalError(f"{where}:{bad} needs \"src\" and \"ref\" texts (a sentence and its translation)")
+        try:
+            max_new = int(head.get("max_new_tokens", 64))
+        except (TypeError, ValueError):
+            raise EvalError(f"{where}: max_new_tokens={head['max_new_tokens']!r} in the header; give an integer") from None
         return Task(head["name"], "translation", [(r["src"], r["ref"]) for r in rows], None,
-                    src_lang=head["src"], tgt_lang=head["tgt"], max_new_tokens=int(head.get("max_new_tokens", 64)),
+                    src_lang=langs[0], tgt_lang=langs[1], max_new_tokens=max_new,
                     meta={k: head[k] for k in head if k not in ("name", "kind")})
     t = mc_task(head["name"], rows, where, chance=head.get("chance"))
     t.meta = {k: head[k] for k in head if k not in ("name", "kind", "chance")}
@@ -229,7 +258,15 @@ def _hub_rows(name: str, local: str | Path | None) -> list[dict]:
             fmt = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(p.suffix)
             if fmt is None:
                 raise EvalError(f"{p}: unknown file type {p.suffix!r}; use .jsonl, .json, .parquet or .csv")
-            ds = datasets.load_dataset(fmt, data_files=str(p), split="train")
+            from bvvlab.corpus.sources import quiet_datasets
+
+            if p.stat().st_size == 0:
+                raise EvalError(f"{p} is empty; {alt}")
+            try:
+                with quiet_datasets():
+                    ds = datasets.load_dataset(fmt, data_files=str(p), split="train")
+            except Exception as exc:  # a damaged parquet, a non-UTF-8 or malformed JSON/CSV: pyarrow's words
+                raise EvalError(f"{p} cannot be read as {fmt} ({_cause(exc)}); {alt}") from None
         else:
             raise EvalError(f"{p} does not exist; {alt}")
         return [dict(r) for r in ds]
@@ -242,14 +279,57 @@ def _hub_rows(name: str, local: str | Path | None) -> list[dict]:
     return [dict(r) for r in ds]
 
 
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a library error, in one line (datasets wraps pyarrow's)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+# the Hub format's columns per task (docs/recipe.md section 7), for the one line a wrong file gets
+HUB_COLUMNS = {
+    "mmlu": ("question", "choices", "answer"),
+    "arc_easy": ("question", "choices", "answerKey"),
+    "arc_challenge": ("question", "choices", "answerKey"),
+    "commonsense_qa": ("question", "choices", "answerKey"),
+    "squad_v2": ("context", "question", "answers"),
+    "opus100_en_ru": ("translation",),
+    "opus100_ru_en": ("translation",),
+}
+_NESTED = {"choices": "{label: [...], text: [...]}", "answers": "{text: [...]}", "translation": "{en: ..., ru: ...}"}
+
+
+def _hub_format(name: str) -> str:
+    cols = [c + (f" {_NESTED[c]}" if c in _NESTED and name != "mmlu" else "") for c in HUB_COLUMNS[name]]
+    return f"{name} rows (as on the Hub) have the columns {', '.join(cols)}"
+
+
 def hub_task(name: str, local: str | Path | None = None, limit: int | None = None) -> Task:
-    """MMLU, ARC-Easy/Challenge, CommonsenseQA, SQuAD v2 or OPUS-100 en-ru as a Task, from its Hub
-    format (field names as on the Hub), with the section 7 prompts and answer rules (SQuAD v2:
-    256 answerable questions whose answer has at most 8 characters; OPUS-100: 128 pairs)."""
+    """`_hub_task` with a file in the wrong format named in one line: the row, the columns it
+    lacks or the value that does not fit, and the columns the task reads."""
     if name not in HUB_TASKS:
         raise EvalError(f"unknown Hub task {name!r}: use one of {', '.join(HUB_TASKS)}")
     rows = _hub_rows(name, local)
     where = str(local or HUB_TASKS[name][0])
+    for i, r in enumerate(rows, 1):
+        missing = [c for c in HUB_COLUMNS[name] if c not in r]
+        if missing:
+            raise EvalError(f"{where}: row {i} has no column {', '.join(missing)} (it has {', '.join(r) or 'none'}); "
+                            f"{_hub_format(name)}")
+    try:
+        return _hub_task(name, rows, where, limit)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        if isinstance(exc, EvalError):
+            raise
+        raise EvalError(f"{where}: a row does not fit the {name} format ({type(exc).__name__}: {exc}); "
+                        f"{_hub_format(name)}") from None
+
+
+def _hub_task(name: str, rows: list[dict], where: str, limit: int | None) -> Task:
+    """MMLU, ARC-Easy/Challenge, CommonsenseQA, SQuAD v2 or OPUS-100 en-ru as a Task, from its Hub
+    format (field names as on the Hub), with the section 7 prompts and answer rules (SQuAD v2:
+    256 answerable questions whose answer has at most 8 characters; OPUS-100: 128 pairs)."""
     if not rows:
         raise EvalError(f"{where} holds no rows for {name}")
     if name == "mmlu":

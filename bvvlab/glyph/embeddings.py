@@ -67,6 +67,7 @@ import numpy as np
 import torch
 
 from bvvlab.core.atomic import atomic_dir, write_atomic, write_json_atomic
+from bvvlab.core.outputs import check_output, mark_output
 from bvvlab.core.runinfo import cache_dir, run_meta
 from bvvlab.glyph.bitmaps import (
     GLYPHS_VERSION,
@@ -370,9 +371,11 @@ class Embedded:
     def save(self, out_dir: str | Path, overwrite: bool = False) -> Path:
         """Tokenizer files + `glyph_matrix.safetensors` + `meta.json` into `out_dir`.
 
-        A non-empty `out_dir` is refused unless `overwrite`, which replaces the files of the same
-        names and keeps the folder's other files. The folder is built beside `out_dir` and swapped
-        in whole (`atomic_dir`), so a failure or a kill leaves what was there untouched.
+        `out_dir` must be new or empty, or (with `overwrite`) an earlier embedding folder, whose
+        files of the same names are replaced and whose other files are kept; anything else (a
+        training run, a checkpoint, a user's folder) is refused (`check_out_dir`). The folder is
+        built beside `out_dir` and swapped in whole (`atomic_dir`), so a failure or a kill
+        leaves what was there untouched.
         """
         out = check_out_dir(out_dir, overwrite)
         with atomic_dir(out, replace=True) as tmp:
@@ -380,6 +383,7 @@ class Embedded:
             save_matrix(tmp / MATRIX_FILE, self.matrix, **{k: self.meta[k] for k in
                                                            ("vocab_kind", "font_sha256", "recipe", "dim") if k in self.meta})
             write_json_atomic(tmp / "meta.json", run_meta(None, **self.meta))
+            mark_output(tmp, "embed")
             if out.is_dir():  # overwrite: the folder's other files come along (hard links where possible)
                 for f in sorted(out.iterdir()):
                     if not (tmp / f.name).exists():
@@ -401,14 +405,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         link(str(src), str(dst))
 
 
+def _holds_embedding(folder: Path) -> bool:
+    """An embedding folder written before markers existed: the matrix and a tokenizer, and no model
+    (a training run or checkpoint has config.json / model weights / checkpoints beside them)."""
+    if any((folder / n).exists() for n in ("config.json", "model.safetensors", "checkpoints", "metrics.jsonl")):
+        return False
+    return (folder / MATRIX_FILE).is_file() and (folder / "tokenizer.json").is_file()
+
+
 def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """The output folder, if writing there is allowed (fail before any work is done)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file: choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"output dir {out} is not empty: choose another --out or pass --overwrite")
-    return out
+    """The output folder, if writing there is allowed (fail before any work is done): new or
+    empty, or with `overwrite` an earlier embedding folder (`bvvlab.core.outputs` rule)."""
+    return check_output(out_dir, "embed", "embedding folder", overwrite, holds=_holds_embedding)
 
 
 def _texts_by_lang(corpus: str | Sequence[str] | None, texts: Sequence[str] | None) -> dict[str, list[str]] | None:

@@ -25,6 +25,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from bvvlab.core.atomic import ensure_dir, write_atomic
+from bvvlab.core.outputs import write_figure
 from bvvlab.core.runinfo import cache_dir
 from bvvlab.glyph.bitmaps import RECIPE_32, RecipeParams, snake_order
 from bvvlab.glyph.tokenizer import is_reserved_name
@@ -322,10 +324,9 @@ def script_map_figure(ids: np.ndarray, xy: np.ndarray, scripts: Sequence[str], v
 def save_figure(fig: go.Figure, out_dir: str | Path, name: str) -> Path:
     """`out_dir/name.html` and `name.json`. The page loads `plotly.min.js` written once beside it
     (not the CDN): the figures must open offline, like the rest of the workbench."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fig.write_html(out / f"{name}.html", include_plotlyjs="directory")
-    (out / f"{name}.json").write_text(fig.to_json(), encoding="utf-8")
+    out = ensure_dir(out_dir)
+    write_figure(fig, out / f"{name}.html")  # the bundle checked before it is reused (bvvlab.core.outputs)
+    write_atomic(out / f"{name}.json", fig.to_json())
     return out / f"{name}.html"
 
 

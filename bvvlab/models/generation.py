@@ -35,7 +35,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from bvvlab.core.errors import BVVError
+from bvvlab.core.errors import BVVError, check_text
 
 DECODE_WINDOW = 6  # ids of left context decoded with each new id (spaces / merges at token borders)
 
@@ -54,10 +54,14 @@ class GenerationSettings:
     show_top: int = 10  # entries of the next-token distribution reported per step
 
     def __post_init__(self):
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,) if self.stop else ())
-        else:
-            object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
+        stop = self.stop
+        if stop is None:
+            stop = ()
+        elif isinstance(stop, str):
+            stop = (stop,)
+        elif not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+            raise BVVError(f"stop={stop!r}: give a string or a list of strings (none: an empty list)")
+        object.__setattr__(self, "stop", tuple(check_text(s, "stop") for s in stop if s))
         self.validate()
 
     def validate(self) -> None:
@@ -80,7 +84,8 @@ class GenerationSettings:
             raise BVVError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
         if num("repetition_penalty", float) <= 0:
             raise BVVError(f"repetition_penalty={self.repetition_penalty}: must be > 0 (1 = off)")
-        num("seed", int)
+        if not -(2 ** 63) <= num("seed", int) < 2 ** 64:  # what torch.Generator.manual_seed takes
+            raise BVVError(f"seed={self.seed}: a generator seed has 64 bits; give an integer from 0 to 2**64 - 1")
         if num("show_top", int) < 1:
             raise BVVError(f"show_top={self.show_top}: must be >= 1")
 
@@ -155,8 +160,7 @@ def context_length(model: Any) -> int | None:
 def encode_prompt(tokenizer: Any, prompt: str, max_new_tokens: int, context: int | None) -> Prompt:
     """Ids of `prompt`. Empty: the tokenizer's BOS (or a one-line refusal if it has none). Longer
     than the context leaves room for: the last tokens are kept, and a note says so."""
-    if not isinstance(prompt, str):
-        raise BVVError(f"prompt={prompt!r}: expected a string")
+    check_text(prompt, "prompt")
     ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else []
     notes = []
     if not ids:
@@ -175,6 +179,35 @@ def encode_prompt(tokenizer: Any, prompt: str, max_new_tokens: int, context: int
                          f"max_new_tokens {max_new_tokens})")
             ids = ids[-room:]
     return Prompt(ids, notes)
+
+
+def prompt_ids(prompt: Any, model: Any, tokenizer: Any) -> list[int]:
+    """A prompt given as token ids: a non-empty list of integers, each a row of the vocabulary;
+    anything else is one line (a negative id used to end in an OverflowError from the tokenizer)."""
+    import operator
+
+    try:
+        given = list(prompt) if not isinstance(prompt, (str, bytes, dict)) else None
+    except TypeError:
+        given = None
+    if given is None:
+        raise BVVError(f"prompt={prompt!r}: give text (a string) or a list of token ids")
+    ids = []
+    for i in given:
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            ids.append(operator.index(i))  # ints, numpy and torch integers; never a float cut short
+        except TypeError:
+            raise BVVError(f"prompt token id {i!r} is not an integer: give token ids (integers) or text") from None
+    if not ids:
+        raise BVVError("the prompt is empty: give at least one token id (e.g. the tokenizer's BOS)")
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    size = size if isinstance(size, int) and size > 0 else len(tokenizer)
+    out = next((i for i in ids if not 0 <= i < size), None)
+    if out is not None:
+        raise BVVError(f"prompt token id {out} is out of range: the vocabulary has ids 0..{size - 1}")
+    return ids
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -217,9 +250,7 @@ class Stream:
         if isinstance(prompt, str):
             self.prompt = encode_prompt(tokenizer, prompt, int(self.settings.max_new_tokens), context_length(model))
         else:
-            self.prompt = Prompt([int(i) for i in prompt])
-            if not self.prompt.ids:
-                raise BVVError("the prompt is empty: give at least one token id (e.g. the tokenizer's BOS)")
+            self.prompt = Prompt(prompt_ids(prompt, model, tokenizer))
         self.use_cache = use_cache
         self.device = _device(model)
         self.generator = generator if generator is not None else new_generator(self.settings.seed, self.device)
@@ -432,6 +463,4 @@ def settings_from(**values: Any) -> GenerationSettings:
     bad = sorted(set(values) - names)
     if bad:
         raise BVVError(f"unknown generation setting(s) {bad}; valid: {', '.join(sorted(names))}")
-    if isinstance(values.get("stop"), list):
-        values["stop"] = tuple(values["stop"])
     return GenerationSettings(**values)

@@ -26,8 +26,13 @@ import numpy as np
 import torch
 
 from bvvlab.core.errors import BVVError
-from bvvlab.models.checkpoints import CheckpointError, save_checkpoint
-from bvvlab.models.loader import FUSED_TYPE, labels, load
+from bvvlab.core.outputs import check_output
+from bvvlab.models.checkpoints import (
+    EXPERT_SEP,
+    CheckpointError,
+    save_checkpoint,
+)
+from bvvlab.models.loader import is_fused_dir, labels, load
 from bvvlab.models.fused_model import METHODS, FusedForCausalLM
 from bvvlab.models.model import matrix_sha256
 from bvvlab.train.shards import TokenShard, encode_texts
@@ -52,28 +57,29 @@ def _tokenizer_digest(tok: Any) -> str:
 
 
 def check_out(out: str | os.PathLike | None, overwrite: bool, experts: Sequence[Path] = ()) -> Path | None:
-    """The output folder, checked before any work: it must be new or empty; with `overwrite`, it
-    may also hold an earlier fused checkpoint (anything else is never replaced)."""
+    """The output folder, checked before any work (`bvvlab.core.outputs` rule): new or empty; with
+    `overwrite`, also an earlier fused checkpoint (anything else, an expert above all, is never
+    replaced)."""
     if out is None:
         return None
-    out = Path(out)
-    for e in experts:
-        if out.exists() and out.resolve() == Path(e).resolve():
-            raise FusionError(f"--out {out} is one of the experts; choose a new folder for the fused checkpoint")
-    if out.exists() and not out.is_dir():
-        raise FusionError(f"--out {out} is a file; choose a new or empty folder for the fused checkpoint")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FusionError(f"--out {out} is not empty; choose a new or empty folder (or --overwrite to replace "
-                              "an earlier fused checkpoint there)")
-        try:
-            kind = json.loads((out / "config.json").read_text(encoding="utf-8")).get("model_type")
-        except (OSError, ValueError):
-            kind = None
-        if kind != FUSED_TYPE:
-            raise FusionError(f"--out {out} holds something other than a fused checkpoint; it is left as it is: "
-                              "choose a new or empty folder")
-    return out
+    return check_output(out, "fuse", "fused checkpoint", overwrite, holds=is_fused_dir, inputs=experts,
+                        error=FusionError)
+
+
+def check_names(names: Sequence[str] | None, n: int) -> list[str] | None:
+    """One distinct, non-empty name per expert (they key the fused config and `DIR::NAME`)."""
+    if names is None:
+        return None
+    names = list(names)
+    if len(names) != n:
+        raise FusionError(f"{len(names)} names for {n} experts; give one name per expert")
+    bad = [x for x in names if not isinstance(x, str) or not x.strip() or EXPERT_SEP in x]
+    if bad:
+        raise FusionError(f"--names {bad[0]!r}: give every expert a non-empty name without {EXPERT_SEP!r}")
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise FusionError(f"--names gives {', '.join(twice)} to more than one expert; give each expert its own name")
+    return names
 
 
 def load_experts(paths: Sequence[str | os.PathLike]) -> tuple[list, Any, list[Path]]:
@@ -118,8 +124,7 @@ def fuse(experts: Sequence[str | os.PathLike], method: str = "bayes", out: str |
     """(fused model, tokenizer) of the experts; saved as one checkpoint directory at `out` when given.
     Every check (method, output folder, experts) runs before anything is written."""
     check_method(method)
-    if names is not None and len(names) != len(experts):
-        raise FusionError(f"{len(names)} names for {len(experts)} experts; give one name per expert")
+    names = check_names(names, len(experts))
     out_path = check_out(out, overwrite, [Path(e) for e in experts if Path(e).exists()])
     models, tok, dirs = load_experts(experts)
     names = list(names) if names is not None else labels(experts)

@@ -33,15 +33,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
 from bvvlab.core.atomic import ensure_dir, write_json_atomic
+from bvvlab.core.locks import folder_lock
 from bvvlab.models import checkpoints as C
 from bvvlab.train.config import TrainConfig, check_lora, make_config
 from bvvlab.train.loop import read_metrics, train
+from bvvlab.train.setup import weights_digest
 
 
 def parse_stages(stages: str | Sequence[int]) -> list[int]:
@@ -192,6 +196,10 @@ def _stage_record(run: Path, depth: int, added: int, frozen: int, steps: int) ->
     rank = int((meta.get("lora") or {}).get("rank") or 0)
     flops = stage_flops(ckpt / "config.json", frozen, seq_len, rank)["total"] if seq_len else None
     tokens = final.get("tokens_seen")
+    if final.get("step") and final["step"] != steps:  # a finished run is never cut back: say what it holds
+        print(f"bvvlab grow: {run} has {final['step']} steps (asked {steps}); it is kept as it is", file=sys.stderr,
+              flush=True)
+        steps = int(final["step"])
     return {"run": str(run), "checkpoint": str(ckpt), "depth": depth, "new_blocks": added,
             "frozen_blocks": frozen, "steps": steps, "tokens": tokens, "flops_per_token": flops,
             "train_flops": None if flops is None or tokens is None else flops * tokens,
@@ -206,11 +214,15 @@ def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[i
          lora_alpha: float | None = None) -> dict[str, Any]:
     """Grow a model stage by stage under `out` (see the module docstring); returns growth.json's
     content. Re-running the same call resumes: finished stages are skipped, an interrupted stage
-    continues from its last checkpoint. `from_checkpoint` grows an existing model (its blocks
+    continues from its last checkpoint. A stage whose parent has changed since it started (the
+    parent trained further: a larger `steps`) is moved aside to `out/superseded/` and trained
+    again on the parent as it is now, and so is every stage after it: a chain never mixes the
+    weights of two runs. `from_checkpoint` grows an existing model (its blocks
     are the first frozen ones; `base.vocab` must be the embedding it was trained with).
     `lora_rank` > 0: a LoRA update of the frozen blocks in every stage that has some (alpha:
     `lora_alpha`, default the rank; both None: `base`'s lora_rank / lora_alpha); the final
-    fine-tune trains every weight and has none."""
+    fine-tune trains every weight and has none. One grow (or train) per folder at a time
+    (`bvvlab.core.locks`); a refused call leaves no empty `out` behind."""
     plan = parse_stages(stages)
     per_stage = _steps(steps, len(plan))
     if finetune_steps < 0:
@@ -223,18 +235,38 @@ def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[i
     if lora_rank and len(plan) == 1 and not from_checkpoint:
         raise ValueError(f"lora_rank={lora_rank} but no stage has frozen blocks (one stage from scratch): LoRA adapts "
                          "the frozen blocks of later stages; give several stages, --from a checkpoint, or lora_rank=0")
+    out = Path(out)
+    with folder_lock(out, "grow"):
+        existed = out.exists()
+        try:
+            return _grow(base, plan, per_stage, out, new_block_init, from_checkpoint, finetune_steps, callback,
+                         lora_rank, lora_alpha)
+        except BaseException:
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # refused before anything was written: no empty folder left behind
+            raise
+
+
+def _grow(base: TrainConfig, plan: list[int], per_stage: list[int], out: Path, new_block_init: str,
+          from_checkpoint: str | None, finetune_steps: int, callback: Callable[[dict[str, Any]], None] | None,
+          lora_rank: int, lora_alpha: float | None) -> dict[str, Any]:
     parent, depth = _grow_from(from_checkpoint) if from_checkpoint else (None, 0)
     if from_checkpoint and not (Path(base.vocab) / "glyph_matrix.safetensors").exists():
         raise ValueError("--from needs vocab= the saved embedding folder the checkpoint was trained with (a "
                          "vocabulary rebuilt from text could differ; the matrix hash is checked)")
-    out = ensure_dir(out)
+    ensure_dir(out)
     vocab = shared_embedding(base, out)
     summary: dict[str, Any] = {"stages": [], "plan": plan, "steps": per_stage, "new_block_init": new_block_init,
                                "from": parent, "embedding": vocab, "lora_rank": lora_rank,
-                               "lora_alpha": lora_alpha}
+                               "lora_alpha": lora_alpha, "superseded": []}
 
     def run(name: str, depth: int, frozen: int, steps: int, init_from: str | None) -> Path:
         d = out / name
+        why = stale_stage(d, init_from)
+        if why is not None:  # never resume a stage on weights its parent no longer has
+            moved = supersede(out, d)
+            summary["superseded"].append({"run": name, "moved_to": str(moved), "why": why})
+            print(f"bvvlab grow: {d} {why}; moved it to {moved} and training it again", file=sys.stderr, flush=True)
         lora = dict(lora_rank=lora_rank, lora_alpha=lora_alpha) if frozen else dict(lora_rank=0, lora_alpha=None)
         _check_stage(d, depth=depth, init_from=init_from, new_block_init=new_block_init, lora_rank=lora["lora_rank"])
         cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(d),
@@ -252,11 +284,36 @@ def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[i
         d = run("finetune", depth, 0, finetune_steps, parent)
         summary["finetune"] = _stage_record(d, depth, 0, 0, finetune_steps)
     summary["final"] = str(C.resolve(parent))
+    summary["steps"] = [st["steps"] for st in summary["stages"]]  # what the stages hold, as their records say
     runs = summary["stages"] + ([summary["finetune"]] if "finetune" in summary else [])
     flops = [r["train_flops"] for r in runs]
     summary["train_flops"] = None if None in flops else sum(flops)
     write_json_atomic(out / "growth.json", summary)
     return summary
+
+
+def stale_stage(run: Path, parent: str | None) -> str | None:
+    """Why the stage in `run` may not continue on `parent` (None: it may, or `run` holds no run):
+    the weights it started from (`init.parent_sha256` in its meta.json; `init.from` for a stage
+    recorded before digests were) are not the parent's newest checkpoint's."""
+    if parent is None or not C.holds_run(run):
+        return None
+    init = C.read_meta(run).get("init") or {}
+    now = C.resolve(parent)
+    if init.get("parent_sha256"):
+        same = init["parent_sha256"] == weights_digest(now)
+    else:
+        same = init.get("from") == str(now)
+    return None if same else f"started from {init.get('from') or 'other weights'}, but its parent is now {now}"
+
+
+def supersede(out: Path, run: Path) -> Path:
+    """Move a stage folder aside into `out/superseded/NAME-TIME/` (nothing is deleted)."""
+    import datetime as _dt
+
+    dest = ensure_dir(out / "superseded") / f"{run.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    os.replace(run, dest)
+    return dest
 
 
 def same_compute_steps(summary: dict[str, Any]) -> dict[str, Any]:

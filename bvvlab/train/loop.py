@@ -64,6 +64,7 @@ import torch
 from bvvlab.core import device as core_device
 from bvvlab.core.atomic import ensure_dir, output_error, write_atomic, write_json_atomic
 from bvvlab.core.errors import BVVError, Interrupted
+from bvvlab.core.locks import folder_lock
 from bvvlab.core.runinfo import run_meta
 from bvvlab.models import checkpoints as C
 from bvvlab.train import distributed as dist
@@ -418,18 +419,20 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"out={out} is a file, not a folder: choose another out=")
-    if C.holds_run(out) and not (cfg.resume or cfg.overwrite):
-        raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
-                              "replace it, or choose another out=")
-    device = resolve_device(cfg, info.local_rank)
-    dtype = resolve_dtype(cfg, device)
-    with dist.process_group(info, device):
-        check_ranks(cfg, info)  # several nodes: the same config and corpus everywhere, or one line on every rank
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        return _Run(cfg, callback, out, device, dtype, info).run()
+    # one writer per run folder (rank 0 speaks for a torchrun job): a second train or grow there is refused
+    with folder_lock(out, "train") if info.is_main else contextlib.nullcontext():
+        if C.holds_run(out) and not (cfg.resume or cfg.overwrite):
+            raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
+                                  "replace it, or choose another out=")
+        device = resolve_device(cfg, info.local_rank)
+        dtype = resolve_dtype(cfg, device)
+        with dist.process_group(info, device):
+            check_ranks(cfg, info)  # several nodes: the same config and corpus everywhere, or one line on every rank
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
+            return _Run(cfg, callback, out, device, dtype, info).run()
 
 
 def _resume_point(cfg: TrainConfig, out: Path, is_main: bool) -> Path | None:

@@ -188,7 +188,21 @@ def init_from_checkpoint(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, 
                 if k.startswith(prefix):
                     src[k] = src[below + k[len(prefix):]].clone()
     model.load_state_dict({**mine, **src})
-    return {"from": str(parent), "parent_layers": parent_layers, "new_blocks": new, "new_block_init": cfg.new_block_init}
+    return {"from": str(parent), "parent_sha256": weights_digest(parent), "parent_layers": parent_layers,
+            "new_blocks": new, "new_block_init": cfg.new_block_init}
+
+
+def weights_digest(ckpt: str | Path) -> str:
+    """sha256 of a checkpoint's `model.safetensors`: the digest its meta.json recorded when it was
+    saved (checked by `damaged_files` before use), else the file's own. A grown stage records its
+    parent's (`init.parent_sha256`), so a parent trained further is told apart from the one the
+    stage started from (growth's re-run rule)."""
+    from bvvlab.core.atomic import sha256_file
+    from bvvlab.models import checkpoints as C
+
+    ckpt = Path(ckpt)
+    recorded = (C.read_meta(ckpt).get("files") or {}).get("model.safetensors")
+    return recorded or sha256_file(ckpt / "model.safetensors")
 
 
 def freeze(model: torch.nn.Module, n_blocks: int) -> list[int]:
