@@ -276,6 +276,7 @@ def fit_max_new(settings: G.GenerationSettings, model: Any, tokenizer: Any,
     last tokens and says so). The note says what was lowered, else ""."""
     import dataclasses
 
+    check_text(prompt, "prompt")  # a lone surrogate is one line here, before the tokenizer sees it
     context = G.context_length(model)
     if context is None:
         return settings, ""
