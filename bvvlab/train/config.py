@@ -143,8 +143,19 @@ def check_interface(cfg: TrainConfig) -> None:
         raise ValueError(f"interface_values={cfg.interface_values!r}: use one of {', '.join(I.VALUES)}")
     if cfg.interface_dim is not None and cfg.interface_dim <= 0:
         raise ValueError(f"interface_dim={cfg.interface_dim}: give a positive number of bits (or none for the default)")
+    width = cfg.dim or cfg.model.get("hidden_size") or _preset_width(cfg.preset)
+    if cfg.interface_dim is not None and width and cfg.interface in I.CODED and int(width) % cfg.interface_dim:
+        ok = ", ".join(str(k) for k in I.divisors(int(width)) if k >= 2)
+        raise ValueError(f"interface_dim={cfg.interface_dim} does not divide the model width {width} (the code is "
+                         f"widened by repeat_interleave(width / n)): use one of {ok}")
     if cfg.interface_scale is not None and not (math.isfinite(cfg.interface_scale) and cfg.interface_scale > 0):
         raise ValueError(f"interface_scale={cfg.interface_scale}: give a number > 0 (or none for unit-norm rows)")
+
+
+def _preset_width(preset: str) -> int | None:
+    from bvvlab.models.model import PRESETS
+
+    return PRESETS.get(preset, {}).get("hidden_size")
 
 
 def check_lora(rank: Any, alpha: Any = None, frozen: int | None = None) -> tuple[int, float | None]:
