@@ -130,8 +130,8 @@ def run_series(out: str | os.PathLike, base: dict[str, Any] | None = None,
     base = dict(base or {})
     bad = [k for k in base if k in _RUNNER_KEYS or k.startswith("interface")]
     if bad:
-        raise ValueError(f"base config sets {', '.join(bad)}, which the series sets per run: drop them (seeds=, "
-                         "series= and out= choose them)")
+        raise ValueError(f"base config sets {', '.join(bad)}, which the series sets per run: drop them (the seeds, "
+                         "series and out arguments choose them)")
     if series is None:
         series = DEFAULT_SERIES
     elif not isinstance(series, dict):

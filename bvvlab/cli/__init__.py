@@ -13,7 +13,8 @@ import sys
 
 # subcommand modules, in the order they appear in --help
 _MODULES = ["bvvlab.app.pipeline", "bvvlab.corpus.sources", "bvvlab.glyph.embeddings", "bvvlab.models.model", "bvvlab.train.loop",
-            "bvvlab.analysis.probe", "bvvlab.train.fusion", "bvvlab.eval.runner", "bvvlab.train.growth"]
+            "bvvlab.analysis.probe", "bvvlab.train.fusion", "bvvlab.eval.runner", "bvvlab.train.growth",
+            "bvvlab.cli.ablate"]
 
 from bvvlab.core.errors import BVVError, CLIError  # noqa: E402,F401  (CLIError: the old name)
 
