@@ -378,6 +378,9 @@ def test_eval_command_compares_two_checkpoints(tmp_path, tok, capsys, monkeypatc
     assert all(r["n"] == 5 and r["chance"] == 0.25 and r["low"] <= r["mean"] <= r["high"] for r in acc)
     assert (out / "results.md").read_text().startswith("| model | task |")
     assert (out / "plotly.min.js").exists() and 'src="plotly.min.js"' in (out / "results.html").read_text()
+    joint = tmp_path / "joint"  # lm-evaluation-harness's tokenisation, recorded in results.json
+    assert cli_main(["eval", str(a), "--suite", str(task), "--tokenisation", "joint", "--out", str(joint)]) == 0
+    assert json.loads((joint / "results.json").read_text())["tokenisation"] == "joint"
     rc = cli_main(["eval", str(a), "--suite", "mmlu", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "mmlu=PATH.jsonl" in err
