@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order they appear in --help
-_MODULES = ["bvvlab.app.pipeline", "bvvlab.corpus.sources", "bvvlab.glyph.embeddings", "bvvlab.models.model", "bvvlab.train.loop",
+_MODULES = ["bvvlab.app.pipeline", "bvvlab.corpus.sources", "bvvlab.glyph.embeddings", "bvvlab.cli.model_params", "bvvlab.train.loop",
             "bvvlab.analysis.probe", "bvvlab.train.fusion", "bvvlab.eval.runner", "bvvlab.train.growth",
             "bvvlab.cli.ablate"]
 

@@ -924,24 +924,5 @@ elif "bvv" not in CONFIG_MAPPING:
     AutoConfig.register("bvv", BVVConfig)
 
 
-def add_cli(subparsers) -> None:
-    """`bvvlab model-params [PRESET ...]`: the parameter table (for bvvlab.cli's registry)."""
-    p = subparsers.add_parser("model-params", help="parameter counts (trainable / frozen) of model presets")
-    p.add_argument("presets", nargs="*", help=f"presets to count (default: all of {', '.join(PRESETS)})")
-    p.add_argument("--published", action="store_true",
-                   help="the published model family with bvvlab's counts beside the published ones")
-
-    def run(args) -> int:
-        if args.published:  # bvvlab.models.published, imported only here: this file stays self-contained
-            from bvvlab.models.published import family_table
-
-            print(family_table())
-            return 0
-        print(parameter_table(args.presets or None))
-        return 0
-
-    p.set_defaults(func=run)
-
-
 if __name__ == "__main__":
     print(parameter_table())
