@@ -337,8 +337,10 @@ def dry_run(steps: list[Step], out: Path, gpus: int = 1) -> list[dict[str, Any]]
             cfg = _train_config(s, out)
             cfg.validate(world_size=gpus)
             twin = cfg
-            row["estimate"] = estimate(cfg.preset, cfg.vocab, cfg.frozen, cfg.seq_len, cfg.batch_size,
-                                       cfg.grad_accum, cfg.steps, gpus)
+            from bvvlab.train.config import interface_kind
+
+            row["estimate"] = estimate(cfg.preset, cfg.vocab, interface_kind(cfg) != "trainable", cfg.seq_len,
+                                       cfg.batch_size, cfg.grad_accum, cfg.steps, gpus)
             if gpus > 1:
                 row["launch"] = f"(in {out}) " + " ".join(_torchrun_cmd(Path(s.folder) / "train_config.json", gpus))
         elif s.group == "fusion":  # two experts, each trained on its own data
