@@ -60,7 +60,8 @@ def series_entry(spec: str) -> tuple[str, dict[str, Any]]:
     keys: dict[str, Any] = {"interface": kind}
     if n:
         if not n.isdigit():
-            raise ValueError(f"series entry {spec!r}: the part after ':' is the code width n, a number (e.g. {kind}:64)")
+            raise ValueError(f"series entry {spec!r}: the part after ':' is the code width n, a number "
+                             f"(e.g. {kind}:64)")
         keys["interface_dim"] = int(n)
     return (f"{kind}-{n}" if n else kind), keys
 

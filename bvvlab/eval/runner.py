@@ -214,7 +214,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--protocol", action="store_true", help="also run the generative letter protocol on mc tasks")
     p.add_argument("--batch", type=int, default=32, help="questions per forward")
     p.add_argument("--tokenisation", choices=("split", "joint"), default="split",
-                   help="multiple choice: split (context and choice apart, default) or joint (as lm-evaluation-harness)")
+                   help="multiple choice: split (context and choice apart, default) or joint "
+                        "(as lm-evaluation-harness)")
     p.add_argument("--bpc-chars", type=int, default=20_000, help="held-out characters per language for bits/char")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

@@ -157,9 +157,8 @@ def build_model(cfg: TrainConfig, embedded: Any) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
     if config.frozen_embedding:
         return M.BVVForCausalLM.from_glyphs(config, embedded.matrix)
-    reference = M.BVVForCausalLM.from_glyphs(build_model_config(dataclasses.replace(cfg, frozen=True, interface="glyph"),
-                                                                embedded),
-                                             embedded.matrix)
+    glyph_twin = dataclasses.replace(cfg, frozen=True, interface="glyph")
+    reference = M.BVVForCausalLM.from_glyphs(build_model_config(glyph_twin, embedded), embedded.matrix)
     torch.manual_seed(cfg.seed)
     model = M.BVVForCausalLM.from_glyphs(config, embedded.matrix)
     shared = {k: v for k, v in reference.state_dict().items() if k != EMBED_KEY}
