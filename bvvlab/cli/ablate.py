@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         base[key.strip()] = value
     summary = A.run_series(args.out, base, series=args.series, seeds=args.seeds, suites=not args.no_suites,
                            probe=not args.no_probe, suite_limit=args.suite_limit)
-    A.gap_figure(summary).write_html(Path(args.out) / "gap.html", include_plotlyjs="cdn")
+    A.gap_figure(summary).write_html(Path(args.out) / "gap.html", include_plotlyjs="directory")  # offline
     print(A.summary_table(summary))
     for other, g in summary["gaps"].items():
         print(f"gap {summary['gap_ref']} vs {other}: {json.dumps(g['fit'])}")
