@@ -225,3 +225,27 @@ def test_series_entries_and_base_keys():
         A.series_entry("pixels")
     with pytest.raises(ValueError, match="sets seed"):
         A.run_series("/nonexistent/never", {"seed": 1})
+
+
+@pytest.mark.slow
+def test_ablate_command_runs_the_series_once_and_summarizes(tmp_path, capsys):
+    """Two interfaces x two seeds: every run of a seed reads the same training shard; the summary
+    has both interfaces over both seeds and the paired gap; a re-run trains nothing again."""
+    out = tmp_path / "series"
+    argv = ["ablate", "--out", str(out), "--series", "glyph", "id-bits", "--seeds", "0", "1", "--no-suites",
+            "--no-probe", *[f"{k}={v}" for k, v in FAST.items()], "steps=4"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["interfaces"]) == {"glyph", "id-bits"} and "gap glyph vs id-bits" in printed
+    assert all(row["val_bpc"]["n"] == 2 and row["seeds"] == [0, 1] for row in summary["interfaces"].values())
+    gap = summary["gaps"]["id-bits"]
+    assert gap["seeds"] == [0, 1] and [p["tokens"] for p in gap["points"]] == [256]  # the step-2 evaluation
+    for s in (0, 1):
+        shards = {json.loads((out / "runs" / n / f"seed{s}" / "meta.json").read_text())["data"]["train"]["key"]
+                  for n in ("glyph", "id-bits")}
+        assert len(shards) == 1  # one data order per seed
+    assert (out / "gap.html").exists() and (out / "plotly.min.js").exists()
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/model.safetensors")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/model.safetensors")} == before
