@@ -164,6 +164,15 @@ def test_mc_metrics_definitions():
     assert m["per_question"] == {"acc": [0.0, 1.0], "acc_norm": [1.0, 1.0]}  # a tie goes to the first choice
 
 
+def test_acc_norm_without_the_delimiter_is_lm_evals():
+    """The harness scores " " + choice but divides by len(choice): " ab" (-5) vs " abcd" (-9) is
+    -5/3 > -9/5 with the space counted (choice 0), -5/2 < -9/4 without it (choice 1)."""
+    items = [eval_tasks.MCItem("q", [" ab", " abcd"], 1)]
+    scores = [[-5.0, -9.0]]
+    assert eval_metrics.mc_metrics(items, scores)["acc_norm"] == 0.0  # -5/3 > -9/5
+    assert eval_metrics.mc_metrics(items, scores, delimiter=" ")["acc_norm"] == 1.0  # -5/2 < -9/4
+
+
 # ------------------------------------------------------------------------- intervals
 
 def test_protocol_interval_is_mean_plus_minus_1_96_sigma_over_sqrt_n():

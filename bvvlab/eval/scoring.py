@@ -384,7 +384,8 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task: Task, runs: int 
     """Tidy result rows (task, metric, mean, low, high, interval, n, chance) of one task.
 
     mc: acc and acc_norm by log-likelihood (bootstrap interval over questions; `tokenisation`
-    "joint" tokenises as lm-evaluation-harness does, see `joint_pair`), and with
+    "joint" is lm-evaluation-harness parity: its tokenisation, see `joint_pair`, and its acc_norm,
+    which divides by the choice's length without the leading " " delimiter), and with
     `protocol` the author's generative letter match (protocol interval and bootstrap).
     gen: the protocol. translation: corpus BLEU and chrF (bootstrap over sentences of the
     sentence-level scores is not what corpus BLEU is, so the interval is that of chrF per
@@ -400,7 +401,9 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task: Task, runs: int 
         items = task.items[:limit]
         if not items:
             raise EvalError(f"task {task.name} has no questions")
-        m = mc_metrics(items, score_choices(model, tokenizer, items, batch=batch, tokenisation=tokenisation))
+        # lm-evaluation-harness parity: its joint tokenisation and its acc_norm length (without the " " delimiter)
+        m = mc_metrics(items, score_choices(model, tokenizer, items, batch=batch, tokenisation=tokenisation),
+                       delimiter=" " if tokenisation == "joint" else "")
         for k in ("acc", "acc_norm"):
             row(k, m[k], bootstrap_interval(m["per_question"][k], n_boot=n_boot, seed=seed), m["n"], task.chance)
     if (task.kind == "gen" or (task.kind == "mc" and protocol)) and task.gen:
