@@ -87,6 +87,54 @@ def test_context_and_continuation_are_tokenised_separately(model, tok):
     assert got == pytest.approx(want, abs=1e-4)
 
 
+def _lm_eval_encode_pair(tok, context, continuation):
+    """lm-evaluation-harness 0.4.x `TemplateLM._encode_pair`, restated line for line (lm_eval is not
+    installed here) for the hf model, which encodes without special tokens."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole_enc = tok.encode(context + continuation, add_special_tokens=False)
+    context_enc = tok.encode(context, add_special_tokens=False)
+    return context_enc, whole_enc[len(context_enc):]
+
+
+def test_joint_tokenisation_reproduces_lm_eval_and_names_the_questions_that_differ(model, tok):
+    """tokenisation="joint" scores exactly the tokens lm-evaluation-harness scores (its
+    `_encode_pair`): the full-sequence reference over those ids equals the cached batched score;
+    the questions whose tokens differ from the split tokenisation are listed with the reason."""
+    items = ITEMS + [eval_tasks.MCItem("Question: What is the Russian word for cat?\nAnswer", [": кошка", ": дом"], 0),
+                     eval_tasks.MCItem("Answer: ", ["кошка", "дом"], 0)]
+    for it in items:
+        for c in it.choices:
+            if it.context:
+                assert scoring.joint_pair(tok, it.context, c) == tuple(_lm_eval_encode_pair(tok, it.context, c))
+    rows = scoring._mc_rows(tok, items, 128, None, "joint")
+    ids = [(ctx, conts) for ctx, conts in rows]
+    for (ctx, conts), it in zip(ids, items):
+        if it.context:
+            assert all((ctx, c) == _lm_eval_encode_pair(tok, it.context, ch) for c, ch in zip(conts, it.choices))
+    want = scoring.score_full_sequences(model, tok, items, tokenisation="joint")
+    got = scoring.score_choices(model, tok, items, batch=3, tokenisation="joint")
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), rtol=1e-5, atol=1e-4)
+    split = scoring.score_choices(model, tok, items, batch=3)
+    diff = scoring.tokenisation_differences(tok, items)
+    differ = {d["question"] for d in diff}
+    # "r:", ": " and " к" merge across "Answer:" + " ...": the joint string gives other tokens there;
+    # the question without context and the one without n-grams at its join agree
+    expect = {k for k, it in enumerate(items) if it.context and any(
+        sum(_lm_eval_encode_pair(tok, it.context, c), []) != scoring.encode(tok, it.context) + scoring.encode(tok, c)
+        for c in it.choices)}
+    assert differ == expect and {0, 1, 6, 7} <= differ and not differ & {2, 3}
+    assert all(c["why"] in ("merge", "whitespace") for d in diff for c in d["choices"])
+    for k in range(len(items)):  # the other questions score the same tokens, so the same numbers
+        if k not in differ:
+            np.testing.assert_allclose(got[k], split[k], rtol=1e-5, atol=1e-4)
+    assert any(not np.allclose(got[k], split[k], atol=1e-3) for k in differ)
+    with pytest.raises(eval_tasks.EvalError, match="tokenisation='both'"):
+        scoring.score_choices(model, tok, items, tokenisation="both")
+
+
 def test_acc_and_acc_norm_on_a_model_with_known_answers(tok):
     """A model with a zero head is uniform: every token costs log V, so a choice's log-likelihood
     is -len(tokens) * log V exactly; acc then picks the fewest tokens, acc_norm the fewest tokens
@@ -114,6 +162,15 @@ def test_mc_metrics_definitions():
     scores = [[-2.0, -5.0], [-1.0, -1.0]]  # q1: acc picks 0; per char -2/2=-1 vs -5/11: acc_norm picks 1
     m = eval_metrics.mc_metrics(items, scores)
     assert m["per_question"] == {"acc": [0.0, 1.0], "acc_norm": [1.0, 1.0]}  # a tie goes to the first choice
+
+
+def test_acc_norm_without_the_delimiter_is_lm_evals():
+    """The harness scores " " + choice but divides by len(choice): " ab" (-5) vs " abcd" (-9) is
+    -5/3 > -9/5 with the space counted (choice 0), -5/2 < -9/4 without it (choice 1)."""
+    items = [eval_tasks.MCItem("q", [" ab", " abcd"], 1)]
+    scores = [[-5.0, -9.0]]
+    assert eval_metrics.mc_metrics(items, scores)["acc_norm"] == 0.0  # -5/3 > -9/5
+    assert eval_metrics.mc_metrics(items, scores, delimiter=" ")["acc_norm"] == 1.0  # -5/2 < -9/4
 
 
 # ------------------------------------------------------------------------- intervals
@@ -339,6 +396,9 @@ def test_eval_command_compares_two_checkpoints(tmp_path, tok, capsys, monkeypatc
     assert all(r["n"] == 5 and r["chance"] == 0.25 and r["low"] <= r["mean"] <= r["high"] for r in acc)
     assert (out / "results.md").read_text().startswith("| model | task |")
     assert (out / "plotly.min.js").exists() and 'src="plotly.min.js"' in (out / "results.html").read_text()
+    joint = tmp_path / "joint"  # lm-evaluation-harness's tokenisation, recorded in results.json
+    assert cli_main(["eval", str(a), "--suite", str(task), "--tokenisation", "joint", "--out", str(joint)]) == 0
+    assert json.loads((joint / "results.json").read_text())["tokenisation"] == "joint"
     rc = cli_main(["eval", str(a), "--suite", "mmlu", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "mmlu=PATH.jsonl" in err

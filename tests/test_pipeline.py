@@ -31,7 +31,7 @@ def _one_line_error(capsys) -> str:
 def test_plan_wires_the_twins_into_the_later_steps():
     steps = {s.name: s for s in PL.plan("smoke")}
     assert list(steps) == ["embeddings", "train-frozen", "train-unfrozen", "evaluate", "probe", "fusion", "growth",
-                           "generate"]
+                           "interfaces", "generate"]
     assert steps["train-frozen"].params["frozen"] is True and steps["train-unfrozen"].params["frozen"] is False
     twins = ["steps/train-frozen/frozen", "steps/train-unfrozen/unfrozen"]
     assert steps["probe"].params["checkpoints"] == twins and steps["evaluate"].params["checkpoint"] == twins
@@ -148,8 +148,8 @@ def test_paper_dry_run_prints_the_plan_counts_and_the_torchrun_launch(tmp_path, 
     # one micro-batch is 64 / (4 x 8) = 2 windows
     assert f"{20000 * 1024 * 64:,} training tokens (micro-batch 2)" in text
     assert "--nproc_per_node=8 -m bvvlab train --config steps/train-frozen/train_config.json" in text
-    assert text.count("memory per GPU") == 7  # every step but the embedding
-    for step in ("embeddings", "evaluate", "probe", "fusion", "growth", "generate"):
+    assert text.count("memory per GPU") == 8  # every step but the embedding
+    for step in ("embeddings", "evaluate", "probe", "fusion", "growth", "interfaces", "generate"):
         assert step in text
 
 
@@ -204,7 +204,7 @@ def test_without_a_terminal_each_step_says_when_it_starts_and_ends(tmp_path, cap
 
 
 FIGURES = ("training_curves", "evaluation", "evaluation_bpc", "probe_curves", "probe_layer_map", "fusion",
-           "growth_curves", "growth_probe")  # the smoke report's figures, in page order
+           "growth_curves", "growth_probe", "interfaces_gap")  # the smoke report's figures, in page order
 
 
 def _status(out: Path) -> dict[str, str]:
@@ -233,7 +233,7 @@ def test_a_failed_step_names_its_cell_and_the_others_still_run(smoke_run):
     out, first, _, _, _, report_first = smoke_run
     st = {k: v["status"] for k, v in first["steps"].items()}
     assert st == {"embeddings": "done", "train-frozen": "done", "train-unfrozen": "done", "evaluate": "done",
-                  "probe": "failed", "fusion": "done", "growth": "done", "generate": "done"}
+                  "probe": "failed", "fusion": "done", "growth": "done", "interfaces": "done", "generate": "done"}
     probe = first["steps"]["probe"]
     assert probe["cell"] is not None and "pooling" in probe["error"] and "middle" in probe["error"]
     assert first["rc"] == 1
@@ -261,7 +261,8 @@ def test_a_rerun_runs_only_what_changed_and_the_report_has_every_finding(smoke_r
     assert len(list((out / "superseded").iterdir())) == 1  # the failed probe folder, moved aside, not deleted
     md = (out / "report.md").read_text()
     for heading in ("## Steps", "## Frozen vs unfrozen embedding", "## Evaluation", "## Where meaning emerges",
-                    "## Fusion of experts", "## Layer-wise growth", "## Sample generation",
+                    "## Fusion of experts", "## Layer-wise growth", "## What the frozen vectors must contain",
+                    "## Sample generation",
                     "## Configuration of every step"):
         assert heading in md, heading
     assert "Not available" not in md and "could not be built" not in md

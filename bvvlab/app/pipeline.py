@@ -92,6 +92,7 @@ def _steps() -> list[Step]:
              "steps/probe/probe/metrics.json", needs=("train-frozen", "train-unfrozen")),
         Step("fusion", "06_fusion.ipynb", {"run_dir": "steps/fusion"}, "steps/fusion/metrics.json"),
         Step("growth", "07_growth.ipynb", {"run_dir": "steps/growth"}, "steps/growth/metrics.json"),
+        Step("interfaces", "08_interfaces.ipynb", {"run_dir": "steps/interfaces"}, "steps/interfaces/summary.json"),
         Step("generate", "04_generate.ipynb", {"checkpoint": twins[0], "runs_dir": "steps",
                                                 "run_dir": "steps/generate"},
              "steps/generate/metrics.json", needs=("train-frozen",)),
@@ -116,6 +117,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "probe": {"limit": 30, "folds": 3, "umap": False, "latent": False},
         "fusion": {"steps": 6, "train_chars": 12000, "eval_texts": 3, "val_chars": 2000},
         "growth": {"stages": "1,1", "steps_per_stage": 6, "train_chars": 15000, "val_chars": 4000, "probe_concepts": 12},
+        "interfaces": {"series": "glyph,id-bits", "steps": 6, "eval_every": 2, "eval_batches": 2, "batch_size": 4,
+                       "seq_len": 32, "train_chars": 15000, "val_chars": 3000, "suites": False, "probe": False},
         "generate": {"max_new_tokens": 24},
     },
     # `make demo`: the README's main job, minutes on a 2-core laptop CPU
@@ -131,6 +134,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    "eval_texts": 20, "val_chars": 20000},
         "growth": {"stages": "1,1,1", "steps_per_stage": 60, "train_chars": 200_000, "val_chars": 20000,
                    "seq_len": 64, "batch_size": 16, "lr": 0.003},
+        "interfaces": {"steps": 60, "eval_every": 10, "train_chars": 200_000, "val_chars": 20000, "suite_limit": 30},
         "generate": {"max_new_tokens": 64, "prompt": "The "},
     },
     # the best_bvv_ru shape (recipe section 4) for GPUs: check with --dry-run; not run in CI
@@ -147,6 +151,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    "lr": 0.001, "eval_texts": 200, "val_chars": 200_000},
         "growth": {"preset": "small", "stages": "1,1,1,1,1,1", "steps_per_stage": 2000, "train_chars": 5_000_000,
                    "val_chars": 200_000, "seq_len": 256, "batch_size": 32, "lr": 0.001},
+        "interfaces": {"preset": "small", "steps": 2000, "eval_every": 200, "train_chars": None, "val_chars": 200_000,
+                       "seq_len": 256, "batch_size": 32, "lr": 0.001, "suite_limit": None},
         "generate": {"max_new_tokens": 128},
     },
 }
@@ -244,7 +250,8 @@ def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Pa
 def _check_type(step: Step, name: str, value: Any, default: Any) -> None:
     """A parameter must have its default's type (a None default takes anything; ints pass as
     floats; a list/str parameter such as `checkpoint` may be either): one line naming it."""
-    if default is None or value is None and name in ("train_chars", "limit", "dim", "layers", "checkpoint"):
+    if default is None or value is None and name in ("train_chars", "limit", "dim", "layers", "checkpoint",
+                                                     "suite_limit"):
         return
     ok = {bool: lambda v: isinstance(v, bool),
           int: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -337,8 +344,10 @@ def dry_run(steps: list[Step], out: Path, gpus: int = 1, nnodes: int = 1) -> lis
             cfg = _train_config(s, out)
             cfg.validate(world_size=gpus * nnodes)
             twin = cfg
-            row["estimate"] = estimate(cfg.preset, cfg.vocab, cfg.frozen, cfg.seq_len, cfg.batch_size,
-                                       cfg.grad_accum, cfg.steps, gpus * nnodes)
+            from bvvlab.train.config import interface_kind
+
+            row["estimate"] = estimate(cfg.preset, cfg.vocab, interface_kind(cfg) != "trainable", cfg.seq_len,
+                                       cfg.batch_size, cfg.grad_accum, cfg.steps, gpus * nnodes)
             if gpus > 1 or nnodes > 1:
                 row["launch"] = node_lines(Path(s.folder) / "train_config.json", out, gpus, nnodes)
         elif s.group == "fusion":  # two experts, each trained on its own data
@@ -348,6 +357,10 @@ def dry_run(steps: list[Step], out: Path, gpus: int = 1, nnodes: int = 1) -> lis
             n = len([x for x in str(p["stages"]).split(",") if x.strip()])
             row["estimate"] = estimate(p["preset"], "compact", True, p["seq_len"], p["batch_size"], 1,
                                        p["steps_per_stage"] * n, layers=depth)
+        elif s.group == "interfaces":  # every interface of the series, every seed
+            runs = len(str(p["series"]).split(",")) * len(str(p["seeds"]).split(","))
+            row["estimate"] = estimate(p["preset"], "compact", True, p["seq_len"], p["batch_size"], 1, p["steps"],
+                                       runs=runs)
         elif twin is not None and s.needs:  # evaluation, probing, generation load the twins
             row["estimate"] = estimate(twin.preset, twin.vocab, True, twin.seq_len,
                                        1 if s.group == "generate" else 8, train=False)

@@ -215,6 +215,27 @@ def _growth_section(out: Path, state: dict[str, Any]) -> list[Part]:
     return parts
 
 
+def _interfaces_section(out: Path, state: dict[str, Any]) -> list[Part]:
+    from bvvlab.app import ablation as A
+
+    parts: list[Part] = [("md", "## What the frozen vectors must contain: the interface ablation\n\nOne shape and "
+                                "budget over several input interfaces (glyph, trainable, token-id bits, random bits, "
+                                "float codes), the same data order and init per seed; means with 95% t-intervals "
+                                "over seeds.\n")]
+    miss = _missing(state, "interfaces")
+    m = _read(out / "steps" / "interfaces" / "summary.json")
+    if miss or not m:
+        return parts + [("md", miss or "_No interfaces summary.json._\n")]
+    parts.append(("md", A.summary_table(m) + "\n"))
+    fits = [[f"{m['gap_ref']} vs {k}", _f(g["fit"]["a"], 3), _f(g["fit"]["b"], 3), _f(g["fit"]["meet_tokens"], 0),
+             g["fit"]["verdict"]] for k, g in m["gaps"].items()]
+    if fits:
+        parts.append(("md", "Gap (%) against tokens, fit gap = a + b log10(tokens):\n\n"
+                            + table(["pair", "a", "b", "meet (tokens)", "verdict"], fits)))
+        parts.append(("fig", "interfaces_gap", A.gap_figure(m)))
+    return parts
+
+
 def _generation_section(out: Path, state: dict[str, Any]) -> list[Part]:
     parts: list[Part] = [("md", "## Sample generation\n")]
     miss = _missing(state, "generate")
@@ -246,7 +267,7 @@ def sections(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
                                 "frozen embedding precomputed from pictures of Unicode glyphs, and their trainable "
                                 "twins.\n")]
     for build in (_steps_section, _train_section, _eval_section, _probe_section, _fusion_section, _growth_section,
-                  _generation_section, _config_section):
+                  _interfaces_section, _generation_section, _config_section):
         try:
             parts += build(out, state, steps) if build in (_steps_section, _config_section) else build(out, state)
         except Exception as exc:  # noqa: BLE001 - a damaged output spoils its section, never the report

@@ -14,7 +14,7 @@ import sys
 # subcommand modules, in the order they appear in --help
 _MODULES = ["bvvlab.app.pipeline", "bvvlab.corpus.sources", "bvvlab.glyph.embeddings", "bvvlab.cli.model_params", "bvvlab.train.loop",
             "bvvlab.analysis.probe", "bvvlab.train.fusion", "bvvlab.eval.runner", "bvvlab.train.growth",
-            "bvvlab.cli.data"]
+            "bvvlab.cli.data", "bvvlab.cli.ablate"]
 
 from bvvlab.core.errors import BVVError, CLIError  # noqa: E402,F401  (CLIError: the old name)
 

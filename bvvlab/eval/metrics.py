@@ -12,15 +12,22 @@ import numpy as np
 from bvvlab.eval.tasks import EvalError, GenItem, MCItem
 
 
-def mc_metrics(items: list[MCItem], scores: list[list[float]]) -> dict[str, Any]:
+def mc_metrics(items: list[MCItem], scores: list[list[float]], delimiter: str = "") -> dict[str, Any]:
     """lm-evaluation-harness's definitions: `acc` picks the choice of highest summed
     log-likelihood, `acc_norm` the highest log-likelihood divided by the choice's length in
     characters (`len(choice)`); ties go to the first choice (numpy argmax). Per-question
-    correctness is kept for the bootstrap."""
+    correctness is kept for the bootstrap.
+
+    bvvlab's choices carry their leading space (" bear"), so by default that space is counted.
+    The harness scores `target_delimiter + choice` but divides by `len(choice)` of the doc's
+    choice, without the delimiter (lm_eval/api/task.py, `process_results`); `delimiter=" "`
+    does the same (a choice that starts with it is counted without it)."""
     acc, acc_norm = [], []
     for it, s in zip(items, scores):
         s = np.asarray(s, dtype=np.float64)
-        n = np.asarray([float(len(c)) for c in it.choices])
+        n = np.asarray([float(len(c) - (len(delimiter) if delimiter and c.startswith(delimiter) else 0))
+                        for c in it.choices])
+        n[n == 0] = 1.0  # a choice that is only the delimiter: no division by zero
         acc.append(float(int(np.argmax(s)) == it.answer))
         acc_norm.append(float(int(np.argmax(s / n)) == it.answer))
     return {"acc": float(np.mean(acc)), "acc_norm": float(np.mean(acc_norm)), "n": len(items),

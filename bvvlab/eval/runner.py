@@ -82,7 +82,7 @@ def model_names(paths: list[str]) -> list[str]:
 
 def evaluate_models(models: list[tuple[str, Any, Any]], tasks: list, bpc: bool = False, runs: int = 1,
                     sample: bool = False, protocol: bool = False, limit: int | None = None, batch: int = 32,
-                    bpc_chars: int | None = 20_000, seed: int = 0) -> list[dict[str, Any]]:
+                    bpc_chars: int | None = 20_000, seed: int = 0, tokenisation: str = "split") -> list[dict[str, Any]]:
     """Tidy rows for every (name, model, tokenizer) on every task (and bits/char per language)."""
     rows: list[dict[str, Any]] = []
     for name, model, tok in models:
@@ -93,7 +93,7 @@ def evaluate_models(models: list[tuple[str, Any, Any]], tasks: list, bpc: bool =
                              "high": None, "interval": "none", "n": r["chars"], "chance": None})
         for t in tasks:
             for r in scoring.evaluate_task(model, tok, t, runs=runs, sample=sample, seed=seed, batch=batch, limit=limit,
-                                     protocol=protocol):
+                                           protocol=protocol, tokenisation=tokenisation):
                 rows.append({"model": name, **r})
     return rows
 
@@ -237,9 +237,11 @@ def run(args: argparse.Namespace) -> int:
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     rows = evaluate_models(models, tasks, bpc=bpc, runs=runs, sample=sample, protocol=protocol, limit=args.limit,
-                           batch=args.batch, bpc_chars=args.bpc_chars, seed=args.seed)
+                           batch=args.batch, bpc_chars=args.bpc_chars, seed=args.seed,
+                           tokenisation=args.tokenisation)
     out = write_report(rows, args.out, {"suite": args.suite, "checkpoints": [str(p) for p in args.checkpoints],
                                         "runs": runs, "sample": sample, "limit": args.limit,
+                                        "tokenisation": args.tokenisation,
                                         "warnings": warnings}, overwrite=args.overwrite)
     print(markdown_table(rows), end="")
     print(f"wrote {out}/results.json, results.md, results.html")
@@ -261,6 +263,9 @@ def add_cli(subparsers: Any) -> None:
                    help="sample with the card's settings (default: when runs > 1), else greedy")
     p.add_argument("--protocol", action="store_true", help="also run the generative letter protocol on mc tasks")
     p.add_argument("--batch", type=int, default=32, help="questions per forward")
+    p.add_argument("--tokenisation", choices=("split", "joint"), default="split",
+                   help="multiple choice: split (context and choice apart, default) or joint "
+                        "(as lm-evaluation-harness)")
     p.add_argument("--bpc-chars", type=int, default=20_000, help="held-out characters per language for bits/char")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")

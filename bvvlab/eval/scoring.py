@@ -150,20 +150,65 @@ def bpc_by_language(model: torch.nn.Module, tokenizer: Any, texts_by_lang: dict[
     return {lang: text_bpc(model, tokenizer, texts, batch=batch) for lang, texts in texts_by_lang.items()}
 
 
-def _mc_rows(tokenizer: Any, items: list[MCItem], max_len: int, prefix: str | None
-             ) -> list[tuple[list[int], list[list[int]]]]:
-    """(context ids, [continuation ids]) per item, each side tokenised on its own (a merged n-gram
-    never straddles the join); the context is cut on the left when a choice would not fit."""
+TOKENISATIONS = ("split", "joint")
+
+
+def joint_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-evaluation-harness's `_encode_pair` (lm_eval/api/model.py, 0.4.x): trailing whitespace
+    of the context moves to the continuation, `context + continuation` is tokenised as one
+    string, and the continuation is whatever follows the first len(encode(context)) tokens.
+    Where a merged n-gram straddles the join, those tokens are not the context's own: the
+    harness scores them anyway, and so does `tokenisation="joint"`."""
+    n = len(context) - len(context.rstrip())
+    if n:
+        context, continuation = context[:-n], context[-n:] + continuation
+    whole = encode(tokenizer, context + continuation)
+    ctx = encode(tokenizer, context)
+    return ctx, whole[len(ctx):]
+
+
+def tokenisation_differences(tokenizer: Any, items: list[MCItem]) -> list[dict[str, Any]]:
+    """The questions whose scored tokens differ between `split` (bvvlab's default) and `joint`
+    (lm-evaluation-harness) tokenisation, with why: `merge` where a merged n-gram straddles the
+    join of context + choice (the joint string's tokens are not the two sides' own), `whitespace`
+    where none does and only the harness's moving of the context's trailing whitespace into the
+    continuation changes the tokens. acc can only differ on these questions."""
     out = []
     for k, it in enumerate(items):
-        conts = [encode(tokenizer, c) for c in it.choices]
+        split_ctx = encode(tokenizer, it.context)
+        diff = []
+        for j, c in enumerate(it.choices):
+            ctx, cont = joint_pair(tokenizer, it.context, c)
+            split = split_ctx + encode(tokenizer, c)
+            if ctx + cont != split:
+                why = "merge" if encode(tokenizer, it.context + c) != split else "whitespace"
+                diff.append({"choice": j, "why": why})
+        if diff:
+            out.append({"question": k, "choices": diff})
+    return out
+
+
+def _mc_rows(tokenizer: Any, items: list[MCItem], max_len: int, prefix: str | None, tokenisation: str = "split"
+             ) -> list[tuple[list[int], list[list[int]]]]:
+    """(context ids, [continuation ids]) per item; the context is cut on the left when a choice
+    would not fit. `split` (default): each side tokenised on its own (a merged n-gram never
+    straddles the join); `joint`: lm-evaluation-harness's tokenisation (`joint_pair`)."""
+    if tokenisation not in TOKENISATIONS:
+        raise EvalError(f"tokenisation={tokenisation!r}: use split (bvvlab's) or joint (lm-evaluation-harness's)")
+    out = []
+    for k, it in enumerate(items):
+        if tokenisation == "joint":
+            pairs = [joint_pair(tokenizer, it.context, c) for c in it.choices]
+            context_ids, conts = pairs[0][0], [c for _, c in pairs]
+        else:
+            context_ids, conts = encode(tokenizer, it.context), [encode(tokenizer, c) for c in it.choices]
         if any(not c for c in conts):
             raise EvalError(f"question {k}: a choice is empty; every choice needs text")
         longest = max(len(c) for c in conts)
         if longest >= max_len:
             raise EvalError(f"question {k}: a choice has {longest} tokens, more than the context of {max_len} "
                             "allows; shorten the choices")
-        ctx = _prefix(tokenizer, prefix) + encode(tokenizer, it.context)
+        ctx = _prefix(tokenizer, prefix) + context_ids
         if not ctx:  # nothing to condition on: score after EOS (lm-evaluation-harness does the same)
             ctx = [tokenizer.eos_token_id]
         ctx = ctx[-(max_len - longest + 1):]  # the last continuation token is never fed
@@ -173,13 +218,15 @@ def _mc_rows(tokenizer: Any, items: list[MCItem], max_len: int, prefix: str | No
 
 @torch.no_grad()
 def score_choices(model: torch.nn.Module, tokenizer: Any, items: list[MCItem], batch: int = 32,
-                  prefix: str | None = "eos", share_prefix: bool = True) -> list[list[float]]:
+                  prefix: str | None = "eos", share_prefix: bool = True, tokenisation: str = "split"
+                  ) -> list[list[float]]:
     """Summed log-likelihood (nats) of every choice of every item given its context.
 
     The context is scored once: a batch of contexts (left-padded) runs with the KV cache on, the
     last position's logits score every choice's first token, the cache is repeated once per
     choice (`Cache.reorder_cache`) and all choices of the batch run together (right-padded) over
-    it. Cost: one context pass per question instead of one per choice. With `share_prefix`, the
+    it. Cost: one context pass per question instead of one per choice. `tokenisation`: see
+    `_mc_rows` ("joint" reproduces lm-evaluation-harness). With `share_prefix`, the
     tokens that all contexts of a batch start with (questions are sorted by their ids, so
     templated prompts share most of theirs) run once and their cache is repeated too.
     """
@@ -189,7 +236,7 @@ def score_choices(model: torch.nn.Module, tokenizer: Any, items: list[MCItem], b
     was = model.training
     model.eval()
     dev = _device(model)
-    rows = _mc_rows(tokenizer, items, int(model.config.max_position_embeddings), prefix)
+    rows = _mc_rows(tokenizer, items, int(model.config.max_position_embeddings), prefix, tokenisation)
     # sorted by the context's ids: a batch's contexts then share long prefixes (templated prompts)
     order = sorted(range(len(rows)), key=lambda k: rows[k][0])
     out: list[list[float]] = [[] for _ in rows]
@@ -251,10 +298,10 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 
 @torch.no_grad()
 def score_full_sequences(model: torch.nn.Module, tokenizer: Any, items: list[MCItem],
-                         prefix: str | None = "eos") -> list[list[float]]:
+                         prefix: str | None = "eos", tokenisation: str = "split") -> list[list[float]]:
     """The reference for `score_choices`: every (context + choice) sequence on its own, uncached,
-    the choice's tokens summed (same separate tokenisation). Slow; for tests and checks."""
-    rows = _mc_rows(tokenizer, items, int(model.config.max_position_embeddings), prefix)
+    the choice's tokens summed (same tokenisation). Slow; for tests and checks."""
+    rows = _mc_rows(tokenizer, items, int(model.config.max_position_embeddings), prefix, tokenisation)
     dev = _device(model)
     out = []
     for ctx, conts in rows:
@@ -335,10 +382,12 @@ def run_protocol(model: torch.nn.Module, tokenizer: Any, items: list[GenItem], m
 
 def evaluate_task(model: torch.nn.Module, tokenizer: Any, task: Task, runs: int = 1, sample: bool = False,
                   seed: int = 0, batch: int = 32, limit: int | None = None, protocol: bool = False,
-                  n_boot: int = 2000) -> list[dict[str, Any]]:
+                  n_boot: int = 2000, tokenisation: str = "split") -> list[dict[str, Any]]:
     """Tidy result rows (task, metric, mean, low, high, interval, n, chance) of one task.
 
-    mc: acc and acc_norm by log-likelihood (bootstrap interval over questions), and with
+    mc: acc and acc_norm by log-likelihood (bootstrap interval over questions; `tokenisation`
+    "joint" is lm-evaluation-harness parity: its tokenisation, see `joint_pair`, and its acc_norm,
+    which divides by the choice's length without the leading " " delimiter), and with
     `protocol` the author's generative letter match (protocol interval and bootstrap).
     gen: the protocol. translation: corpus BLEU and chrF (bootstrap over sentences of the
     sentence-level scores is not what corpus BLEU is, so the interval is that of chrF per
@@ -354,7 +403,9 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task: Task, runs: int 
         items = task.items[:limit]
         if not items:
             raise EvalError(f"task {task.name} has no questions")
-        m = mc_metrics(items, score_choices(model, tokenizer, items, batch=batch))
+        # lm-evaluation-harness parity: its joint tokenisation and its acc_norm length (without the " " delimiter)
+        m = mc_metrics(items, score_choices(model, tokenizer, items, batch=batch, tokenisation=tokenisation),
+                       delimiter=" " if tokenisation == "joint" else "")
         for k in ("acc", "acc_norm"):
             row(k, m[k], bootstrap_interval(m["per_question"][k], n_boot=n_boot, seed=seed), m["n"], task.chance)
     if (task.kind == "gen" or (task.kind == "mc" and protocol)) and task.gen:

@@ -4,14 +4,17 @@ One readable file, in the order config, norm, rotary, attention, MLP, block, mod
 
 * Decoder-only, pre-norm, rotary positions (base 10,000, Llama's "rotate half" layout), causal
   scaled-dot-product attention (`F.scaled_dot_product_attention`: the fused kernel on GPU; an
-  eager path returns attention weights when `output_attentions=True`), a 4x GELU MLP, no biases,
-  no learned positions, an output head that is *not* tied to the input matrix (section 4: "the
+  eager path returns attention weights when `output_attentions=True`), a 4x GELU MLP, no biases
+  (option `bias`: GPT-2-style biases in every block linear and LayerNorm with bias, the block
+  style that reproduces the published 269.70 M and 247.59 M exactly), no learned positions, an output head that is *not* tied to the input matrix (section 4: "the
   output head is a separate, trainable matrix"). Options: RMSNorm and a SwiGLU MLP; with both the
   model is numerically `LlamaForCausalLM` (see `to_llama`).
 * Frozen (the paper's model): the glyph matrix (section 3) is the *persistent buffer*
   `model.embed_tokens.weight`. It is saved in `model.safetensors`, restored bit-exactly by
   `from_pretrained`, never among `parameters()` so no optimizer ever sees it, and its sha256 is
-  recorded in the config as `embedding_hash`. Unfrozen (the paper's baseline,
+  recorded in the config as `embedding_hash`. The same buffer holds the other frozen interfaces
+  (id bits, random bits, float codes, already widened to d: `config.interface` names which).
+  Unfrozen (the paper's baseline,
   best_bvv_unfrozen_ru): an `nn.Embedding` of the same shape, randomly initialised, or, as an
   option, initialised from the glyph matrix. `BVVConfig.frozen_embedding` switches.
 * `labels` give a chunked cross-entropy (`ChunkedLinearCrossEntropy`) that never holds the fp32
@@ -75,6 +78,8 @@ class BVVConfig(PreTrainedConfig):
     frozen_embedding: bool = True  # True: glyph matrix as a frozen buffer; False: trainable nn.Embedding
     embedding_init: str = "random"  # unfrozen only: "random" (the paper's baseline) or "glyph"
     embedding_hash: str | None = None  # sha256 of the glyph matrix (float32 bytes), set by from_glyphs
+    interface: str | None = None  # what the frozen matrix encodes: glyph, id-bits:16:msb:pm1, ... (set by the trainer)
+    bias: bool = False  # GPT-2-style blocks: biases in q/k/v, o, MLP linears, and LayerNorm with bias
     initializer_range: float = 0.02  # std of the normal init of linear layers
     loss_chunk_size: int = 0  # tokens per cross-entropy chunk; 0: 256, fewer if that is over 2^25 logits
     use_cache: bool = True  # generate with the key-value cache
@@ -193,7 +198,7 @@ class RMSNorm(nn.Module):
 def make_norm(config: BVVConfig) -> nn.Module:
     if config.norm_type == "rmsnorm":
         return RMSNorm(config.hidden_size, config.norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.bias)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,8 +327,8 @@ class Attention(nn.Module):
         self.layer_idx = layer_idx
         self.n_heads, self.head_dim = config.num_attention_heads, config.head_dim
         d = config.hidden_size
-        self.qkv_proj = nn.Linear(d, 3 * d, bias=False)  # rows: [q; k; v], each (heads * head_dim)
-        self.o_proj = nn.Linear(d, d, bias=False)
+        self.qkv_proj = nn.Linear(d, 3 * d, bias=config.bias)  # rows: [q; k; v], each (heads * head_dim)
+        self.o_proj = nn.Linear(d, d, bias=config.bias)
         self.o_proj.residual_out = True  # scaled init, see _init_weights
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
@@ -359,8 +364,8 @@ class MLP(nn.Module):
         super().__init__()
         d, f = config.hidden_size, config.intermediate_size
         self.swiglu = config.mlp_type == "swiglu"
-        self.up_proj = nn.Linear(d, 2 * f if self.swiglu else f, bias=False)  # swiglu rows: [gate; up]
-        self.down_proj = nn.Linear(f, d, bias=False)
+        self.up_proj = nn.Linear(d, 2 * f if self.swiglu else f, bias=config.bias)  # swiglu rows: [gate; up]
+        self.down_proj = nn.Linear(f, d, bias=config.bias)
         self.down_proj.residual_out = True  # scaled init, see _init_weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -432,10 +437,14 @@ class BVVPreTrainedModel(PreTrainedModel):
             if getattr(module, "residual_out", False):  # o_proj, down_proj: GPT-2's 1/sqrt(2*layers)
                 std = std / math.sqrt(2 * self.config.num_hidden_layers)
             init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         elif isinstance(module, (nn.Embedding, FrozenEmbedding)):
             init.normal_(module.weight, mean=0.0, std=self.config.hidden_size ** -0.5)
         elif isinstance(module, (nn.LayerNorm, RMSNorm)):
             init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
 
 
 class BVVModel(BVVPreTrainedModel):
@@ -853,9 +862,9 @@ def llama_config(config: BVVConfig):
     """The `LlamaConfig` of the same shape (needs norm_type="rmsnorm" and mlp_type="swiglu")."""
     from transformers import LlamaConfig
 
-    if config.norm_type != "rmsnorm" or config.mlp_type != "swiglu":
-        raise ValueError("only norm_type='rmsnorm' with mlp_type='swiglu' maps onto LlamaForCausalLM; "
-                         f"this config has {config.norm_type!r} and {config.mlp_type!r}")
+    if config.norm_type != "rmsnorm" or config.mlp_type != "swiglu" or config.bias:
+        raise ValueError("only norm_type='rmsnorm' with mlp_type='swiglu' and bias=False maps onto LlamaForCausalLM; "
+                         f"this config has {config.norm_type!r}, {config.mlp_type!r}, bias={config.bias}")
     return LlamaConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
                        intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
                        num_attention_heads=config.num_attention_heads,
@@ -913,18 +922,6 @@ elif "bvv" not in CONFIG_MAPPING:
     # so a following AutoTokenizer.from_pretrained(dir) (the card's order) does not stop at
     # transformers' interactive "run the custom code? [y/N]" prompt (docs/stack.md section 2.9)
     AutoConfig.register("bvv", BVVConfig)
-
-
-def add_cli(subparsers) -> None:
-    """`bvvlab model-params [PRESET ...]`: the parameter table (for bvvlab.cli's registry)."""
-    p = subparsers.add_parser("model-params", help="parameter counts (trainable / frozen) of model presets")
-    p.add_argument("presets", nargs="*", help=f"presets to count (default: all of {', '.join(PRESETS)})")
-
-    def run(args) -> int:
-        print(parameter_table(args.presets or None))
-        return 0
-
-    p.set_defaults(func=run)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,14 @@ class TrainConfig:
     preset: str = "tiny"  # model preset of bvvlab.models.model.PRESETS
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's config fields (HF names)
     frozen: bool = True  # frozen glyph embedding (True) or its trainable, randomly initialised twin
+    # the input interface (bvvlab.glyph.interfaces, issue 23): glyph | trainable (= frozen=false) | id-bits |
+    # random-bits | float; the interface_* keys shape a frozen code (n bits widened by repeat_interleave)
+    interface: str = "glyph"
+    interface_dim: int | None = None  # n, bits (or float dims) of the code; None = the kind's default, see default_dim
+    interface_order: str = "msb"  # id-bits: msb (column 0 = the id's highest bit) or lsb
+    interface_values: str = "pm1"  # bits as -1/+1 (pm1) or 0/1 (01)
+    interface_scale: float | None = None  # factor on the widened code; None = unit-norm rows (like glyph rows)
+    interface_seed: int = 0  # seed of the random-bits / float code (fixed across training seeds, so experts fuse)
     vocab: str = "compact"  # "compact", "bvv241-2-3", "bvv241-max", a tokenizer dir or a saved embedding dir
     dim: int | None = None  # embedding width; None = the model's hidden_size
     corpus: dict[str, float] = field(default_factory=lambda: {"libreoffice-en-ru": 1.0})  # source -> weight
@@ -112,12 +120,47 @@ class TrainConfig:
             raise ValueError("resume=true and overwrite=true contradict each other: pick one")
         if not (self.lr > 0) or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError(f"lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr and lr > 0")
+        check_interface(self)
         D.normalize_weights(self.corpus)
         check_model_keys(self.model)
         width = self.model.get("hidden_size")
         if self.dim is not None and width is not None and int(width) != int(self.dim):
             raise ValueError(f"dim={self.dim} but model.hidden_size={width}: the embedding feeds the blocks "
                              "directly, so give one of them (or the same value)")
+
+
+def interface_kind(cfg: TrainConfig) -> str:
+    """The interface a config trains: `trainable` for frozen=false (the older spelling), else `interface`."""
+    return "trainable" if not cfg.frozen or cfg.interface == "trainable" else cfg.interface
+
+
+def check_interface(cfg: TrainConfig) -> None:
+    """One line for an unknown kind, an option out of its choices, or frozen=false with a frozen code."""
+    from bvvlab.glyph import interfaces as I
+
+    I.check_kind(cfg.interface)
+    if not cfg.frozen and cfg.interface not in ("glyph", "trainable"):
+        raise ValueError(f"frozen=false asks for a trainable embedding but interface={cfg.interface} is a frozen code: "
+                         "drop frozen=false, or use interface=trainable")
+    if cfg.interface_order not in I.ORDERS:
+        raise ValueError(f"interface_order={cfg.interface_order!r}: use one of {', '.join(I.ORDERS)}")
+    if cfg.interface_values not in I.VALUES:
+        raise ValueError(f"interface_values={cfg.interface_values!r}: use one of {', '.join(I.VALUES)}")
+    if cfg.interface_dim is not None and cfg.interface_dim <= 0:
+        raise ValueError(f"interface_dim={cfg.interface_dim}: give a positive number of bits (or none for the default)")
+    width = cfg.dim or cfg.model.get("hidden_size") or _preset_width(cfg.preset)
+    if cfg.interface_dim is not None and width and cfg.interface in I.CODED and int(width) % cfg.interface_dim:
+        ok = ", ".join(str(k) for k in I.divisors(int(width)) if k >= 2)
+        raise ValueError(f"interface_dim={cfg.interface_dim} does not divide the model width {width} (the code is "
+                         f"widened by repeat_interleave(width / n)): use one of {ok}")
+    if cfg.interface_scale is not None and not (math.isfinite(cfg.interface_scale) and cfg.interface_scale > 0):
+        raise ValueError(f"interface_scale={cfg.interface_scale}: give a number > 0 (or none for unit-norm rows)")
+
+
+def _preset_width(preset: str) -> int | None:
+    from bvvlab.models.model import PRESETS
+
+    return PRESETS.get(preset, {}).get("hidden_size")
 
 
 def check_lora(rank: Any, alpha: Any = None, frozen: int | None = None) -> tuple[int, float | None]:
@@ -261,7 +304,8 @@ RESUME_MAY_CHANGE = ("log_every", "eval_every", "save_every", "keep_last", "prog
 
 
 # the TrainConfig fields that decide the model (named as such in resume errors)
-_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
+_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim", "interface", "interface_dim", "interface_order",
+               "interface_values", "interface_scale", "interface_seed")
 
 
 def saved_config(out: str | Path) -> dict[str, Any] | None:

@@ -111,8 +111,10 @@ def load_experts(paths: Sequence[str | os.PathLike]) -> tuple[list, Any, list[Pa
                               "train both on one shared vocabulary (bvvlab embed --vocab compact over both corpora)")
         h = m.config.embedding_hash or matrix_sha256(m.model.embed_tokens.weight)
         if h != h0:
-            raise FusionError(f"experts {first} and {d} have different frozen matrices (embedding_hash {h0[:12]}... vs "
-                              f"{h[:12]}...); fuse only experts trained on one glyph matrix")
+            i0, i = getattr(m0.config, "interface", None) or "glyph", getattr(m.config, "interface", None) or "glyph"
+            what = f"interfaces {i0} vs {i}" if i != i0 else f"embedding_hash {h0[:12]}... vs {h[:12]}..."
+            raise FusionError(f"experts {first} and {d} have different frozen matrices ({what}); fuse only experts "
+                              "trained on one frozen matrix (the same interface, code and vocabulary)")
         if _tokenizer_digest(t) != _tokenizer_digest(t0):
             raise FusionError(f"experts {first} and {d} have the same vocabulary but different tokenizers "
                               "(normaliser, pre-tokeniser or special tokens); fuse experts saved with one tokenizer")

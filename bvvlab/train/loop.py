@@ -76,6 +76,7 @@ from bvvlab.train.config import (  # noqa: F401
     check_model_keys,
     config_from_args,
     config_keys,
+    interface_kind,
     load_config_file,
     make_config,
     resume_config,
@@ -500,9 +501,10 @@ class _Run:
                              f"{model.config.max_position_embeddings} or model.max_position_embeddings=...")
         # one name for the matrix's identity: `matrix_hash` (meta.json) = `embedding_hash` (config.json)
         self.matrix_hash = getattr(embedded, "matrix_hash", None)
-        self.frozen_hash = embedding_hash(model) if cfg.frozen else None  # what the save guard checks
+        frozen = interface_kind(cfg) != "trainable"
+        self.frozen_hash = embedding_hash(model) if frozen else None  # what the save guard checks
         recorded = self.matrix_hash if resume_from is not None else None
-        if cfg.frozen and recorded and self.frozen_hash != recorded:
+        if frozen and recorded and self.frozen_hash != recorded:
             raise RuntimeError(f"frozen glyph matrix of {resume_from} does not match the hash the run recorded in "
                                "meta.json: the checkpoint was altered; resume from an intact copy")
         self.embedded_meta = getattr(embedded, "meta", None)

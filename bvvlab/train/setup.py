@@ -20,7 +20,7 @@ import torch
 from bvvlab.core.atomic import atomic_dir, hash_path
 from bvvlab.core.runinfo import cache_dir
 from bvvlab.models.checkpoints import EMBED_KEY, load_checkpoint, read_meta
-from bvvlab.train.config import TrainConfig
+from bvvlab.train.config import TrainConfig, interface_kind
 
 
 def _compact_cache_key(dim: int, texts: list[str]) -> str:
@@ -44,6 +44,42 @@ def _compact_cache_key(dim: int, texts: list[str]) -> str:
 
 
 def prepare_embedded(cfg: TrainConfig, texts: list[str] | None) -> Any:
+    """The tokenizer + the frozen input matrix of `cfg.interface`: the glyph matrix of
+    `cfg.vocab` (`prepare_glyphs`), or for a coded interface (id-bits, random-bits, float) the
+    code of the same vocabulary widened to the model width (`with_interface`)."""
+    return with_interface(cfg, prepare_glyphs(cfg, texts))
+
+
+def with_interface(cfg: TrainConfig, embedded: Any) -> Any:
+    """`embedded` with its matrix replaced by the frozen code `cfg` asks for (glyph and
+    trainable: unchanged). The meta keeps the glyph matrix's hash as `glyph_matrix_hash` and
+    records the code's spec and hashes; `matrix_hash` becomes the code matrix's, so a run's
+    meta.json, its checkpoints' `embedding_hash` and fusion all see the interface."""
+    from bvvlab.glyph import embeddings as E
+    from bvvlab.glyph import interfaces as I
+
+    kind = interface_kind(cfg)
+    meta = dict(getattr(embedded, "meta", None) or {})
+    if kind not in I.CODED:
+        return embedded
+    vocab_size, width = (int(x) for x in embedded.matrix.shape)
+    matrix, imeta = I.interface_matrix(kind, vocab_size, width, cfg.interface_dim, cfg.interface_order,
+                                       cfg.interface_values, cfg.interface_scale, cfg.interface_seed)
+    meta.update(glyph_matrix_hash=meta.get("matrix_hash"), interface=imeta["interface"],
+                interface_label=imeta["label"], code_hash=imeta["code_hash"], widen=imeta["widen"],
+                matrix_hash=imeta["matrix_hash"])
+    return E.Embedded(embedded.tokenizer, matrix, meta)
+
+
+def interface_label(cfg: TrainConfig, embedded: Any) -> str:
+    """What `BVVConfig.interface` records: glyph, trainable, or the code's label (id-bits:16:msb:pm1)."""
+    kind = interface_kind(cfg)
+    if kind in ("glyph", "trainable"):
+        return kind
+    return (getattr(embedded, "meta", None) or {}).get("interface_label", kind)
+
+
+def prepare_glyphs(cfg: TrainConfig, texts: list[str] | None) -> Any:
     """The tokenizer + glyph matrix (recipe sections 2-3) for `cfg.vocab`.
 
     A compact vocabulary is cached under `cache_dir()/vocab/<key>` (a saved `Embedded`, keyed by
@@ -109,7 +145,8 @@ def build_model_config(cfg: TrainConfig, embedded: Any) -> Any:
     overrides = dict(cfg.model)
     overrides["vocab_size"] = int(embedded.matrix.shape[0])
     overrides["hidden_size"] = int(embedded.matrix.shape[1])
-    overrides["frozen_embedding"] = cfg.frozen
+    overrides["frozen_embedding"] = interface_kind(cfg) != "trainable"
+    overrides["interface"] = interface_label(cfg, embedded)
     for name in ("pad", "bos", "eos"):  # recorded in meta.json as config.json will hold them
         tid = getattr(embedded.tokenizer, f"{name}_token_id", None)
         if tid is not None:
@@ -135,8 +172,8 @@ def build_model(cfg: TrainConfig, embedded: Any) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
     if config.frozen_embedding:
         return M.BVVForCausalLM.from_glyphs(config, embedded.matrix)
-    reference = M.BVVForCausalLM.from_glyphs(build_model_config(dataclasses.replace(cfg, frozen=True), embedded),
-                                             embedded.matrix)
+    glyph_twin = dataclasses.replace(cfg, frozen=True, interface="glyph")
+    reference = M.BVVForCausalLM.from_glyphs(build_model_config(glyph_twin, embedded), embedded.matrix)
     torch.manual_seed(cfg.seed)
     model = M.BVVForCausalLM.from_glyphs(config, embedded.matrix)
     shared = {k: v for k, v in reference.state_dict().items() if k != EMBED_KEY}
@@ -258,12 +295,14 @@ _CONFIG_IGNORE = {"transformers_version", "dtype", "torch_dtype", "auto_map", "a
                   # filled in from the matrix / tokenizer when the model is built and saved
                   "embedding_hash", "bos_token_id", "eos_token_id", "pad_token_id"}
 # the TrainConfig fields that decide the model (named as such in resume errors)
-_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
+_MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim", "interface", "interface_dim", "interface_order",
+               "interface_values", "interface_scale", "interface_seed")
 
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = (set(a) | set(b)) - _CONFIG_IGNORE
-    return sorted(k for k in keys if a.get(k) != b.get(k))
+    # `interface` is compared only where both record it (checkpoints from before issue 23 do not)
+    return sorted(k for k in keys if a.get(k) != b.get(k) and not (k == "interface" and None in (a.get(k), b.get(k))))
 
 
 def load_for_resume(cfg: TrainConfig, out: Path, checkpoint: Path) -> tuple[torch.nn.Module, Any, _EmbeddedView]:

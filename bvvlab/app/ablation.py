@@ -1,0 +1,274 @@
+"""The interface ablation (issue 23): one shape and budget, every frozen interface, >= 3 seeds.
+
+The published "emergent-semantics" series (docs/recipe.md section 10) trains one backbone over
+several input interfaces: Unicode glyphs, a trainable embedding, the token id's bits, random
+bits and float codes. `run_series` does the same at a chosen shape and budget: every run of a
+seed shares that seed's data order and transformer init (`bvvlab.train.setup.build_model` seeds
+the blocks before the embedding), so two interfaces differ in the input matrix alone. After
+each run it records, in `RUN/ablation.json` (a finished run is never trained or measured
+again: the series can be stopped and re-run):
+
+* validation bits/char: the trainer's final evaluation over the whole validation shard, its
+  periodic evaluations (a fixed sample, for the gap against tokens), and bits/char per held-out
+  language (`bvvlab.eval.scoring.bpc_by_language`);
+* optionally the offline evaluation suites (`bvvlab.eval.suites.offline_suite`) and the
+  cross-lingual retrieval probe per layer (`bvvlab.analysis.probe.probe_runs`).
+
+`summarize` turns the runs into means with 95% t-intervals over seeds per interface, and the
+gap against tokens: (bpc_glyph - bpc_other) / bpc_other in %, paired by seed at every periodic
+evaluation, with a least-squares fit gap = a + b log10(tokens) and the budget where the fit
+reaches 0 (the curves would meet), or "diverges" / "no crossing" where it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bvvlab.core.atomic import ensure_dir, write_json_atomic
+
+__all__ = ["DEFAULT_SERIES", "series_entry", "run_series", "measure_run", "summarize", "gap_fit", "gap_figure",
+           "summary_table"]
+
+# name -> TrainConfig keys: the published series at a small width (random codes at two sizes)
+DEFAULT_SERIES: dict[str, dict[str, Any]] = {
+    "glyph": {"interface": "glyph"},
+    "trainable": {"interface": "trainable"},
+    "id-bits": {"interface": "id-bits"},
+    "random-bits-64": {"interface": "random-bits", "interface_dim": 64},
+    "random-bits-256": {"interface": "random-bits", "interface_dim": 256},
+    "float-64": {"interface": "float", "interface_dim": 64},
+}
+RESULT_FILE = "ablation.json"
+# what a run of the series may not set (the runner sets them per run)
+_RUNNER_KEYS = ("seed", "out", "resume", "overwrite", "frozen")
+
+
+def series_entry(spec: str) -> tuple[str, dict[str, Any]]:
+    """`name` of DEFAULT_SERIES, or `kind[:n]` (id-bits:16, random-bits:128, float:64), as (name, keys)."""
+    from bvvlab.glyph.interfaces import check_kind
+
+    if spec in DEFAULT_SERIES:
+        return spec, dict(DEFAULT_SERIES[spec])
+    kind, _, n = spec.partition(":")
+    check_kind(kind)
+    keys: dict[str, Any] = {"interface": kind}
+    if n:
+        if not n.isdigit():
+            raise ValueError(f"series entry {spec!r}: the part after ':' is the code width n, a number "
+                             f"(e.g. {kind}:64)")
+        keys["interface_dim"] = int(n)
+    return (f"{kind}-{n}" if n else kind), keys
+
+
+def _t_interval(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and 95% Student-t interval over seeds (a single seed: no interval)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if x.size == 0:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = float(x.mean())
+    if x.size < 2:
+        return {"mean": mean, "low": None, "high": None, "n": 1}
+    half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(x.size)}
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip().endswith("}")]
+
+
+def measure_run(run: str | os.PathLike, suites: bool = True, probe: bool = True, bpc_chars: int | None = 20_000,
+                suite_limit: int | None = None) -> dict[str, Any]:
+    """What the series records of one finished run (see the module docstring)."""
+    from bvvlab.eval import scoring
+    from bvvlab.models.checkpoints import load_checkpoint
+
+    run = Path(run)
+    records = _metrics(run)
+    evals = [r for r in records if r.get("kind") == "eval"]
+    final = [r for r in evals if r.get("val_full")]
+    model, tok = load_checkpoint(run)
+    model.eval()
+    res: dict[str, Any] = {
+        "run": str(run), "interface": model.config.interface, "embedding_hash": model.config.embedding_hash,
+        "val_bpc": final[-1]["val_bpc"] if final else None, "tokens": final[-1]["tokens"] if final else None,
+        "history": [{"step": r["step"], "tokens": r["tokens"], "val_bpc": r["val_bpc"]} for r in evals
+                    if not r.get("val_full")],
+        "bpc_by_language": {k: v["bpc"] for k, v in scoring.bpc_by_language(model, tok, max_chars=bpc_chars).items()},
+    }
+    if suites:
+        from bvvlab.eval.runner import evaluate_models
+        from bvvlab.eval.suites import offline_suite
+
+        rows = evaluate_models([(run.name, model, tok)], offline_suite(), limit=suite_limit)
+        res["suites"] = {f"{r['task']}/{r['metric']}": r["mean"] for r in rows}
+    if probe:
+        from bvvlab.analysis.probe import probe_runs
+
+        p = probe_runs({run.name: run})["runs"][run.name]
+        res["probe"] = {"top1_by_layer": p["top1"], "best_top1": max(p["top1"]), "last_top1": p["top1"][-1],
+                        "chance_top1": p["chance_top1"]}
+    return res
+
+
+def run_series(out: str | os.PathLike, base: dict[str, Any] | None = None,
+               series: dict[str, dict[str, Any]] | Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
+               suites: bool = True, probe: bool = True, bpc_chars: int | None = 20_000,
+               suite_limit: int | None = None, log: Any = print) -> dict[str, Any]:
+    """Train and measure every (interface, seed) into `out/runs/NAME/seedS`, then summarize
+    into `out/summary.json`. Seeds run in rounds (every interface of seed 0 first), so a series
+    stopped early still has paired runs. `base`: TrainConfig keys shared by every run."""
+    from bvvlab.train.loop import make_config, train
+
+    base = dict(base or {})
+    bad = [k for k in base if k in _RUNNER_KEYS or k.startswith("interface")]
+    if bad:
+        raise ValueError(f"base config sets {', '.join(bad)}, which the series sets per run: drop them (the seeds, "
+                         "series and out arguments choose them)")
+    if series is None:
+        series = DEFAULT_SERIES
+    elif not isinstance(series, dict):
+        series = dict(series_entry(s) for s in series)
+    if len(seeds) < 1 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={list(seeds)}: give distinct seeds (3 or more for intervals)")
+    out = ensure_dir(out)
+    cfgs = {(name, s): make_config(**{**base, **keys, "seed": s, "out": str(out / "runs" / name / f"seed{s}"),
+                                      "resume": True, "progress": base.get("progress", False)})
+            for s in seeds for name, keys in series.items()}
+    for cfg in cfgs.values():  # every config is checked before the first run starts
+        cfg.validate()
+    write_json_atomic(out / "series.json", {"base": base, "series": series, "seeds": list(seeds)})
+    for (name, s), cfg in cfgs.items():
+        run = Path(cfg.out)
+        if (run / RESULT_FILE).is_file():
+            continue
+        log(f"ablation: {name} seed {s}: training")
+        train(cfg)
+        write_json_atomic(run / RESULT_FILE, {"name": name, "seed": s, **measure_run(
+            run, suites=suites, probe=probe, bpc_chars=bpc_chars, suite_limit=suite_limit)})
+    summary = summarize(out)
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _load_runs(out: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for f in sorted(out.glob(f"runs/*/seed*/{RESULT_FILE}")):
+        r = json.loads(f.read_text(encoding="utf-8"))
+        runs.setdefault(r["name"], {})[int(r["seed"])] = r
+    return runs
+
+
+def gap_fit(tokens: Sequence[float], gaps: Sequence[float]) -> dict[str, Any]:
+    """Least squares gap = a + b log10(tokens); where the fitted line reaches 0 (the meeting
+    budget) if the gap shrinks towards it, else why there is none."""
+    t, g = np.asarray(tokens, dtype=np.float64), np.asarray(gaps, dtype=np.float64)
+    if (t <= 0).any():
+        raise ValueError("gap_fit: token budgets must be > 0 (log axis)")
+    if t.size < 2 or np.ptp(np.log10(t)) == 0:
+        return {"a": None, "b": None, "meet_tokens": None, "verdict": "too few budgets to fit"}
+    b, a = np.polyfit(np.log10(t), g, 1)
+    res: dict[str, Any] = {"a": float(a), "b": float(b), "meet_tokens": None}
+    if b == 0 or np.sign(a + b * np.log10(t[-1])) == np.sign(b):
+        res["verdict"] = "diverges (the fitted gap grows with tokens)" if b != 0 else "constant"
+    else:
+        res["meet_tokens"] = float(10 ** (-a / b))
+        res["verdict"] = "meets" if res["meet_tokens"] > t[-1] else "crossed within the measured budgets"
+    return res
+
+
+def _gap_series(runs: dict[str, dict[int, dict]], ref: str, other: str) -> dict[str, Any] | None:
+    """Per periodic evaluation: gap % of `ref` vs `other`, paired by seed, with intervals; the fit."""
+    if ref not in runs or other not in runs:
+        return None
+    seeds = sorted(set(runs[ref]) & set(runs[other]))
+    points = []
+    by_tokens: dict[int, list[float]] = {}
+    for s in seeds:
+        a = {h["tokens"]: h["val_bpc"] for h in runs[ref][s]["history"]}
+        b = {h["tokens"]: h["val_bpc"] for h in runs[other][s]["history"]}
+        for t in sorted(set(a) & set(b)):
+            if t <= 0:  # the step-0 evaluation: no tokens on a log axis (and both models untrained)
+                continue
+            by_tokens.setdefault(t, []).append(100.0 * (a[t] - b[t]) / b[t])
+    for t in sorted(by_tokens):
+        points.append({"tokens": t, **_t_interval(by_tokens[t])})
+    fit = gap_fit([p["tokens"] for p in points], [p["mean"] for p in points])
+    return {"ref": ref, "other": other, "seeds": seeds, "points": points, "fit": fit}
+
+
+def summarize(out: str | os.PathLike, ref: str = "glyph") -> dict[str, Any]:
+    """Means and 95% t-intervals over seeds per interface; the gap of `ref` against the others."""
+    runs = _load_runs(Path(out))
+    table: dict[str, Any] = {}
+    for name, by_seed in runs.items():
+        rs = list(by_seed.values())
+        row: dict[str, Any] = {"interface": rs[0].get("interface"), "seeds": sorted(by_seed),
+                               "val_bpc": _t_interval([r["val_bpc"] for r in rs]),
+                               "tokens": rs[0].get("tokens")}
+        for lang in sorted({k for r in rs for k in r.get("bpc_by_language", {})}):
+            row[f"bpc_{lang}"] = _t_interval([r["bpc_by_language"].get(lang) for r in rs])
+        for key in sorted({k for r in rs for k in r.get("suites", {})}):
+            row[key] = _t_interval([r["suites"].get(key) for r in rs])
+        if any("probe" in r for r in rs):
+            row["probe_best_top1"] = _t_interval([r["probe"]["best_top1"] for r in rs if "probe" in r])
+            row["probe_last_top1"] = _t_interval([r["probe"]["last_top1"] for r in rs if "probe" in r])
+        table[name] = row
+    gaps = {other: _gap_series(runs, ref, other) for other in runs if other != ref}
+    return {"interfaces": table, "gap_ref": ref, "gaps": {k: v for k, v in gaps.items() if v}}
+
+
+def summary_table(summary: dict[str, Any], keys: Sequence[str] | None = None) -> str:
+    """Markdown: one row per interface, `mean [low, high]` per metric (val_bpc and per-language
+    bits/char by default)."""
+    table = summary["interfaces"]
+    if keys is None:
+        keys = ["val_bpc"] + sorted({k for row in table.values() for k in row if k.startswith("bpc_")})
+
+    def cell(v: Any) -> str:
+        if not isinstance(v, dict) or v.get("mean") is None:
+            return "-"
+        return f"{v['mean']:.4f}" + ("" if v["low"] is None else f" [{v['low']:.4f}, {v['high']:.4f}]")
+
+    lines = ["| interface | code | seeds | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+    for name, row in table.items():
+        lines.append(f"| {name} | {row['interface']} | {len(row['seeds'])} | "
+                     + " | ".join(cell(row.get(k)) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def gap_figure(summary: dict[str, Any], budget_marker: bool = True):
+    """Gap (%) of the reference interface against each other one vs tokens (log axis), with the
+    seeds' 95% intervals, the fitted trend, and the meeting budget where the fit gives one."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (other, g) in enumerate(summary["gaps"].items()):
+        pts = g["points"]
+        t = [p["tokens"] for p in pts]
+        m = [p["mean"] for p in pts]
+        err = [(p["high"] - p["mean"]) if p["high"] is not None else 0 for p in pts]
+        fig.add_trace(go.Scatter(x=t, y=m, mode="markers+lines", name=f"{summary['gap_ref']} vs {other}",
+                                 error_y={"type": "data", "array": err}, legendgroup=other))
+        fit = g["fit"]
+        if fit["b"] is not None:
+            hi = max(t[-1], fit["meet_tokens"] or 0) if budget_marker else t[-1]
+            xs = np.geomspace(t[0], hi, 50)
+            fig.add_trace(go.Scatter(x=xs, y=fit["a"] + fit["b"] * np.log10(xs), mode="lines", legendgroup=other,
+                                     line={"dash": "dot"}, name=f"fit: {fit['a']:.2f} + {fit['b']:.2f} log10(tokens)"))
+            if budget_marker and fit["meet_tokens"]:
+                fig.add_vline(x=fit["meet_tokens"], line_dash="dash",
+                              annotation_text=f"meet {fit['meet_tokens']:.3g} tokens ({other})")
+    fig.add_hline(y=0, line_color="gray")
+    fig.update_layout(template="plotly_white", title="validation bits/char gap against tokens",
+                      xaxis={"type": "log", "title": {"text": "tokens seen"}},
+                      yaxis={"title": {"text": f"gap (%): ({summary['gap_ref']} - other) / other"}})
+    return fig
