@@ -25,6 +25,10 @@ Sources (`CORPORA` lists the names):
   whole). A mixture whose embedded sources hold out different concepts is refused
   (`heldout_concepts`): one would teach what another holds out. Files and hf: sources are not
   filtered.
+- "clone-en": English and a glyph-disjoint clone of English (`bvvlab.corpus.clone`), the
+  probes' positive control; options holdout=, share= (of clone documents, 0.5),
+  concept_share= (of concept-sentence documents, 0.5). Train on it with a vocabulary that holds
+  the clones of the English n-grams (`scripts/issue28_clone.py` builds one).
 - a path: a `.txt` file (one document per blank-line-separated paragraph), a `.jsonl` file
   (one JSON object per line with a `text` field and an optional `lang`), either of them
   `.gz`-compressed, or a directory (one document per `*.txt` file, recursively, sorted).
@@ -78,7 +82,7 @@ from bvvlab.corpus.parallel_text import (  # noqa: F401
     parallel_pairs,
 )
 
-CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts", "instructions")
+CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts", "instructions", "clone-en")
 
 
 
@@ -208,6 +212,7 @@ def parse_hf_spec(spec: str, **options: Any) -> tuple[str, dict[str, Any]]:
 
 
 SPEC_OPTIONS = {"concepts": ("holdout", "parallel_ratio", "word_share"), "instructions": ("holdout", "question_share"),
+                "clone-en": ("holdout", "share", "concept_share"),
                 **{name: ("holdout",) for name in PARALLEL_FILES}}  # options a source's spec may carry
 
 
@@ -402,6 +407,14 @@ def iter_documents(source: str | os.PathLike, split: str = "train", seed: int = 
         except (TypeError, ValueError) as exc:
             raise CorpusError(f"bad option for instructions: {exc}") from None
         return corpus.documents(split)
+    if src == "clone-en":
+        from bvvlab.corpus.clone import CloneCorpus
+
+        _check_split(split, src)
+        try:
+            return CloneCorpus(seed=seed, **options).documents(split)
+        except TypeError as exc:
+            raise CorpusError(f"bad option for clone-en: {exc}") from None
     if src.startswith("hf:"):
         return _hf_documents(src, split, **options)
     path = Path(src).expanduser()
@@ -506,7 +519,7 @@ def texts_by_lang(corpora: Sequence[str] = NGRAM_CORPORA, split: str = "train",
 
 # ----------------------------------------------------------------------------- cache identity
 
-GENERATED = ("concepts", "instructions")  # generated sources: their "train" split never ends
+GENERATED = ("concepts", "instructions", "clone-en")  # generated sources: their "train" split never ends
 TRAIN_ONLY = ("instructions",)  # built from training splits only: no held-out text
 
 
@@ -515,7 +528,7 @@ def source_fingerprint(name: str) -> str:
     by its code, an `hf:` dataset by `hf_fingerprint` (local bytes, or the loaded Hub dataset's
     `datasets` fingerprint, which follows its revision). A streamed Hub dataset has no
     fingerprint: it gets "#stream" and `data.build_shard` never reuses its shard."""
-    from bvvlab.corpus import instructions
+    from bvvlab.corpus import clone, instructions
     from bvvlab.corpus import parallel_text as parallel
 
     if name.startswith("hf:"):
@@ -532,7 +545,7 @@ def source_fingerprint(name: str) -> str:
         if opts:
             hash_path(Path(_concepts.__file__), h)
     else:  # a generated corpus: the code that generates it
-        for module in (sys.modules[__name__], _concepts, instructions, parallel):
+        for module in (sys.modules[__name__], _concepts, instructions, parallel, clone):
             hash_path(Path(module.__file__), h)
     return f"{name}#sha256={h.hexdigest()}"
 
