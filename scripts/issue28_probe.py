@@ -47,19 +47,170 @@ def compute_states(ckpts: list[str], k: int) -> None:
         print(f"{ck}: {len(cs.items)} items, {len(cs.texts)} contexts in {meta['seconds']} s", flush=True)
 
 
+def behaviour(ckpt: str, out: Path, k: int, n_perm: int) -> None:
+    """Per concept, the probe's reciprocal rank (both directions averaged) for concepts the model
+    translates greedily (`cat — ` -> `кошка`) minus those it does not, per layer, with a 95%
+    bootstrap interval (concepts resampled within each group)."""
+    from bvvlab.analysis import stats
+
+    pooled, items, lengths, _ = load_states(states_file(ckpt, k))
+    ia, ib, pairs = stats.paired_index(items)
+    hits = translation_hits(ckpt, pairs)
+    yes = np.array([hits[p] for p in pairs])
+    rng = np.random.default_rng(0)
+    rows = []
+    for layer in range(pooled.shape[0]):
+        rr = stats.per_pair(stats.centred_cosine(pooled[layer][ia], pooled[layer][ib]))["rr"]
+        a, b = rr[yes], rr[~yes]
+        if len(a) < 2 or len(b) < 2:
+            rows.append(None)
+            continue
+        boots = [rng.choice(a, len(a)).mean() - rng.choice(b, len(b)).mean() for _ in range(2000)]
+        rows.append({"layer": layer, "diff": float(a.mean() - b.mean()), "low": float(np.percentile(boots, 2.5)),
+                     "high": float(np.percentile(boots, 97.5)), "mrr_translated": float(a.mean()),
+                     "mrr_not": float(b.mean())})
+    doc = {"checkpoint": ckpt, "translated": int(yes.sum()), "concepts": len(pairs),
+           "translated_ids": sorted(p for p in pairs if hits[p]), "layers": rows}
+    out.write_text(json.dumps(doc, indent=1))
+    print(json.dumps(doc, indent=1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=("states",))
+    ap.add_argument("part", choices=("states", "report", "behaviour"))
+    ap.add_argument("--out", default="bench/results/issue28.json")
+    ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("checkpoints", nargs="*")
     ap.add_argument("--contexts", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    compute_states(args.checkpoints, args.contexts)
+    if args.part == "states":
+        compute_states(args.checkpoints, args.contexts)
+    elif args.part == "report":
+        report(Path(args.out), args.permutations, args.contexts)
+    else:
+        behaviour(args.checkpoints[0], Path(args.out), args.contexts, args.permutations)
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ============================================================================ the report
+
+
+def load_states(path: Path):
+    from bvvlab.analysis.items import Item
+
+    z = np.load(path)
+    meta = json.loads(str(z["meta"]))
+    items = [Item(t, lang, pair, label, pair, bool(h), "contexts") for t, lang, pair, label, h in meta["items"]]
+    lengths = {int(k): tuple(v) for k, v in meta["lengths"].items()}
+    return np.asarray(z["pooled"]), items, lengths, meta
+
+
+def val_bpc(ckpt: Path) -> float | None:
+    """The run's validation bits/char at this checkpoint's step (metrics.jsonl)."""
+    if not ckpt.name.startswith("step_"):
+        return None
+    step = int(ckpt.name.split("_")[1])
+    run = ckpt.parent.parent
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r.get("kind") == "eval" and r.get("step") == step:
+            return r.get("val_bpc")
+    return None
+
+
+def translation_hits(ckpt: str, ids: list[str]) -> dict[str, bool]:
+    """Greedy word translation en -> ru in the word-line format (`cat — `): exactly the lemma."""
+    import torch
+
+    from bvvlab.corpus import concepts as C
+    from bvvlab.models.checkpoints import load_checkpoint
+
+    model, tok = load_checkpoint(ckpt)
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for cid in ids:
+            c = C.LEXICON[cid]
+            en, ru = C.word_line(c)
+            x = tok(f"{en} — ", return_tensors="pt", add_special_tokens=False).input_ids
+            y = model.generate(x, max_new_tokens=10, do_sample=False)
+            out[cid] = tok.decode(y[0, x.shape[1]:], skip_special_tokens=True).split("\n")[0].strip() == ru
+    return out
+
+
+def summarise(name: str, path: Path, n_perm: int, seed: int = 0) -> dict:
+    from bvvlab.analysis import stats, transfer
+
+    pooled, items, lengths, meta = load_states(path)
+    langs = tuple(sorted({it.lang for it in items}, key=lambda x: x != "en"))
+    ia, ib, pairs = stats.paired_index(items, langs)
+    keys = stats.pair_keys(items, ia, ib, word_lengths=lengths)
+    rep = stats.layer_report(pooled, items, n_perm, seed, langs, keys)
+    held = [i for i, it in enumerate(items) if it.heldout]
+    sub = None
+    if len(held) >= 16:
+        hk = [keys[j] for j, p in enumerate(pairs) if items[ia[j]].heldout]
+        sub = stats.layer_report(pooled[:, held], [items[i] for i in held], n_perm, seed, langs, hk, min_stratum=4)
+    layers = []
+    for k, L in enumerate(rep["layers"]):
+        c = L["cosine"]
+        tr = transfer.transfer_probe(pooled[k], items, langs[0], langs[1], seed)
+        row = {"layer": k, "mrr": c["mrr"], "top1": c["top1"], "median_rank": c["median_rank"], "auc": c["auc"],
+               "csls_mrr": L["csls"]["mrr"], "gain_vs_layer0": L["gain_mrr_vs_layer0"], "cka": L["cka"],
+               "rsa": L["rsa"], "transfer_category": tr}
+        if sub:
+            row["heldout_mrr"] = sub["layers"][k]["cosine"]["mrr"]
+        layers.append(row)
+    ck = path.parent
+    return {"name": name, "checkpoint": str(ck), "val_bpc": val_bpc(ck), "langs": list(langs), "n_pairs": rep["n_pairs"],
+            "n_heldout_pairs": sub["n_pairs"] if sub else 0, "n_contexts": meta["n_contexts"],
+            "permutations": n_perm, "strata": rep["strata"], "layers": layers, "_report": rep}
+
+
+def report(out: Path, n_perm: int, k: int) -> None:
+    from bvvlab.analysis import stats
+
+    root = Path("runs/i28")
+    found = sorted(root.glob(f"**/i28_states_k{k}.npz"))
+    res = {}
+    for f in found:
+        ck = f.parent
+        name = ck.name if not ck.name.startswith("step_") else f"{ck.parent.parent.name}@{int(ck.name[5:])}"
+        t0 = time.perf_counter()
+        res[name] = summarise(name, f, n_perm)
+        print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    comps = {}
+    for a, b in [(f"{x}_s{s}@80", f"untrained_s{s}") for s in range(3) for x in ("frozen", "unfrozen")] + \
+                [(f"frozen_s{s}@80", f"unfrozen_s{s}@80") for s in range(3)] + \
+                [("frozen_s0@200", "unfrozen_s0@200"), ("frozen_s0@200", "untrained_s0"),
+                 ("unfrozen_s0@200", "untrained_s0")] + \
+                [(n, "clone_untrained_s0") for n in res if n.startswith("clone_s0@")]:
+        if a in res and b in res:
+            comps[f"{a} - {b}"] = stats.compare(res[a]["_report"], res[b]["_report"])
+    for r in res.values():
+        r.pop("_report")
+    emergence = {}
+    for run in ("frozen_s0", "unfrozen_s0", "clone_s0"):
+        steps = sorted((int(n.split("@")[1]), n) for n in res if n.startswith(run + "@"))
+        base = "clone_untrained_s0" if run.startswith("clone") else "untrained_s0"
+        if base in res:
+            steps = [(0, base)] + steps
+        if steps:
+            emergence[run] = {"steps": [s for s, _ in steps], "val_bpc": [res[n]["val_bpc"] for _, n in steps],
+                              "mrr": [[L["mrr"]["value"] for L in res[n]["layers"]] for _, n in steps],
+                              "p_fwe": [[L["mrr"]["p_fwe"] for L in res[n]["layers"]] for _, n in steps]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"contexts_per_concept": k, "permutations": n_perm, "models": res, "comparisons": comps,
+           "emergence": emergence}
+    from bvvlab.core.atomic import write_json_atomic
+
+    write_json_atomic(out, doc)
+    print(f"wrote {out}")

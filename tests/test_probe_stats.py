@@ -262,7 +262,8 @@ def test_cli_words_in_context_write_a_null_for_every_retrieval_figure(tiny, tmp_
 
 def test_an_item_over_max_tokens_is_one_line(tiny):
     ckpt, cs = tiny
-    items = [Item("The cat sleeps on the mat today.", "en", "a"), Item("Кошка спит.", "ru", "a")] * 3
+    items = [x for i in range(3) for x in (Item(f"The cat sleeps on the mat {i}.", "en", f"a{i}"),
+                                           Item(f"Кошка спит {i}.", "ru", f"a{i}"))]
     with pytest.raises(ProbeError) as e:
         probe.probe_models([str(ckpt)], items, folds=2, latent=False, max_tokens=3, jobs=0)
     assert "--max-tokens" in _one_line(e)

@@ -106,19 +106,21 @@ def latent_figure(latent: dict[str, dict[str, Any]]):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    colors = {"answer": "#d62728", "counterpart": "#1f77b4"}
+    colors = {"answer": "#d62728", "counterpart": "#1f77b4", "control": "#7f7f7f"}
     for name, res in latent.items():
         if not res.get("available"):
             continue
         x = list(range(len(res["answer"]["mean"])))
         for k, c in colors.items():
+            if k not in res:
+                continue
             r = res[k]
             fig.add_trace(go.Scatter(x=x + x[::-1], y=r["hi"] + r["lo"][::-1], fill="toself", fillcolor=c, opacity=0.15,
                                      line={"width": 0}, showlegend=False, hoverinfo="skip"))
             fig.add_trace(go.Scatter(x=x, y=r["mean"], mode="lines+markers", line={"color": c},
                                      name=f"{name}: {k} ({res['direction']})"))
-    fig.update_layout(title="latent language: lens probability of the answer vs its source-language counterpart "
-                            "(band: 95% bootstrap)", template="plotly_white", height=500,
+    fig.update_layout(title="latent language: lens probability of the answer, its source-language counterpart and "
+                            "a control word of the prompt (band: 95% bootstrap)", template="plotly_white", height=500,
                       xaxis={"title": {"text": "layer"}, "dtick": 1}, yaxis={"title": {"text": "probability"}})
     return fig
 
