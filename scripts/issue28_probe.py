@@ -188,8 +188,8 @@ def report(out: Path, n_perm: int, k: int) -> None:
         res[name] = summarise(name, f, n_perm)
         print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)
     comps = {}
-    for a, b in [(f"{x}_s{s}@80", f"untrained_s{s}") for s in range(3) for x in ("frozen", "unfrozen")] + \
-                [(f"frozen_s{s}@80", f"unfrozen_s{s}@80") for s in range(3)] + \
+    for a, b in [(f"{x}_s{s}@40", f"untrained_s{s}") for s in range(3) for x in ("frozen", "unfrozen")] + \
+                [(f"frozen_s{s}@40", f"unfrozen_s{s}@40") for s in range(3)] + \
                 [("frozen_s0@200", "unfrozen_s0@200"), ("frozen_s0@200", "untrained_s0"),
                  ("unfrozen_s0@200", "untrained_s0")] + \
                 [(n, "clone_untrained_s0") for n in res if n.startswith("clone_s0@")]:
@@ -213,4 +213,44 @@ def report(out: Path, n_perm: int, k: int) -> None:
     from bvvlab.core.atomic import write_json_atomic
 
     write_json_atomic(out, doc)
-    print(f"wrote {out}")
+    out.with_suffix(".md").write_text(markdown(doc), encoding="utf-8")
+    print(markdown(doc))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+def markdown(doc: dict) -> str:
+    """The results page: per model and layer, MRR with its interval, the null's 95th percentile,
+    family-wise p, CSLS MRR, CKA/RSA (p), transfer probe and selectivity; comparisons; emergence."""
+    f = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    out = [f"Words in context: {doc['contexts_per_concept']} contexts per concept and language; "
+           f"{doc['permutations']} stratified re-pairings per null (CKA/RSA: 200).\n"]
+    for name, m in doc["models"].items():
+        out.append(f"#### {name} (val bits/char {m['val_bpc']}; {m['n_pairs']} pairs, {m['n_heldout_pairs']} held out; "
+                   f"{m['n_contexts']} contexts; {m['strata']['count']} strata)\n")
+        out.append("| layer | MRR [95% CI] | null mean / 95th | p / p_fwe | held-out MRR [CI] | CSLS MRR | CKA (p) | "
+                   "RSA (p) | transfer en->other (control, chance) |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for L in m["layers"]:
+            r, h, t = L["mrr"], L.get("heldout_mrr"), L["transfer_category"]
+            ho = f"{f(h['value'])} [{f(h['low'])}, {f(h['high'])}]" if h else ""
+            tr = (f"{t['accuracy']:.3f} ({t['control_accuracy']:.3f}, {t['chance']:.3f})" if t.get("available") else "")
+            out.append(f"| {L['layer']} | {f(r['value'])} [{f(r['low'])}, {f(r['high'])}] | {f(r['null_mean'])} / "
+                       f"{f(r['null_high'])} | {r['p']:.3g} / {r['p_fwe']:.3g} | {ho} | {f(L['csls_mrr']['value'])} | "
+                       f"{L['cka']['value']:.3f} ({L['cka']['p']:.3g}) | {L['rsa']['value']:.3f} ({L['rsa']['p']:.3g}) | {tr} |")
+        out.append("")
+    if doc["comparisons"]:
+        out.append("#### Paired comparisons (MRR difference per layer, 95% CI over shared concepts)\n")
+        for name, rows in doc["comparisons"].items():
+            out.append(f"- {name}: " + "; ".join(f"L{k} {r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]"
+                                                for k, r in enumerate(rows)))
+        out.append("")
+    for run, e in doc["emergence"].items():
+        out.append(f"#### Emergence: {run} (MRR; * family-wise p < 0.01)\n")
+        n_layers = len(e["mrr"][0])
+        out.append("| step | val bits/char | " + " | ".join(f"L{k}" for k in range(n_layers)) + " |")
+        out.append("|---|---|" + "---|" * n_layers)
+        for s, b, row, ps in zip(e["steps"], e["val_bpc"], e["mrr"], e["p_fwe"]):
+            out.append(f"| {s} | {b if b is None else round(b, 3)} | " +
+                       " | ".join(f"{v:.4f}{'*' if p < 0.01 else ''}" for v, p in zip(row, ps)) + " |")
+        out.append("")
+    return "\n".join(out)

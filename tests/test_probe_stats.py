@@ -313,3 +313,44 @@ def test_clone_en_source_mixes_english_and_a_latin_free_clone():
     assert not any(held.search(d.text) for d in docs if d.lang == "en")
     with pytest.raises(CorpusError):
         split_spec("clone-en?share=2")
+
+
+# ----------------------------------------------------------------------------- transfer, control task, tuned lens
+
+
+def test_a_shared_category_code_transfers_and_a_script_specific_one_does_not():
+    from bvvlab.analysis import transfer
+
+    rng = np.random.default_rng(0)
+    cats = [f"c{i % 4}" for i in range(80)]
+    centre = rng.standard_normal((4, 16)) * 3
+    other = rng.standard_normal((4, 16)) * 3  # Russian encodes the categories with other directions
+    en = np.stack([centre[int(c[1])] for c in cats]) + rng.standard_normal((80, 16))
+    ru_shared = np.stack([centre[int(c[1])] for c in cats]) + rng.standard_normal((80, 16))
+    ru_own = np.stack([other[int(c[1])] for c in cats]) + rng.standard_normal((80, 16))
+    items = [Item(f"e{i}", "en", str(i), c) for i, c in enumerate(cats)] + \
+            [Item(f"r{i}", "ru", str(i), c) for i, c in enumerate(cats)]
+    good = transfer.transfer_probe(np.concatenate([en, ru_shared]), items)
+    bad = transfer.transfer_probe(np.concatenate([en, ru_own]), items)
+    assert good["accuracy"] > 0.9 and good["selectivity"] > 0.5
+    assert bad["accuracy"] < 0.6
+    cv = transfer.selectivity_cv(np.concatenate([en, ru_shared]), items, folds=4)
+    assert cv["accuracy"] > 0.9 and cv["control_accuracy"] < 0.5  # control labels cannot generalise to new concepts
+    ctrl = transfer.control_labels([it.pair for it in items], [it.label for it in items], seed=1)
+    assert all(ctrl[i] == ctrl[i + 80] for i in range(80))  # one label per word type, in both languages
+
+
+def test_tuned_lens_is_exact_at_the_last_layer_and_reads_every_layer(tiny):
+    from bvvlab.analysis import tuned_lens
+
+    ckpt, cs = tiny
+    lm = activations.load_model(ckpt)
+    lens = tuned_lens.fit_tuned_lens(lm, cs.texts[:30])
+    assert lens.layers == list(range(lm.n_layers + 1)) and lens.n_tokens > 100
+    ids = lm.tokenizer(cs.texts[0], return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        out = lm.model(input_ids=ids, output_hidden_states=True)
+        got = lens.apply(lm, out.hidden_states[-1], lm.n_layers)
+    torch.testing.assert_close(got, out.logits, atol=1e-4, rtol=1e-4)
+    view = tuned_lens.tuned_latent(lm, lens, n=5)
+    assert {"answer", "counterpart", "control"} <= set(view) and len(view["control"]["mean"]) == lm.n_layers + 1

@@ -34,7 +34,8 @@ def translation_prompts(direction: str = "en2ru", n: int = 60, shots: int = 3, s
     return out
 
 
-def _next_token(tok, prompt: str, word: str) -> int:
+def next_token(tok, prompt: str, word: str) -> int:
+    """The first token `word` adds after `prompt` (as the model would see it continue)."""
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     full = tok(prompt + word, add_special_tokens=False)["input_ids"]
     if full[:len(p)] == p and len(full) > len(p):
@@ -59,7 +60,7 @@ def latent_language(lm: Loaded, direction: str = "en2ru", n: int = 60, n_boot: i
     tok = lm.tokenizer
     ids = [tok(p["prompt"], add_special_tokens=False)["input_ids"] for p in prompts]
     keys = ("answer", "counterpart", "control")
-    want = torch.tensor([[_next_token(tok, p["prompt"], p[k]) for k in keys] for p in prompts], device=device)
+    want = torch.tensor([[next_token(tok, p["prompt"], p[k]) for k in keys] for p in prompts], device=device)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     got = np.zeros((len(prompts), lm.n_layers + 1, len(keys)))
     for idx, _, _, hs in _batches(lm, ids, batch_size, device, pad):
