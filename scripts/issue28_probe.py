@@ -96,9 +96,6 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 # ============================================================================ the report
 
@@ -200,7 +197,7 @@ def report(out: Path, n_perm: int, k: int) -> None:
     emergence = {}
     for run in ("frozen_s0", "unfrozen_s0", "clone_s0"):
         steps = sorted((int(n.split("@")[1]), n) for n in res if n.startswith(run + "@"))
-        base = "clone_untrained_s0" if run.startswith("clone") else "untrained_s0"
+        base = {"clone_s0": "clone_untrained_s0", "frozen_s0": "untrained_s0"}.get(run)  # same embedding, fresh blocks
         if base in res:
             steps = [(0, base)] + steps
         if steps:
@@ -232,7 +229,7 @@ def markdown(doc: dict) -> str:
         out.append("|---|---|---|---|---|---|---|---|---|")
         for L in m["layers"]:
             r, h, t = L["mrr"], L.get("heldout_mrr"), L["transfer_category"]
-            ho = f"{f(h['value'])} [{f(h['low'])}, {f(h['high'])}]" if h else ""
+            ho = f"{f(h['value'])} [{f(h['low'])}, {f(h['high'])}] (null {f(h['null_high'])})" if h else ""
             tr = (f"{t['accuracy']:.3f} ({t['control_accuracy']:.3f}, {t['chance']:.3f})" if t.get("available") else "")
             out.append(f"| {L['layer']} | {f(r['value'])} [{f(r['low'])}, {f(r['high'])}] | {f(r['null_mean'])} / "
                        f"{f(r['null_high'])} | {r['p']:.3g} / {r['p_fwe']:.3g} | {ho} | {f(L['csls_mrr']['value'])} | "
@@ -245,7 +242,8 @@ def markdown(doc: dict) -> str:
                                                 for k, r in enumerate(rows)))
         out.append("")
     for run, e in doc["emergence"].items():
-        out.append(f"#### Emergence: {run} (MRR; * family-wise p < 0.01)\n")
+        out.append(f"#### Emergence: {run} (MRR; * family-wise p < 0.01; step 0 = the untrained twin, where there is "
+                   "one)\n")
         n_layers = len(e["mrr"][0])
         out.append("| step | val bits/char | " + " | ".join(f"L{k}" for k in range(n_layers)) + " |")
         out.append("|---|---|" + "---|" * n_layers)
@@ -254,3 +252,7 @@ def markdown(doc: dict) -> str:
                        " | ".join(f"{v:.4f}{'*' if p < 0.01 else ''}" for v, p in zip(row, ps)) + " |")
         out.append("")
     return "\n".join(out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
