@@ -30,6 +30,7 @@ def main() -> int:
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     import numpy as np
@@ -42,6 +43,8 @@ def main() -> int:
     from bvvlab.models.checkpoints import save_checkpoint
     from bvvlab.models.model import BVVForCausalLM, config_from_preset
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t = time.perf_counter()
     contexts.concept_contexts([], k=24)  # the disk cache (built here if cold)
     build_s = time.perf_counter() - t
@@ -63,21 +66,22 @@ def main() -> int:
     peers = [peer()]
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_checkpoint(model, tok, Path(tmp) / "m")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lm = activations.load_model(ckpt)
         t1 = time.perf_counter()
         st, lengths = contexts.context_states(lm, cs, batch_size=args.batch_size)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         ia, ib, _ = stats.paired_index(cs.items)
         rep = stats.layer_report(np.asarray(st.pooled), cs.items, args.permutations,
                                  keys=stats.pair_keys(cs.items, ia, ib, word_lengths=lengths))
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
     peers.append(peer())
     p_s = sum(peers) / len(peers)
     total = t3 - t0
     result = {"concepts": len({it.pair for it in cs.items}), "contexts": len(cs.texts), "layers": args.layers,
               "permutations": args.permutations, "load_s": round(t1 - t0, 2), "states_s": round(t2 - t1, 2),
               "stats_s": round(t3 - t2, 2), "total_s": round(total, 2), "target_s": 60.0,
+              "cpu_s": {"load_and_states": round(c2 - c0, 2), "stats": round(c3 - c2, 2)},
               "contexts_build_s": round(build_s, 2), "peer_s": round(p_s, 4),
               "gemm_gflops": round(50 * 2 * 512 * 256 * 1024 / p_s / 1e9, 2), "ratio_to_peer": round(total / p_s, 1),
               "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()), "device": device_info(),

@@ -181,8 +181,15 @@ def report(out: Path, n_perm: int, k: int) -> None:
     for f in found:
         ck = f.parent
         name = ck.name if not ck.name.startswith("step_") else f"{ck.parent.parent.name}@{int(ck.name[5:])}"
+        cache = f.with_name(f"i28_summary_k{k}_p{n_perm}.json")
+        if cache.is_file() and cache.stat().st_mtime >= f.stat().st_mtime:
+            res[name] = json.loads(cache.read_text())
+            continue
         t0 = time.perf_counter()
         res[name] = summarise(name, f, n_perm)
+        rep = res[name]["_report"]
+        res[name]["_report"] = {"pairs": rep["pairs"], "per_pair_rr": rep["per_pair_rr"]}
+        cache.write_text(json.dumps(res[name]))
         print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)
     comps = {}
     for a, b in [(f"{x}_s{s}@40", f"untrained_s{s}") for s in range(3) for x in ("frozen", "unfrozen")] + \
