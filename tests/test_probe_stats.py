@@ -354,3 +354,18 @@ def test_tuned_lens_is_exact_at_the_last_layer_and_reads_every_layer(tiny):
     torch.testing.assert_close(got, out.logits, atol=1e-4, rtol=1e-4)
     view = tuned_lens.tuned_latent(lm, lens, n=5)
     assert {"answer", "counterpart", "control"} <= set(view) and len(view["control"]["mean"]) == lm.n_layers + 1
+
+
+def test_a_checkpoint_series_is_in_step_order_and_shares_one_tokenizer(tmp_path):
+    for step in (100, 20, 3):
+        d = tmp_path / "checkpoints" / f"step_{step:07d}"
+        d.mkdir(parents=True)
+        (d / "tokenizer.json").write_text("{}")
+    assert [p.name for p in probe.checkpoint_series(tmp_path)] == ["step_0000003", "step_0000020", "step_0000100"]
+    (tmp_path / "checkpoints" / "step_0000020" / "tokenizer.json").write_text('{"other": 1}')
+    with pytest.raises(ProbeError) as e:
+        probe.checkpoint_series(tmp_path)
+    assert "different tokenizer" in _one_line(e)
+    with pytest.raises(ProbeError) as e:
+        probe.checkpoint_series(tmp_path / "checkpoints" / "step_0000003")
+    assert "no step_N" in _one_line(e)

@@ -290,6 +290,9 @@ def add_cli(subparsers) -> None:
             items = cs.items
         else:
             items = load_items(args.items, held, args.limit)
+            if len({it.lang for it in items}) == 1:
+                print(f"note: {args.items} holds {items[0].lang} items only: no cross-lingual retrieval (give items of "
+                      "two languages with shared pair ids)")
         metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,
                                           args.device, args.batch_size, not args.no_latent, args.cka_level,
                                           args.max_tokens, seed=args.seed, jobs=args.jobs, contexts=cs,
@@ -319,3 +322,27 @@ def probe_runs(runs: dict[str, str | Path], concepts: int = 24, device: str = "c
                              "mrr": [(r["mrr_en2ru"] + r["mrr_ru2en"]) / 2 for r in per],
                              "chance_top1": per[0]["chance_top1"]}
     return out
+
+
+def checkpoint_series(run: str | Path) -> list[Path]:
+    """A run's saved checkpoints in step order (`step_N` folders under `run/checkpoints`, kept by
+    `keep_last` / `save_every`), for emergence over training. They must share one tokenizer (the
+    same items, the same token spans): one line naming the first that does not."""
+    import hashlib
+
+    root = Path(run)
+    folder = root / "checkpoints" if (root / "checkpoints").is_dir() else root
+    steps = sorted((p for p in folder.glob("step_*") if p.is_dir() and p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+    if not steps:
+        raise ProbeError(f"{run} holds no step_N checkpoints: train with save_every and keep_last large enough to keep them")
+
+    def digest(p: Path) -> str:
+        f = p / "tokenizer.json"
+        return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else ""
+
+    first = digest(steps[0])
+    for p in steps[1:]:
+        if digest(p) != first:
+            raise ProbeError(f"{p} has a different tokenizer from {steps[0]}: the checkpoints of one series must share "
+                             "one tokenizer (probe them apart)")
+    return steps
