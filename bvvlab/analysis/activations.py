@@ -238,18 +238,22 @@ def padded_batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: An
 @torch.no_grad()
 def hidden_states(lm: Loaded, items: Sequence[Item] | Sequence[str], pooling: str = "last", batch_size: int = 64,
                   layers: Sequence[int] | None = None, max_tokens: int | None = 64, lens: bool = False,
-                  memmap: str | os.PathLike | None = None) -> States:
+                  memmap: str | os.PathLike | None = None,
+                  spans: Sequence[tuple[int, int]] | None = None) -> States:
     """Hidden states of every kept layer for every item, pooled per item.
 
     Items are sorted by length and batched with left padding: the attention mask hides the
     padding and position ids count real tokens only, so a padded item's states equal its
     unpadded ones. `pooling` "last": the item's last token; "mean": the mean over its tokens;
-    "tokens": every real token (concatenated in item order: token-level comparisons).
+    "tokens": every real token (concatenated in item order: token-level comparisons); "span": the
+    mean over tokens `spans[i]` = (first, end) of item i (a word in context, `analysis.contexts`).
     `lens=True` also runs the logit lens on every next-token prediction inside the items.
     `memmap`: a file to stream the states to; without one, states over `MEMMAP_BYTES` go to a
     memory-mapped temporary file (unlinked at once) instead of RAM.
     """
-    if pooling not in POOLINGS + ("tokens",):
+    if pooling == "span" and (spans is None or len(spans) != len(items)):
+        raise ProbeError("pooling 'span' needs one (first, end) token span per item")
+    if pooling not in POOLINGS + ("tokens", "span"):
         raise ProbeError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
     model, tok = lm.model, lm.tokenizer
     texts = [it.text if isinstance(it, Item) else it for it in items]
@@ -275,6 +279,11 @@ def hidden_states(lm: Loaded, items: Sequence[Item] | Sequence[str], pooling: st
                 v = h[:, -1]
             elif pooling == "mean":
                 v = (h * m).sum(1) / m.sum(1)
+            elif pooling == "span":
+                ms = torch.zeros_like(m)
+                for r, i in enumerate(idx):
+                    ms[r, T - len(ids[i]) + spans[i][0]:T - len(ids[i]) + spans[i][1]] = 1
+                v = (h * ms).sum(1) / ms.sum(1)
             else:
                 v = None
                 for r, i in enumerate(idx):

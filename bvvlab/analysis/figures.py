@@ -108,19 +108,21 @@ def latent_figure(latent: dict[str, dict[str, Any]]):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    colors = {"answer": "#d62728", "counterpart": "#1f77b4"}
+    colors = {"answer": "#d62728", "counterpart": "#1f77b4", "control": "#7f7f7f"}
     for name, res in latent.items():
         if not res.get("available"):
             continue
         x = list(range(len(res["answer"]["mean"])))
         for k, c in colors.items():
+            if k not in res:
+                continue
             r = res[k]
             fig.add_trace(go.Scatter(x=x + x[::-1], y=r["hi"] + r["lo"][::-1], fill="toself", fillcolor=c, opacity=0.15,
                                      line={"width": 0}, showlegend=False, hoverinfo="skip"))
             fig.add_trace(go.Scatter(x=x, y=r["mean"], mode="lines+markers", line={"color": c},
                                      name=f"{name}: {k} ({res['direction']})"))
-    fig.update_layout(title="latent language: lens probability of the answer vs its source-language counterpart "
-                            "(band: 95% bootstrap)", template="plotly_white", height=500,
+    fig.update_layout(title="latent language: lens probability of the answer, its source-language counterpart and "
+                            "a control word of the prompt (band: 95% bootstrap)", template="plotly_white", height=500,
                       xaxis={"title": {"text": "layer"}, "dtick": 1}, yaxis={"title": {"text": "probability"}})
     return fig
 
@@ -163,5 +165,68 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
         lens = m.get("logit_lens")
         if lens and not lens.get("available"):
             lines.append(f"\n{lens['reason']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def null_band_figure(results: dict[str, dict[str, Any]], stat: str = "mrr", title: str = ""):
+    """Retrieval `stat` by layer for every model with its 95% bootstrap interval (error bars) and
+    its stratified permutation null (shaded from the null mean to its 95th percentile); a star
+    marks the layers whose family-wise p < 0.01 (issue 28)."""
+    import plotly.graph_objects as go
+
+    colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    fig = go.Figure()
+    for j, (name, m) in enumerate(results.items()):
+        rows = [(l, (r or {}).get("null", {}).get(stat)) for l, r in zip(m.get("layers", []), m.get("retrieval") or [])]
+        rows = [(l, s) for l, s in rows if s]
+        if not rows:
+            continue
+        c = colors[j % len(colors)]
+        x = [l for l, _ in rows]
+        lo = [s["null_mean"] for _, s in rows]
+        hi = [s["null_high"] for _, s in rows]
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=hi + lo[::-1], fill="toself", fillcolor=c, opacity=0.15,
+                                 line={"width": 0}, name=f"{name} null (mean to 95th pct.)", hoverinfo="skip"))
+        v = [s["value"] for _, s in rows]
+        fig.add_trace(go.Scatter(x=x, y=v, mode="lines+markers", name=name, line={"color": c},
+                                 error_y={"type": "data", "symmetric": False,
+                                          "array": [s["high"] - s["value"] for _, s in rows],
+                                          "arrayminus": [s["value"] - s["low"] for _, s in rows]},
+                                 text=[f"p={s['p']:.3g}, family-wise p={s['p_fwe']:.3g}" for _, s in rows]))
+        sig = [(l, s["value"]) for l, s in rows if s["p_fwe"] < 0.01]
+        if sig:
+            fig.add_trace(go.Scatter(x=[a for a, _ in sig], y=[b for _, b in sig], mode="markers", showlegend=False,
+                                     marker={"symbol": "star", "size": 13, "color": c}))
+    fig.update_layout(title=title or f"retrieval {stat} by layer (bars: 95% bootstrap over concepts; band: stratified "
+                                     "permutation null; star: family-wise p < 0.01)",
+                      template="plotly_white", height=500, xaxis={"title": {"text": "layer"}, "dtick": 1},
+                      yaxis={"title": {"text": stat}})
+    return fig
+
+
+def stats_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown: per model and layer, MRR and top-1 with interval, null 95th percentile and
+    family-wise p; CSLS MRR; gain over layer 0; cross-lingual debiased CKA and RSA with p."""
+    lines = []
+    for name, m in results.items():
+        if not m.get("stats"):
+            continue
+        st = m["stats"]
+        lines += [f"### {name}: statistics ({st['n_pairs']} pairs, {st['permutations']} stratified re-pairings, "
+                  f"{st['strata']['count']} strata)\n",
+                  "| layer | MRR [95% CI] | null 95th | p (fwe) | top-1 [95% CI] | CSLS MRR | MRR gain vs layer 0 "
+                  "[95% CI] | CKA (p) | RSA (p) |", "|---|---|---|---|---|---|---|---|---|"]
+        for k, l in enumerate(m["layers"]):
+            r = ((m.get("retrieval") or [None] * (k + 1))[k] or {}).get("null")
+            if not r:
+                continue
+            g = m["gain_vs_layer0"][k]
+            ck, rs = m["crosslingual_cka"][k], m["crosslingual_rsa"][k]
+            lines.append(f"| {l} | {r['mrr']['value']:.4f} [{r['mrr']['low']:.4f}, {r['mrr']['high']:.4f}] | "
+                         f"{r['mrr']['null_high']:.4f} | {r['mrr']['p_fwe']:.3g} | {r['top1']['value']:.3f} "
+                         f"[{r['top1']['low']:.3f}, {r['top1']['high']:.3f}] | {m['retrieval_csls'][k]['mrr']['value']:.4f} | "
+                         f"{g['diff']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}] | {ck['value']:.3f} ({ck['p']:.3g}) | "
+                         f"{rs['value']:.3f} ({rs['p']:.3g}) |")
         lines.append("")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from bvvlab.core.errors import BVVError, check_text
 from bvvlab.corpus import concepts as _concepts
 from bvvlab.models.checkpoints import trained_holdout
 
-ITEM_SETS = ("concepts", "sentences")
+ITEM_SETS = ("concepts", "lemmas", "sentences")
 
 
 class ProbeError(BVVError):
@@ -99,7 +99,7 @@ def file_items(path: str | os.PathLike) -> list[Item]:
     with those keys). Missing lang: guessed from the script; missing pair: no translation."""
     p = Path(path)
     if not p.is_file():
-        raise ProbeError(f"{p}: no such file (--items takes concepts, sentences, a .csv or a .jsonl file)")
+        raise ProbeError(f"{p}: no such file (--items takes concepts, lemmas, sentences, a .csv or a .jsonl file)")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -147,8 +147,10 @@ def resolve_heldout(heldout: str | Iterable[str], checkpoints: Sequence[str | os
 
 
 def load_items(spec: str, heldout: Iterable[str] = (), limit: int | None = None) -> list[Item]:
-    """`concepts`, `sentences` or a file path."""
-    if spec == "concepts":
+    """`concepts` / `lemmas` (the concept lexicon's lemma items; the probe command reads
+    `concepts` as words in context, `analysis.contexts`, over these same items), `sentences` or a
+    file path."""
+    if spec in ("concepts", "lemmas"):
         items = concept_items(heldout)
         if limit is None:
             return items

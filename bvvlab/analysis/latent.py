@@ -16,7 +16,9 @@ from bvvlab.corpus import concepts as _concepts
 
 def translation_prompts(direction: str = "en2ru", n: int = 60, shots: int = 3, seed: int = 0) -> list[dict[str, str]]:
     """Few-shot word-translation prompts in the corpus's word-line format ("cat — кошка"):
-    each with the answer word and its source-language counterpart."""
+    each with the answer word, its source-language counterpart (in the prompt) and a control
+    word (another source word of the prompt: the first demonstration's), so copying from the
+    prompt can be told from a latent translation (issue 28)."""
     import random
 
     nouns = [c for c in _concepts.LEXICON.values() if c.pos == "noun"]
@@ -28,11 +30,12 @@ def translation_prompts(direction: str = "en2ru", n: int = 60, shots: int = 3, s
         form = lambda x, lang: x.en_lemma if lang == "en" else x.ru_lemma  # noqa: E731
         lines = [f"{form(d, src)} — {form(d, tgt)}" for d in demo]
         out.append({"prompt": "\n".join(lines + [f"{form(c, src)} — "]), "answer": form(c, tgt),
-                    "counterpart": form(c, src), "concept": c.id})
+                    "counterpart": form(c, src), "control": form(demo[0], src), "concept": c.id})
     return out
 
 
-def _next_token(tok, prompt: str, word: str) -> int:
+def next_token(tok, prompt: str, word: str) -> int:
+    """The first token `word` adds after `prompt` (as the model would see it continue)."""
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     full = tok(prompt + word, add_special_tokens=False)["input_ids"]
     if full[:len(p)] == p and len(full) > len(p):
@@ -44,8 +47,10 @@ def _next_token(tok, prompt: str, word: str) -> int:
 @torch.no_grad()
 def latent_language(lm: Loaded, direction: str = "en2ru", n: int = 60, n_boot: int = 500, seed: int = 0,
                     batch_size: int = 16) -> dict[str, Any]:
-    """Per layer, the lens probability of the answer's first token and of its source-language
-    counterpart's first token at the end of translation prompts; mean with a 95% bootstrap interval.
+    """Per layer, the lens probability of the answer's first token, of its source-language
+    counterpart's and of a control word's from the same prompt (`translation_prompts`) at the end
+    of translation prompts; mean with a 95% bootstrap interval. A counterpart no likelier than
+    the control is copying from the prompt, not a latent language.
     Prompts run in length-sorted batches of `batch_size`: small batches pad less (the prompts'
     lengths differ by half), and the forward is matmul-bound, so padding is time."""
     if lm.head is None or lm.norm is None:
@@ -54,16 +59,16 @@ def latent_language(lm: Loaded, direction: str = "en2ru", n: int = 60, n_boot: i
     device = next(lm.model.parameters()).device
     tok = lm.tokenizer
     ids = [tok(p["prompt"], add_special_tokens=False)["input_ids"] for p in prompts]
-    want = torch.tensor([[_next_token(tok, p["prompt"], p["answer"]), _next_token(tok, p["prompt"], p["counterpart"])]
-                         for p in prompts], device=device)
+    keys = ("answer", "counterpart", "control")
+    want = torch.tensor([[next_token(tok, p["prompt"], p[k]) for k in keys] for p in prompts], device=device)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    got = np.zeros((len(prompts), lm.n_layers + 1, 2))
+    got = np.zeros((len(prompts), lm.n_layers + 1, len(keys)))
     for idx, _, _, hs in padded_batches(lm, ids, batch_size, device, pad):
         w = want[idx]
         for l, h in enumerate(hs):
             pr = torch.softmax(lens_logits(lm.norm, lm.head, h[:, -1], l, lm.n_layers).float(), -1)
             got[idx, l] = pr.gather(-1, w).cpu().numpy()
-    probs = {"answer": list(got[:, :, 0]), "counterpart": list(got[:, :, 1])}
+    probs = {k: list(got[:, :, j]) for j, k in enumerate(keys)}
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"available": True, "direction": direction, "n_prompts": len(prompts)}
     for k, v in probs.items():

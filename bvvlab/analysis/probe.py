@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bvvlab.analysis.contexts import CONTEXTS, concept_contexts, context_states
 from bvvlab.analysis.activations import (
     EXPERT_SEP,
     POOLINGS,
@@ -29,7 +30,9 @@ from bvvlab.analysis.figures import (
     latent_figure,
     markdown_table,
     metric_curves,
+    null_band_figure,
     slider_figure,
+    stats_table,
 )
 from bvvlab.analysis.items import (
     Item,
@@ -46,23 +49,33 @@ from bvvlab.analysis.metrics import (
     retrieval,
     submit_layer_metrics,
 )
+from bvvlab.analysis.stats import compare, layer_report, pair_keys, paired_index
 from bvvlab.analysis.workers import default_jobs, probe_pool
 from bvvlab.models.loader import labels
 from bvvlab.core.errors import BVVError, check_text
 from bvvlab.core.outputs import check_output, mark_output, write_figure
 
+PERMUTATIONS = 1000  # default re-pairings of the retrieval null
+
 
 def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "last", layers: Sequence[int] | None = None,
                  folds: int = 5, device: str = "cpu", batch_size: int = 64, latent: bool = True,
-                 cka_level: str = "item", max_tokens: int | None = 64, seed: int = 0,
-                 lms: Sequence[Loaded] | None = None, jobs: int | None = None, trust_remote_code: bool = False
+                 cka_level: str = "item", max_tokens: int | None = None, seed: int = 0,
+                 lms: Sequence[Loaded] | None = None, jobs: int | None = None, trust_remote_code: bool = False,
+                 contexts: Any = None, permutations: int = PERMUTATIONS, langs: tuple[str, str] = ("en", "ru")
                  ) -> tuple[dict[str, Any], dict[str, States], dict[str, Loaded]]:
     """Load every model, compute its states and metrics, CKA of the first against each model
     (itself included). Returns (metrics, states by model, loaded models). The forward passes run
     first; then the per-layer metrics run in `jobs` worker processes (`probe_pool`; default: the
     usable cores, at most 4). The results do not depend on `jobs`. Models are labelled by the one
     naming rule of every table (`bvvlab.models.loader.labels`); `trust_remote_code` lets a foreign
-    Hugging Face folder run the code it ships (never needed for bvvlab's own)."""
+    Hugging Face folder run the code it ships (never needed for bvvlab's own).
+
+    `contexts` (an `analysis.contexts.ContextSet` whose `items` are `items`): words in context,
+    each item's vector the mean over its word's tokens averaged over its contexts. `max_tokens`:
+    an item longer than this is refused in one line (nothing is cut silently; None: no limit).
+    `permutations`: re-pairings of the stratified retrieval null (`analysis.stats`); every
+    retrieval figure of every layer then carries its null, p-values and bootstrap interval."""
     if pooling not in POOLINGS:
         raise ProbeError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
     if cka_level not in ("item", "token"):
@@ -74,7 +87,10 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
         except BVVError as exc:
             raise ProbeError(f"item {k + 1} ({repr(it.text)[:30]}): {exc}") from None
     if any(it.pair for it in items):
-        check_translations(items)
+        check_translations(items, langs)
+    if permutations < 1:
+        raise ProbeError(f"--permutations {permutations}: the retrieval null needs at least 1 re-pairing (1000 is the "
+                         "default)")
     n_groups = len({it.cv_group for it in items})
     if n_groups < folds:
         raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
@@ -85,20 +101,38 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     for lm in lms:
         check_layers(layers, lm.n_layers)
     states: dict[str, States] = {}
+    lengths: dict[str, dict[int, tuple[int, int]]] = {}
     lat: dict[str, Any] = {}
     for lm in lms:  # every forward first, with all of torch's threads (matmul-bound: sharing cores slows it 2x)
-        states[lm.name] = hidden_states(lm, items, pooling, batch_size, layers, max_tokens, lens=True)
+        if contexts is not None:
+            states[lm.name], lengths[lm.name] = context_states(lm, contexts, batch_size, layers, max_tokens, lens=True)
+        else:
+            check_lengths(lm, items, max_tokens)
+            states[lm.name] = hidden_states(lm, items, pooling, batch_size, layers, max_tokens, lens=True)
+            lengths[lm.name] = {i: (len(it.text), n) for i, (it, n) in enumerate(zip(items, map(len, states[lm.name].token_ids)))}
         if latent:
             lat[lm.name] = {d: latent_language(lm, d, seed=seed) for d in ("en2ru", "ru2en")}
     results: dict[str, Any] = {}
     with probe_pool(jobs) as pool:  # then the per-layer metrics, in the workers
+        reports = {}
         for lm in lms:
-            m = submit_layer_metrics(states[lm.name], items, folds, seed, True, ("en", "ru"), pool)
+            if sum(it.lang in langs and bool(it.pair) for it in items) >= 8:
+                ia, ib, _ = paired_index(items, langs)
+                keys = pair_keys(items, ia, ib, word_lengths=lengths[lm.name])
+                reports[lm.name] = pool.submit(layer_report, np.asarray(states[lm.name].pooled), items, permutations,
+                                               seed, langs, keys)
+            m = submit_layer_metrics(states[lm.name], items, folds, seed, True, langs, pool)
             m.update(path=lm.path, n_layers=lm.n_layers, model_class=type(lm.model).__name__, expert=lm.expert)
             if latent:
                 m["latent_language"] = lat[lm.name]
             results[lm.name] = m
         results = {name: resolve_metrics(m) for name, m in results.items()}
+        for name, rep in reports.items():
+            attach_stats(results[name], rep.result())
+    comparisons = {}
+    names = [n for n in results if results[n].get("stats")]
+    for other in names[1:]:
+        comparisons[f"{names[0]} - {other}"] = compare(results[names[0]]["stats"], results[other]["stats"])
     ref = lms[0]
     cka: dict[str, Any] = {}
     for lm in lms:
@@ -117,7 +151,38 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     meta = {"pooling": pooling, "folds": folds, "n_items": len(items), "seconds": round(time.perf_counter() - t0, 3),
             "items": {"n_heldout": sum(it.heldout for it in items),
                       "langs": sorted({it.lang for it in items}), "labels": sorted({it.label for it in items})}}
-    return {"meta": meta, "models": results, "cka": cka}, states, {lm.name: lm for lm in lms}
+    meta.update(permutations=permutations, items_kind="contexts" if contexts is not None else "items",
+                max_tokens=max_tokens, langs=list(langs))
+    if contexts is not None:
+        meta.update(n_contexts=len(contexts.texts), notes=contexts.notes)
+    return ({"meta": meta, "models": results, "cka": cka, "comparisons": comparisons}, states,
+            {lm.name: lm for lm in lms})
+
+
+def check_lengths(lm: Loaded, items: Sequence[Item], max_tokens: int | None) -> None:
+    """One line for the first item longer than `max_tokens` tokens (no silent truncation)."""
+    if max_tokens is None:
+        return
+    for it in items:
+        n = len(lm.tokenizer(it.text, add_special_tokens=False)["input_ids"])
+        if n > max_tokens:
+            raise ProbeError(f"item {it.text[:60]!r} is {n} tokens, over --max-tokens {max_tokens}: raise --max-tokens "
+                             "or drop the item (nothing is cut silently)")
+
+
+def attach_stats(m: dict[str, Any], report: dict[str, Any]) -> None:
+    """Every retrieval figure of every layer gets its permutation null and bootstrap interval
+    (`retrieval[k]["null"]`: top1 / mrr / median_rank / auc, each value, null_mean, null_high, p,
+    p_fwe, low, high); CSLS retrieval, the gain over layer 0, cross-lingual CKA and RSA by layer."""
+    layers = report["layers"]
+    for k, r in enumerate(m.get("retrieval") or []):
+        if isinstance(r, dict) and k < len(layers):
+            r["null"] = layers[k]["cosine"]
+    m["retrieval_csls"] = [l["csls"] for l in layers]
+    m["gain_vs_layer0"] = [l["gain_mrr_vs_layer0"] for l in layers]
+    m["crosslingual_cka"] = [l["cka"] for l in layers]
+    m["crosslingual_rsa"] = [l["rsa"] for l in layers]
+    m["stats"] = {k: v for k, v in report.items() if k != "layers"}
 
 
 def write_run(out: str | os.PathLike, metrics: dict[str, Any], states: dict[str, States], items: Sequence[Item],
@@ -141,6 +206,8 @@ def write_run(out: str | os.PathLike, metrics: dict[str, Any], states: dict[str,
         metrics["meta"]["map_method"] = method
         metrics["meta"]["map_seconds"] = round(time.perf_counter() - t0, 3)
         figs["metrics_by_layer.html"] = metric_curves(metrics["models"])
+        if any(m.get("stats") for m in metrics["models"].values()):
+            figs["retrieval_null.html"] = null_band_figure(metrics["models"])
         for name, c in metrics["cka"].items():
             figs[f"cka_{name.replace('/', '_').replace('#', '_')}.html"] = cka_heatmap(
                 np.array(c["matrix"]), c["reference"], name, c["layers_a"], c["layers_b"])
@@ -151,7 +218,8 @@ def write_run(out: str | os.PathLike, metrics: dict[str, Any], states: dict[str,
             write_figure(fig, tmp / fname)
         metrics["meta"]["figures"] = sorted(figs)
         write_json_atomic(tmp / "metrics.json", metrics)
-        (tmp / "metrics.md").write_text(markdown_table(metrics["models"]), encoding="utf-8")
+        (tmp / "metrics.md").write_text(markdown_table(metrics["models"]) + "\n" + stats_table(metrics["models"]),
+                                        encoding="utf-8")
         mark_output(tmp, "probe")
     return out
 
@@ -191,7 +259,15 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("probe", help="probe every layer: retrieval, probes, silhouettes, logit lens, CKA, maps")
     p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders, HF causal LM directories, or fused "
                                                   f"checkpoints (every expert; DIR{EXPERT_SEP}NAME for one)")
-    p.add_argument("--items", default="concepts", help="concepts, sentences, or a .csv/.jsonl file (text, label, lang, pair)")
+    p.add_argument("--items", default="concepts",
+                   help="concepts (words in context, default), lemmas (bare lemmas, the old items), sentences, or a "
+                        ".csv/.jsonl file (text, label, lang, pair)")
+    p.add_argument("--contexts", type=int, default=CONTEXTS, help="contexts per concept and language (--items concepts)")
+    p.add_argument("--permutations", type=int, default=PERMUTATIONS,
+                   help="re-pairings of the stratified permutation null of retrieval (at least 1)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="refuse items longer than this many tokens (default: no limit; nothing is cut silently)")
+    p.add_argument("--langs", default="en,ru", help="the two languages of the translation pairs (en,enx: the clone)")
     p.add_argument("--out", required=True, help="output folder (metrics.json, metrics.md, figures)")
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True,
                    help="UMAP maps per layer (default); --no-umap: PCA (fast)")
@@ -221,14 +297,30 @@ def add_cli(subparsers) -> None:
         if args.jobs is not None and args.jobs < 0:
             raise ProbeError(f"--jobs {args.jobs}: give a number of worker processes, 0 or more (0 fits in this process)")
         check_out(args.out, args.overwrite, [c.partition(EXPERT_SEP)[0] for c in args.checkpoints])
-        held = resolve_heldout(args.heldout, args.checkpoints) if args.items == "concepts" else ()
-        items = load_items(args.items, held, args.limit)
+        langs = tuple(x.strip() for x in args.langs.split(","))
+        if len(langs) != 2 or langs[0] == langs[1]:
+            raise ProbeError(f"--langs {args.langs!r}: give two different languages, e.g. en,ru")
+        held = resolve_heldout(args.heldout, args.checkpoints) if args.items in ("concepts", "lemmas") else ()
+        cs = None
+        if args.items == "concepts":
+            cs = concept_contexts(held, langs, args.contexts, args.limit)
+            for note in cs.notes:
+                print(f"note: {note}")
+            items = cs.items
+        else:
+            items = load_items(args.items, held, args.limit)
+            if len({it.lang for it in items}) == 1:
+                print(f"note: {args.items} holds {items[0].lang} items only: no cross-lingual retrieval (give items of "
+                      "two languages with shared pair ids)")
         metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,
-                                          args.device, args.batch_size, not args.no_latent, args.cka_level, seed=args.seed,
-                                          jobs=args.jobs, trust_remote_code=args.trust_remote_code)
+                                          args.device, args.batch_size, not args.no_latent, args.cka_level,
+                                          args.max_tokens, seed=args.seed, jobs=args.jobs, contexts=cs,
+                                          permutations=args.permutations, langs=langs,
+                                          trust_remote_code=args.trust_remote_code)
         maps = "aligned-umap" if args.aligned_umap else args.umap
         out = write_run(args.out, metrics, states, items, maps, args.seed, args.overwrite)
         print(markdown_table(metrics["models"]))
+        print(stats_table(metrics["models"]))
         print(f"wrote {out}/metrics.json, metrics.md and {len(metrics['meta']['figures'])} figures")
         return 0
 
@@ -250,3 +342,27 @@ def probe_runs(runs: dict[str, str | Path], concepts: int = 24, device: str = "c
                              "mrr": [(r["mrr_en2ru"] + r["mrr_ru2en"]) / 2 for r in per],
                              "chance_top1": per[0]["chance_top1"]}
     return out
+
+
+def checkpoint_series(run: str | Path) -> list[Path]:
+    """A run's saved checkpoints in step order (`step_N` folders under `run/checkpoints`, kept by
+    `keep_last` / `save_every`), for emergence over training. They must share one tokenizer (the
+    same items, the same token spans): one line naming the first that does not."""
+    import hashlib
+
+    root = Path(run)
+    folder = root / "checkpoints" if (root / "checkpoints").is_dir() else root
+    steps = sorted((p for p in folder.glob("step_*") if p.is_dir() and p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+    if not steps:
+        raise ProbeError(f"{run} holds no step_N checkpoints: train with save_every and keep_last large enough to keep them")
+
+    def digest(p: Path) -> str:
+        f = p / "tokenizer.json"
+        return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else ""
+
+    first = digest(steps[0])
+    for p in steps[1:]:
+        if digest(p) != first:
+            raise ProbeError(f"{p} has a different tokenizer from {steps[0]}: the checkpoints of one series must share "
+                             "one tokenizer (probe them apart)")
+    return steps

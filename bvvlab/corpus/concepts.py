@@ -544,6 +544,15 @@ def _pools(exclude: frozenset[str]) -> _Pools:
     return _Pools(exclude)
 
 
+def pools_without(exclude: frozenset[str]) -> _Pools:
+    """The templates' concept pools less `exclude` (for `sample_pair`; cached): the probes force a
+    concept into the templates by leaving out the others of its kind."""
+    return _pools(frozenset(exclude))
+
+
+FUNCTION_WORDS = _FUNCTION_WORDS  # the words of a phrase form that are not the concept's own
+
+
 @functools.lru_cache(maxsize=4)
 def eval_pairs(split: str) -> tuple[Pair, ...]:
     """The fixed held-out sentence pairs of "validation" or "test" (deterministic, seed-free)."""

@@ -25,6 +25,10 @@ Sources (`CORPORA` lists the names):
   whole). A mixture whose embedded sources hold out different concepts is refused
   (`heldout_concepts`): one would teach what another holds out. Files and hf: sources are not
   filtered.
+- "clone-en": English and a glyph-disjoint clone of English (`bvvlab.corpus.clone`), the
+  probes' positive control; options holdout=, share= (of clone documents, 0.5),
+  concept_share= (of concept-sentence documents, 0.5). Train on it with a vocabulary that holds
+  the clones of the English n-grams (`scripts/issue28_clone.py` builds one).
 - a path: a `.txt` file (one document per blank-line-separated paragraph), a `.jsonl` file
   (one JSON object per line with a `text` field and an optional `lang`), either of them
   `.gz`-compressed, or a directory (one document per `*.txt` file, recursively, sorted).
@@ -79,7 +83,7 @@ from bvvlab.corpus.parallel_text import (  # noqa: F401
     parallel_pairs,
 )
 
-CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts", "instructions")
+CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts", "instructions", "clone-en")
 
 
 
@@ -209,6 +213,7 @@ def parse_hf_spec(spec: str, **options: Any) -> tuple[str, dict[str, Any]]:
 
 
 SPEC_OPTIONS = {"concepts": ("holdout", "parallel_ratio", "word_share"), "instructions": ("holdout", "question_share"),
+                "clone-en": ("holdout", "share", "concept_share"),
                 **{name: ("holdout",) for name in PARALLEL_FILES}}  # options a source's spec may carry
 
 
@@ -454,6 +459,14 @@ def iter_documents(source: str | os.PathLike, split: str = "train", seed: int = 
         except (TypeError, ValueError) as exc:
             raise CorpusError(f"bad option for instructions: {exc}") from None
         return corpus.documents(split)
+    if src == "clone-en":
+        from bvvlab.corpus.clone import CloneCorpus
+
+        check_split(split, src)
+        try:
+            return CloneCorpus(seed=seed, **options).documents(split)
+        except TypeError as exc:
+            raise CorpusError(f"bad option for clone-en: {exc}") from None
     if src.startswith("hf:"):
         return _hf_documents(src, split, **options)
     path = Path(src).expanduser()
@@ -558,7 +571,7 @@ def texts_by_lang(corpora: Sequence[str] = NGRAM_CORPORA, split: str = "train",
 
 # ----------------------------------------------------------------------------- cache identity
 
-GENERATED = ("concepts", "instructions")  # generated sources: their "train" split never ends
+GENERATED = ("concepts", "instructions", "clone-en")  # generated sources: their "train" split never ends
 TRAIN_ONLY = ("instructions",)  # built from training splits only: no held-out text
 
 
@@ -568,7 +581,7 @@ def source_fingerprint(name: str) -> str:
     `hf_fingerprint` (local bytes, or the loaded Hub dataset's `datasets` fingerprint, which
     follows its revision). A streamed Hub dataset has no
     fingerprint: it gets "#stream" and `bvvlab.train.shards.build_shard` never reuses its shard."""
-    from bvvlab.corpus import instructions
+    from bvvlab.corpus import clone, instructions
     from bvvlab.corpus import parallel_text as parallel
 
     if name.startswith("hf:"):
@@ -586,7 +599,7 @@ def source_fingerprint(name: str) -> str:
             for path in (Path(_concepts.__file__), *_concepts.LEXICON_FILES):
                 hash_path(path, h)
     else:  # a generated corpus: the code that generates it and the lexicon it reads
-        for module in (sys.modules[__name__], _concepts, instructions, parallel):
+        for module in (sys.modules[__name__], _concepts, instructions, parallel, clone):
             hash_path(Path(module.__file__), h)
         for path in _concepts.LEXICON_FILES:
             hash_path(path, h)
