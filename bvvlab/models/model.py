@@ -146,7 +146,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def parameter_table(names: list[str] | None = None) -> str:
     """Markdown table of parameter counts per preset (built on the meta device: no memory, no init).
 
-    `python -m bvvlab.models.model` prints it; the README's table is this output.
+    `bvvlab model-params` prints it; the README's table is this output.
     """
     rows = ["| preset | layers | d_model | heads | context | vocab | trainable | frozen | total |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -913,19 +913,3 @@ elif "bvv" not in CONFIG_MAPPING:
     # so a following AutoTokenizer.from_pretrained(dir) (the card's order) does not stop at
     # transformers' interactive "run the custom code? [y/N]" prompt (docs/stack.md section 2.9)
     AutoConfig.register("bvv", BVVConfig)
-
-
-def add_cli(subparsers) -> None:
-    """`bvvlab model-params [PRESET ...]`: the parameter table (for bvvlab.cli's registry)."""
-    p = subparsers.add_parser("model-params", help="parameter counts (trainable / frozen) of model presets")
-    p.add_argument("presets", nargs="*", help=f"presets to count (default: all of {', '.join(PRESETS)})")
-
-    def run(args) -> int:
-        print(parameter_table(args.presets or None))
-        return 0
-
-    p.set_defaults(func=run)
-
-
-if __name__ == "__main__":
-    print(parameter_table())
