@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --timeout 900 -p no:randomly notebooks
 
 ## the unit tier only (no test marked slow, no notebooks): 436 tests in 1 min 25 s on a quiet
-## 2-core machine (README)
+## 2-core machine (docs/measured.md)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --timeout 900 -m "not slow" tests
 

@@ -61,7 +61,7 @@ def literal_snake_once(tokens, params):
 
 def forget_atlas(gathers: bool = False) -> None:
     """Drop the in-memory glyph atlas (and with `gathers` the per-width tables): a new process."""
-    glyphs._ATLASES.clear()
+    glyphs.forget_atlases()
     if gathers:
         for fn in (glyphs.geometry_gather, glyphs.resize_gather, glyphs.noise_mask, glyphs.snake_order,
                    glyphs.point_gather, glyphs.blur_keeps_binary):

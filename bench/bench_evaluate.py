@@ -42,10 +42,10 @@ from bvvlab.eval import metrics as eval_metrics
 from bvvlab.eval import scoring, suites
 from bvvlab.eval import tasks as eval_tasks
 from bvvlab.glyph.tokenizer import (
-    _default_ngrams,
     bvv241_vocab,
     compact_vocab,
     hf_tokenizer,
+    kind_ngrams,
 )
 from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.models.model import BVVForCausalLM, config_from_preset
@@ -60,7 +60,7 @@ def questions(n: int) -> list[eval_tasks.MCItem]:
 
 def build(items: list[eval_tasks.MCItem], seed: int = 0):
     texts = [it.context + c for it in items for c in it.choices]
-    tokens, _ = compact_vocab(bvv241_vocab(65536, _default_ngrams("bvv241-2-3")), texts)
+    tokens, _ = compact_vocab(bvv241_vocab(65536, kind_ngrams("bvv241-2-3")), texts)
     tok = hf_tokenizer(tokens)
     torch.manual_seed(seed)
     cfg = config_from_preset("small", vocab_size=len(tok), pad_token_id=tok.pad_token_id,

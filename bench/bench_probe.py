@@ -127,7 +127,7 @@ def main() -> int:
         if not args.no_umap:
             st = next(iter(states.values()))
             t4 = time.perf_counter()
-            maps._coords_2d(np.asarray(st.pooled[0][:40]), "umap", 0)  # numba's compilation, on a small input
+            maps.coords_2d(np.asarray(st.pooled[0][:40]), "umap", 0)  # numba's compilation, on a small input
             t5 = time.perf_counter()
             maps.layer_maps(st, "umap", 0)
             t6 = time.perf_counter()

@@ -165,7 +165,7 @@ def main() -> int:
     (out / "summary.md").write_text(text, encoding="utf-8")
     (out / "summary.json").write_text(json.dumps({"heldout": held, "unseen": sorted(clean), "top1": data,
                                                   "translation_accuracy": translate,
-                                                  "lens_top1": {n: probe_figures._lens_curve(metrics["models"][n], "top1")
+                                                  "lens_top1": {n: probe_figures.lens_curve(metrics["models"][n], "top1")
                                                                 for n in metrics["models"]}}, indent=1))
     print(text)
     return 0

@@ -1,10 +1,13 @@
 """The concept corpus: lexicon labels, Russian agreement, determinism, held-out sets (issue 2, corpora 2)."""
 
+import hashlib
+import json
 import random
 import re
 
 import pytest
 
+from bvvlab.core.errors import CorpusError
 from bvvlab.corpus import concepts as C
 from bvvlab.corpus.sources import take
 
@@ -193,3 +196,92 @@ def test_bad_options_are_one_line_errors():
         C.ConceptCorpus(parallel_ratio=1.5)
     with pytest.raises(ValueError, match="validation"):
         list(C.ConceptCorpus().documents("dev"))
+
+
+# ------------------------------------------------------------------ the lexicon as data (issue 22)
+
+def _lexicon_digest() -> str:
+    rows = [[c.id, c.category, c.pos, list(c.en.items()), list(c.ru.items()), list(c.applies)] for c in C.LEXICON.values()]
+    extra = [list(C.CATEGORIES), list(C.ANIMATE), list(C.HUMAN), sorted(C.DRINKS), sorted(C.DAYS), sorted(C.NEEDS_PLACE)]
+    return hashlib.sha256(json.dumps([rows, extra], ensure_ascii=False).encode()).hexdigest()
+
+
+def _documents_digest(*streams, tail: bytes = b"") -> str:
+    h = hashlib.sha256()
+    for docs in streams:
+        for d in docs:
+            h.update(json.dumps([d.text, d.lang, d.source, d.meta], ensure_ascii=False).encode() + b"\n")
+    h.update(tail)
+    return h.hexdigest()
+
+
+def test_lexicon_moved_to_data_unchanged():
+    """The words moved from Python literals in concepts.py to data/concepts/*.tsv (issue 22). The
+    digests were computed at be5f065, the last commit with the words as code, by this same code:
+    every concept (id, category, part of speech, forms in their order, `applies`), the sets the
+    templates name, and the documents of the concept corpus (training stream of two seeds, one
+    with the suite holdout, validation, test with held-out concepts) and of the instruction
+    corpus are byte-identical to what the code produced before the move."""
+    import itertools
+
+    from bvvlab.corpus.instructions import InstructionCorpus
+
+    assert len(C.LEXICON) == 306
+    assert _lexicon_digest() == "a0338d6b2d7671039c962a7a6f32b9d000c0a7920a3b5293c9413d13f1259c02"
+    held = C.ConceptCorpus(seed=3, parallel_ratio=0.7, holdout_concepts=C.parse_holdout("suite"))
+    digest = _documents_digest(itertools.islice(C.ConceptCorpus(seed=0).documents("train"), 400),
+                               itertools.islice(held.documents("train"), 400), held.documents("validation"),
+                               held.documents("test"), tail=json.dumps(C.suite_holdout()).encode())
+    assert digest == "14ccb0f8c6b2071e867e1fdf43291c83f0907ce1c53eb4d73d5e6ac037990e00"
+    assert _documents_digest(itertools.islice(InstructionCorpus(seed=0).documents("train"), 300)) == \
+        "fcbd9ab0c60567878996974d2bdf0bd0ba0f934371a291eed24237bedd5dac5e"
+
+
+def test_editing_the_lexicon_invalidates_the_corpus_cache_key(tmp_path, monkeypatch):
+    """The shard cache is keyed by `source_fingerprint`: a changed word must give another key, for
+    the generated corpora and for an embedded corpus filtered by held-out concepts."""
+    from bvvlab.corpus import sources
+
+    specs = ("concepts", "instructions", "libreoffice-en-ru?holdout=suite")
+    before = [sources.source_fingerprint(s) for s in specs]
+    copies = []
+    for path in C.LEXICON_FILES:
+        copies.append(tmp_path / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    monkeypatch.setattr(C, "LEXICON_FILES", tuple(copies))
+    assert [sources.source_fingerprint(s) for s in specs] == before  # same bytes, same key
+    nouns = tmp_path / "nouns.tsv"
+    nouns.write_text(nouns.read_text(encoding="utf-8").replace("кошку", "кошкy"), encoding="utf-8")
+    after = [sources.source_fingerprint(s) for s in specs]
+    assert all(a != b for a, b in zip(after, before))
+    assert sources.source_fingerprint("libreoffice-en-ru") == sources.source_fingerprint("libreoffice-en-ru")
+
+
+def test_read_lexicon_round_trip_and_one_line_errors(tmp_path):
+    """`read_lexicon` of a copy gives the same concepts; a damaged file names itself, the line and
+    the problem in one line."""
+    for path in C.LEXICON_FILES:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    again = C.read_lexicon(tmp_path)
+    assert list(again) == list(C.LEXICON)
+    assert all((a.category, a.pos, a.en, a.ru, a.applies) == (b.category, b.pos, b.en, b.ru, b.applies)
+               for a, b in zip(again.values(), C.LEXICON.values()))
+    nouns = (tmp_path / "nouns.tsv").read_text(encoding="utf-8")
+    lines = nouns.splitlines()
+    cases = {
+        "header": ("\n".join(["id\tcategory"] + lines[1:]), "first line must be the tab-separated header"),
+        "missing": ("\n".join(lines[:2] + [lines[2].rsplit("\t", 1)[0]] + lines[3:]), "line 3 has no ru_gen_pl"),
+        "extra": ("\n".join(lines[:2] + [lines[2] + "\t" * 9 + "x"] + lines[3:]), "line 3 has 20 cells"),
+        "twice": ("\n".join(lines + [lines[1]]), "'cat' is used twice"),
+        "category": (nouns.replace("cat\tanimals", "cat\tbeasts", 1), "unknown category 'beasts'"),
+    }
+    for name, (text, words) in cases.items():
+        (tmp_path / "nouns.tsv").write_text(text, encoding="utf-8")
+        with pytest.raises(CorpusError, match=re.escape(words)) as e:
+            C.read_lexicon(tmp_path)
+        assert "\n" not in str(e.value) and "nouns.tsv" in str(e.value), name
+    (tmp_path / "nouns.tsv").write_text(nouns, encoding="utf-8")
+    adjs = tmp_path / "adjectives.tsv"
+    adjs.write_text(adjs.read_text(encoding="utf-8").replace("things flower", "things flowr", 1), encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"red applies to unknown \['flowr'\]"):
+        C.read_lexicon(tmp_path)

@@ -371,9 +371,10 @@ def test_fused_cached_batched_scores_equal_each_full_sequence(fused_dir, tok, me
     """The Bayesian evidence of a fused model rides on the KV cache: it must follow the cache when
     score_choices repeats a shared prefix and a context once per choice (reorder_cache), and left
     padding must add none; so the batched scores equal every sequence scored alone."""
-    from bvvlab.train.fusion import load_any
+    from bvvlab.models.loader import load
 
-    fused, tok2 = load_any(fused_dir / "fused")
+    lm = load(fused_dir / "fused")
+    fused, tok2 = lm.model, lm.tokenizer
     fused.config.method = method
     want = scoring.score_full_sequences(fused, tok2, ITEMS)
     for batch, share in ((1, True), (32, True), (32, False)):
@@ -382,7 +383,7 @@ def test_fused_cached_batched_scores_equal_each_full_sequence(fused_dir, tok, me
 
 
 def test_eval_command_takes_a_fused_checkpoint(fused_dir, tmp_path, capsys, monkeypatch):
-    """`bvvlab eval` loads a fused directory like any checkpoint (bvvlab.train.fusion.load_any): finite
+    """`bvvlab eval` loads a fused directory like any checkpoint (bvvlab.models.loader.load): finite
     bits/char and accuracies beside its experts'."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     out = tmp_path / "report"

@@ -18,12 +18,11 @@ from bvvlab.glyph.tokenizer import bvv241_vocab, compact_vocab, hf_tokenizer
 from bvvlab.models.checkpoints import save_checkpoint
 from bvvlab.models.fused_model import METHODS, FusedForCausalLM
 from bvvlab.models.model import BVVForCausalLM, config_from_preset
+from bvvlab.models.loader import load, load_fused
 from bvvlab.train.fusion import (
     FusionError,
     bpc_by_text,
     fuse,
-    load_any,
-    load_fused,
     mixed_texts,
 )
 
@@ -181,7 +180,7 @@ def saved(experts, tmp_path_factory):
 
 def test_fused_checkpoint_round_trips(experts, saved):
     """Saved once (the shared matrix stored once, the remote code beside it), loaded back by
-    load_fused and by load_any (the loader of bvvlab eval and bvvlab probe): the same logits."""
+    load_fused and by the one loader (bvvlab.models.loader.load, of bvvlab eval and probe): the same logits."""
     tok = experts[2]
     fused, out = saved
     with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
@@ -191,12 +190,11 @@ def test_fused_checkpoint_round_trips(experts, saved):
     ids = _ids(tok)
     with torch.no_grad():
         ref = fused(ids, use_cache=False).logits
-    for load in (load_fused, load_any):
-        back, tok2 = load(out)
+    for back, tok2 in (load_fused(out), (load(out).model, load(out).tokenizer)):
         with torch.no_grad():
             assert torch.equal(back(ids, use_cache=False).logits, ref)
         assert len(tok2) == len(tok)
-    assert type(load_any(experts[3])[0]).__name__ == "BVVForCausalLM"
+    assert type(load(experts[3]).model).__name__ == "BVVForCausalLM"
 
 
 @pytest.mark.slow

@@ -220,7 +220,7 @@ def test_stream_on_a_fused_checkpoint_equals_its_generate(tok, fused_dir, settin
     """A checkpoint written by `bvvlab.train.fusion.fuse` (two experts of different depth), loaded back:
     the stream (KV cache through each expert's cache) gives its `generate`'s tokens, and the
     cached stream equals the uncached one."""
-    from bvvlab.train.fusion import load_fused
+    from bvvlab.models.loader import load_fused
 
     fused, ftok = load_fused(fused_dir)
     assert type(fused).__name__ == "FusedForCausalLM" and len(fused.experts) == 2

@@ -117,6 +117,50 @@ def test_bad_growth_input(tmp_path, grown):
         freeze(BVVForCausalLM(config_from_preset("tiny")), 3)
 
 
+def test_grow_speaks_of_its_own_options_not_of_the_keys_it_sets(grown, tmp_path):
+    """issue 26, item 24: a re-run with another plan names the grow option that differs (not
+    `model.num_hidden_layers ... drop those keys`), and a fused `--from` is named as such (not
+    `embed_tokens ... absent`). Nothing is trained or changed."""
+    from bvvlab.train.fusion import fuse
+
+    out, _ = grown
+    before = sorted(p.name for p in out.iterdir())
+    for stages, init, words in (("2,1", "copy", "stage_1 was grown 1 block deep, this plan makes it 2 (--stages "
+                                                "differs)"),
+                                ("1,1", "random", "stage_1 was grown with --new-block-init copy, this call asks for "
+                                                  "random (--new-block-init differs)")):
+        with pytest.raises(ValueError) as e:
+            G.grow(make_config(**FAST), stages, 4, out, new_block_init=init)
+        msg = str(e.value)
+        assert words in msg and "model.num_hidden_layers" not in msg and "drop those keys" not in msg, msg
+    assert sorted(p.name for p in out.iterdir()) == before
+    fused = tmp_path / "fused"
+    fuse([out / "stage_1", out / "stage_2"], "bayes", fused)
+    with pytest.raises(ValueError) as e:
+        G.grow(make_config(**FAST, vocab=str(out / "embedding")), "1", 2, tmp_path / "g2", from_checkpoint=str(fused))
+    msg = str(e.value)
+    assert "is a fused checkpoint (experts stage_1, stage_2)" in msg and "embed_tokens" not in msg, msg
+    assert not (tmp_path / "g2").exists()
+
+
+def test_a_stage_folder_with_only_its_metrics_is_resumed_as_train_would(tmp_path, monkeypatch):
+    """One rule for "this folder holds a run" (bvvlab.models.checkpoints.holds_run): a stage folder
+    left with metrics.jsonl only is resumed by grow, as train would resume it, not refused."""
+    seen = []
+
+    def fake_train(cfg, callback=None):
+        seen.append((cfg.out, cfg.resume))
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(G, "train", fake_train)
+    monkeypatch.setattr(G, "shared_embedding", lambda base, out: "compact")
+    (tmp_path / "g" / "stage_1").mkdir(parents=True)
+    (tmp_path / "g" / "stage_1" / "metrics.jsonl").write_text("")
+    with pytest.raises(KeyboardInterrupt):
+        G.grow(make_config(**FAST), "1", 2, tmp_path / "g")
+    assert seen == [(str(tmp_path / "g" / "stage_1"), True)]
+
+
 @pytest.mark.slow
 def test_cli_grows_an_existing_model_and_trains_the_baseline(grown, tmp_path, capsys):
     from bvvlab import cli

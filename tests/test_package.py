@@ -15,6 +15,7 @@ import pytest
 
 import bvvlab
 from bvvlab.core.runinfo import REPO_ROOT, data_dir, embedded_data_dir
+from bvvlab.corpus.concepts import LEXICON_FILES
 from bvvlab.glyph.font import FONT_FILE
 
 PKG = Path(bvvlab.__file__).resolve().parent
@@ -50,6 +51,7 @@ def test_wheel_works_offline_without_a_checkout(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert f"bvvlab/_data/{FONT_FILE}" in names and "bvvlab/_data/eval/manifest.json" in names
     assert "bvvlab/_data/corpora/manifest.json" in names
+    assert {f"bvvlab/_data/concepts/{p.name}" for p in LEXICON_FILES} <= set(names)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -58,10 +60,11 @@ def test_wheel_works_offline_without_a_checkout(tmp_path):
     # this environment's third-party packages, but not its editable bvvlab (a .pth to the checkout)
     ours = [p for p in sys.path if p.endswith("site-packages")]
     (Path(site) / "deps.pth").write_text("\n".join(ours) + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "BVVLAB_DATA"}}
+    # no PYTHONPATH for pip either: with a checkout on it, pip finds bvvlab "already satisfied"
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True, env=env)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "BVVLAB_DATA"}}
     env["BVVLAB_CACHE"] = str(tmp_path / "cache")
     probe = subprocess.run([str(py), "-c", "import bvvlab, sys; from bvvlab.core.runinfo import data_dir; "
                             "print(bvvlab.__file__); print(data_dir())"], cwd=work, env=env, check=True,
@@ -71,6 +74,10 @@ def test_wheel_works_offline_without_a_checkout(tmp_path):
     corpus = subprocess.run([str(bvv), "corpus", "libreoffice-en-ru", "-n", "2"], cwd=work, env=env, capture_output=True, text=True)
     assert corpus.returncode == 0, corpus.stderr
     assert corpus.stdout.strip()
+    concepts = subprocess.run([str(bvv), "corpus", "concepts", "-n", "2"], cwd=work, env=env, capture_output=True,
+                              text=True)  # the lexicon is read from the wheel's data
+    assert concepts.returncode == 0, concepts.stderr
+    assert len(concepts.stdout.splitlines()) == 2
     embed = subprocess.run([str(bvv), "embed", "--vocab", "compact", "--out", str(work / "emb")], cwd=work, env=env,
                            capture_output=True, text=True)
     assert embed.returncode == 0, embed.stderr

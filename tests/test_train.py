@@ -17,7 +17,7 @@ import torch
 
 from bvvlab import cli
 from bvvlab.cli.train import config_from_args
-from bvvlab.app import pipeline as P
+from bvvlab.app import compare as P
 from bvvlab.core.runinfo import REPO_ROOT
 from bvvlab.glyph import tokenizer as T
 from bvvlab.models import checkpoints as C

@@ -1,4 +1,4 @@
-"""Hidden states of every layer for a set of items (floor 6).
+"""Hidden states of every layer for a set of items.
 
 `hidden_states`: batched with left padding (position ids count real tokens only, so a padded item
 equals the unpadded one), pooled at the item's last token or over its tokens, optionally streamed
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from bvvlab.analysis.items import Item, ProbeError
-from bvvlab.models.checkpoints import EXPERT_SEP, split_expert
+from bvvlab.models.checkpoints import EXPERT_SEP
 
 POOLINGS = ("last", "mean")
 MEMMAP_BYTES = 1 << 30  # hidden states larger than this stream to a memory-mapped temporary file, not RAM
@@ -26,8 +25,9 @@ MEMMAP_BYTES = 1 << 30  # hidden states larger than this stream to a memory-mapp
 # ============================================================================ models
 
 
-def _find_head_and_norm(model: torch.nn.Module) -> tuple[Any, Any, str]:
-    """(final norm, head, reason): the modules the logit lens needs; None and a reason where not found."""
+def lens_modules(model: torch.nn.Module) -> tuple[Any, Any, str]:
+    """(final norm, head, reason): the modules the logit lens needs, found by the usual Hugging
+    Face names; None and a reason where not found (the probe and the widgets' layer explorer)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     base = getattr(model, getattr(model, "base_model_prefix", "model"), None) or getattr(model, "model", None)
     norm = None
@@ -47,6 +47,9 @@ def _find_head_and_norm(model: torch.nn.Module) -> tuple[Any, Any, str]:
 
 @dataclass
 class Loaded:
+    """The probe's view of a model (over `bvvlab.models.loader.Loaded`, or a model in memory): its
+    layer count and the final norm and head the logit lens needs."""
+
     model: Any
     tokenizer: Any
     name: str
@@ -58,6 +61,25 @@ class Loaded:
     expert: str | None = None  # a fused checkpoint's expert: its hidden states (by hidden_state_sources)
 
 
+def view(model: Any, tokenizer: Any, name: str, path: str = "", device: Any = None) -> Loaded:
+    """A loaded causal LM as a probe target: one forward of one token checks that it returns
+    hidden states (one line when it takes no `output_hidden_states` or gives none)."""
+    model.eval()
+    device = device if device is not None else next(model.parameters()).device
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    with torch.no_grad():
+        ids = torch.tensor([[_first_id(tokenizer)]], device=device)
+        try:
+            out = model(input_ids=ids, output_hidden_states=True)
+        except TypeError:
+            raise ProbeError(f"{path or name}: the model's forward takes no output_hidden_states: it cannot be "
+                             "probed") from None
+    hs = getattr(out, "hidden_states", None)
+    if not hs:
+        raise ProbeError(f"{path or name}: the model returns no hidden states (output_hidden_states=True gave none)")
+    norm, head, reason = lens_modules(model)
+    n = len(hs) - 1 if not isinstance(n_layers, int) else n_layers
+    return Loaded(model, tokenizer, name, path, n, norm, head, reason)
 
 
 def _states(lm: Loaded, out: Any) -> tuple:
@@ -74,106 +96,71 @@ def _states(lm: Loaded, out: Any) -> tuple:
     return tuple(h for h, (e, _) in zip(hs, sources) if e == lm.expert)
 
 
-def load_models(path: str | os.PathLike, device: str = "cpu", name: str | None = None) -> list[Loaded]:
-    """`load_model` for every model `path` stands for: a fused checkpoint (written by
-    `bvvlab fuse`) gives one `Loaded` per expert, named NAME/EXPERT, all sharing one loaded fused
-    model (`FUSED_DIR::EXPERT` gives that one); any other checkpoint gives itself."""
-    from bvvlab.models.checkpoints import resolve
-    from bvvlab.train.fusion import is_fused_dir
+def _load(path: str | os.PathLike, device: Any, name: str | None, trust_remote_code: bool) -> Any:
+    """`bvvlab.models.loader.load`, its one-line errors as the probe's."""
+    from bvvlab.models.checkpoints import CheckpointError
+    from bvvlab.models.loader import load
 
-    base, expert = split_expert(path)
-    if expert is not None or not is_fused_dir(resolve(base)):
-        return [load_model(path, device, name)]
-    first = load_model(path, device, name, expert=0)
-    names = list(first.model.config.expert_names)
-    prefix = name or Path(base).name
-    out = [first]
-    for e in names[1:]:
-        out.append(_expert_view(first.model, first.tokenizer, first.path, e, f"{prefix}/{e}", device))
-    first.name = f"{prefix}/{names[0]}"
-    return out
+    try:
+        return load(path, device, label=name, trust_remote_code=trust_remote_code)
+    except CheckpointError as exc:
+        raise ProbeError(str(exc)) from None
 
 
-def _expert_view(model: Any, tok: Any, path: str, expert: str, name: str, device: str) -> Loaded:
+def load_models(path: str | os.PathLike, device: Any = "cpu", name: str | None = None,
+                trust_remote_code: bool = False) -> list[Loaded]:
+    """The probe targets `path` stands for: a fused checkpoint (written by `bvvlab fuse`) gives
+    one view per expert, named LABEL/EXPERT, all over one loaded fused model
+    (`FUSED_DIR::EXPERT` gives that one); any other checkpoint gives itself."""
+    lm = _load(path, device, name, trust_remote_code)
+    if lm.kind == "fused" and lm.expert is None:
+        return [_expert_view(lm, e, f"{lm.label}/{e}") for e in lm.experts]
+    return [_view(lm, lm.expert, lm.label)]
+
+
+def _expert_view(lm: Any, expert: str, name: str) -> Loaded:
     """One expert of a loaded fused model as a probe target: its layers, final norm and head."""
-    names = list(model.config.expert_names)
+    names = lm.experts
     if expert not in names:
-        raise ProbeError(f"{path} has no expert {expert!r}: its experts are {', '.join(names)} "
-                         f"(name one as {path}{EXPERT_SEP}{names[0]})")
+        raise ProbeError(f"{lm.spec} has no expert {expert!r}: its experts are {', '.join(names)} "
+                         f"(name one as {lm.path}{EXPERT_SEP}{names[0]})")
+    model, device = lm.model, next(lm.model.parameters()).device
     sub = model.experts[names.index(expert)]
-    lm = Loaded(model, tok, name, path, int(sub.config.num_hidden_layers), sub.model.ln_f, sub.lm_head, "", expert)
+    out_lm = Loaded(model, lm.tokenizer, name, str(lm.path), int(sub.config.num_hidden_layers), sub.model.ln_f,
+                    sub.lm_head, "", expert)
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([[_first_id(tok)]], device=device), output_hidden_states=True,
+        out = model(input_ids=torch.tensor([[_first_id(lm.tokenizer)]], device=device), output_hidden_states=True,
                     use_cache=False)
-    if len(_states(lm, out)) != lm.n_layers + 1:
-        raise ProbeError(f"{path}: expert {expert!r} returned {len(_states(lm, out))} hidden states for "
-                         f"{lm.n_layers} layers")
-    return lm
+    if len(_states(out_lm, out)) != out_lm.n_layers + 1:
+        raise ProbeError(f"{lm.path}: expert {expert!r} returned {len(_states(out_lm, out))} hidden states for "
+                         f"{out_lm.n_layers} layers")
+    return out_lm
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu", name: str | None = None,
-               expert: str | int | None = None) -> Loaded:
-    """A bvvlab checkpoint (run folder or checkpoint folder), a fused checkpoint's expert, or any
-    HF causal LM directory with its tokenizer; one line when it is not a causal LM or returns no
-    hidden states. bvvlab checkpoints, fused or not, load through `bvvlab.train.fusion.load_any`, the
-    loader `bvvlab eval` uses too. A fused checkpoint is probed one expert at a time: `expert`
-    (a name or an index) or `FUSED_DIR::NAME` picks it (`load_models` gives all of them)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    from bvvlab.models.checkpoints import quiet_hf, resolve
-    from bvvlab.models.model import BVVConfig
-    from bvvlab.train.fusion import is_fused_dir, load_any
-
-    base, named = split_expert(path)
-    expert = named if named is not None else expert
-    p = resolve(base)
-    if is_fused_dir(p):
-        model, tok = load_any(p, device=device)
-        if tok is None:
-            raise ProbeError(f"{base} has no tokenizer files: save the tokenizer beside the model")
-        names = list(model.config.expert_names)
+def _view(lm: Any, expert: str | int | None, name: str) -> Loaded:
+    """The probe target of a loaded model: a fused one only through one of its experts."""
+    if lm.kind == "fused":
+        names = lm.experts
         if expert is None:
-            raise ProbeError(f"{base} is a fused checkpoint of experts {', '.join(names)}: probe one at a time "
-                             f"({base}{EXPERT_SEP}{names[0]}, or load_models for all)")
+            raise ProbeError(f"{lm.spec} is a fused checkpoint of experts {', '.join(names)}: probe one at a time "
+                             f"({lm.spec}{EXPERT_SEP}{names[0]}, or load_models for all)")
         if isinstance(expert, int):
             expert = names[expert] if -len(names) <= expert < len(names) else str(expert)
-        return _expert_view(model, tok, str(p), expert, name or f"{Path(base).name}/{expert}", device)
+        return _expert_view(lm, expert, name if lm.expert is not None else f"{name}/{expert}")
     if expert is not None:
-        raise ProbeError(f"{base} is not a fused checkpoint, so it has no expert {expert!r}: drop "
+        raise ProbeError(f"{lm.spec} is not a fused checkpoint, so it has no expert {expert!r}: drop "
                          f"{EXPERT_SEP}{expert}")
-    try:
-        cfg = AutoConfig.from_pretrained(p)
-    except (OSError, ValueError) as exc:
-        raise ProbeError(f"{path}: config.json cannot be read as a model config ({str(exc).splitlines()[0][:120]})") from None
-    if isinstance(cfg, BVVConfig):
-        model, tok = load_any(p, device=device)
-    else:
-        if cfg.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-            raise ProbeError(f"{path}: a {cfg.model_type!r} model is not a causal LM (AutoModelForCausalLM cannot load "
-                             "it): pass a causal LM checkpoint")
-        try:
-            with quiet_hf():
-                model = AutoModelForCausalLM.from_pretrained(p).to(device)
-            tok = AutoTokenizer.from_pretrained(p)
-        except (OSError, ValueError) as exc:
-            raise ProbeError(f"{path}: cannot load the model or its tokenizer ({str(exc).splitlines()[0][:160]})") from None
-    if tok is None:
-        raise ProbeError(f"{path} has no tokenizer files: save the tokenizer beside the model")
-    model.eval()
-    n_layers = getattr(model.config, "num_hidden_layers", None)
-    with torch.no_grad():
-        ids = torch.tensor([[_first_id(tok)]], device=device)
-        try:
-            out = model(input_ids=ids, output_hidden_states=True)
-        except TypeError:
-            raise ProbeError(f"{path}: the model's forward takes no output_hidden_states: it cannot be probed") from None
-    hs = getattr(out, "hidden_states", None)
-    if not hs:
-        raise ProbeError(f"{path}: the model returns no hidden states (output_hidden_states=True gave none)")
-    norm, head, reason = _find_head_and_norm(model)
-    return Loaded(model, tok, name or Path(path).name, str(p), len(hs) - 1 if n_layers is None else int(n_layers),
-                  norm, head, reason)
+    return view(lm.model, lm.tokenizer, name, str(lm.path))
+
+
+def load_model(path: str | os.PathLike, device: Any = "cpu", name: str | None = None,
+               expert: str | int | None = None, trust_remote_code: bool = False) -> Loaded:
+    """One probe target through the one loader (`bvvlab.models.loader.load`): a bvvlab checkpoint
+    (run or checkpoint folder), any HF causal LM directory, or one expert of a fused checkpoint:
+    `expert` (a name or an index) or `FUSED_DIR::NAME` picks it (`load_models` gives all of them).
+    One line when it is not a causal LM or returns no hidden states."""
+    lm = _load(path, device, name, trust_remote_code)
+    return _view(lm, lm.expert if lm.expert is not None else expert, lm.label)
 
 
 def _first_id(tok) -> int:
@@ -227,9 +214,10 @@ def _keeps_logits(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def _batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad: int):
+def padded_batches(lm: Loaded, ids: list[list[int]], batch_size: int, device: Any, pad: int):
     """(item indices, ids, mask, hidden states) per left-padded batch of similar lengths; position
-    ids count real tokens only, so a padded item sees the positions it would see alone."""
+    ids count real tokens only, so a padded item sees the positions it would see alone. Shared by
+    `hidden_states` and `latent.latent_language`: one batching rule for every forward of a probe."""
     from bvvlab.eval.scoring import left_pad
 
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -274,22 +262,11 @@ def hidden_states(lm: Loaded, items: Sequence[Item] | Sequence[str], pooling: st
     d = int(model.config.hidden_size)
     n_rows = sum(len(x) for x in ids) if pooling == "tokens" else len(ids)
     starts = np.concatenate([[0], np.cumsum([len(x) for x in ids])])
-    shape = (len(keep), n_rows, d)
-    if memmap is None and 4 * int(np.prod(shape)) > MEMMAP_BYTES:  # large: a temporary file, not RAM
-        import tempfile
-
-        fd, tmp_name = tempfile.mkstemp(suffix=".npy", prefix="bvvlab-states-")
-        os.close(fd)
-        pooled = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float32, shape=shape)
-        os.unlink(tmp_name)  # the mapping stays valid; the space is freed when the array goes
-    elif memmap is not None:
-        pooled = np.lib.format.open_memmap(str(memmap), mode="w+", dtype=np.float32, shape=shape)
-    else:
-        pooled = np.empty(shape, dtype=np.float32)
+    pooled = _state_buffer((len(keep), n_rows, d), memmap)
     do_lens = lens and lm.head is not None and lm.norm is not None
     lens_rank = [[] for _ in keep]
     lens_kl = [[] for _ in keep]
-    for idx, x, mask, hs in _batches(lm, ids, batch_size, device, pad):
+    for idx, x, mask, hs in padded_batches(lm, ids, batch_size, device, pad):
         T = x.shape[1]
         m = mask.unsqueeze(-1).to(hs[0].dtype)
         for k, l in enumerate(keep):
@@ -315,22 +292,42 @@ def hidden_states(lm: Loaded, items: Sequence[Item] | Sequence[str], pooling: st
                 kl = (final.exp() * (final - lp)).sum(-1)
                 lens_rank[k].append(rank[valid].cpu().numpy())
                 lens_kl[k].append(kl[valid].cpu().numpy())
-    lens_out = None
-    if lens:
-        if not do_lens:
-            lens_out = {"available": False, "reason": f"logit lens unavailable for {lm.name}: {lm.lens_reason}"}
-        elif not lens_rank[0]:
-            lens_out = {"available": False, "reason": "logit lens needs items of two or more tokens"}
-        else:
-            ranks = [np.concatenate(r) for r in lens_rank]
-            kls = [np.concatenate(k) for k in lens_kl]
-            V = int(lm.head.weight.shape[0]) if hasattr(lm.head, "weight") else None
-            lens_out = {"available": True, "layers": keep, "n_predictions": int(len(ranks[0])),
-                        "median_rank": [float(np.median(r)) for r in ranks],
-                        "mean_log_rank": [float(np.mean(np.log(r))) for r in ranks],
-                        "top1": [float(np.mean(r == 1)) for r in ranks],
-                        "kl_to_final": [float(np.mean(k)) for k in kls],
-                        "chance_top1": 1.0 / V if V else None, "chance_median_rank": (V + 1) / 2 if V else None}
+    lens_out = _lens_summary(lm, keep, lens_rank, lens_kl, do_lens) if lens else None
     if isinstance(pooled, np.memmap):
         pooled.flush()
     return States(pooled, keep, lens_out, ids)
+
+
+def _state_buffer(shape: tuple[int, int, int], memmap: str | os.PathLike | None) -> np.ndarray:
+    """Where `hidden_states` writes the pooled states: the caller's `memmap` file; a memory-mapped
+    temporary file (unlinked at once) when they exceed `MEMMAP_BYTES`; else RAM."""
+    if memmap is None and 4 * int(np.prod(shape)) > MEMMAP_BYTES:  # large: a temporary file, not RAM
+        import tempfile
+
+        fd, tmp_name = tempfile.mkstemp(suffix=".npy", prefix="bvvlab-states-")
+        os.close(fd)
+        pooled = np.lib.format.open_memmap(tmp_name, mode="w+", dtype=np.float32, shape=shape)
+        os.unlink(tmp_name)  # the mapping stays valid; the space is freed when the array goes
+        return pooled
+    if memmap is not None:
+        return np.lib.format.open_memmap(str(memmap), mode="w+", dtype=np.float32, shape=shape)
+    return np.empty(shape, dtype=np.float32)
+
+
+def _lens_summary(lm: Loaded, keep: list[int], lens_rank: list[list[np.ndarray]], lens_kl: list[list[np.ndarray]],
+                  available: bool) -> dict[str, Any]:
+    """The logit lens per kept layer over every next-token prediction inside the items: median and
+    mean log rank of the true token, top-1 accuracy, KL to the final layer, and chance levels."""
+    if not available:
+        return {"available": False, "reason": f"logit lens unavailable for {lm.name}: {lm.lens_reason}"}
+    if not lens_rank[0]:
+        return {"available": False, "reason": "logit lens needs items of two or more tokens"}
+    ranks = [np.concatenate(r) for r in lens_rank]
+    kls = [np.concatenate(k) for k in lens_kl]
+    V = int(lm.head.weight.shape[0]) if hasattr(lm.head, "weight") else None
+    return {"available": True, "layers": keep, "n_predictions": int(len(ranks[0])),
+            "median_rank": [float(np.median(r)) for r in ranks],
+            "mean_log_rank": [float(np.mean(np.log(r))) for r in ranks],
+            "top1": [float(np.mean(r == 1)) for r in ranks],
+            "kl_to_final": [float(np.mean(k)) for k in kls],
+            "chance_top1": 1.0 / V if V else None, "chance_median_rank": (V + 1) / 2 if V else None}

@@ -56,7 +56,9 @@ _CURVES = (("retrieval", "top1", "chance_top1", "retrieval top-1 (centred)"),
            ("logit_lens", "mean_log_rank", None, "logit lens mean log rank of the true token"))
 
 
-def _lens_curve(m: dict, field: str) -> list | None:
+def lens_curve(m: dict, field: str) -> list | None:
+    """One model's logit-lens `field` by layer ("top1", "median_rank", ...) from its probe
+    metrics, or None where the lens was unavailable."""
     lens = m.get("logit_lens") or {}
     return lens.get(field) if lens.get("available") else None
 
@@ -73,7 +75,7 @@ def metric_curves(results: dict[str, dict[str, Any]], title: str = "metrics by l
         for k, (key, field, chance, _) in enumerate(_CURVES):
             r, col = divmod(k, 2)
             if key == "logit_lens":
-                ys = _lens_curve(m, field)
+                ys = lens_curve(m, field)
             elif field is None:
                 ys = m.get(key)
             else:
@@ -155,7 +157,7 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
                 vals = m.get(key) or []
                 row.append(f(vals[k]) if k < len(vals) else "")
             for field in ("kl_to_final", "top1"):
-                vals = _lens_curve(m, field) or []
+                vals = lens_curve(m, field) or []
                 row.append(f(vals[k]) if k < len(vals) else "")
             lines.append("| " + " | ".join(row) + " |")
         lens = m.get("logit_lens")

@@ -1,4 +1,4 @@
-"""What is probed (floor 6): item sets (`Item`): the concept lexicon (English and Russian lemma of
+"""What is probed: item sets (`Item`): the concept lexicon (English and Russian lemma of
 each concept, with its category; concepts named held out are flagged and reported apart),
 held-out parallel sentences (LibreOffice help test split + the concept corpus's test pairs), and
 user CSV / JSONL files (text, optional label, lang, pair); which concepts a checkpoint held out."""

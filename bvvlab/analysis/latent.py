@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bvvlab.analysis.activations import Loaded, _batches, lens_logits
+from bvvlab.analysis.activations import Loaded, lens_logits, padded_batches
 from bvvlab.corpus import concepts as _concepts
 
 # ============================================================================ the latent-language view
@@ -58,7 +58,7 @@ def latent_language(lm: Loaded, direction: str = "en2ru", n: int = 60, n_boot: i
                          for p in prompts], device=device)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     got = np.zeros((len(prompts), lm.n_layers + 1, 2))
-    for idx, _, _, hs in _batches(lm, ids, batch_size, device, pad):
+    for idx, _, _, hs in padded_batches(lm, ids, batch_size, device, pad):
         w = want[idx]
         for l, h in enumerate(hs):
             pr = torch.softmax(lens_logits(lm.norm, lm.head, h[:, -1], l, lm.n_layers).float(), -1)

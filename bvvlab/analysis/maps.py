@@ -13,7 +13,9 @@ from bvvlab.analysis.items import ProbeError
 # ============================================================================ figures
 
 
-def _coords_2d(X: np.ndarray, method: str, seed: int) -> np.ndarray:
+def coords_2d(X: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """2-D coordinates of the rows of `X` (centred first) by "umap" (cosine, seeded) or "pca",
+    scaled to a common range: one panel of a layer map."""
     X = np.asarray(X, np.float64)
     X = X - X.mean(0)
     if method == "umap":
@@ -60,7 +62,7 @@ def _aligned_umap(states: States, seed: int) -> list[np.ndarray]:
     Xs = [X - X.mean(0) for X in Xs]
     n = len(Xs[0])
     if len(Xs) < 2:
-        return [_coords_2d(Xs[0], "umap", seed)]
+        return [coords_2d(Xs[0], "umap", seed)]
     ident = {i: i for i in range(n)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -78,6 +80,6 @@ def layer_maps(states: States, method: str = "pca", seed: int = 0) -> list[np.nd
         return _aligned_umap(states, seed)
     maps: list[np.ndarray] = []
     for k in range(len(states.layers)):
-        Y = _coords_2d(states.pooled[k], method, seed)
+        Y = coords_2d(states.pooled[k], method, seed)
         maps.append(_procrustes(Y, maps[-1]) if maps else Y)
     return maps

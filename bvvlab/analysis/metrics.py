@@ -203,8 +203,9 @@ def cka_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.array([[float(np.sum(x * y)) for y in gb] for x in ga])
 
 
-def _resolved(m: dict[str, Any]) -> dict[str, Any]:
-    """`m` with every pending metric (a Future in a per-layer list) replaced by its result."""
+def resolve_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """`m` (from `submit_layer_metrics`) with every pending metric (a Future in a per-layer list)
+    replaced by its result: waits for the workers."""
     return {k: [x.result() if isinstance(x, Future) else x for x in v] if isinstance(v, list) else v
             for k, v in m.items()}
 
@@ -214,12 +215,14 @@ def layer_metrics(states: States, items: Sequence[Item], folds: int = 5, seed: i
     """Every per-layer metric of one model's pooled states, with chance levels beside them
     (computed in `jobs` worker processes, see `probe_pool`)."""
     with probe_pool(jobs) as pool:
-        return _resolved(_layer_metrics(states, items, folds, seed, probes, langs, pool))
+        return resolve_metrics(submit_layer_metrics(states, items, folds, seed, probes, langs, pool))
 
 
-def _layer_metrics(states: States, items: Sequence[Item], folds: int, seed: int, probes: bool,
-                   langs: tuple[str, str], pool: Any) -> dict[str, Any]:
-    """`layer_metrics` with every metric submitted to `pool`: the entries are Futures until `_resolved`."""
+def submit_layer_metrics(states: States, items: Sequence[Item], folds: int, seed: int, probes: bool,
+                         langs: tuple[str, str], pool: Any) -> dict[str, Any]:
+    """`layer_metrics` with every metric submitted to `pool` and not waited for: the entries are
+    Futures until `resolve_metrics`. A caller probing several models submits them all to one pool
+    first, so that no model's metrics wait for another's (`probe.probe_models`)."""
     items = list(items)
     if states.pooled.shape[1] != len(items):
         raise ProbeError(f"{states.pooled.shape[1]} state rows for {len(items)} items: pool per item (last or mean)")

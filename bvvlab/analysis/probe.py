@@ -1,4 +1,4 @@
-"""Probing (floor 6): where meaning appears across the layers of a causal LM (issue 11).
+"""Probing: where meaning appears across the layers of a causal LM (issue 11).
 
 `probe_models` loads each checkpoint, reads every layer's states for the items, computes the
 per-layer metrics (bvvlab.analysis.metrics) and the logit lens, and `write_run` saves
@@ -39,39 +39,28 @@ from bvvlab.analysis.items import (
 from bvvlab.analysis.latent import latent_language
 from bvvlab.analysis.maps import MAP_METHODS, layer_maps
 from bvvlab.analysis.metrics import (
-    _layer_metrics,
-    _resolved,
     check_folds,
     cka_matrix,
+    resolve_metrics,
     retrieval,
+    submit_layer_metrics,
 )
 from bvvlab.analysis.workers import probe_pool
 from bvvlab.core.config import at_least, one_of
-
-
-def _names(paths: Sequence[str]) -> list[str]:
-    names = []
-    for p in paths:
-        parts = Path(p).resolve().parts
-        n = parts[-1]
-        if n.startswith("step_") and len(parts) > 2:
-            n = f"{parts[-3]}/{n}"
-        base, i = n, 2
-        while n in names:
-            n, i = f"{base}#{i}", i + 1
-        names.append(n)
-    return names
+from bvvlab.models.loader import labels
 
 
 def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "last", layers: Sequence[int] | None = None,
                  folds: int = 5, device: str = "cpu", batch_size: int = 64, latent: bool = True,
                  cka_level: str = "item", max_tokens: int | None = 64, seed: int = 0,
-                 lms: Sequence[Loaded] | None = None, jobs: int | None = None
+                 lms: Sequence[Loaded] | None = None, jobs: int | None = None, trust_remote_code: bool = False
                  ) -> tuple[dict[str, Any], dict[str, States], dict[str, Loaded]]:
     """Load every model, compute its states and metrics, CKA of the first against each model
     (itself included). Returns (metrics, states by model, loaded models). The forward passes run
     first; then the per-layer metrics run in `jobs` worker processes (`probe_pool`; default: the
-    usable cores, at most 4). The results do not depend on `jobs`."""
+    usable cores, at most 4). The results do not depend on `jobs`. Models are labelled by the one
+    naming rule of every table (`bvvlab.models.loader.labels`); `trust_remote_code` lets a foreign
+    Hugging Face folder run the code it ships (never needed for bvvlab's own)."""
     if pooling not in POOLINGS:
         raise ProbeError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
     if cka_level not in ("item", "token"):
@@ -81,7 +70,8 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
         check_translations(items)
     check_folds(len({it.cv_group for it in items}), folds)
     t0 = time.perf_counter()
-    lms = list(lms) if lms is not None else [lm for p, n in zip(paths, _names(paths)) for lm in load_models(p, device, n)]
+    lms = list(lms) if lms is not None else [lm for p, n in zip(paths, labels(paths))
+                                             for lm in load_models(p, device, n, trust_remote_code)]
     for lm in lms:
         check_layers(layers, lm.n_layers)
     states: dict[str, States] = {}
@@ -93,12 +83,12 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     results: dict[str, Any] = {}
     with probe_pool(jobs) as pool:  # then the per-layer metrics, in the workers
         for lm in lms:
-            m = _layer_metrics(states[lm.name], items, folds, seed, True, ("en", "ru"), pool)
+            m = submit_layer_metrics(states[lm.name], items, folds, seed, True, ("en", "ru"), pool)
             m.update(path=lm.path, n_layers=lm.n_layers, model_class=type(lm.model).__name__, expert=lm.expert)
             if latent:
                 m["latent_language"] = lat[lm.name]
             results[lm.name] = m
-        results = {name: _resolved(m) for name, m in results.items()}
+        results = {name: resolve_metrics(m) for name, m in results.items()}
     ref = lms[0]
     cka: dict[str, Any] = {}
     for lm in lms:
@@ -166,7 +156,8 @@ class ProbeConfig:
     out: str = "runs/probe"  # output folder (metrics.json, metrics.md, figures)
     umap: bool | str = True  # maps per layer: True UMAP, False PCA (fast), or "aligned-umap" (AlignedUMAP)
     pooling: str = "last"  # item vector: the last token, or the mean over its tokens
-    device: str = "cpu"  # cpu, cuda, cuda:1
+    device: str = "cpu"  # auto, cpu, cuda or cuda:N
+    trust_remote_code: bool = False  # let a foreign Hugging Face folder run the code it ships (never needed for bvvlab's)
     layers: list[int] | None = None  # hidden-state indices (None: all; 0 = the embedding output)
     folds: int = 5  # cross-validation folds of the probes
     heldout: str | list[str] = "auto"  # concepts reported apart: auto, suite, ids ("a,b" or a list), "" for none

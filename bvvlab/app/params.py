@@ -57,7 +57,8 @@ def train_notebook_config(run_dir: str | Path, *, resume: bool = True, overwrite
 
 
 def probe_notebook_config(*, checkpoints: Any, items: Any, limit: Any, heldout: Any, pooling: Any, layers: Any,
-                          folds: Any, umap: Any, latent: Any, train_steps: Any, run_dir: Any):
+                          folds: Any, umap: Any, latent: Any, train_steps: Any, run_dir: Any,
+                          trust_remote_code: Any = False):
     """(ProbeConfig, train_steps) of notebook 03: the probe run goes to `run_dir/probe` (replaced
     on a re-run); `train_steps` trains the tiny model used when `checkpoints` is empty."""
     from bvvlab.analysis.probe import ProbeConfig
@@ -66,12 +67,12 @@ def probe_notebook_config(*, checkpoints: Any, items: Any, limit: Any, heldout: 
     run_dir = coerce("run_dir", run_dir, str)
     cfg = build(ProbeConfig, checkpoints=checkpoints or [], items=items, limit=limit, heldout=heldout,
                 pooling=pooling, layers=layers, folds=folds, umap=umap, latent=latent,
-                out=str(Path(run_dir) / "probe"), overwrite=True)
+                out=str(Path(run_dir) / "probe"), overwrite=True, trust_remote_code=trust_remote_code)
     return cfg, check_count("train_steps", train_steps, 1, "steps of the tiny model trained when checkpoints is empty")
 
 
 def eval_notebook_config(*, checkpoint: Any, steps: Any, suite: Any, limit: Any, bpc_chars: Any, runs: Any,
-                         protocol_questions: Any, run_dir: Any, out_dir: Any):
+                         protocol_questions: Any, run_dir: Any, out_dir: Any, trust_remote_code: Any = False):
     """(EvalConfig, steps, protocol_questions) of notebook 05: `checkpoint` is a folder, a list
     of them, or None (then a tiny model of `steps` steps is trained in `run_dir`)."""
     from bvvlab.core.config import build, check_count, coerce
@@ -83,7 +84,7 @@ def eval_notebook_config(*, checkpoint: Any, steps: Any, suite: Any, limit: Any,
     elif isinstance(checkpoint, (str, os.PathLike)):
         checkpoint = [os.fspath(checkpoint)]  # one folder (a comma in its name is not a list)
     cfg = build(EvalConfig, checkpoints=checkpoint, suite=suite, limit=limit,
-                bpc_chars=bpc_chars, runs=runs, out=out_dir)
+                bpc_chars=bpc_chars, runs=runs, out=out_dir, trust_remote_code=trust_remote_code)
     return (cfg, check_count("steps", steps, 1, "steps of the tiny model trained when checkpoint is None"),
             check_count("protocol_questions", protocol_questions, 1, "questions of the protocol demo"))
 
@@ -124,13 +125,14 @@ def growth_notebook_config(*, preset: Any, stages: Any, steps_per_stage: Any, ne
 
 
 def generate_notebook_settings(*, checkpoint: Any, runs_dir: Any, run_dir: Any, train_steps: Any, prompt: Any,
-                               **settings: Any):
+                               trust_remote_code: Any = False, **settings: Any):
     """(GenerationSettings, train_steps) of notebook 04 (the settings check their own values)."""
     from bvvlab.core.config import check_count, coerce
     from bvvlab.models.generation import settings_from
 
     for name, value in (("checkpoint", checkpoint), ("runs_dir", runs_dir), ("run_dir", run_dir), ("prompt", prompt)):
         coerce(name, value, str)
+    coerce("trust_remote_code", trust_remote_code, bool)
     return settings_from(**settings), check_count("train_steps", train_steps, 1, "steps of the tiny model")
 
 

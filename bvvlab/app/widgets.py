@@ -1,4 +1,4 @@
-"""ipywidgets views over `bvvlab.models.generation` (floor 7; widgets are views: the logic lives in generation).
+"""ipywidgets views over `bvvlab.models.generation` (widgets are views: the logic lives in generation).
 
 Everything a panel shows is computed by pure functions below (`checkpoint_options`,
 `top_figure`, `token_strip_html`) or by the generation core, so tests and papermill run them
@@ -46,7 +46,6 @@ from bvvlab.models import generation as G
 from bvvlab.models.checkpoints import (
     checkpoint_step,
     is_model_dir,
-    load_checkpoint,
     read_meta,
 )
 
@@ -126,29 +125,16 @@ def checkpoint_options(runs: str | os.PathLike) -> list[tuple[str, str]]:
     return [(checkpoint_label(p, runs), str(p)) for p in checkpoint_dirs(runs)]
 
 
-def load_model(path: str | os.PathLike) -> tuple[Any, Any]:
-    """(model, tokenizer) of any checkpoint directory: a bvv one through `load_checkpoint`
-    (digests checked), a fused or other HF one through the Auto classes."""
+def load_model(path: str | os.PathLike, device: str = "cpu", trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) of any checkpoint directory, through the one loader
+    (`bvvlab.models.loader.load`: bvvlab's own classes, digests checked; any HF causal LM)."""
+    from bvvlab.models.loader import load
+
     path = Path(path)
     if not path.is_dir():
         raise BVVError(f"checkpoint {path} does not exist (any more): pick another, or refresh the list")
-    try:
-        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, json.JSONDecodeError):
-        raise BVVError(f"{path}/config.json is missing or damaged (half-written?): pick another checkpoint") from None
-    if model_type == "bvv":
-        model, tok = load_checkpoint(path)
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        import bvvlab.models.fused_model  # noqa: F401  (registers bvv_fused with the Auto classes)
-
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path)
-            tok = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as e:
-            raise BVVError(f"{path} does not load ({str(e).splitlines()[0][:200]}): pick another checkpoint") from None
-    return model.eval(), tok
+    lm = load(path, device, trust_remote_code=trust_remote_code)
+    return lm.model, lm.tokenizer
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,13 +536,14 @@ def as_loaded(model: Any, tokenizer: Any, name: str = "model") -> Any:
     n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     if not isinstance(n_layers, int):
         raise BVVError(f"{name}: the model's config has no num_hidden_layers: it cannot be explored layer by layer")
-    norm, head, reason = activations._find_head_and_norm(model)  # probe's own rule for the lens modules
+    norm, head, reason = activations.lens_modules(model)  # probe's own rule for the lens modules
     return activations.Loaded(model.eval(), tokenizer, name, "", n_layers, norm, head, reason)
 
 
 def concept_index(model: Any, tokenizer: Any, items: Sequence[Any] | None = None, name: str = "model") -> ConceptIndex:
     """Hidden states of the concept items (default: every concept's English and Russian lemma,
-    `probe.concept_items`) at their last token, through `probe.hidden_states`."""
+    `analysis.items.concept_items`) at their last token, through
+    `analysis.activations.hidden_states`."""
     import numpy as np
 
     from bvvlab.analysis import activations
@@ -577,7 +564,7 @@ MAX_EXPLORE_TOKENS = 48  # heatmap columns at most (the first tokens of a longer
 
 def explore_layers(index: ConceptIndex, text: str, k: int = 5, top: int = 5) -> LayerView:
     """Per layer: the `k` concept items nearest to `text` (cosine of the last-token states, both
-    centred by the items' mean), and the logit lens (`probe.lens_logits`: each layer's state
+    centred by the items' mean), and the logit lens (`analysis.activations.lens_logits`: each layer's state
     through the final norm and the head; exact at the last layer) top-`top` next tokens at every
     position. An empty text is a one-line BVVError."""
     import numpy as np

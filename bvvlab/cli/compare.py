@@ -1,5 +1,5 @@
 """`bvvlab compare`: the frozen and the unfrozen twin under --out, their curves overlaid
-(bvvlab.app.pipeline.compare); the training config as `bvvlab train` takes it."""
+(bvvlab.app.compare); the training config as `bvvlab train` takes it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from bvvlab.cli.train import add_train_arguments, run_config
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bvvlab.app.pipeline import compare
+    from bvvlab.app.compare import compare
 
     return run_config(lambda cfg: compare(cfg, figures=args.figures), args)
 

@@ -17,7 +17,7 @@ def eval_config(args: argparse.Namespace) -> Any:
     from bvvlab.eval.runner import EvalConfig
 
     values = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
-    return build(EvalConfig, **values, protocol=args.protocol)
+    return build(EvalConfig, **values, protocol=args.protocol, trust_remote_code=args.trust_remote_code)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     runs = cfg.protocol_runs
     sample = cfg.sample if cfg.sample is not None else runs > 1
     tasks, bpc = R.resolve_suite(cfg.suite, cfg.suite_dir, cfg.limit)
-    models = R.load_models(cfg.checkpoints, cfg.device)
+    models = R.load_models(cfg.checkpoints, cfg.device, cfg.trust_remote_code)
     warnings = R.heldout_warnings(cfg.checkpoints, tasks)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -45,7 +45,9 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     from bvvlab.eval import runner
 
     p = sub.add_parser(name, help=help, description=runner.__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders or fused checkpoints (several: one comparison)")
+    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders, fused checkpoints (FUSED::EXPERT: one "
+                                                  "expert alone) or Hugging Face causal LM directories (several: one "
+                                                  "comparison)")
     p.add_argument("--suite", default=None, help="offline | paper | comma list of tasks, bpc, NAME=PATH, files")
     p.add_argument("--out", required=True, help="output folder (results.json, results.md, results.html)")
     p.add_argument("--limit", default=None, help="at most this many questions per task")
@@ -56,6 +58,8 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     p.add_argument("--batch", default=None, help="questions per forward")
     p.add_argument("--bpc-chars", default=None, help="held-out characters per language for bits/char")
     p.add_argument("--seed", default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a Hugging Face folder run the Python code it ships (auto_map); never needed for bvvlab's")
     p.add_argument("--suite-dir", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_run)

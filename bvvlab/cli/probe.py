@@ -20,6 +20,7 @@ def probe_config(args: argparse.Namespace) -> Any:
     values["umap"] = "aligned-umap" if args.aligned_umap else args.umap
     values["latent"] = not args.no_latent
     values["overwrite"] = args.overwrite
+    values["trust_remote_code"] = args.trust_remote_code
     return build(ProbeConfig, **values)
 
 
@@ -34,7 +35,8 @@ def _run(args: argparse.Namespace) -> int:
     held = resolve_heldout(cfg.heldout, cfg.checkpoints) if cfg.items == "concepts" else ()
     items = load_items(cfg.items, held, cfg.limit)
     metrics, states, _ = probe_models(cfg.checkpoints, items, cfg.pooling, cfg.layers, cfg.folds, cfg.device,
-                                      cfg.batch_size, cfg.latent, cfg.cka_level, seed=cfg.seed, jobs=cfg.jobs)
+                                      cfg.batch_size, cfg.latent, cfg.cka_level, seed=cfg.seed, jobs=cfg.jobs,
+                                      trust_remote_code=cfg.trust_remote_code)
     out = write_run(cfg.out, metrics, states, items, cfg.umap, cfg.seed, cfg.overwrite)
     print(markdown_table(metrics["models"]))
     print(f"wrote {out}/metrics.json, metrics.md and {len(metrics['meta']['figures'])} figures")
@@ -56,7 +58,9 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     p.add_argument("--aligned-umap", action="store_true",
                    help="umap-learn's AlignedUMAP over all layers instead (panels fitted jointly)")
     p.add_argument("--pooling", choices=POOLINGS, default=None, help="item vector: last token or mean over tokens")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a Hugging Face folder run the Python code it ships (auto_map); never needed for bvvlab's")
     p.add_argument("--layers", default=None, help="comma-separated layer indices (default: all, 0 = embedding output)")
     p.add_argument("--folds", default=None, help="cross-validation folds of the probes")
     p.add_argument("--heldout", default=None,

@@ -1,4 +1,4 @@
-"""Atomic writes, output folders and content hashes: the one copy of each (floor 1).
+"""Atomic writes, output folders and content hashes: the one copy of each.
 
 Everything bvvlab saves goes through `write_atomic` / `write_json_atomic` (a file) or
 `atomic_dir` (a folder, such as a checkpoint): the content is written under a temporary name

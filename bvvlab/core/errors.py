@@ -1,4 +1,4 @@
-"""The error type of bvvlab (floor 1: imports nothing from bvvlab).
+"""The error type of bvvlab (imports nothing from bvvlab).
 
 A `BVVError` is a user's mistake or an ordinary fault (bad input, a damaged file, a full disk):
 the `bvvlab` command prints it as one line naming the problem and the fix, with exit code 2,

@@ -2,8 +2,9 @@
 
 Why (issue 2, "The embedded corpora" 2): probing, fusion and evaluation need text whose
 content is known exactly: which concepts each sentence mentions, in which language, and
-which sentences a model has never seen. This module holds a hand-written lexicon of
-concepts (`LEXICON`, 14 `CATEGORIES`) and templates that turn it into
+which sentences a model has never seen. This module reads a hand-written lexicon of concepts
+(`LEXICON`, 14 `CATEGORIES`; the words are data in data/concepts/) and holds the templates that
+turn it into
 
 - parallel sentence pairs ("The cat sleeps." / "Кошка спит."),
 - word-translation lines ("cat — кошка"),
@@ -33,8 +34,11 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
+from bvvlab.core.errors import CorpusError
+from bvvlab.core.runinfo import embedded_data_dir
 from bvvlab.corpus.documents import Document
 
 # ----------------------------------------------------------------------------- lexicon
@@ -71,424 +75,77 @@ class Concept:
         return self.pos == "noun" and self.en["det"] in ("a", "an") and self.ru.get("nom_pl", "-") != "-"
 
 
-_ENTRIES: list[Concept] = []
-
-
-def _noun(cat: str, id_: str, en: str, ru: str, *, pl: str | None = None, det: str | None = None,
-          en_sg: str | None = None, loc: tuple[str, str] | None = None, when: tuple[str, str] | None = None) -> None:
-    """ru = "gender nom acc gen nom_pl gen_pl" ("-" where a form does not exist: mass nouns)."""
-    g, nom, acc, gen, nom_pl, gen_pl = ru.split()
-    sg = en_sg or en
-    if det is None:
-        det = "an" if sg[0] in "aeiou" else "a"
-    en_forms = {"sg": sg, "pl": pl or (sg + "s"), "det": det}
-    ru_forms = {"gender": g, "nom": nom, "acc": acc, "gen": gen, "nom_pl": nom_pl, "gen_pl": gen_pl}
-    if loc:
-        en_forms["loc"], ru_forms["loc"] = loc
-    if when:
-        en_forms["when"], ru_forms["when"] = when
-    _ENTRIES.append(Concept(id_, cat, "noun", en_forms, ru_forms))
-
-
-def _nouns(cat: str, rows: str, **kw) -> None:
-    """Rows "id | english | ru forms [| english plural]" (plural defaults to english + s)."""
-    for line in rows.strip().splitlines():
-        parts = [p.strip() for p in line.split("|")]
-        _noun(cat, parts[0], parts[1], parts[2], pl=parts[3] if len(parts) > 3 and parts[3] else None,
-              det=parts[4] if len(parts) > 4 else None, **kw)
-
-
-# Russian noun forms: gender, nominative, accusative, genitive (sg), nominative and genitive plural.
-_nouns("animals", """
-cat | cat | f кошка кошку кошки кошки кошек
-dog | dog | f собака собаку собаки собаки собак
-horse | horse | f лошадь лошадь лошади лошади лошадей
-cow | cow | f корова корову коровы коровы коров
-pig | pig | f свинья свинью свиньи свиньи свиней
-sheep | sheep | f овца овцу овцы овцы овец | sheep
-goat | goat | f коза козу козы козы коз
-hen | hen | f курица курицу курицы куры кур
-duck | duck | f утка утку утки утки уток
-mouse | mouse | f мышь мышь мыши мыши мышей | mice
-rabbit | rabbit | m кролик кролика кролика кролики кроликов
-bear | bear | m медведь медведя медведя медведи медведей
-wolf | wolf | m волк волка волка волки волков | wolves
-fox | fox | f лиса лису лисы лисы лис | foxes
-lion | lion | m лев льва льва львы львов
-tiger | tiger | m тигр тигра тигра тигры тигров
-elephant | elephant | m слон слона слона слоны слонов
-monkey | monkey | f обезьяна обезьяну обезьяны обезьяны обезьян
-bird | bird | f птица птицу птицы птицы птиц
-fish | fish | f рыба рыбу рыбы рыбы рыб | fish
-frog | frog | f лягушка лягушку лягушки лягушки лягушек
-snake | snake | f змея змею змеи змеи змей
-owl | owl | f сова сову совы совы сов
-bee | bee | f пчела пчелу пчелы пчёлы пчёл
-butterfly | butterfly | f бабочка бабочку бабочки бабочки бабочек | butterflies
-hedgehog | hedgehog | m ёж ежа ежа ежи ежей
-squirrel | squirrel | f белка белку белки белки белок
-deer | deer | m олень оленя оленя олени оленей | deer
-camel | camel | m верблюд верблюда верблюда верблюды верблюдов
-goose | goose | m гусь гуся гуся гуси гусей | geese
-whale | whale | m кит кита кита киты китов
-""")
-_nouns("family", """
-mother | mother | f мать мать матери матери матерей
-father | father | m отец отца отца отцы отцов
-sister | sister | f сестра сестру сестры сёстры сестёр
-brother | brother | m брат брата брата братья братьев
-son | son | m сын сына сына сыновья сыновей
-daughter | daughter | f дочь дочь дочери дочери дочерей
-grandmother | grandmother | f бабушка бабушку бабушки бабушки бабушек
-grandfather | grandfather | m дедушка дедушку дедушки дедушки дедушек
-uncle | uncle | m дядя дядю дяди дяди дядей
-aunt | aunt | f тётя тётю тёти тёти тёть
-wife | wife | f жена жену жены жёны жён | wives
-husband | husband | m муж мужа мужа мужья мужей
-""")
-_nouns("people", """
-child | child | m ребёнок ребёнка ребёнка дети детей | children
-friend | friend | m друг друга друга друзья друзей
-girl | girl | f девочка девочку девочки девочки девочек
-boy | boy | m мальчик мальчика мальчика мальчики мальчиков
-man | man | m мужчина мужчину мужчины мужчины мужчин | men
-woman | woman | f женщина женщину женщины женщины женщин | women
-neighbor | neighbor | m сосед соседа соседа соседи соседей
-guest | guest | m гость гостя гостя гости гостей
-""")
-_nouns("professions", """
-teacher | teacher | m учитель учителя учителя учителя учителей
-doctor | doctor | m врач врача врача врачи врачей
-cook | cook | m повар повара повара повара поваров
-driver | driver | m водитель водителя водителя водители водителей
-pilot | pilot | m пилот пилота пилота пилоты пилотов
-farmer | farmer | m фермер фермера фермера фермеры фермеров
-artist | artist | m художник художника художника художники художников
-singer | singer | m певец певца певца певцы певцов
-writer | writer | m писатель писателя писателя писатели писателей
-student | student | m студент студента студента студенты студентов
-engineer | engineer | m инженер инженера инженера инженеры инженеров
-soldier | soldier | m солдат солдата солдата солдаты солдат
-police_officer | police officer | m полицейский полицейского полицейского полицейские полицейских
-baker | baker | m пекарь пекаря пекаря пекари пекарей
-builder | builder | m строитель строителя строителя строители строителей
-nurse | nurse | f медсестра медсестру медсестры медсёстры медсестёр
-scientist | scientist | m учёный учёного учёного учёные учёных
-musician | musician | m музыкант музыканта музыканта музыканты музыкантов
-dancer | dancer | m танцор танцора танцора танцоры танцоров
-lawyer | lawyer | m юрист юриста юриста юристы юристов
-""")
-# mass nouns: no article in English, no plural forms ("-")
-_nouns("food", """
-apple | apple | n яблоко яблоко яблока яблоки яблок
-pear | pear | f груша грушу груши груши груш
-banana | banana | m банан банан банана бананы бананов
-orange_fruit | orange | m апельсин апельсин апельсина апельсины апельсинов
-lemon | lemon | m лимон лимон лимона лимоны лимонов
-tomato | tomato | m помидор помидор помидора помидоры помидоров | tomatoes
-cucumber | cucumber | m огурец огурец огурца огурцы огурцов
-egg | egg | n яйцо яйцо яйца яйца яиц
-cake | cake | m торт торт торта торты тортов
-sandwich | sandwich | m бутерброд бутерброд бутерброда бутерброды бутербродов | sandwiches
-pie | pie | m пирог пирог пирога пироги пирогов
-candy | candy | f конфета конфету конфеты конфеты конфет | candies
-cherry | cherry | f вишня вишню вишни вишни вишен | cherries
-plum | plum | f слива сливу сливы сливы слив
-watermelon | watermelon | m арбуз арбуз арбуза арбузы арбузов
-nut | nut | m орех орех ореха орехи орехов
-mushroom | mushroom | m гриб гриб гриба грибы грибов
-bread | bread | m хлеб хлеб хлеба - - | | 
-milk | milk | n молоко молоко молока - - | | 
-water | water | f вода воду воды - - | | 
-tea | tea | m чай чай чая - - | | 
-coffee | coffee | m кофе кофе кофе - - | | 
-juice | juice | m сок сок сока - - | | 
-soup | soup | m суп суп супа - - | | 
-cheese | cheese | m сыр сыр сыра - - | | 
-butter | butter | n масло масло масла - - | | 
-rice | rice | m рис рис риса - - | | 
-sugar | sugar | m сахар сахар сахара - - | | 
-salt | salt | f соль соль соли - - | | 
-meat | meat | n мясо мясо мяса - - | | 
-porridge | porridge | f каша кашу каши - - | | 
-honey | honey | m мёд мёд мёда - - | | 
-""")
-DRINKS = frozenset({"milk", "water", "tea", "coffee", "juice"})
-_nouns("body", """
-head | head | f голова голову головы головы голов
-hand | hand | f рука руку руки руки рук
-leg | leg | f нога ногу ноги ноги ног
-eye | eye | m глаз глаз глаза глаза глаз
-ear | ear | n ухо ухо уха уши ушей
-nose | nose | m нос нос носа носы носов
-mouth | mouth | m рот рот рта рты ртов
-tooth | tooth | m зуб зуб зуба зубы зубов | teeth
-finger | finger | m палец палец пальца пальцы пальцев
-heart | heart | n сердце сердце сердца сердца сердец
-back | back | f спина спину спины спины спин
-neck | neck | f шея шею шеи шеи шей
-shoulder | shoulder | n плечо плечо плеча плечи плеч
-knee | knee | n колено колено колена колени коленей
-face | face | n лицо лицо лица лица лиц
-tongue | tongue | m язык язык языка языки языков
-lip | lip | f губа губу губы губы губ
-elbow | elbow | m локоть локоть локтя локти локтей
-stomach | stomach | m живот живот живота животы животов
-brain | brain | m мозг мозг мозга мозги мозгов
-""")
-_nouns("things", """
-table | table | m стол стол стола столы столов
-chair | chair | m стул стул стула стулья стульев
-bed | bed | f кровать кровать кровати кровати кроватей
-door | door | f дверь дверь двери двери дверей
-window | window | n окно окно окна окна окон
-book | book | f книга книгу книги книги книг
-pen | pen | f ручка ручку ручки ручки ручек
-cup | cup | f чашка чашку чашки чашки чашек
-plate | plate | f тарелка тарелку тарелки тарелки тарелок
-spoon | spoon | f ложка ложку ложки ложки ложек
-knife | knife | m нож нож ножа ножи ножей | knives
-fork | fork | f вилка вилку вилки вилки вилок
-lamp | lamp | f лампа лампу лампы лампы ламп
-key | key | m ключ ключ ключа ключи ключей
-box | box | f коробка коробку коробки коробки коробок | boxes
-bag | bag | f сумка сумку сумки сумки сумок
-ball | ball | m мяч мяч мяча мячи мячей
-car | car | f машина машину машины машины машин
-bicycle | bicycle | m велосипед велосипед велосипеда велосипеды велосипедов
-phone | phone | m телефон телефон телефона телефоны телефонов
-computer | computer | m компьютер компьютер компьютера компьютеры компьютеров
-picture | picture | f картина картину картины картины картин
-mirror | mirror | n зеркало зеркало зеркала зеркала зеркал
-toy | toy | f игрушка игрушку игрушки игрушки игрушек
-umbrella | umbrella | m зонт зонт зонта зонты зонтов
-letter | letter | n письмо письмо письма письма писем
-shirt | shirt | f рубашка рубашку рубашки рубашки рубашек
-hat | hat | f шапка шапку шапки шапки шапок
-""")
-# unique things take "the" ("I see the sun"); mass ones no article; both have no plural here
-_nouns("nature", """
-sun | sun | n солнце солнце солнца - - | | the
-moon | moon | f луна луну луны - - | | the
-sky | sky | n небо небо неба - - | | the
-star | star | f звезда звезду звезды звёзды звёзд
-tree | tree | n дерево дерево дерева деревья деревьев
-flower | flower | m цветок цветок цветка цветы цветов
-cloud | cloud | n облако облако облака облака облаков
-stone | stone | m камень камень камня камни камней
-leaf | leaf | m лист лист листа листья листьев | leaves
-grass | grass | f трава траву травы - - | | 
-rain | rain | m дождь дождь дождя - - | | the
-snow | snow | m снег снег снега - - | | 
-wind | wind | m ветер ветер ветра - - | | the
-fire | fire | m огонь огонь огня - - | | 
-ice | ice | m лёд лёд льда - - | | 
-""")
-
-_PLACES = """
-city | city | m город город города города городов | cities | in the city | в городе
-village | village | f деревня деревню деревни деревни деревень | | in the village | в деревне
-house | house | m дом дом дома дома домов | | in the house | в доме
-school | school | f школа школу школы школы школ | | at school | в школе
-shop | shop | m магазин магазин магазина магазины магазинов | | in the shop | в магазине
-park | park | m парк парк парка парки парков | | in the park | в парке
-forest | forest | m лес лес леса леса лесов | | in the forest | в лесу
-river | river | f река реку реки реки рек | | in the river | в реке
-sea | sea | n море море моря моря морей | | in the sea | в море
-mountain | mountain | f гора гору горы горы гор | | on the mountain | на горе
-street | street | f улица улицу улицы улицы улиц | | on the street | на улице
-room | room | f комната комнату комнаты комнаты комнат | | in the room | в комнате
-kitchen | kitchen | f кухня кухню кухни кухни кухонь | | in the kitchen | на кухне
-garden | garden | m сад сад сада сады садов | | in the garden | в саду
-library | library | f библиотека библиотеку библиотеки библиотеки библиотек | libraries | in the library | в библиотеке
-hospital | hospital | f больница больницу больницы больницы больниц | | in the hospital | в больнице
-office | office | m офис офис офиса офисы офисов | | in the office | в офисе
-station | station | m вокзал вокзал вокзала вокзалы вокзалов | | at the station | на вокзале
-airport | airport | m аэропорт аэропорт аэропорта аэропорты аэропортов | | at the airport | в аэропорту
-beach | beach | m пляж пляж пляжа пляжи пляжей | beaches | on the beach | на пляже
-field | field | n поле поле поля поля полей | | in the field | в поле
-bridge | bridge | m мост мост моста мосты мостов | | on the bridge | на мосту
-lake | lake | n озеро озеро озера озёра озёр | | in the lake | в озере
-zoo | zoo | m зоопарк зоопарк зоопарка зоопарки зоопарков | | at the zoo | в зоопарке
-market | market | m рынок рынок рынка рынки рынков | | at the market | на рынке
-island | island | m остров остров острова острова островов | | on the island | на острове
-theater | theater | m театр театр театра театры театров | | at the theater | в театре
-"""
-for _line in _PLACES.strip().splitlines():
-    _p = [x.strip() for x in _line.split("|")]
-    _noun("places", _p[0], _p[1], _p[2], pl=_p[3] or None, loc=(_p[4], _p[5]))
-
-_TIME = """
-monday | Monday | m понедельник понедельник понедельника | on Monday | в понедельник
-tuesday | Tuesday | m вторник вторник вторника | on Tuesday | во вторник
-wednesday | Wednesday | f среда среду среды | on Wednesday | в среду
-thursday | Thursday | m четверг четверг четверга | on Thursday | в четверг
-friday | Friday | f пятница пятницу пятницы | on Friday | в пятницу
-saturday | Saturday | f суббота субботу субботы | on Saturday | в субботу
-sunday | Sunday | n воскресенье воскресенье воскресенья | on Sunday | в воскресенье
-january | January | m январь январь января | in January | в январе
-february | February | m февраль февраль февраля | in February | в феврале
-march | March | m март март марта | in March | в марте
-april | April | m апрель апрель апреля | in April | в апреле
-may | May | m май май мая | in May | в мае
-june | June | m июнь июнь июня | in June | в июне
-july | July | m июль июль июля | in July | в июле
-august | August | m август август августа | in August | в августе
-september | September | m сентябрь сентябрь сентября | in September | в сентябре
-october | October | m октябрь октябрь октября | in October | в октябре
-november | November | m ноябрь ноябрь ноября | in November | в ноябре
-december | December | m декабрь декабрь декабря | in December | в декабре
-winter | winter | f зима зиму зимы | in winter | зимой
-spring | spring | f весна весну весны | in spring | весной
-summer | summer | n лето лето лета | in summer | летом
-autumn | autumn | f осень осень осени | in autumn | осенью
-morning | morning | n утро утро утра | in the morning | утром
-afternoon | afternoon | m день день дня | in the afternoon | днём
-evening | evening | m вечер вечер вечера | in the evening | вечером
-night | night | f ночь ночь ночи | at night | ночью
-"""
-DAYS = frozenset({"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"})
-for _line in _TIME.strip().splitlines():
-    _p = [x.strip() for x in _line.split("|")]
-    _noun("time", _p[0], _p[1], _p[2] + " - -", det="", when=(_p[3], _p[4]))
-
-_GROUPS = {
-    "animate": ANIMATE, "human": HUMAN, "thing": ("things",), "countable_food": ("food",),
-    "all": ("animals", "family", "people", "professions", "food", "body", "places", "things", "nature"),
+# The words are data: data/concepts/ holds one tab-separated file per part of speech (its README
+# gives the format, the Russian forms each column holds and their provenance). This module only
+# reads them; the templates below pick stored forms and never inflect a word themselves.
+LEXICON_DIR = embedded_data_dir() / "concepts"  # the shipped lexicon (never `BVVLAB_DATA`: it defines the corpus)
+LEXICON_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {  # part of speech -> (file, its header)
+    "noun": ("nouns.tsv", ("id", "category", "en_sg", "en_pl", "en_det", "ru_gender", "ru_nom", "ru_acc", "ru_gen",
+                           "ru_nom_pl", "ru_gen_pl", "en_loc", "ru_loc", "en_when", "ru_when")),
+    "adj": ("adjectives.tsv", ("id", "category", "en_base", "ru_m", "ru_f", "ru_n", "ru_pl", "ru_acc_f", "ru_gen_m",
+                               "applies")),
+    "verb": ("verbs.tsv", ("id", "category", "en_base", "en_3sg", "en_past", "ru_inf", "ru_1sg", "ru_3sg", "ru_3pl",
+                           "ru_past_m", "ru_past_f", "ru_past_pl", "applies")),
+    "num": ("numerals.tsv", ("id", "category", "en_base", "ru_m", "ru_f", "ru_n", "ru_governs")),
 }
+LEXICON_FILES: tuple[Path, ...] = tuple(LEXICON_DIR / name for name, _ in LEXICON_COLUMNS.values())
+_PHRASES = ("en_loc", "ru_loc", "en_when", "ru_when")  # a noun's "where"/"when" phrase: an empty cell means none
+_MAY_BE_EMPTY = ("en_det", "applies") + _PHRASES  # an empty en_det: no article ("bread", "Monday")
+
+_GROUPS = {"animate": ANIMATE, "human": HUMAN}  # what an `applies` cell may name besides a category or an id
+DRINKS = frozenset({"milk", "water", "tea", "coffee", "juice"})  # food the templates drink, not eat
+DAYS = frozenset({"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"})
+NEEDS_PLACE = frozenset({"live"})  # verbs only said with a place ("I live in the city")
 
 
-def _adjs(cat: str, rows: str) -> None:
-    """Rows "id | english | m f n pl acc_f gen_m | categories it combines with"."""
-    for line in rows.strip().splitlines():
-        id_, en, forms, applies = [p.strip() for p in line.split("|")]
-        m, f, n, pl, acc_f, gen_m = forms.split()
-        cats: tuple[str, ...] = ()
-        for name in applies.split():
-            cats += _GROUPS.get(name, (name,))
-        _ENTRIES.append(Concept(id_, cat, "adj", {"base": en},
-                                {"m": m, "f": f, "n": n, "pl": pl, "acc_f": acc_f, "gen_m": gen_m},
-                                tuple(dict.fromkeys(cats))))
+def _lexicon_error(path: Path, problem: str) -> CorpusError:
+    return CorpusError(f"{path}: {problem}; see {LEXICON_DIR / 'README.md'} for the format, or restore the file "
+                       "from the bvvlab source")
 
 
-# Russian adjective forms: nominative m, f, n, plural; accusative f; genitive m (= accusative of
-# an animate masculine noun). Accusative of inanimate m = nominative m; of n = nominative n.
-_adjs("colours", """
-red | red | красный красная красное красные красную красного | animals things flower
-blue | blue | синий синяя синее синие синюю синего | animals things flower
-green | green | зелёный зелёная зелёное зелёные зелёную зелёного | animals things food
-yellow | yellow | жёлтый жёлтая жёлтое жёлтые жёлтую жёлтого | animals things food flower
-black | black | чёрный чёрная чёрное чёрные чёрную чёрного | animals things
-white | white | белый белая белое белые белую белого | animals things flower
-gray | gray | серый серая серое серые серую серого | animals things
-brown | brown | коричневый коричневая коричневое коричневые коричневую коричневого | animals things
-orange | orange | оранжевый оранжевая оранжевое оранжевые оранжевую оранжевого | animals things
-pink | pink | розовый розовая розовое розовые розовую розового | animals things flower
-purple | purple | фиолетовый фиолетовая фиолетовое фиолетовые фиолетовую фиолетового | things flower
-light_blue | light blue | голубой голубая голубое голубые голубую голубого | things flower
-""")
-_adjs("adjectives", """
-big | big | большой большая большое большие большую большого | animate things places body nature
-small | small | маленький маленькая маленькое маленькие маленькую маленького | animate things places body nature
-old | old | старый старая старое старые старую старого | animate things places
-young | young | молодой молодая молодое молодые молодую молодого | animate
-new | new | новый новая новое новые новую нового | things places
-good | good | хороший хорошая хорошее хорошие хорошую хорошего | animate things places food
-bad | bad | плохой плохая плохое плохие плохую плохого | animate things places food
-beautiful | beautiful | красивый красивая красивое красивые красивую красивого | animate things places nature
-happy | happy | счастливый счастливая счастливое счастливые счастливую счастливого | animate
-sad | sad | грустный грустная грустное грустные грустную грустного | animate
-fast | fast | быстрый быстрая быстрое быстрые быструю быстрого | animate
-slow | slow | медленный медленная медленное медленные медленную медленного | animate
-hot | hot | горячий горячая горячее горячие горячую горячего | food
-cold | cold | холодный холодная холодное холодные холодную холодного | food places
-warm | warm | тёплый тёплая тёплое тёплые тёплую тёплого | food places
-long | long | длинный длинная длинное длинные длинную длинного | things body
-short | short | короткий короткая короткое короткие короткую короткого | things body
-strong | strong | сильный сильная сильное сильные сильную сильного | animate
-weak | weak | слабый слабая слабое слабые слабую слабого | animate
-clever | clever | умный умная умное умные умную умного | animate
-kind | kind | добрый добрая доброе добрые добрую доброго | human
-quiet | quiet | тихий тихая тихое тихие тихую тихого | animate places
-clean | clean | чистый чистая чистое чистые чистую чистого | things places body
-dirty | dirty | грязный грязная грязное грязные грязную грязного | animals things places body
-tired | tired | усталый усталая усталое усталые усталую усталого | animate
-hungry | hungry | голодный голодная голодное голодные голодную голодного | animate
-funny | funny | смешной смешная смешное смешные смешную смешного | animate
-heavy | heavy | тяжёлый тяжёлая тяжёлое тяжёлые тяжёлую тяжёлого | things
-expensive | expensive | дорогой дорогая дорогое дорогие дорогую дорогого | things food
-cheap | cheap | дешёвый дешёвая дешёвое дешёвые дешёвую дешёвого | things food
-""")
+def _read_rows(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """The rows of one lexicon file as {column: cell}, checked: the header, no cell missing (trailing
+    empty cells may be left out), no tab too many. Blank lines are skipped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or tuple(lines[0].split("\t")) != columns:
+        raise _lexicon_error(path, "the first line must be the tab-separated header " + " ".join(columns))
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) > len(columns):
+            raise _lexicon_error(path, f"line {number} has {len(cells)} cells, the header {len(columns)}")
+        row = dict(zip(columns, cells + [""] * (len(columns) - len(cells))))
+        empty = [c for c in columns if not row[c] and c not in _MAY_BE_EMPTY]
+        if empty:
+            raise _lexicon_error(path, f"line {number} has no {', '.join(empty)}")
+        yield row
 
-# verbs: English base, 3sg, past | Russian infinitive, 1sg, 3sg, 3pl, past m, past f, past pl
-# | subjects: "animate" (animals too) or "human"; "live" only appears with a place
-_VERBS = """
-sleep | sleep sleeps slept | спать сплю спит спят спал спала спали | animate
-eat | eat eats ate | есть ем ест едят ел ела ели | animate
-drink | drink drinks drank | пить пью пьёт пьют пил пила пили | animate
-run | run runs ran | бегать бегаю бегает бегают бегал бегала бегали | animate
-walk | walk walks walked | гулять гуляю гуляет гуляют гулял гуляла гуляли | animate
-swim | swim swims swam | плавать плаваю плавает плавают плавал плавала плавали | animate
-jump | jump jumps jumped | прыгать прыгаю прыгает прыгают прыгал прыгала прыгали | animate
-fly | fly flies flew | летать летаю летает летают летал летала летали | human
-sit | sit sits sat | сидеть сижу сидит сидят сидел сидела сидели | animate
-stand | stand stands stood | стоять стою стоит стоят стоял стояла стояли | animate
-play | play plays played | играть играю играет играют играл играла играли | animate
-read | read reads read | читать читаю читает читают читал читала читали | human
-write | write writes wrote | писать пишу пишет пишут писал писала писали | human
-sing | sing sings sang | петь пою поёт поют пел пела пели | human
-dance | dance dances danced | танцевать танцую танцует танцуют танцевал танцевала танцевали | human
-work | work works worked | работать работаю работает работают работал работала работали | human
-think | think thinks thought | думать думаю думает думают думал думала думали | human
-speak | speak speaks spoke | говорить говорю говорит говорят говорил говорила говорили | human
-listen | listen listens listened | слушать слушаю слушает слушают слушал слушала слушали | human
-laugh | laugh laughs laughed | смеяться смеюсь смеётся смеются смеялся смеялась смеялись | human
-cry | cry cries cried | плакать плачу плачет плачут плакал плакала плакали | human
-cook_verb | cook cooks cooked | готовить готовлю готовит готовят готовил готовила готовили | human
-draw | draw draws drew | рисовать рисую рисует рисуют рисовал рисовала рисовали | human
-wait | wait waits waited | ждать жду ждёт ждут ждал ждала ждали | animate
-rest | rest rests rested | отдыхать отдыхаю отдыхает отдыхают отдыхал отдыхала отдыхали | animate
-study | study studies studied | учиться учусь учится учатся учился училась учились | human
-smile | smile smiles smiled | улыбаться улыбаюсь улыбается улыбаются улыбался улыбалась улыбались | human
-live | live lives lived | жить живу живёт живут жил жила жили | animate
-travel | travel travels traveled | путешествовать путешествую путешествует путешествуют путешествовал путешествовала путешествовали | human
-shout | shout shouts shouted | кричать кричу кричит кричат кричал кричала кричали | human
-"""
-NEEDS_PLACE = frozenset({"live"})
-for _line in _VERBS.strip().splitlines():
-    _id, _en, _ru, _subj = [x.strip() for x in _line.split("|")]
-    _b, _s3, _past = _en.split()
-    _inf, _1sg, _3sg, _3pl, _pm, _pf, _ppl = _ru.split()
-    _ENTRIES.append(Concept(_id, "verbs", "verb", {"base": _b, "3sg": _s3, "past": _past},
-                            {"inf": _inf, "1sg": _1sg, "3sg": _3sg, "3pl": _3pl, "past_m": _pm,
-                             "past_f": _pf, "past_pl": _ppl}, _GROUPS[_subj]))
 
-# numerals: English | Russian form with a m, f, n noun | case of the counted noun
-# (1: nominative singular; 2-4: genitive singular; 5 and up: genitive plural)
-_NUMBERS = """
-one | one | один одна одно | nom
-two | two | два две два | gen
-three | three | три три три | gen
-four | four | четыре четыре четыре | gen
-five | five | пять пять пять | gen_pl
-six | six | шесть шесть шесть | gen_pl
-seven | seven | семь семь семь | gen_pl
-eight | eight | восемь восемь восемь | gen_pl
-nine | nine | девять девять девять | gen_pl
-ten | ten | десять десять десять | gen_pl
-eleven | eleven | одиннадцать одиннадцать одиннадцать | gen_pl
-twelve | twelve | двенадцать двенадцать двенадцать | gen_pl
-twenty | twenty | двадцать двадцать двадцать | gen_pl
-hundred | one hundred | сто сто сто | gen_pl
-"""
-for _line in _NUMBERS.strip().splitlines():
-    _id, _en, _ru, _case = [x.strip() for x in _line.split("|")]
-    _m, _f, _n = _ru.split()
-    _ENTRIES.append(Concept(_id, "numbers", "num", {"base": _en}, {"m": _m, "f": _f, "n": _n, "governs": _case}))
+def read_lexicon(directory: Path = LEXICON_DIR) -> dict[str, Concept]:
+    """Every concept of the lexicon files in `directory`, in file order (nouns, adjectives, verbs,
+    numerals). A column `en_X`/`ru_X` becomes the form X of that language; `applies` names noun
+    categories, concept ids or `_GROUPS`, expanded to categories and ids."""
+    lexicon: dict[str, Concept] = {}
+    for pos, (name, columns) in LEXICON_COLUMNS.items():
+        path = Path(directory) / name
+        for row in _read_rows(path, columns):
+            if row["id"] in lexicon:
+                raise _lexicon_error(path, f"the concept id {row['id']!r} is used twice")
+            if row["category"] not in CATEGORIES:
+                raise _lexicon_error(path, f"{row['id']}: unknown category {row['category']!r} (one of {', '.join(CATEGORIES)})")
+            forms = {lang: {c[3:]: v for c, v in row.items() if c.startswith(lang + "_") and (v or c not in _PHRASES)}
+                     for lang in ("en", "ru")}
+            applies = tuple(dict.fromkeys(x for word in row.get("applies", "").split() for x in _GROUPS.get(word, (word,))))
+            lexicon[row["id"]] = Concept(row["id"], row["category"], pos, forms["en"], forms["ru"], applies)
+    for c in lexicon.values():
+        unknown = [x for x in c.applies if x not in CATEGORIES and x not in lexicon]
+        if unknown:
+            raise _lexicon_error(Path(directory), f"{c.id} applies to unknown {unknown}")
+    return lexicon
 
-LEXICON: dict[str, Concept] = {c.id: c for c in _ENTRIES}
-assert len(LEXICON) == len(_ENTRIES), "duplicate concept id"
-del _ENTRIES
+
+LEXICON: dict[str, Concept] = read_lexicon()
 
 _POSSESSIVE = {"m": "мой", "f": "моя", "n": "моё"}
 

@@ -1,7 +1,7 @@
-"""`Document`: one unit of text, the currency of every corpus source (floor 1: a leaf module).
+"""`Document`: one unit of text, the currency of every corpus source (a leaf module).
 
-It lives here, not in `corpora`, so that generators of documents (`concepts`, `instructions`)
-and the readers of files and datasets (`corpora`) import it from below instead of from each other.
+It lives here, not in `sources`, so that generators of documents (`concepts`, `instructions`)
+and the readers of files and datasets (`sources`) import it from below instead of from each other.
 """
 
 from __future__ import annotations

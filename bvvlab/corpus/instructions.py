@@ -1,4 +1,4 @@
-"""Instruction infusion (docs/recipe.md section 7 prompt formats) over training text only (floor 2).
+"""Instruction infusion (docs/recipe.md section 7 prompt formats) over training text only.
 
 About 10% of the author's training text was in the evaluation prompt formats; this generator
 makes such items from the *training* splits of the embedded corpora and the concept lexicon,
@@ -21,15 +21,17 @@ from bvvlab.corpus.parallel_text import PARALLEL_FILES, parallel_pairs, without_
 INSTRUCTION_DIRECTIONS = (("libreoffice-en-ru", "en", "ru"), ("libreoffice-en-ru", "ru", "en"),
                           ("libreoffice-en-zh", "en", "zh"), ("concepts", "en", "ru"), ("concepts", "ru", "en"))
 _LANG_NAMES = {"en": "English", "ru": "Russian", "zh": "Chinese"}
-_CATEGORY_QUESTIONS = {
+# "Which of these is {...}?" per lexicon category: the instruction corpus and the offline suites
+# (bvvlab.eval.suites) ask the same question
+CATEGORY_QUESTIONS = {
     "animals": "an animal", "colours": "a color", "numbers": "a number", "family": "a family member",
     "people": "a word for a person", "food": "food or a drink", "body": "a part of the body", "places": "a place",
     "time": "a day, a month, a season or a time of day", "professions": "a profession", "verbs": "an action (a verb)",
     "adjectives": "a quality (an adjective)", "things": "a man-made object", "nature": "a thing in nature",
 }
 # categories a "Which of these is ...?" question must not mix (the distractor could also be right)
-_CONFUSABLE = ({"family", "people", "professions"}, {"colours", "adjectives"},
-               {"animals", "nature", "food", "things", "places"})
+CONFUSABLE_CATEGORIES = ({"family", "people", "professions"}, {"colours", "adjectives"},
+                         {"animals", "nature", "food", "things", "places"})
 
 
 def eval_texts(concept_corpus: "_concepts.ConceptCorpus | None" = None) -> frozenset[str]:
@@ -111,14 +113,14 @@ class InstructionCorpus:
         kind = rng.choice(("ru_word", "en_word", "category"))
         c = rng.choice(words)
         if kind == "category":
-            group = next((g for g in _CONFUSABLE if c.category in g), {c.category})
+            group = next((g for g in CONFUSABLE_CATEGORIES if c.category in g), {c.category})
             pool = [w for w in words if w.category not in group]
             distract = []
             while len(distract) < 3:
                 w = rng.choice(pool)
                 if _concepts.word_line(w)[0] not in distract + [_concepts.word_line(c)[0]]:
                     distract.append(_concepts.word_line(w)[0])
-            q = f"Question: Which of these is {_CATEGORY_QUESTIONS[c.category]}?"
+            q = f"Question: Which of these is {CATEGORY_QUESTIONS[c.category]}?"
             answer, lang, others = _concepts.word_line(c)[0], "en", distract
         else:
             side = 1 if kind == "ru_word" else 0

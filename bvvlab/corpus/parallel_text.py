@@ -1,7 +1,7 @@
-"""The embedded parallel corpora (LibreOffice help en-ru, en-zh): files, manifest, splits (floor 2).
+"""The embedded parallel corpora (LibreOffice help en-ru, en-zh): files, manifest, splits.
 
 Their rows are read from `data/corpora/` (or `BVVLAB_DATA`), hash-checked against the manifest
-written by `scripts/extract_libreoffice.py`. `corpora` (documents of every source) and
+written by `scripts/extract_libreoffice.py`. `sources` (documents of every source) and
 `instructions` (instruction infusion over their training pairs) both read them from here.
 """
 
@@ -79,7 +79,7 @@ def parallel_pairs(name: str, split: str = "train") -> list[dict]:
     """The pairs (dicts with id, en, ru|zh, split) of one embedded corpus; split may be "all"."""
     if name not in PARALLEL_FILES:
         raise CorpusError(f"unknown parallel corpus {name!r}: use one of {', '.join(PARALLEL_FILES)}")
-    _check_split(split, name, allow_all=True)
+    check_split(split, name, allow_all=True)
     fname, _ = PARALLEL_FILES[name]
     entry = _manifest().get("files", {}).get(fname)
     path = corpora_dir() / fname
@@ -103,7 +103,10 @@ def without_concepts(rows: list[dict], name: str, holdout) -> list[dict]:
     return rows if pat is None else [r for r in rows if not pat.search(r["en"]) and not pat.search(r[tgt])]
 
 
-def _parallel_documents(name: str, split: str, seed: int, holdout_concepts=()) -> Iterator[Document]:
+def parallel_documents(name: str, split: str, seed: int, holdout_concepts=()) -> Iterator[Document]:
+    """The embedded corpus `name`'s pairs of `split` as documents ("English\ntarget", lang "en-ru"
+    or "en-zh", the row as meta), in an order shuffled by `seed`; in "train", without the pairs
+    that mention a held-out concept."""
     rows = parallel_pairs(name, split)
     if split == "train":  # the held-out concepts never reach training; evaluation text is left whole
         rows = without_concepts(rows, name, holdout_concepts)
@@ -113,7 +116,9 @@ def _parallel_documents(name: str, split: str, seed: int, holdout_concepts=()) -
         yield Document(f"{r['en']}\n{r[tgt]}", f"en-{tgt}", name, dict(r))
 
 
-def _check_split(split: str, source: str, allow_all: bool = False) -> None:
+def check_split(split: str, source: str, allow_all: bool = False) -> None:
+    """One line naming the splits there are when `split` is none of them ("all": a file's every
+    line, where `allow_all`)."""
     ok = SPLITS + (("all",) if allow_all else ())
     if split not in ok:
         raise CorpusError(f"unknown split {split!r} for {source}: use one of {', '.join(ok)}")

@@ -72,9 +72,9 @@ from bvvlab.corpus.parallel_text import (  # noqa: F401
     GENERATOR_VERSION,
     PARALLEL_FILES,
     SPLITS,
-    _check_split,
-    _parallel_documents,
+    check_split,
     corpora_dir,
+    parallel_documents,
     parallel_pairs,
 )
 
@@ -159,7 +159,7 @@ def _dir_documents(path: Path) -> Iterator[Document]:
 
 
 def _file_documents(path: Path, split: str) -> Iterator[Document]:
-    _check_split(split, str(path), allow_all=True)
+    check_split(split, str(path), allow_all=True)
     name = path.name[:-3] if path.suffix == ".gz" else path.name
     if path.is_dir():
         docs = _dir_documents(path)
@@ -344,7 +344,7 @@ def _hf_rows(spec: str, name: str, split: str, text_column: str = "text", lang_c
             raise CorpusError(f"{spec} has no split {split!r}: it has {', '.join(ds)}")
         ds = ds[split]
     else:  # no split, or only "train" (load_dataset on a folder of data files): split by text hash
-        _check_split(split, spec, allow_all=True)
+        check_split(split, spec, allow_all=True)
         ds = ds["train"] if isinstance(ds, dicts) else ds
         hash_split = split != "all"
     columns = ds.column_names  # a stream may not know its columns before the first row: checked per row then
@@ -384,13 +384,13 @@ def iter_documents(source: str | os.PathLike, split: str = "train", seed: int = 
     src, spec_opts = split_spec(source)
     options = {**spec_opts, **options}
     if src in PARALLEL_FILES:
-        _check_split(split, src)
+        check_split(split, src)
         extra = [k for k in options if k != "holdout_concepts"]
         if extra:
             raise CorpusError(f"{src} takes only holdout= (got {', '.join(extra)})")
-        return _parallel_documents(src, split, seed, options.get("holdout_concepts", ()))
+        return parallel_documents(src, split, seed, options.get("holdout_concepts", ()))
     if src == "concepts":
-        _check_split(split, src)
+        check_split(split, src)
         try:
             corpus = _concepts.ConceptCorpus(seed=seed, **options)
         except (TypeError, ValueError) as exc:
@@ -512,9 +512,10 @@ TRAIN_ONLY = ("instructions",)  # built from training splits only: no held-out t
 
 def source_fingerprint(name: str) -> str:
     """What identifies a source's content: a path or embedded corpus by its bytes, a generated one
-    by its code, an `hf:` dataset by `hf_fingerprint` (local bytes, or the loaded Hub dataset's
-    `datasets` fingerprint, which follows its revision). A streamed Hub dataset has no
-    fingerprint: it gets "#stream" and `data.build_shard` never reuses its shard."""
+    by its code and the lexicon files it reads (`concepts.LEXICON_FILES`), an `hf:` dataset by
+    `hf_fingerprint` (local bytes, or the loaded Hub dataset's `datasets` fingerprint, which
+    follows its revision). A streamed Hub dataset has no
+    fingerprint: it gets "#stream" and `bvvlab.train.shards.build_shard` never reuses its shard."""
     from bvvlab.corpus import instructions
     from bvvlab.corpus import parallel_text as parallel
 
@@ -527,11 +528,14 @@ def source_fingerprint(name: str) -> str:
         hash_path(p, h)
         return f"{name}#sha256={h.hexdigest()}"
     base, opts = split_spec(name)
-    if base in PARALLEL_FILES:  # an embedded corpus: its data file (and, filtered, the filter's code)
+    if base in PARALLEL_FILES:  # an embedded corpus: its data file (and, filtered, the filter's code and words)
         hash_path(corpora_dir() / PARALLEL_FILES[base][0], h)
         if opts:
-            hash_path(Path(_concepts.__file__), h)
-    else:  # a generated corpus: the code that generates it
+            for path in (Path(_concepts.__file__), *_concepts.LEXICON_FILES):
+                hash_path(path, h)
+    else:  # a generated corpus: the code that generates it and the lexicon it reads
         for module in (sys.modules[__name__], _concepts, instructions, parallel):
             hash_path(Path(module.__file__), h)
+        for path in _concepts.LEXICON_FILES:
+            hash_path(path, h)
     return f"{name}#sha256={h.hexdigest()}"

@@ -1,7 +1,8 @@
-"""`bvvlab eval`: several checkpoints on a suite of tasks, one tidy comparison table (floor 7).
+"""`bvvlab eval`: several checkpoints on a suite of tasks, one tidy comparison table.
 
-The metrics live in `bvvlab.eval.evaluate` (floor 5); this module resolves a `--suite` into tasks,
-runs them on every checkpoint, and writes `results.json` (rows: model, task, metric, mean,
+The tasks, metrics, scoring and suites live beside it (`bvvlab.eval.tasks`, `metrics`,
+`scoring`, `suites`); this module resolves a `--suite` into tasks, runs them on every
+checkpoint, and writes `results.json` (rows: model, task, metric, mean,
 low, high, interval, n, chance), `results.md` and `results.html` (a plotly bar chart with
 error bars, plotly.js beside it: `include_plotlyjs="directory"`) into `--out`, atomically.
 
@@ -34,7 +35,7 @@ class EvalConfig:
     """What `bvvlab eval` and notebook 05 set (built through `bvvlab.core.config.build`, so a wrong
     value is the same line on every surface)."""
 
-    checkpoints: list[str] = field(default_factory=list)  # run, step or fused folders (several: one comparison)
+    checkpoints: list[str] = field(default_factory=list)  # run, step, fused (FUSED::EXPERT) or HF folders (several: one comparison)
     suite: str = "offline"  # offline | paper | a comma list of tasks, bpc, NAME=PATH, files
     out: str = "runs/eval"  # output folder (results.json, results.md, results.html)
     limit: int | None = None  # at most this many questions per task (None: all)
@@ -44,7 +45,8 @@ class EvalConfig:
     batch: int = 32  # questions per forward pass
     bpc_chars: int | None = 20_000  # held-out characters per language for bits/char (None: all)
     seed: int = 0  # seeds the sampled runs
-    device: str = "cpu"  # cpu, cuda, cuda:1
+    device: str = "cpu"  # auto, cpu, cuda or cuda:N
+    trust_remote_code: bool = False  # let a foreign Hugging Face folder run the code it ships (never needed for bvvlab's)
     suite_dir: str = str(suites.SUITE_DIR)  # where the offline suite's files are
 
     def validate(self) -> None:
@@ -102,13 +104,11 @@ def resolve_suite(spec: str, suite_dir: str | Path = suites.SUITE_DIR, limit: in
 
 
 def model_names(paths: list[str]) -> list[str]:
-    """Short, distinct labels: the folder name, with its parent where two would collide."""
-    names = [Path(p).resolve().name for p in paths]
-    if len(set(names)) < len(names):
-        names = [f"{Path(p).resolve().parent.name}/{Path(p).resolve().name}" for p in paths]
-    if len(set(names)) < len(names):
-        names = [str(p) for p in paths]
-    return names
+    """Distinct labels of the checkpoints, by the one naming rule of every table
+    (`bvvlab.models.loader.labels`: the same checkpoint named twice is LABEL#2)."""
+    from bvvlab.models.loader import labels
+
+    return labels(paths)
 
 
 def evaluate_models(models: list[tuple[str, Any, Any]], tasks: list, bpc: bool = False, runs: int = 1,
@@ -179,18 +179,14 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, An
     return out
 
 
-def load_models(paths: list[str], device: str = "cpu") -> list[tuple[str, Any, Any]]:
-    """(name, model, tokenizer) of every checkpoint: run folders, step folders and fused
-    checkpoints (`bvvlab fuse`) alike, through `bvvlab.train.fusion.load_any`."""
-    from bvvlab.train.fusion import load_any
+def load_models(paths: list[str], device: str = "cpu", trust_remote_code: bool = False) -> list[tuple[str, Any, Any]]:
+    """(label, model, tokenizer) of every checkpoint, through the one loader
+    (`bvvlab.models.loader.load_many`): run folders, step folders, fused checkpoints, one expert of
+    one (`FUSED::EXPERT`, scored on its own) and Hugging Face causal LMs alike."""
+    from bvvlab.models.loader import load_many
 
-    models = []
-    for name, path in zip(model_names(paths), paths):
-        model, tok = load_any(path, device=device)
-        if tok is None:
-            raise eval_tasks.EvalError(f"{path} has no tokenizer files; evaluate a checkpoint saved with its tokenizer")
-        models.append((name, model, tok))
-    return models
+    return [(lm.label, lm.causal_lm(), lm.tokenizer)
+            for lm in load_many(paths, device, trust_remote_code=trust_remote_code)]
 
 
 def heldout_warnings(paths: list[str], tasks: list) -> list[str]:

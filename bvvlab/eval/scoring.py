@@ -28,7 +28,7 @@ def check_pair(model: torch.nn.Module, tokenizer: Any) -> None:
     v = getattr(model.config, "vocab_size", None)
     if v is not None and len(tokenizer) != v:
         raise EvalError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {v}: evaluate a "
-                        "checkpoint with its own tokenizer (load both with bvvlab.models.checkpoints.load_checkpoint)")
+                        "checkpoint with its own tokenizer (load both with bvvlab.models.loader.load)")
 
 
 def _device(model: torch.nn.Module) -> torch.device:

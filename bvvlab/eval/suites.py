@@ -36,11 +36,11 @@ def _concept_rows(seed: int = 0) -> dict[str, list[dict]]:
     import random
 
     from bvvlab.corpus import concepts as C
-    from bvvlab.corpus.instructions import _CATEGORY_QUESTIONS, _CONFUSABLE
+    from bvvlab.corpus.instructions import CATEGORY_QUESTIONS, CONFUSABLE_CATEGORIES
 
     held = set(suite_holdout_concepts())
     words = sorted(C.LEXICON.values(), key=lambda c: c.id)
-    group = {c.id: next((g for g in _CONFUSABLE if c.category in g), {c.category}) for c in words}
+    group = {c.id: next((g for g in CONFUSABLE_CATEGORIES if c.category in g), {c.category}) for c in words}
     out: dict[str, list[dict]] = {"concepts-word-en-ru": [], "concepts-word-ru-en": [], "concepts-category": [],
                                   "concepts-odd-one-out": []}
 
@@ -77,7 +77,7 @@ def _concept_rows(seed: int = 0) -> dict[str, list[dict]]:
             if len(pick) == 3:
                 break
         opts, a = place(rng, en, pick)
-        out["concepts-category"].append({"question": f"Which of these is {_CATEGORY_QUESTIONS[c.category]}?",
+        out["concepts-category"].append({"question": f"Which of these is {CATEGORY_QUESTIONS[c.category]}?",
                                          "choices": opts, "answer": a, "concept": c.id, "split": split})
         # odd-one-out: c is the odd word among three of another, unconfusable category
         cats = sorted({w.category for w in far if sum(x.category == w.category for x in far) >= 3})

@@ -477,6 +477,11 @@ def atlas(size: int, layout: str = "basic") -> GlyphAtlas:
     return _ATLASES[key]
 
 
+def forget_atlases() -> None:
+    """Drop every in-memory atlas: the next `atlas()` renders (or reads its cache) as a new process would."""
+    _ATLASES.clear()
+
+
 # ---------------------------------------------------------------------------------------------
 # the pipeline
 

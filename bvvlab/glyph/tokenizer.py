@@ -443,8 +443,10 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 
 def load_tokenizer_dir(path: str | Path):
-    """`AutoTokenizer.from_pretrained` on a local folder, offline; a folder that is not a
-    tokenizer raises one clear ValueError / FileNotFoundError."""
+    """`AutoTokenizer.from_pretrained` on a local folder, offline, with `trust_remote_code=False`
+    said explicitly (left unset, transformers asks on a terminal whether to run a folder's
+    `auto_map` code, and a "y" runs it); a folder that is not a tokenizer, or one that needs its
+    own code, raises one clear ValueError / FileNotFoundError."""
     from transformers import AutoTokenizer
 
     path = Path(path)
@@ -454,7 +456,7 @@ def load_tokenizer_dir(path: str | Path):
         raise ValueError(f"{path} is not a tokenizer dir (none of {', '.join(_TOKENIZER_FILES)}): "
                          "pass a folder written by tokenizer.save_pretrained()")
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - any loader failure is the same user error
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{path} could not be loaded as a tokenizer ({type(exc).__name__}: {first}): "

@@ -1,4 +1,4 @@
-"""Checkpoint directories: save, load, resolve, list, verify and clean (floor 4).
+"""Checkpoint directories: save, load, resolve, list, verify and clean.
 
 One checkpoint directory is the unit everything exchanges: `config.json` (with
 `auto_map`), the self-contained modeling file, `model.safetensors` (the frozen glyph buffer
@@ -40,6 +40,14 @@ from bvvlab.core.atomic import (
     write_json_atomic,
 )
 from bvvlab.core.errors import BVVError
+from bvvlab.models.folder import (  # noqa: F401  (CheckpointError and the folder checks: re-exported)
+    SAFE_WEIGHTS,
+    CheckpointError,
+    check_shape_fields,
+    check_weight_files,
+    read_config,
+    read_tokenizer,
+)
 
 STATE_FILE = "trainer_state.safetensors"
 LEGACY_STATE_FILE = "trainer_state.pt"  # bvvlab 0.1: a pickle, read with weights_only=True
@@ -48,10 +56,6 @@ EXPERT_SEP = "::"  # `FUSED_DIR::NAME` names one expert of a fused checkpoint on
 EMBED_KEY = "model.embed_tokens.weight"
 # what the run folder's final model consists of (every file of a checkpoint but its trainer state and meta)
 _NOT_MODEL = {STATE_FILE, LEGACY_STATE_FILE, "meta.json"}
-
-
-class CheckpointError(BVVError):
-    """A checkpoint that cannot be used (missing, damaged, inconsistent): one line with the fix."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,69 +170,120 @@ def _safetensors_shape(path: Path, key: str) -> list[int] | None:
     return header.get(key, {}).get("shape")
 
 
-def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint's (or run's) meta.json; {} when there is none; one line when it is not JSON."""
-    p = Path(path) / "meta.json"
+def _meta_file(path: Path) -> tuple[dict[str, Any], str | None]:
+    """(meta.json's content, None) or ({}, what is wrong with it); ({}, None) when there is none."""
+    p = path / "meta.json"
     if not p.exists():
-        return {}
+        return {}, None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        meta = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{p} is damaged (not JSON): restore it, or use another checkpoint") from None
+        return {}, "not JSON"
+    if not isinstance(meta, dict):
+        return {}, "not a JSON object"
+    files = meta.get("files")
+    if files is not None and not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                  for k, v in files.items())):
+        return {}, "its record of file digests is not a table of file names and sha256 digests"
+    return meta, None
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's (or run's) meta.json; {} when there is none; one line when it is damaged."""
+    meta, problem = _meta_file(Path(path))
+    if problem:
+        raise CheckpointError(f"{Path(path) / 'meta.json'} is damaged ({problem}): restore it, or use another "
+                              "checkpoint")
+    return meta
 
 
 def damaged_files(path: str | os.PathLike) -> list[str]:
     """Files of a checkpoint whose bytes differ from the digests recorded when it was written
     (missing ones included); [] for an intact checkpoint. A checkpoint written before digests
     existed gets the check its files allow: every safetensors file must hold its whole header
-    and exactly the bytes the header describes (a truncated or padded file is named)."""
+    and exactly the bytes the header describes (a truncated or padded file is named). A damaged
+    meta.json is named itself."""
     path = Path(path)
-    try:
-        recorded = read_meta(path).get("files") or {}
-    except CheckpointError:
+    meta, problem = _meta_file(path)
+    if problem:
         return ["meta.json"]
+    recorded = meta.get("files") or {}
     if not recorded:
         return [p.name for p in sorted(path.glob("*.safetensors")) if not _safetensors_complete(p)]
-    bad = []
-    for name, digest in recorded.items():
-        f = path / name
-        if not f.is_file() or sha256_file(f) != digest:
-            bad.append(name)
-    return bad
+    return [name for name, digest in recorded.items()
+            if not (path / name).is_file() or sha256_file(path / name) != digest]
+
+
+def damage(path: str | os.PathLike) -> str | None:
+    """Why a checkpoint's files cannot be trusted, in words (None when intact): a damaged
+    meta.json, files that differ from the digests it records, or, in a checkpoint that records
+    none, safetensors files whose size does not match their header. Only recorded digests are
+    called digests (issue 26, item 22)."""
+    path = Path(path)
+    meta, problem = _meta_file(path)
+    if problem:
+        return f"meta.json is damaged ({problem})"
+    bad = damaged_files(path)
+    if not bad:
+        return None
+    if not meta.get("files"):
+        return (f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} incomplete (the size does not match the "
+                "safetensors header; this checkpoint records no digests to compare with)")
+    return f"{', '.join(bad)} differ from the digests recorded when it was saved (damaged or altered)"
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a bvvlab checkpoint
+
+
+def _bvv_config(path: Path) -> Any:
+    """The BVVConfig of a bvv checkpoint folder, every field checked first (one line naming it)."""
+    from bvvlab.models.model import BVVConfig
+
+    raw = read_config(path)
+    if raw.get("model_type") != "bvv":
+        raise CheckpointError(f"{path} holds a {raw.get('model_type')!r} model, not a bvvlab model (model_type "
+                              "'bvv'): load it with bvvlab.models.loader.load, which reads any causal LM")
+    check_shape_fields(raw, f"{path / 'config.json'}", optional=("intermediate_size",))
+    try:
+        return BVVConfig.from_pretrained(path)
+    except (TypeError, ValueError, ZeroDivisionError, OSError) as exc:
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0].removeprefix("BVVConfig: ")
+        raise CheckpointError(f"{path / 'config.json'}: {msg}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                     verify_hash: bool = True, step: int | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a checkpoint, a run folder (its newest checkpoint, or `step`) or any
-    directory written by `save_checkpoint`, checked for consistency: file digests, the matrix's
-    rows against the config and the tokenizer, and its sha256 against the config."""
-    from transformers import AutoTokenizer
-
-    from bvvlab.models.model import BVVConfig, BVVForCausalLM, matrix_sha256
+    """(model, tokenizer) from a bvvlab checkpoint, a run folder (its newest checkpoint, or `step`)
+    or any directory written by `save_checkpoint`, checked for consistency: file digests, the
+    config's fields, safetensors weights only, the matrix's rows against the config and the
+    tokenizer, and its sha256 against the config. The reader under `bvvlab.models.loader.load`
+    (which takes any model a user can name) and the trainer's resume."""
+    from bvvlab.models.model import BVVForCausalLM, matrix_sha256
 
     path = resolve(path, step)
     if verify_hash:
-        bad = damaged_files(path)
-        if bad:
-            raise CheckpointError(f"{path}: {', '.join(bad)} differ from the digests recorded when it was saved "
-                                  f"(damaged or altered){_intact_hint(path)}")
-    config = BVVConfig.from_pretrained(path)
-    weights = path / "model.safetensors"
+        why = damage(path)
+        if why:
+            raise CheckpointError(f"{path}: {why}{_intact_hint(path)}")
+    config = _bvv_config(path)
+    check_weight_files(path)
+    weights = path / SAFE_WEIGHTS
     if weights.exists():
         try:
             shape = _safetensors_shape(weights, EMBED_KEY)
-        except (ValueError, OSError, UnicodeDecodeError):
+        except (ValueError, OSError, UnicodeDecodeError, AttributeError):
             raise CheckpointError(f"{weights} is damaged (unreadable safetensors header){_intact_hint(path)}") from None
         if shape is not None and list(shape) != [config.vocab_size, config.hidden_size]:
-            raise ValueError(f"{weights}: embedding matrix is {shape[0]}x{shape[1]} but config.json says "
-                             f"{config.vocab_size}x{config.hidden_size}; the checkpoint is inconsistent, re-save it")
-    tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
+            raise CheckpointError(f"{weights}: embedding matrix is {shape[0]}x{shape[1]} but config.json says "
+                                  f"{config.vocab_size}x{config.hidden_size}; the checkpoint is inconsistent, re-save it")
+    tokenizer = read_tokenizer(path)
     if tokenizer is not None and len(tokenizer) != config.vocab_size:
-        raise ValueError(f"{path}: tokenizer has {len(tokenizer)} tokens but the embedding matrix has "
-                         f"{config.vocab_size} rows; the tokenizer and matrix do not belong together")
+        raise CheckpointError(f"{path}: tokenizer has {len(tokenizer)} tokens but the embedding matrix has "
+                              f"{config.vocab_size} rows; the tokenizer and matrix do not belong together")
     try:
         with quiet_hf():
-            model = BVVForCausalLM.from_pretrained(path)
+            model = BVVForCausalLM.from_pretrained(path, config=config, use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, BVVError):
             raise
@@ -238,8 +293,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     if verify_hash and config.frozen_embedding and config.embedding_hash and emb.dtype == torch.float32:
         got = matrix_sha256(emb)
         if got != config.embedding_hash:
-            raise ValueError(f"{path}: frozen matrix sha256 {got[:12]}... does not match config embedding_hash "
-                             f"{config.embedding_hash[:12]}...; the weights were altered, re-save the checkpoint")
+            raise CheckpointError(f"{path}: frozen matrix sha256 {got[:12]}... does not match config embedding_hash "
+                                  f"{config.embedding_hash[:12]}...; the weights were altered, re-save the checkpoint")
     return model.to(device=device, dtype=dtype), tokenizer
 
 
@@ -349,6 +404,16 @@ def read_trainer_meta(ckpt: str | os.PathLike) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # run folders
+
+
+RUN_MARKERS = ("meta.json", "metrics.jsonl", "checkpoints")  # what a run folder holds once training started
+
+
+def holds_run(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a training run (started, finished or killed before its first
+    checkpoint): the one rule `train` (refuse or resume) and `grow` (resume a stage) share."""
+    folder = Path(folder)
+    return folder.is_dir() and any((folder / n).exists() for n in RUN_MARKERS)
 
 
 def has_state(p: Path) -> bool:

@@ -1,4 +1,4 @@
-"""Streaming generation, one token at a time (floor 6: no widgets; the widgets are views over it).
+"""Streaming generation, one token at a time (no widgets: the widgets are views over it).
 
 `Stream(model, tokenizer, prompt, settings)` is an iterator of `Step`s: the new token id, its
 text piece and the model's top-k next-token distribution of that step. Why not

@@ -1,4 +1,4 @@
-"""Low-rank (LoRA) updates of frozen linear layers (Hu et al. 2021), floor 3: torch only.
+"""Low-rank (LoRA) updates of frozen linear layers (Hu et al. 2021): torch only.
 
 Growth (docs/recipe.md section 6) trains "a low-rank update of all earlier layers together with
 the new layer so that the lower layers do not ossify". `LoRALinear` is an `nn.Linear` whose

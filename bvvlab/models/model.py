@@ -146,7 +146,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def parameter_table(names: list[str] | None = None) -> str:
     """Markdown table of parameter counts per preset (built on the meta device: no memory, no init).
 
-    `bvvlab model-params` prints it; the README's table is this output.
+    `bvvlab model-params` prints it; the table in docs/model.md is this output (tests/test_docs.py).
     """
     rows = ["| preset | layers | d_model | heads | context | vocab | trainable | frozen | total |",
             "|---|---|---|---|---|---|---|---|---|"]

@@ -1,4 +1,4 @@
-"""The trainer's typed configuration: `TrainConfig`, merging and validation (floor 5).
+"""The trainer's typed configuration: `TrainConfig`, merging and validation.
 
 One dataclass holds everything a training run depends on; it is saved with every run and
 checkpoint. `make_config` builds one from a base (a file, a dict, another config) and `key=value`

@@ -1,4 +1,4 @@
-"""Distributed set-up for `torchrun` (floor 5): process group, barriers, rank-0-first work.
+"""Distributed set-up for `torchrun`: process group, barriers, rank-0-first work.
 
 DDP goes through PyTorch's own launcher (no home-made one): `torchrun
 --nproc_per_node N -m bvvlab train ...` sets RANK / LOCAL_RANK / WORLD_SIZE; NCCL on GPUs,

@@ -1,4 +1,4 @@
-"""Fusion of experts that share the frozen glyph matrix (floor 6; docs/recipe.md section 5).
+"""Fusion of experts that share the frozen glyph matrix (docs/recipe.md section 5).
 
 `fuse(experts, method, out)` loads N >= 2 expert checkpoints, checks that they belong together
 (one vocabulary, one tokenizer, one frozen matrix: same `embedding_hash`), and builds a
@@ -7,9 +7,10 @@ as one Hugging Face checkpoint directory whose remote code (`fused_model.py` + t
 `model.py`) loads in a process that never imports bvvlab. Nothing is retrained or aligned
 (the published fusion: "no router, no gate").
 
-`load_fused(dir)` reads such a directory back (digests checked), `load_any(dir)` takes a plain
-expert or a fused checkpoint, and `bpc_by_text(model, tokenizer, texts)` measures bits per
-character of any causal LM over a list of texts (the notebook's per-language tables).
+Experts, and the fused directory afterwards, load through the one loader
+(`bvvlab.models.loader.load`: digests checked, bvvlab's own classes); `bpc_by_text(model,
+tokenizer, texts)` measures bits per character of any causal LM over a list of texts (the
+notebook's per-language tables).
 `bvvlab fuse EXPERT EXPERT ... --method M --out DIR` (bvvlab.cli.fuse) is the command; `FuseConfig` its values.
 """
 
@@ -26,21 +27,12 @@ import numpy as np
 import torch
 
 from bvvlab.core.errors import BVVError
-from bvvlab.models.checkpoints import (
-    CheckpointError,
-    damaged_files,
-    load_checkpoint,
-    quiet_hf,
-    resolve,
-    save_checkpoint,
-)
-from bvvlab.models.fused_model import METHODS, FusedConfig, FusedForCausalLM
+from bvvlab.models.checkpoints import CheckpointError, save_checkpoint
+from bvvlab.models.loader import FUSED_TYPE, labels, load
+from bvvlab.models.fused_model import METHODS, FusedForCausalLM
 from bvvlab.models.model import matrix_sha256
 from bvvlab.train.shards import TokenShard, encode_texts
 from bvvlab.train.validation import evaluate_bpc
-
-FUSED_TYPE = FusedConfig.model_type
-
 
 class FusionError(BVVError):
     """Experts that cannot be fused, or an output that cannot be written: one line with the fix."""
@@ -111,25 +103,25 @@ def check_out(out: str | os.PathLike | None, overwrite: bool, experts: Sequence[
 
 def load_experts(paths: Sequence[str | os.PathLike]) -> tuple[list, Any, list[Path]]:
     """(models, tokenizer, resolved dirs) of N >= 2 experts that share vocabulary, tokenizer and
-    frozen matrix; one FusionError line naming the first pair that does not."""
+    frozen matrix, loaded through the one loader (`bvvlab.models.loader.load`); one FusionError
+    line naming the first pair that does not."""
     if len(paths) < 2:
         raise FusionError(f"fusion needs at least two experts; got {len(paths)}: name two or more checkpoints")
-    dirs = [resolve(p) for p in paths]
-    models, toks = [], []
-    for d in dirs:
+    loaded = []
+    for p in paths:
         try:
-            model, tok = load_checkpoint(d)
-        except ValueError as exc:
-            raise FusionError(f"expert {d}: {exc}") from None
-        if getattr(model.config, "model_type", None) != "bvv":
-            raise FusionError(f"expert {d} is not a bvv model ({model.config.model_type}); fuse expert checkpoints")
-        if not model.config.frozen_embedding:
+            lm = load(p)
+        except CheckpointError as exc:
+            raise FusionError(f"expert {p}: {exc}") from None
+        d = lm.path
+        if lm.kind != "bvv":
+            what = "a fused checkpoint" if lm.kind == "fused" else f"a {lm.model.config.model_type!r} model"
+            raise FusionError(f"expert {d} is {what}, not a bvv model: fuse the experts' own checkpoints")
+        if not lm.model.config.frozen_embedding:
             raise FusionError(f"expert {d} has a trainable embedding; only experts on one frozen glyph matrix can "
                               "be fused without retraining")
-        if tok is None:
-            raise FusionError(f"expert {d} has no tokenizer files; fusion checks that experts share one tokenizer")
-        models.append(model.eval())
-        toks.append(tok)
+        loaded.append(lm)
+    dirs, models, toks = [lm.path for lm in loaded], [lm.model for lm in loaded], [lm.tokenizer for lm in loaded]
     first, m0, t0 = dirs[0], models[0], toks[0]
     h0 = m0.config.embedding_hash or matrix_sha256(m0.model.embed_tokens.weight)
     for d, m, t in zip(dirs[1:], models[1:], toks[1:]):
@@ -155,7 +147,7 @@ def fuse(experts: Sequence[str | os.PathLike], method: str = "bayes", out: str |
         raise FusionError(f"{len(names)} names for {len(experts)} experts; give one name per expert")
     out_path = check_out(out, overwrite, [Path(e) for e in experts if Path(e).exists()])
     models, tok, dirs = load_experts(experts)
-    names = list(names) if names is not None else _names(dirs)
+    names = list(names) if names is not None else labels(experts)
     try:
         fused = FusedForCausalLM.from_experts(models, method=method, names=names, **options)
     except ValueError as exc:
@@ -165,55 +157,6 @@ def fuse(experts: Sequence[str | os.PathLike], method: str = "bayes", out: str |
                            "expert_embedding_hash": fused.config.embedding_hash, **options}}
         save_checkpoint(fused, tok, out_path, meta, overwrite=True)
     return fused, tok
-
-
-def _names(dirs: Sequence[Path]) -> list[str]:
-    """Short distinct expert names from their folders (run folder's name for a step folder)."""
-    names = []
-    for d in dirs:
-        base = d.parent.parent.name if d.parent.name == "checkpoints" else d.name
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}-{k}", k + 1
-        names.append(name)
-    return names
-
-
-def is_fused_dir(path: str | os.PathLike) -> bool:
-    try:
-        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("model_type") == FUSED_TYPE
-    except (OSError, ValueError):
-        return False
-
-
-def load_fused(path: str | os.PathLike, device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None) -> tuple[FusedForCausalLM, Any]:
-    """(fused model, tokenizer) from a directory written by `fuse`, digests and matrix hash checked."""
-    from transformers import AutoTokenizer
-
-    path = Path(path)
-    if not is_fused_dir(path):
-        raise CheckpointError(f"{path} is not a fused checkpoint (config.json model_type is not {FUSED_TYPE!r}); "
-                              "write one with `bvvlab fuse`")
-    bad = damaged_files(path)
-    if bad:
-        raise CheckpointError(f"{path}: {', '.join(bad)} differ from the digests recorded when it was saved "
-                              "(damaged or altered); re-run `bvvlab fuse`")
-    with quiet_hf():
-        model = FusedForCausalLM.from_pretrained(path)
-    got = matrix_sha256(model.embed_tokens.weight)
-    if model.config.embedding_hash and got != model.config.embedding_hash:
-        raise CheckpointError(f"{path}: shared matrix sha256 {got[:12]}... does not match config embedding_hash; "
-                              "re-run `bvvlab fuse`")
-    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else None
-    return model.to(device=device, dtype=dtype).eval(), tok
-
-
-def load_any(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """An expert checkpoint (run folder or step folder) or a fused checkpoint, whichever `path` is:
-    the one loader of `bvvlab eval` and `bvvlab probe`, so both take a fused directory like any other."""
-    p = resolve(path)
-    return load_fused(p, device) if is_fused_dir(p) else load_checkpoint(p, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +234,8 @@ def experiment(out: str | os.PathLike, preset: str = "tiny", steps: int = 40, tr
     sets["mixed"] = mixed_texts(val, ["en", "ru", "zh"], eval_texts)
     models = {}
     for name, path in experts.items():
-        models[name], tok = load_checkpoint(path)
+        lm = load(path)
+        models[name], tok = lm.model, lm.tokenizer
     bpc: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         bpc[name] = {k: bpc_by_text(model, tok, v, seq_len)["val_bpc"] for k, v in sets.items()}

@@ -1,4 +1,4 @@
-"""Layer-wise growth on the frozen substrate (docs/recipe.md section 6), floor 6.
+"""Layer-wise growth on the frozen substrate (docs/recipe.md section 6).
 
 The second paper grows a model a few blocks at a time on the frozen glyph embedding: each
 stage adds new blocks on top, trains only them and the head (the blocks below stay frozen),
@@ -10,7 +10,7 @@ trainer run once per stage:
 
 With `lora_rank=r`, every stage that has frozen blocks (all but the first, when growing from
 scratch) also trains a rank-r LoRA update of every linear layer of those blocks (the recipe's "so
-that the lower layers do not ossify"; `build.add_lora`, `bvvlab.models.lora`): their base weights stay
+that the lower layers do not ossify"; `setup.add_lora`, `bvvlab.models.lora`): their base weights stay
 frozen, each checkpoint holds the merged plain weights, and the next stage freezes those merged
 weights and adds fresh adapters.
 
@@ -31,7 +31,6 @@ cross-lingual retrieval of each stage (bvvlab.analysis.probe), to see in which b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -90,8 +89,43 @@ def _steps(steps: int | Sequence[int], n: int) -> list[int]:
     return out
 
 
-def _holds_run(d: Path) -> bool:
-    return (d / "meta.json").exists() or (d / "checkpoints").exists()
+def _grow_from(checkpoint: str) -> tuple[str, int]:
+    """(checkpoint folder, depth) of `--from`, loaded once through the one loader (every check of
+    `bvvlab.models.loader.load`); anything but a bvvlab model is one line in grow's words."""
+    from bvvlab.models.loader import load
+
+    lm = load(checkpoint)
+    if lm.kind == "fused":
+        raise C.CheckpointError(f"--from {checkpoint} is a fused checkpoint (experts {', '.join(lm.experts)}): grow "
+                                "one expert's own checkpoint, the run folder it was fused from")
+    if lm.kind != "bvv":
+        raise C.CheckpointError(f"--from {checkpoint} is a {lm.model.config.model_type!r} model, not one bvvlab "
+                                "trained: grow a run folder or checkpoint written by bvvlab train or grow")
+    return str(lm.path), int(lm.model.config.num_hidden_layers)
+
+
+# what a stage folder records of the plan that grew it: TrainConfig key -> how grow's user says it
+_PLAN = {"depth": "--stages", "init_from": "--from", "new_block_init": "--new-block-init", "lora_rank": "--lora-rank"}
+
+
+def _check_stage(d: Path, **want: Any) -> None:
+    """A stage (or baseline) folder left by an earlier call must have been grown by the same plan
+    to be resumed; otherwise one line naming the grow option that differs (not the TrainConfig
+    keys grow sets for each stage, which the user never typed)."""
+    if not C.holds_run(d):
+        return
+    saved = C.read_meta(d).get("config") or {}
+    if not saved:
+        return
+    had = {"depth": (saved.get("model") or {}).get("num_hidden_layers"), "init_from": saved.get("init_from"),
+           "new_block_init": saved.get("new_block_init"), "lora_rank": saved.get("lora_rank") or 0}
+    for key, flag in _PLAN.items():
+        if key in want and had[key] is not None and had[key] != want[key]:
+            what = {"depth": f"{had[key]} block{'s' * (had[key] != 1)} deep, this plan makes it {want[key]}",
+                    "init_from": f"from {had[key]}, this call from {want[key]}"}.get(key, f"with {flag} {had[key]}, "
+                                                                                     f"this call asks for {want[key]}")
+            raise ValueError(f"{d} was grown {what} ({flag} differs): re-run with the {flag} it was grown with, or "
+                             "choose a new --out")
 
 
 def shared_embedding(base: TrainConfig, out: Path) -> str:
@@ -216,15 +250,11 @@ def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[i
     if lora_rank and len(plan) == 1 and not from_checkpoint:
         raise ValueError(f"lora_rank={lora_rank} but no stage has frozen blocks (one stage from scratch): LoRA adapts "
                          "the frozen blocks of later stages; give several stages, --from a checkpoint, or lora_rank=0")
-    out = ensure_dir(out)
-    parent: str | None = None
-    depth = 0
-    if from_checkpoint:
-        parent = str(C.resolve(from_checkpoint))
-        depth = int(json.loads((Path(parent) / "config.json").read_text())["num_hidden_layers"])
+    parent, depth = _grow_from(from_checkpoint) if from_checkpoint else (None, 0)
     if from_checkpoint and not (Path(base.vocab) / "glyph_matrix.safetensors").exists():
         raise ValueError("--from needs vocab= the saved embedding folder the checkpoint was trained with (a "
                          "vocabulary rebuilt from text could differ; the matrix hash is checked)")
+    out = ensure_dir(out)
     vocab = shared_embedding(base, out)
     summary: dict[str, Any] = {"stages": [], "plan": plan, "steps": per_stage, "new_block_init": new_block_init,
                                "from": parent, "embedding": vocab, "lora_rank": lora_rank,
@@ -233,9 +263,10 @@ def grow(base: TrainConfig, stages: str | Sequence[int], steps: int | Sequence[i
     def run(name: str, depth: int, frozen: int, steps: int, init_from: str | None) -> Path:
         d = out / name
         lora = dict(lora_rank=lora_rank, lora_alpha=lora_alpha) if frozen else dict(lora_rank=0, lora_alpha=None)
+        _check_stage(d, depth=depth, init_from=init_from, new_block_init=new_block_init, lora_rank=lora["lora_rank"])
         cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(d),
                           init_from=init_from, freeze_blocks=frozen, new_block_init=new_block_init,
-                          resume=_holds_run(d), overwrite=False, **lora)
+                          resume=C.holds_run(d), overwrite=False, **lora)
         train(cfg, callback=callback)  # a finished stage returns at once (after the resume checks of its config)
         return d
 
@@ -290,8 +321,9 @@ def baseline(base: TrainConfig, depth: int, steps: int, out: str | Path, vocab: 
     (same batch and sequence length as the growth stages: the same number of tokens when `steps`
     is their sum), on the same embedding."""
     out = Path(out)
+    _check_stage(out, depth=depth)
     vocab = vocab or shared_embedding(base, out.parent)
     cfg = make_config(base, **{"model.num_hidden_layers": depth}, steps=steps, vocab=vocab, out=str(out),
-                      resume=_holds_run(out), overwrite=False, lora_rank=0, lora_alpha=None)
+                      resume=C.holds_run(out), overwrite=False, lora_rank=0, lora_alpha=None)
     train(cfg, callback=callback)
     return _stage_record(out, depth, depth, 0, steps)

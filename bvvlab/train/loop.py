@@ -9,9 +9,10 @@ trainable twin) on a token-shard mixture (`bvvlab.train.shards`) and writes a ru
                                scheduler, step, batch-sampler and every RNG state; no pickle)
     out/config.json, ...       when the run ends: its final model as a plain HF directory
 
-The rooms: `train_config` (TrainConfig, merging, the resume rule), `checkpoints` (save, load,
-resolve, verify, clean), `distributed` (torchrun set-up), `evaluate` (bits per character);
-here: building vocabulary and model, `train_step` (one optimizer step) and the loop.
+The rooms: `config` (TrainConfig, merging, the resume rule), `bvvlab.models.checkpoints` (save,
+load, resolve, verify, clean), `setup` (vocabulary and model), `shards` (token shards and
+batches), `distributed` (torchrun set-up), `validation` (bits per character); here:
+`train_step` (one optimizer step) and the loop.
 
 Why each piece:
 - AdamW + linear warmup + cosine decay + clipping: the usual recipe (the seed's optimiser is not
@@ -56,6 +57,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from bvvlab.core import device as core_device
 from bvvlab.core.atomic import ensure_dir, output_error, write_atomic, write_json_atomic
 from bvvlab.core.errors import BVVError, Interrupted
 from bvvlab.core.runinfo import run_meta
@@ -162,17 +164,8 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(cfg.device)
-    except RuntimeError:
-        raise ValueError(f"device={cfg.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={cfg.device} but torch sees no CUDA device: use device=cpu (or auto)")
-    return dev
+    """cfg.device as a torch.device: the one check every command shares (`bvvlab.core.device`)."""
+    return core_device.resolve_device(cfg.device, local_rank)
 
 
 def resolve_dtype(cfg: TrainConfig, device: torch.device) -> str:
@@ -223,14 +216,13 @@ def compile_model(model: torch.nn.Module) -> Callable:
 # vocabulary and model: bvvlab.train.setup
 from bvvlab.models import lora  # noqa: E402
 from bvvlab.train.setup import (  # noqa: E402,F401
-    _config_diff,
-    _EmbeddedView,
     add_lora,
     build_model,
     build_model_config,
     embedding_hash,
     freeze,
     init_from_checkpoint,
+    load_for_resume,
     model_dim,
     prepare_embedded,
 )
@@ -392,10 +384,6 @@ class _Signals:
             signal.signal(sig, old)
 
 
-def _holds_run(out: Path) -> bool:
-    return out.exists() and any((out / n).exists() for n in ("meta.json", "metrics.jsonl", "checkpoints"))
-
-
 def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Train per `cfg`; return the final checkpoint directory (a Hugging Face model dir).
 
@@ -416,7 +404,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"out={out} is a file, not a folder: choose another out=")
-    if _holds_run(out) and not (cfg.resume or cfg.overwrite):
+    if C.holds_run(out) and not (cfg.resume or cfg.overwrite):
         raise FileExistsError(f"{out} already holds a run: pass resume=true to continue it, overwrite=true to "
                               "replace it, or choose another out=")
     device = resolve_device(cfg, info.local_rank)
@@ -471,6 +459,8 @@ class _Run:
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> Path | None:
+        """Model, data, optimizer (and, resuming, their saved state), ready for the first step;
+        returns the checkpoint resumed from, or None for a fresh run."""
         cfg, out, is_main = self.cfg, self.out, self.is_main
         weights = D.normalize_weights(cfg.corpus)
         if is_main and (cfg.resume or cfg.overwrite):  # a run killed while saving left these behind
@@ -479,29 +469,9 @@ class _Run:
         resume_from = _resume_point(cfg, out, is_main)
         seed_everything(cfg.seed)
         if resume_from is not None:
-            model, tokenizer = C.load_checkpoint(resume_from)
-            prev = C.read_meta(out)
-            embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
-                                     prev.get("matrix_hash") or prev.get("frozen_hash"),  # bvvlab 0.1: frozen_hash
-                                     prev.get("embedding"))
-            diff = _config_diff(build_model_config(cfg, embedded).to_dict(), model.config.to_dict())
-            if diff:
-                raise ValueError(f"{out} was trained with a different model config ({', '.join(diff)} differ): "
-                                 "use the same preset/model/vocab/frozen settings, or a new out=")
-            model.train()
+            model, tokenizer, embedded = load_for_resume(cfg, out, resume_from)
         else:
-            texts = None
-            if cfg.vocab == "compact":  # the compact vocabulary covers the training text (docs/recipe.md section 2)
-                budget = D.resolve_max_chars(weights, "train", cfg.train_chars, cfg.seed)
-                texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), budget))
-                if not texts:
-                    raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
-                                     "source with text")
-            embedded = dist.rank0_first(self.info, lambda: prepare_embedded(cfg, texts))
-            model = build_model(cfg, embedded)
-            if cfg.init_from:
-                self.init = init_from_checkpoint(model, cfg)
-            tokenizer = embedded.tokenizer
+            model, tokenizer, embedded = self.new_model(weights)
         if cfg.seq_len > model.config.max_position_embeddings:
             raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's context of "
                              f"{model.config.max_position_embeddings} tokens: use seq_len<="
@@ -515,15 +485,7 @@ class _Run:
                                "meta.json: the checkpoint was altered; resume from an intact copy")
         self.embedded_meta = getattr(embedded, "meta", None)
 
-        # data: rank 0 tokenises, the others open the cached shards
-        shards = {}
-        for split, mixture, limit in (("train", weights, cfg.train_chars),
-                                      (cfg.val_split, D.held_out_weights(weights), cfg.val_chars)):
-            shards[split] = dist.rank0_first(
-                self.info,
-                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=cfg.progress),
-                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False))
-        self.train_shard, self.val_shard = shards["train"], shards[cfg.val_split]
+        self.train_shard, self.val_shard = self.open_shards(weights, tokenizer)
 
         model.to(self.device)
         self.model, self.tokenizer = model, tokenizer
@@ -537,20 +499,7 @@ class _Run:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, cfg) / cfg.lr)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if resume_from is not None:
-            state = C.read_trainer_state(resume_from)
-            if self.lora:  # model.safetensors holds merged weights: the unmerged base and adapters come from here
-                if "lora" not in state:
-                    raise C.CheckpointError(f"{resume_from} has no LoRA state in {C.STATE_FILE} but the run has "
-                                            f"lora_rank={cfg.lora_rank}: resume with the run's own settings")
-                lora.load_state(model, state["lora"])
-            self.opt.load_state_dict(state["optimizer"])
-            for g in self.opt.param_groups:  # the kernel (fused/foreach) is this run's choice, not saved state
-                g.update({k: self.opt.defaults[k] for k in ("fused", "foreach") if k in self.opt.defaults})
-            self.sched.load_state_dict(state["scheduler"])
-            self.sampler.load_state_dict(state["sampler"])
-            self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
-            rngs = state["rng"]
-            set_rng_state(rngs[self.info.rank] if isinstance(rngs, list) else rngs)
+            self.restore_state(resume_from)
         self.batches = Batches(self.sampler, self.device)
 
         self.fwd_model: Any = model
@@ -567,6 +516,53 @@ class _Run:
         self.peak = peak_flops(self.device)
         self.fpt = flops_per_token(model, cfg.seq_len)
         return resume_from
+
+    def new_model(self, weights: dict[str, float]) -> tuple[torch.nn.Module, Any, Any]:
+        """A fresh run's model, tokenizer and glyph matrix (rank 0 builds a compact vocabulary, the
+        others read its cache); `init_from` copies a smaller checkpoint's weights in (growth)."""
+        cfg = self.cfg
+        texts = None
+        if cfg.vocab == "compact":  # the compact vocabulary covers the training text (docs/recipe.md section 2)
+            budget = D.resolve_max_chars(weights, "train", cfg.train_chars, cfg.seed)
+            texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), budget))
+            if not texts:
+                raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
+                                 "source with text")
+        embedded = dist.rank0_first(self.info, lambda: prepare_embedded(cfg, texts))
+        model = build_model(cfg, embedded)
+        if cfg.init_from:
+            self.init = init_from_checkpoint(model, cfg)
+        return model, embedded.tokenizer, embedded
+
+    def open_shards(self, weights: dict[str, float], tokenizer: Any) -> tuple[Any, Any]:
+        """The training and validation token shards: rank 0 tokenises, the others open the cache."""
+        cfg = self.cfg
+        shards = {}
+        for split, mixture, limit in (("train", weights, cfg.train_chars),
+                                      (cfg.val_split, D.held_out_weights(weights), cfg.val_chars)):
+            shards[split] = dist.rank0_first(
+                self.info,
+                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=cfg.progress),
+                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False))
+        return shards["train"], shards[cfg.val_split]
+
+    def restore_state(self, checkpoint: Path) -> None:
+        """Resume exactly: LoRA adapters, optimizer, schedule, sampler position, step and RNG state
+        from the checkpoint's trainer state."""
+        state = C.read_trainer_state(checkpoint)
+        if self.lora:  # model.safetensors holds merged weights: the unmerged base and adapters come from here
+            if "lora" not in state:
+                raise C.CheckpointError(f"{checkpoint} has no LoRA state in {C.STATE_FILE} but the run has "
+                                        f"lora_rank={self.cfg.lora_rank}: resume with the run's own settings")
+            lora.load_state(self.model, state["lora"])
+        self.opt.load_state_dict(state["optimizer"])
+        for g in self.opt.param_groups:  # the kernel (fused/foreach) is this run's choice, not saved state
+            g.update({k: self.opt.defaults[k] for k in ("fused", "foreach") if k in self.opt.defaults})
+        self.sched.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        rngs = state["rng"]
+        set_rng_state(rngs[self.info.rank] if isinstance(rngs, list) else rngs)
 
     def write_run_folder(self, resume_from: Path | None) -> None:
         """meta.json and metrics.jsonl: written only now, when data and model are known to be good."""

@@ -1,9 +1,9 @@
-"""What a training run trains (floor 5): the vocabulary + glyph matrix and the model for a config.
+"""What a training run trains: the vocabulary + glyph matrix and the model for a config.
 
 `prepare_embedded` gives the tokenizer and frozen glyph matrix of `cfg.vocab` (docs/recipe.md
 sections 2-3; a compact vocabulary is cached by content), `build_model` a fresh model of
 `cfg.preset` over it, seeded so that the frozen and the unfrozen twin share every tensor but the
-embedding. `_config_diff` is what a resume compares against the checkpoint's config.
+embedding. `load_for_resume` reopens a run's checkpoint and refuses one whose model config differs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from bvvlab.core.atomic import atomic_dir, hash_path
 from bvvlab.core.runinfo import cache_dir
-from bvvlab.models.checkpoints import EMBED_KEY
+from bvvlab.models.checkpoints import EMBED_KEY, load_checkpoint, read_meta
 from bvvlab.train.config import TrainConfig
 
 
@@ -141,9 +141,18 @@ def init_from_checkpoint(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, 
     from bvvlab.models.model import matrix_sha256
 
     parent = C.resolve(cfg.init_from)
-    damaged = C.damaged_files(parent)
-    if damaged:
-        raise C.CheckpointError(f"init_from={parent}: {', '.join(damaged)} differ from their recorded digests")
+    why = C.damage(parent)
+    if why:
+        raise C.CheckpointError(f"init_from={parent}: {why}")
+    kind = C.read_config(parent).get("model_type")
+    if kind != "bvv":
+        what = "a fused checkpoint" if kind == "bvv_fused" else f"a {kind!r} model"
+        raise C.CheckpointError(f"init_from={parent} is {what}, not one bvvlab trained: start from a run folder or "
+                                "checkpoint written by bvvlab train or grow")
+    C.check_weight_files(parent)
+    if not (parent / C.SAFE_WEIGHTS).is_file():
+        raise C.CheckpointError(f"init_from={parent} keeps its weights in shards: start from a checkpoint written by "
+                                "bvvlab train or grow (one model.safetensors)")
 
     src = load_file(str(parent / "model.safetensors"))
     mine = model.state_dict()
@@ -226,4 +235,21 @@ _MODEL_KEYS = ("preset", "model", "frozen", "vocab", "dim")
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = (set(a) | set(b)) - _CONFIG_IGNORE
     return sorted(k for k in keys if a.get(k) != b.get(k))
+
+
+def load_for_resume(cfg: TrainConfig, out: Path, checkpoint: Path) -> tuple[torch.nn.Module, Any, _EmbeddedView]:
+    """The model (in train mode) and tokenizer of the checkpoint a run resumes from, with the glyph
+    matrix's identity as the run recorded it in `out`'s meta.json. Refuses, in one line, a
+    checkpoint whose model config differs from the one `cfg` builds: a resume continues the same model."""
+    model, tokenizer = load_checkpoint(checkpoint)
+    prev = read_meta(out)
+    embedded = _EmbeddedView(tokenizer, model.get_input_embeddings().weight.detach(),
+                             prev.get("matrix_hash") or prev.get("frozen_hash"),  # bvvlab 0.1: frozen_hash
+                             prev.get("embedding"))
+    diff = _config_diff(build_model_config(cfg, embedded).to_dict(), model.config.to_dict())
+    if diff:
+        raise ValueError(f"{out} was trained with a different model config ({', '.join(diff)} differ): "
+                         "use the same preset/model/vocab/frozen settings, or a new out=")
+    model.train()
+    return model, tokenizer, embedded
 

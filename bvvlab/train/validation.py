@@ -1,5 +1,5 @@
 """Validation loss and bits per character over a token shard: what every training run reports
-(floor 4, beside the trainer; docs/recipe.md section 7 calls bits/char the tokenizer-independent figure)."""
+(docs/recipe.md section 7 calls bits/char the tokenizer-independent figure)."""
 
 from __future__ import annotations
 
