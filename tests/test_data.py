@@ -63,6 +63,14 @@ def test_chars_per_token_counts_shared_spans_once():
     # "м" as two byte tokens sharing the span (0, 1), then "a" at (1, 2)
     assert D._chars_per_token([(0, 1), (0, 1), (1, 2)]) == [1, 0, 1]
     assert D._chars_per_token([(0, 3), (3, 4)]) == [3, 1]
+    # the vectorised rule the shards use agrees with the literal one, on random spans too
+    rng = np.random.default_rng(0)
+    for offs in ([(0, 1), (0, 1), (1, 2)], [(0, 3), (3, 4)], [(2, 2), (0, 1)]):
+        assert D.chars_per_token(np.asarray(offs).reshape(-1, 2)).tolist() == D._chars_per_token(offs)
+    for _ in range(200):
+        s = np.sort(rng.integers(0, 30, size=rng.integers(0, 20)))
+        offs = [(int(a), int(a + rng.integers(0, 4))) for a in s]
+        assert D.chars_per_token(np.asarray(offs, dtype=np.int64).reshape(-1, 2)).tolist() == D._chars_per_token(offs)
 
 
 def test_uint32_when_vocab_exceeds_uint16(tmp_path, corpus_file):

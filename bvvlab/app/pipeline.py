@@ -57,7 +57,8 @@ class PipelineConfig:
     out: str | None = None  # run folder (None: runs/<profile>-<time>); the same out continues a run
     set: list[str] = dataclasses.field(default_factory=list)  # STEP.PARAM=VALUE notebook parameters (JSON values)
     only: list[str] | None = None  # steps to run, with the steps they read from (None: every step)
-    gpus: int = 1  # GPUs for the training steps (> 1: torchrun)
+    gpus: int = 1  # GPUs for the training steps (> 1: torchrun); per node
+    nnodes: int = 1  # nodes for the training steps (> 1: write the configs, print each node's torchrun line)
     dry_run: bool = False  # print the plan, parameter counts, tokens and memory; run nothing
     notebooks: str | None = None  # folder of the notebooks (None: the checkout's notebooks/)
     progress: bool | None = None  # progress bars (None: when stderr is a terminal)
@@ -66,6 +67,8 @@ class PipelineConfig:
         parse_sets(self.set)
         if self.gpus < 1:
             raise PipelineError(f"--gpus {self.gpus}: give 1 or more")
+        if self.nnodes < 1:
+            raise PipelineError(f"--nnodes {self.nnodes}: give 1 or more")
         if self.only is not None and not self.only:
             check_only([], [])
 
@@ -326,48 +329,46 @@ def estimate(preset: str, vocab: str, frozen: bool, seq_len: int, batch_size: in
     without recomputation, s*b*h*34 bytes per layer (Korthikanti et al. 2022, with fused/flash
     attention so the s^2 term is absent), plus the chunked loss's logits (256 tokens x vocab x
     4 B); for inference (scoring, probing, generation) the logits of a batch of windows
-    (s*b*vocab*4 B). An estimate for planning, not a measurement."""
-    import torch
-
+    (s*b*vocab*4 B); with FSDP (`memory_per_gpu_fsdp`) see bvvlab.train.memory. An estimate for
+    planning, not a measurement."""
     from bvvlab.models import model as M
+    from bvvlab.train.memory import memory_per_gpu, model_counts
 
     extra = {} if layers is None else {"num_hidden_layers": layers}
     cfg = M.config_from_preset(preset, vocab_size=_vocab_size(vocab, preset), frozen_embedding=frozen, **extra)
-    with torch.device("meta"):
-        counts = M.count_parameters(M.BVVForCausalLM(cfg))
+    counts, block = model_counts(cfg)
     gb = 1024 ** 3
     weights = 4 * counts["total"]
     mem = {"weights_gb": round(weights / gb, 2)}
     micro = max(1, batch_size // max(1, grad_accum * gpus))
+    fsdp = None
     if train:
-        states = 12 * counts["trainable"]
-        acts = seq_len * micro * cfg.hidden_size * 34 * cfg.num_hidden_layers + 256 * cfg.vocab_size * 4
-        mem.update(grads_and_adam_gb=round(states / gb, 2), activations_gb=round(acts / gb, 2),
-                   total_gb=round((weights + states + acts) / gb, 2))
+        mem = memory_per_gpu(cfg, counts, seq_len, micro, gpus)
+        fsdp = memory_per_gpu(cfg, counts, seq_len, micro, gpus, fsdp=True, block_params=block)
     else:
         logits = seq_len * batch_size * cfg.vocab_size * 4
         mem.update(logits_gb=round(logits / gb, 2), total_gb=round((weights + logits) / gb, 2))
     return {"parameters": counts, "tokens": steps * seq_len * batch_size * runs if train else 0,
-            "micro_batch": micro, "memory_per_gpu": mem,
+            "micro_batch": micro, "memory_per_gpu": mem, "memory_per_gpu_fsdp": fsdp, "gpus": gpus,
             "shape": f"{cfg.num_hidden_layers} layers x {cfg.hidden_size}, vocab {cfg.vocab_size:,}"}
 
 
-def dry_run(steps: list[Step], out: Path, gpus: int = 1) -> list[dict[str, Any]]:
+def dry_run(steps: list[Step], out: Path, gpus: int = 1, nnodes: int = 1) -> list[dict[str, Any]]:
     """The plan: per step its notebook, parameters, the estimate (training steps: parameters,
-    tokens, memory; the others: the model they load) and, with gpus > 1, the torchrun command
-    line. Nothing is written."""
+    tokens, memory; the others: the model they load) and, with gpus > 1 or nnodes > 1, the
+    torchrun command line of each node. Nothing is written."""
     rows, twin = [], None
     for s in steps:
         row: dict[str, Any] = {"step": s.name, "notebook": s.notebook, "params": s.params, "needs": list(s.needs)}
         p = {**notebook_parameters(notebooks_dir() / s.notebook), **s.params}  # the notebook's defaults beneath
         if s.train_run:
             cfg = _train_config(s, out)
-            cfg.validate(world_size=gpus)
+            cfg.validate(world_size=gpus * nnodes)
             twin = cfg
             row["estimate"] = estimate(cfg.preset, cfg.vocab, cfg.frozen, cfg.seq_len, cfg.batch_size,
-                                       cfg.grad_accum, cfg.steps, gpus)
-            if gpus > 1:
-                row["launch"] = f"(in {out}) " + " ".join(_torchrun_cmd(Path(s.folder) / "train_config.json", gpus))
+                                       cfg.grad_accum, cfg.steps, gpus * nnodes)
+            if gpus > 1 or nnodes > 1:
+                row["launch"] = node_lines(Path(s.folder) / "train_config.json", out, gpus, nnodes)
         elif s.group == "fusion":  # two experts, each trained on its own data
             row["estimate"] = estimate(p["preset"], "compact", True, p["seq_len"], p["batch_size"], 1, p["steps"], runs=2)
         elif s.group == "growth":  # the stages' tokens (each baseline trains about as many again)
@@ -394,14 +395,47 @@ def format_dry_run(rows: list[dict[str, Any]], profile: str, out: Path) -> str:
             lines.append(f"   model {e['shape']}: {c['total']:,} parameters ({c['trainable']:,} trainable, "
                          f"{c['frozen']:,} frozen); {tokens}memory per GPU ~{m['total_gb']} GiB "
                          f"({', '.join(f'{k[:-3]} {v}' for k, v in m.items() if k != 'total_gb')} GiB)")
-        if "launch" in r:
-            lines.append(f"   launch: {r['launch']}")
+            if e.get("memory_per_gpu_fsdp"):
+                f = e["memory_per_gpu_fsdp"]
+                lines.append(f"   with fsdp=true over {e['gpus']} GPU(s): ~{f['total_gb']} GiB each "
+                             f"({', '.join(f'{k[:-3]} {v}' for k, v in f.items() if k != 'total_gb')} GiB)")
+        for launch in r.get("launch", []):
+            lines.append(f"   launch: {launch}")
     return "\n".join(lines)
 
 
 def _torchrun_cmd(config: Path, gpus: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
             "-m", "bvvlab", "train", "--config", str(config)]
+
+
+def node_lines(config: Path, out: Path, gpus: int, nnodes: int) -> list[str]:
+    """The command of each node (one line for one node): on several nodes, first the shards
+    (`bvvlab data prepare`, once on shared storage), then torchrun with a static rendezvous at
+    node 0 ($MASTER_ADDR, e.g. the first host of a Slurm allocation; docs/cluster.md)."""
+    if nnodes <= 1:
+        return [f"(in {out}) " + " ".join(_torchrun_cmd(config, gpus))]
+    lines = [f"data (once, before): (in {out}) bvvlab data prepare --config {config}"]
+    for r in range(nnodes):
+        lines.append(f"node {r}: (in {out}) torchrun --nnodes={nnodes} --node-rank={r} --nproc_per_node={gpus} "
+                     f"--rdzv-endpoint=$MASTER_ADDR:29500 -m bvvlab train --config {config}")
+    return lines
+
+
+def write_node_configs(steps: list[Step], out: Path, gpus: int, nnodes: int) -> list[str]:
+    """`--nnodes N`: write each training step's train_config.json and return the per-node lines;
+    the nodes' agents are launched by the user (or sbatch), not by this process."""
+    from bvvlab.core.atomic import to_jsonable
+
+    lines = []
+    for s in steps:
+        if s.train_run:
+            cfg = _train_config(s, Path())
+            cfg.validate(world_size=gpus * nnodes)
+            config = out / s.folder / "train_config.json"
+            write_json_atomic(config, to_jsonable(dataclasses.asdict(cfg)))
+            lines += [f"{s.name}:"] + [f"  {x}" for x in node_lines(config.relative_to(out), out, gpus, nnodes)]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------

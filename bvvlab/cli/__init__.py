@@ -24,12 +24,14 @@ COMMANDS = {
     "compare": ("compare", "train frozen and unfrozen twins and plot their curves"),
     "corpus": ("corpus", "print documents of a corpus, file or hf: dataset as JSON lines"),
     "embed": ("embed", "build a tokenizer and its frozen glyph matrix (recipe sections 2-3)"),
-    "model-params": ("model_params", "parameter counts (trainable / frozen) of model presets"),
+    "model-params": ("model_params", "parameter counts (trainable / frozen) of model presets, and memory per GPU "
+                                     "for DDP and FSDP"),
     "train": ("train", "train a model (torchrun --nproc_per_node N -m bvvlab train for DDP)"),
     "probe": ("probe", "probe every layer: retrieval, probes, silhouettes, logit lens, CKA, maps"),
     "fuse": ("fuse", "fuse experts that share one frozen matrix into one checkpoint"),
     "eval": ("eval", "evaluate checkpoints on a suite; a tidy table and a chart"),
     "grow": ("grow", "grow a model layer by layer on the frozen substrate"),
+    "data": ("data", "prepare the token shards of a training config ahead of training"),
 }
 
 from bvvlab.core.errors import BVVError, CLIError  # noqa: E402,F401  (CLIError: the old name)

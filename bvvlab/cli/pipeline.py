@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 # PipelineConfig fields set by an option of the same name (options not given keep its defaults)
-OPTIONS = ("profile", "out", "set", "only", "gpus", "notebooks", "progress")
+OPTIONS = ("profile", "out", "set", "only", "gpus", "nnodes", "notebooks", "progress")
 
 
 def pipeline_config(args: argparse.Namespace) -> Any:
@@ -41,7 +41,14 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(cfg.out) if cfg.out else PL.default_out(cfg.profile)
     if cfg.dry_run:
         steps = PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only)
-        print(PL.format_dry_run(PL.dry_run(steps, out, cfg.gpus), cfg.profile, out))
+        print(PL.format_dry_run(PL.dry_run(steps, out, cfg.gpus, cfg.nnodes), cfg.profile, out))
+        return 0
+    if cfg.nnodes > 1:  # the nodes run torchrun themselves; then the same command without --nnodes reports
+        lines = PL.write_node_configs(PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only), out, cfg.gpus,
+                                      cfg.nnodes)
+        print("\n".join([f"pipeline {cfg.profile} on {cfg.nnodes} nodes: run on each node (docs/cluster.md):",
+                         *lines, "then, when they are done: bvvlab pipeline --profile "
+                         f"{cfg.profile} --out {out} (it finds the finished runs and reports them)"]))
         return 0
     again = shlex.join(["bvvlab", "pipeline", "--profile", cfg.profile, "--out", str(out)]
                        + [f"--set={x}" for x in cfg.set] + ([f"--only={args.only}"] if args.only else [])
@@ -69,8 +76,8 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     if name == "demo":
         d = sub.add_parser(name, help=help, description="bvvlab pipeline --profile demo")
         d.add_argument("--out", default="runs/demo", help="run folder (a re-run skips finished steps)")
-        d.set_defaults(func=_run, profile="demo", set=None, only=None, gpus=None, dry_run=False, notebooks=None,
-                       progress=None)
+        d.set_defaults(func=_run, profile="demo", set=None, only=None, gpus=None, nnodes=None, dry_run=False,
+                       notebooks=None, progress=None)
         return
     from bvvlab.app import pipeline as PL
 
@@ -80,7 +87,9 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     p.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE",
                    help="override a notebook parameter (JSON value), e.g. --set train.steps=50 --set probe.umap=false")
     p.add_argument("--only", help="comma-separated steps (with the steps they read from)")
-    p.add_argument("--gpus", default=None, help="GPUs for the training steps (> 1: torchrun)")
+    p.add_argument("--gpus", default=None, help="GPUs for the training steps (> 1: torchrun); per node")
+    p.add_argument("--nnodes", default=None,
+                   help="nodes for the training steps (> 1: write the configs, print each node's torchrun line)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, parameter counts, tokens and memory; run nothing")
     p.add_argument("--notebooks", help="folder of the notebooks (default: the checkout's notebooks/)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

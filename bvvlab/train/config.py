@@ -68,6 +68,8 @@ class TrainConfig:
     lora_rank: int = 0  # rank of a trainable LoRA update of every linear layer of the frozen blocks (0 = none)
     lora_alpha: float | None = None  # LoRA scale numerator: the update is (alpha / rank) B A; None = rank (scale 1)
     progress: bool = True  # tqdm bars
+    fsdp: bool = False  # under torchrun: shard weights, gradients and AdamW state over the ranks (FSDP2), not DDP
+    shard_dir: str | None = None  # folder of token shards (`bvvlab data prepare`; shared storage); None = the cache
 
     # not a field (never saved or compared): the keys make_config was given explicitly ("model.<f>"
     # for a model override); a resume applies only these over the saved config. None = every key.
@@ -103,6 +105,9 @@ class TrainConfig:
         if self.freeze_blocks < 0:
             raise ValueError(f"freeze_blocks={self.freeze_blocks}: must be >= 0")
         check_lora(self.lora_rank, self.lora_alpha, None if before_resume else self.freeze_blocks)
+        if self.fsdp and self.lora_rank:
+            raise ValueError(f"fsdp=true with lora_rank={self.lora_rank}: LoRA growth is not sharded; use fsdp=false "
+                             "(DDP) for it, or lora_rank=0")
         if self.resume and self.overwrite:
             raise ValueError("resume=true and overwrite=true contradict each other: pick one")
         if not (self.lr > 0) or self.min_lr < 0 or self.min_lr > self.lr:
@@ -201,7 +206,7 @@ def make_config(base: TrainConfig | dict[str, Any] | None = None, **overrides: A
 
 # what a resume may change besides `steps` (extending a run): nothing here alters the numbers trained
 RESUME_MAY_CHANGE = ("log_every", "eval_every", "save_every", "keep_last", "progress", "tensorboard", "device",
-                     "out", "resume", "overwrite")
+                     "shard_dir", "out", "resume", "overwrite")
 
 
 # the TrainConfig fields that decide the model (named as such in resume errors)

@@ -63,6 +63,7 @@ from bvvlab.core.errors import BVVError, Interrupted
 from bvvlab.core.runinfo import run_meta
 from bvvlab.models import checkpoints as C
 from bvvlab.train import distributed as dist
+from bvvlab.train import sharded
 from bvvlab.train import shards as D
 from bvvlab.train.config import (  # noqa: F401
     RESUME_MAY_CHANGE,
@@ -187,13 +188,17 @@ def autocast(dtype: str, device: torch.device) -> Callable[[], contextlib.Abstra
     return contextlib.nullcontext
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW, matrices decayed, norms not; fused (CPU and CUDA) where this torch has it, else foreach."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
+                   fused: bool = True) -> torch.optim.Optimizer:
+    """AdamW, matrices decayed, norms not; fused (CPU and CUDA) where this torch has it, else
+    foreach (also for sharded DTensor parameters: `fused=False`)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     try:
+        if not fused:
+            raise ValueError("foreach asked for")
         return torch.optim.AdamW(groups, fused=True, **kw)
     except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
         return torch.optim.AdamW(groups, foreach=True, **kw)
@@ -225,7 +230,10 @@ from bvvlab.train.setup import (  # noqa: E402,F401
     load_for_resume,
     model_dim,
     prepare_embedded,
+    vocab_texts,
 )
+from bvvlab.train.preflight import check_ranks  # noqa: E402
+from bvvlab.train.prepare import training_shards  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # one optimizer step
@@ -255,7 +263,8 @@ def train_step(fwd_model: torch.nn.Module, params: list[torch.nn.Parameter], opt
             loss = lm_loss(fwd_model, window) / grad_accum
         loss.backward()
         loss_sum += loss.detach().float()
-    gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"), foreach=True)
+    gnorm = sharded.scalar(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"),
+                                                          foreach=True))  # FSDP: a DTensor
     bad = (~(torch.isfinite(loss_sum) & torch.isfinite(gnorm))).float()
     if world > 1:  # every rank must skip the same updates
         import torch.distributed as tdist
@@ -410,6 +419,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = 
     device = resolve_device(cfg, info.local_rank)
     dtype = resolve_dtype(cfg, device)
     with dist.process_group(info, device):
+        check_ranks(cfg, info)  # several nodes: the same config and corpus everywhere, or one line on every rank
         if device.type == "cuda":
             torch.cuda.set_device(device)
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -456,6 +466,8 @@ class _Run:
         self.timers = {"eval_s": 0.0, "eval_cpu_s": 0.0, "save_s": 0.0}
         self.step = self.tokens_seen = 0
         self.init: dict[str, Any] | None = None  # what init_from copied (growth), for meta.json
+        self.fsdp = False
+        self._plain: dict[str, Any] = {}  # FSDP: the plain model checkpoints are saved from
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> Path | None:
@@ -495,7 +507,10 @@ class _Run:
         self.frozen_blocks = freeze(model, cfg.freeze_blocks)  # before the optimizer: it takes trainable ones only
         # LoRA on the frozen blocks (growth): adapters train, base weights stay frozen; checkpoints hold them merged
         self.lora = add_lora(model, self.frozen_blocks, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
-        self.opt = make_optimizer(model, cfg, self.device)
+        self.fsdp = cfg.fsdp and self.world > 1
+        if self.fsdp:  # before the optimizer: it steps on the local shards
+            sharded.shard(model)
+        self.opt = make_optimizer(model, cfg, self.device, fused=not self.fsdp)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, cfg) / cfg.lr)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if resume_from is not None:
@@ -504,7 +519,7 @@ class _Run:
 
         self.fwd_model: Any = model
         self.ddp: Any = None
-        if self.world > 1:
+        if self.world > 1 and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             # the frozen matrix is a constant buffer: re-broadcasting it every forward would only cost bandwidth
@@ -521,13 +536,7 @@ class _Run:
         """A fresh run's model, tokenizer and glyph matrix (rank 0 builds a compact vocabulary, the
         others read its cache); `init_from` copies a smaller checkpoint's weights in (growth)."""
         cfg = self.cfg
-        texts = None
-        if cfg.vocab == "compact":  # the compact vocabulary covers the training text (docs/recipe.md section 2)
-            budget = D.resolve_max_chars(weights, "train", cfg.train_chars, cfg.seed)
-            texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), budget))
-            if not texts:
-                raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
-                                 "source with text")
+        texts = vocab_texts(cfg, weights)  # a compact vocabulary covers the training text
         embedded = dist.rank0_first(self.info, lambda: prepare_embedded(cfg, texts))
         model = build_model(cfg, embedded)
         if cfg.init_from:
@@ -535,16 +544,10 @@ class _Run:
         return model, embedded.tokenizer, embedded
 
     def open_shards(self, weights: dict[str, float], tokenizer: Any) -> tuple[Any, Any]:
-        """The training and validation token shards: rank 0 tokenises, the others open the cache."""
-        cfg = self.cfg
-        shards = {}
-        for split, mixture, limit in (("train", weights, cfg.train_chars),
-                                      (cfg.val_split, D.held_out_weights(weights), cfg.val_chars)):
-            shards[split] = dist.rank0_first(
-                self.info,
-                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=cfg.progress),
-                lambda: D.build_shard(mixture, tokenizer, split, max_chars=limit, seed=cfg.seed, progress=False))
-        return shards["train"], shards[cfg.val_split]
+        """The training and validation token shards: prepared shards are opened; a small missing one
+        is built by rank 0 while the others wait (bvvlab.train.prepare)."""
+        shards = training_shards(self.cfg, tokenizer, self.info)
+        return shards["train"], shards[self.cfg.val_split]
 
     def restore_state(self, checkpoint: Path) -> None:
         """Resume exactly: LoRA adapters, optimizer, schedule, sampler position, step and RNG state
@@ -555,7 +558,10 @@ class _Run:
                 raise C.CheckpointError(f"{checkpoint} has no LoRA state in {C.STATE_FILE} but the run has "
                                         f"lora_rank={self.cfg.lora_rank}: resume with the run's own settings")
             lora.load_state(self.model, state["lora"])
-        self.opt.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            sharded.load_optimizer_state(self.model, self.opt, state["optimizer"])
+        else:
+            self.opt.load_state_dict(state["optimizer"])
         for g in self.opt.param_groups:  # the kernel (fused/foreach) is this run's choice, not saved state
             g.update({k: self.opt.defaults[k] for k in ("fused", "foreach") if k in self.opt.defaults})
         self.sched.load_state_dict(state["scheduler"])
@@ -602,12 +608,14 @@ class _Run:
     def evaluate(self, final: bool = False) -> None:
         """Periodic: the first eval_batches x batch_size windows (cheap, comparable along the run);
         final: the whole validation shard, so the reported figure is the split's, not a sample's."""
-        if not self.is_main:
+        if not self.is_main and not self.fsdp:  # FSDP: every rank takes part in the forward
             return
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate_bpc(self.model, self.val_shard, self.cfg.seq_len,
                           None if final else self.cfg.eval_batches * self.cfg.batch_size, self.micro, self.device,
                           self.amp)
+        if self.fsdp:
+            sharded.reshard(self.model)
         ev["val_full"] = final
         self.timers["eval_s"] += time.perf_counter() - t0
         self.timers["eval_cpu_s"] += time.process_time() - c0
@@ -615,7 +623,8 @@ class _Run:
 
     def trainer_state(self) -> dict[str, Any]:
         rngs = dist.gather_objects(rng_state(), self.world)  # collective under DDP: every rank takes part
-        state = {"step": self.step, "tokens_seen": self.tokens_seen, "optimizer": self.opt.state_dict(),
+        optimizer = sharded.optimizer_state(self.model, self.opt) if self.fsdp else self.opt.state_dict()
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "optimizer": optimizer,
                  "scheduler": self.sched.state_dict(), "sampler": self.batches.state_dict(), "rng": rngs,
                  "config": dataclasses.asdict(self.cfg)}
         if self.lora:  # the unmerged base weights and adapters: a resume continues from these exactly
@@ -626,9 +635,11 @@ class _Run:
         t0 = time.perf_counter()
         st = self.trainer_state()
         path = self.out / "checkpoints" / f"{CKPT_PREFIX}{self.step:07d}"
+        full = sharded.model_state(self.model) if self.fsdp else None  # gathered on rank 0 (a collective)
         if self.is_main:
             ckpt_meta = {**self.meta, "step": self.step, "tokens_seen": self.tokens_seen}
-            with lora.merged(self.model) as plain:  # model.safetensors: plain merged weights (no LoRA keys)
+            model = sharded.plain_model(self.model, full, self._plain) if full is not None else self.model
+            with lora.merged(model) as plain:  # model.safetensors: plain merged weights (no LoRA keys)
                 path = C.save_trainer_checkpoint(self.out, self.step, plain, self.tokenizer, st, ckpt_meta,
                                                  self.cfg.keep_last, self.frozen_hash)
         dist.barrier(self.world)

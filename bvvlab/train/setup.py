@@ -74,6 +74,21 @@ def prepare_embedded(cfg: TrainConfig, texts: list[str] | None) -> Any:
     return embedded
 
 
+def vocab_texts(cfg: TrainConfig, weights: dict[str, float]) -> list[str] | None:
+    """The training texts a compact vocabulary is built from (docs/recipe.md section 2); None for
+    any other vocab (it does not depend on the text)."""
+    from bvvlab.train import shards as D
+
+    if cfg.vocab != "compact":
+        return None
+    budget = D.resolve_max_chars(weights, "train", cfg.train_chars, cfg.seed)
+    texts = list(D.take_chars(D.iter_texts(weights, "train", cfg.seed), budget))
+    if not texts:
+        raise ValueError(f"corpus {', '.join(weights)} has no text in split 'train': point corpus= at a "
+                         "source with text")
+    return texts
+
+
 def model_dim(cfg: TrainConfig) -> int:
     """The glyph matrix's width: `dim`, else the model's hidden_size (the embedding feeds the blocks)."""
     from bvvlab.models import model as M

@@ -196,12 +196,23 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def _chars_per_token(offsets: list[tuple[int, int]]) -> list[int]:
     """Characters each token adds: every character counted once, even when several byte-fallback
-    tokens share one character's span (they get 0 after the first)."""
+    tokens share one character's span (they get 0 after the first). The literal rule;
+    `chars_per_token` is the same on arrays."""
     out, end = [], 0
     for s, e in offsets:
         out.append(max(0, e - max(s, end)))
         end = max(end, e)
     return out
+
+
+def chars_per_token(offsets: np.ndarray) -> np.ndarray:
+    """`_chars_per_token` vectorised: (n, 2) int64 offsets -> (n,) characters (no Python loop per
+    token: tokenising a large corpus spends its time here otherwise)."""
+    if not len(offsets):
+        return np.zeros(0, np.int64)
+    s, e = offsets[:, 0], offsets[:, 1]
+    before = np.concatenate([[0], np.maximum.accumulate(e)[:-1]])  # the furthest end so far
+    return np.maximum(0, e - np.maximum(s, np.maximum(before, 0)))
 
 
 def encode_texts(tokenizer: Any, texts: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
@@ -213,16 +224,14 @@ def encode_texts(tokenizer: Any, texts: Iterable[str]) -> Iterator[tuple[np.ndar
     def flush() -> tuple[np.ndarray, np.ndarray, int, int]:
         # split_special_tokens: a literal "</s>" or "<s>" in the text (HTML strikethrough) is text, not EOS/BOS
         enc = tokenizer(chunk, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
-        ids: list[int] = []
-        chars: list[int] = []
+        ids: list[np.ndarray] = []
+        chars: list[np.ndarray] = []
+        tail = [np.array([eos] if eos is not None else [], dtype=np.int64), np.zeros(int(eos is not None), np.int64)]
         for doc_ids, offs in zip(enc["input_ids"], enc["offset_mapping"]):
-            ids.extend(doc_ids)
-            chars.extend(_chars_per_token(offs))
-            if eos is not None:
-                ids.append(eos)
-                chars.append(0)
-        return (np.asarray(ids, dtype=np.int64), np.asarray(chars, dtype=np.int64), len(chunk),
-                sum(len(t) for t in chunk))
+            ids += [np.asarray(doc_ids, dtype=np.int64), tail[0]]
+            chars += [chars_per_token(np.asarray(offs, dtype=np.int64).reshape(-1, 2)), tail[1]]
+        return (np.concatenate(ids) if ids else np.zeros(0, np.int64),
+                np.concatenate(chars) if chars else np.zeros(0, np.int64), len(chunk), sum(len(t) for t in chunk))
 
     for text in texts:
         chunk.append(text)
@@ -261,7 +270,8 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
 
     try:
         with atomic_dir(final, replace=not cache) as tmp:
-            _write_shard(tmp, weights, tokenizer, split, max_chars, seed, key, progress)
+            _write_shard(tmp, weights, tokenizer, split, max_chars, seed, key, progress,
+                         shard_key(weights, "", split, max_chars, seed, fps))
     except FileExistsError:
         if not (final / "meta.json").exists():
             raise
@@ -270,7 +280,7 @@ def build_shard(weights: str | dict[str, float], tokenizer: Any, split: str = "t
 
 
 def _write_shard(tmp: Path, weights: dict[str, float], tokenizer: Any, split: str, max_chars: int | None,
-                 seed: int, key: str, progress: bool) -> None:
+                 seed: int, key: str, progress: bool, content: str) -> None:
     """Tokenise into the (temporary) folder `tmp`: tokens.bin, chars.bin, meta.json."""
     from tqdm.auto import tqdm
 
@@ -293,10 +303,21 @@ def _write_shard(tmp: Path, weights: dict[str, float], tokenizer: Any, split: st
     if n_tokens == 0:
         names = ", ".join(weights)
         raise ValueError(f"corpus {names} has no text in split {split!r}: point corpus= at a source with text")
-    meta = {"format": SHARD_FORMAT, "key": key, "split": split, "sources": weights, "max_chars": max_chars,
-            "seed": seed, "dtype": dtype.name, "vocab_size": len(tokenizer), "n_tokens": n_tokens,
-            "n_docs": n_docs, "n_chars": n_chars}
+    meta = shard_meta(key, split, weights, max_chars, seed, dtype, len(tokenizer), tokenizer_hash(tokenizer),
+                      content, n_tokens=n_tokens, n_docs=n_docs, n_chars=n_chars)
     write_atomic(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+
+
+def shard_meta(key: str, split: str, weights: dict[str, float], max_chars: int | None, seed: int, dtype: np.dtype,
+               vocab_size: int, tok_hash: str, content: str, *, n_tokens: int, n_docs: int,
+               n_chars: int) -> dict[str, Any]:
+    """A shard's meta.json (one writer for the trainer's build and `bvvlab data prepare`).
+    `tokenizer` and `content` (the key without the tokenizer) let a missing shard be told apart
+    from one of the same text prepared with another tokenizer."""
+    return {"format": SHARD_FORMAT, "key": key, "split": split, "sources": weights, "max_chars": max_chars,
+            "seed": seed, "dtype": dtype.name, "vocab_size": vocab_size, "n_tokens": n_tokens,
+            "n_docs": n_docs, "n_chars": n_chars, "tokenizer": tok_hash,
+            "content": content}
 
 
 def _nonzero_rank() -> bool:
