@@ -278,6 +278,11 @@ def check_command(args: list[str], inline: bool) -> str | None:
     prog, rest = args[0], args[1:]
     if " ".join(args) in SCRATCH or (inline and not rest):  # `torchrun`, `bvvlab`: the program's name
         return None
+    if prog == "srun":  # Slurm runs the command after its own options on every task (docs/cluster.md)
+        i = next((k for k, a in enumerate(rest) if not a.startswith("-")), len(rest))
+        return check_command(rest[i:], inline) if rest[i:] else "srun without a command"
+    if prog == "export":  # an environment variable for the commands that follow (a job script)
+        return None if all(re.match(r"^[A-Z_][A-Z0-9_]*=", a) for a in rest[:1]) else f"export {rest}: not NAME=VALUE"
     if prog == "bvvlab":
         return check_bvvlab(rest, inline)
     if prog in ("python", "python3"):
