@@ -209,7 +209,10 @@ def test_every_command_config_has_a_default_and_a_comment_per_field():
     from bvvlab.train.growth import GrowConfig
 
     for cls in (TrainConfig, ProbeConfig, EvalConfig, FuseConfig, GrowConfig, PL.PipelineConfig):
-        K.build(cls) if cls is not TrainConfig else cls().validate()  # the defaults are valid
+        if cls is TrainConfig:  # the defaults are valid
+            cls().validate()
+        else:
+            K.build(cls)
         source = inspect.getsource(cls)
         for f in dataclasses.fields(cls):
             assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, (cls, f.name)

@@ -148,9 +148,16 @@ def _by_default(params: dict[str, Any], defaults: dict[str, Any]) -> None:
             coerce(name, value, list[type(default[0]) if default else str])
 
 
+def _train_notebook(params: dict[str, Any]) -> None:
+    """Notebook 02: its run folder is `run_dir`; `out_dir` (figures) is not a training setting."""
+    from bvvlab.core.config import coerce
+
+    coerce("out_dir", params.pop("out_dir", "figures"), str)
+    train_notebook_config(params.pop("run_dir"), **params)
+
+
 # notebook -> the function its parameters cell is checked with (all its parameters, by name)
-CHECKS = {"02_train.ipynb": lambda p: train_notebook_config(p.pop("run_dir"), **{k: v for k, v in p.items()
-                                                                                  if k != "out_dir"}),
+CHECKS = {"02_train.ipynb": _train_notebook,
           "03_probe_layers.ipynb": lambda p: probe_notebook_config(**p),
           "04_generate.ipynb": lambda p: generate_notebook_settings(**p),
           "05_evaluate.ipynb": lambda p: eval_notebook_config(**p),
