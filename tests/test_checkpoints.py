@@ -592,3 +592,56 @@ def test_resolve_run_folders_and_steps(base_run, tmp_path):
         C.resolve(tmp_path / "nothing")
     with pytest.raises(C.CheckpointError, match="holds no checkpoint"):
         C.load_checkpoint(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# a checkpoint written before the command line left the model file (issue 22)
+
+OLD = Path(__file__).resolve().parent / "fixtures" / "checkpoint_be5f065"
+
+
+def _old_expected() -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(OLD / "expected.safetensors"))
+
+
+def test_a_checkpoint_whose_model_file_holds_the_old_parser_still_loads(tmp_path):
+    """tests/fixtures/checkpoint_be5f065 was saved by the bvvlab of commit be5f065, whose model.py
+    (copied into the checkpoint as its remote code) still held `add_cli` and argparse. Today's
+    code loads it and gives the logits it gave then."""
+    ckpt = shutil.copytree(OLD / "model", tmp_path / "old")
+    assert "def add_cli" in (ckpt / "model.py").read_text(encoding="utf-8")
+    model, tok = C.load_checkpoint(ckpt)
+    want = _old_expected()
+    assert tok("Hello, мир! The fox.", add_special_tokens=False)["input_ids"] == want["input_ids"][0].tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(model(want["input_ids"]).logits, want["logits"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_old_model_file_still_runs_as_remote_code(tmp_path):
+    """The same checkpoint in a process that cannot import bvvlab: its own old model.py (parser
+    and all) is the code that runs, and the logits are the recorded ones."""
+    ckpt = shutil.copytree(OLD / "model", tmp_path / "old")
+    child = (
+        "import sys\n"
+        "class _NoBvvlab:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'bvvlab':\n"
+        "            raise ImportError('bvvlab is blocked')\n"
+        "sys.meta_path.insert(0, _NoBvvlab())\n"
+        "import torch\n"
+        "from safetensors.torch import load_file\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "want = load_file(sys.argv[2])\n"
+        "model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
+        "assert type(model).__module__.startswith('transformers_modules'), type(model).__module__\n"
+        "with torch.no_grad():\n"
+        "    torch.testing.assert_close(model(want['input_ids']).logits, want['logits'], rtol=0, atol=1e-6)\n"
+        "print('same logits')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", child, str(ckpt), str(OLD / "expected.safetensors")], cwd=tmp_path,
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "same logits" in proc.stdout, proc.stderr[-3000:]

@@ -58,10 +58,10 @@ def test_corpus_negative_n(capsys):
 
 
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
-    from bvvlab.train import loop as TR
+    from bvvlab.cli import train as train_cli
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(TR, "config_from_args", interrupted)
+    monkeypatch.setattr(train_cli, "config_from_args", interrupted)
     _one_line(capsys, cli.main(["train", "--steps", "1"]), "interrupted", code=130)

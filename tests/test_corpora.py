@@ -450,8 +450,10 @@ def test_cli_prints_documents_as_json_lines(tmp_path, capsys):
 
     f = tmp_path / "a.jsonl"
     f.write_text('{"text": "Hello.", "lang": "en"}\n{"text": "Привет."}\n', encoding="utf-8")
+    from bvvlab.cli import corpus as corpus_cli
+
     parser = argparse.ArgumentParser()
-    K.add_cli(parser.add_subparsers(dest="command"))
+    corpus_cli.add_parser(parser.add_subparsers(dest="command"), "corpus", "print documents")
     args = parser.parse_args(["corpus", str(f), "--split", "all", "-n", "5"])
     assert args.func(args) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -106,3 +106,22 @@ def test_the_check_sees_an_upward_and_a_lazy_import(tmp_path):
         fake.unlink()
     assert deps == {"bvvlab.train.loop", "bvvlab.cli"}
     assert floor("bvvlab.train.loop") > floor("bvvlab.core.atomic")
+
+
+def test_argparse_lives_in_the_cli_only():
+    """Commands apart from the library (issue 22): no module outside bvvlab/cli imports argparse or
+    registers a command, so the remote-code model file copied into every checkpoint holds only
+    the model."""
+    offenders = []
+    for path in sorted(PKG.rglob("*.py")):
+        if path.parent.name == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if "argparse" in names:
+                offenders.append(f"{module_name(path)} imports argparse")
+            if isinstance(node, ast.FunctionDef) and node.name in ("add_cli", "add_parser"):
+                offenders.append(f"{module_name(path)} defines {node.name}")
+    assert not offenders, offenders
+    assert "__main__" not in (PKG / "models" / "model.py").read_text(encoding="utf-8")

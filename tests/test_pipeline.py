@@ -87,8 +87,10 @@ def test_step_key_changes_with_parameters_and_upstream():
     (["--only", "probe,lunch"], "--only lunch: unknown step"),
     (["--gpus", "0"], "--gpus 0: give 1 or more"),
     (["--gpus", "0", "--dry-run"], "--gpus 0: give 1 or more"),
-    (["--set", "train.steps=abc"], "step train-frozen: steps='abc' should be of type int like its default 30"),
+    (["--set", "train.steps=abc"], "step train-frozen: steps='abc': expected an integer"),
     (["--set", "probe.umap=False"], "--set probe.umap=False: values are JSON, write false"),
+    # a value the notebook would refuse is refused before any step runs, in the notebook's words
+    (["--set", "probe.pooling=middle"], "step probe: pooling='middle': use one of last, mean"),
     (["--set", "train.run_dir=elsewhere"], "--set train.run_dir: the pipeline sets run_dir of step train-frozen itself"),
     (["--set", "evaluate.checkpoint=x"], "--set evaluate.checkpoint: the pipeline sets checkpoint of step evaluate"),
     (["--profile", "paper", "--gpus", "3", "--dry-run"], "batch_size=64 is not divisible by grad_accum=4 x 3"),
@@ -213,12 +215,13 @@ def _status(out: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """The smoke profile, run once with the probe step made to fail (a bad pooling), then again
-    with the failure fixed: the second run must run the probe step alone."""
+    """The smoke profile, run once with the probe step made to fail (an items file that is not
+    there: a valid parameter, so the failure comes from the running notebook), then again with
+    the failure fixed: the second run must run the probe step alone."""
     out = tmp_path_factory.mktemp("pipe") / "smoke"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        rc = main(["pipeline", "--profile", "smoke", "--out", str(out), "--set", "probe.pooling=middle"])
+        rc = main(["pipeline", "--profile", "smoke", "--out", str(out), "--set", "probe.items=nosuch.jsonl"])
     first = json.loads((out / "pipeline.json").read_text())
     first["rc"], first["stderr"] = rc, err.getvalue()
     keys = {k: v["key"] for k, v in first["steps"].items()}
@@ -235,12 +238,12 @@ def test_a_failed_step_names_its_cell_and_the_others_still_run(smoke_run):
     assert st == {"embeddings": "done", "train-frozen": "done", "train-unfrozen": "done", "evaluate": "done",
                   "probe": "failed", "fusion": "done", "growth": "done", "interfaces": "done", "generate": "done"}
     probe = first["steps"]["probe"]
-    assert probe["cell"] is not None and "pooling" in probe["error"] and "middle" in probe["error"]
+    assert probe["cell"] is not None and "nosuch.jsonl: no such file" in probe["error"]
     assert first["rc"] == 1
     lines = [l for l in first["stderr"].splitlines() if l.startswith("bvvlab")]
     assert lines == [f"bvvlab pipeline: error: step probe failed in 03_probe_layers.ipynb cell In [{probe['cell']}]: "
                      f"{probe['error']}; its notebook is {out / probe['executed']}; earlier steps are kept; fix it and "
-                     f"run again: bvvlab pipeline --profile smoke --out {out} --set=probe.pooling=middle"]
+                     f"run again: bvvlab pipeline --profile smoke --out {out} --set=probe.items=nosuch.jsonl"]
     # the failed run's notebook and folder were moved aside by the re-run (nothing is deleted)
     (moved,) = (out / "superseded").iterdir()
     cells = json.loads((moved / Path(probe["executed"]).name).read_text())["cells"]

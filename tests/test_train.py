@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from bvvlab import cli
-from bvvlab.app import pipeline as P
+from bvvlab.cli.train import config_from_args
+from bvvlab.app import compare as P
 from bvvlab.core.runinfo import REPO_ROOT
 from bvvlab.glyph import tokenizer as T
 from bvvlab.models import checkpoints as C
@@ -183,7 +184,7 @@ def test_config_file_and_overrides(tmp_path):
     f.write_text('preset = "small"\nsteps = 7\n[model]\nnum_hidden_layers = 3\n[corpus]\n"libreoffice-en-ru" = 2.0\n')
     args = cli.build_parser().parse_args(["train", "--config", str(f), "--steps", "9", "lr=3e-4", "frozen=false",
                                           "corpus=a:0.25,b:0.75", "model.rope_theta=500000", "dim=none"])
-    cfg = TR.config_from_args(args)
+    cfg = config_from_args(args)
     assert (cfg.preset, cfg.steps, cfg.lr, cfg.frozen, cfg.dim) == ("small", 9, 3e-4, False, None)
     assert cfg.corpus == {"a": 0.25, "b": 0.75}
     assert cfg.model == {"num_hidden_layers": 3, "rope_theta": 500000}
@@ -303,7 +304,7 @@ def test_resume_starts_from_the_saved_config(tiny_run, capsys):
     """`--resume steps=6` continues with the run's own settings (seq_len=32, not the default 128);
     changing data or schedule settings is refused, naming the keys; harmless keys may change."""
     def resumed(*argv):
-        return TR.resume_config(TR.config_from_args(cli.build_parser().parse_args(["train", *argv])))
+        return TR.resume_config(config_from_args(cli.build_parser().parse_args(["train", *argv])))
 
     saved = TR.saved_config(tiny_run)
     cfg = resumed("--out", str(tiny_run), "--resume", "steps=6", "log_every=3", "progress=false")

@@ -16,6 +16,7 @@ import numpy as np
 from bvvlab.analysis.activations import States
 from bvvlab.analysis.items import Item, ProbeError, check_translations
 from bvvlab.analysis.workers import probe_pool
+from bvvlab.core.config import at_least
 
 WINDOW_BYTES = 64 << 20  # states larger than this are sent to the metric workers a few layers at a time
 
@@ -120,6 +121,19 @@ def remove_language_directions(X: np.ndarray, langs: Sequence[str], method: str 
     return out - np.outer(out @ w, w)
 
 
+def check_folds(n_groups: int, folds: int) -> None:
+    """Grouped k-fold cross-validation needs k >= 2 folds and at least k groups (concepts): one
+    line otherwise, with a fix that differs from what was given (with fewer than 2 concepts no
+    number of folds helps: more items do)."""
+    at_least("folds", folds, 2, "cross-validation folds of the probes")
+    if n_groups < 2:
+        raise ProbeError(f"{n_groups} group{'s' if n_groups != 1 else ''} (concepts): the probes' cross-validation "
+                         "needs at least 2 concepts; give more items (a larger limit, or none for all)")
+    if n_groups < folds:
+        raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
+                         f"concepts or fewer folds (--folds {n_groups})")
+
+
 def probe_accuracy(X: np.ndarray, y: Sequence[str], groups: Sequence[str], folds: int = 5, seed: int = 0,
                    max_iter: int = 100) -> dict[str, Any]:
     """Cross-validated accuracy of a logistic-regression probe, groups kept together (GroupKFold:
@@ -133,10 +147,7 @@ def probe_accuracy(X: np.ndarray, y: Sequence[str], groups: Sequence[str], folds
     from threadpoolctl import threadpool_limits
 
     y, groups = np.unique(np.asarray(y), return_inverse=True)[1], np.asarray(groups)  # int labels: a faster fit
-    n_groups = len(set(groups.tolist()))
-    if n_groups < folds:
-        raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
-                         f"concepts or fewer folds (--folds {max(2, n_groups)})")
+    check_folds(len(set(groups.tolist())), folds)
     if len(set(y.tolist())) < 2:
         return {"available": False, "reason": "one class only"}
     correct = base = 0
@@ -229,10 +240,7 @@ def submit_layer_metrics(states: States, items: Sequence[Item], folds: int, seed
                                                  "probe_language", "probe_language_neutral", "silhouette_category",
                                                  "silhouette_language"))  # the output's order; unused ones dropped
     if probes:
-        n_groups = len(set(groups))
-        if n_groups < folds:
-            raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
-                             f"concepts or fewer folds (--folds {max(2, n_groups)})")
+        check_folds(len(set(groups)), folds)
     L = len(states.layers)
 
     def tasks(k: int) -> list[tuple[str, int, Any, tuple]]:  # (metric, cost rank: 0 longest, function, arguments)

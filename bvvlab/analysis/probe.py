@@ -6,17 +6,16 @@ metrics.json, the tables and the figures into a probe folder."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from bvvlab.analysis.contexts import CONTEXTS, concept_contexts, context_states
+from bvvlab.analysis.contexts import CONTEXTS, context_states
 from bvvlab.analysis.activations import (
-    EXPERT_SEP,
     POOLINGS,
     Loaded,
     States,
@@ -39,18 +38,20 @@ from bvvlab.analysis.items import (
     ProbeError,
     check_translations,
     load_items,
-    resolve_heldout,
 )
 from bvvlab.analysis.latent import latent_language
 from bvvlab.analysis.maps import MAP_METHODS, layer_maps
 from bvvlab.analysis.metrics import (
+    check_folds,
     cka_matrix,
     resolve_metrics,
     retrieval,
     submit_layer_metrics,
 )
 from bvvlab.analysis.stats import compare, layer_report, pair_keys, paired_index
-from bvvlab.analysis.workers import default_jobs, probe_pool
+from bvvlab.analysis.workers import probe_pool
+from bvvlab.models.checkpoints import EXPERT_SEP
+from bvvlab.core.config import at_least, one_of
 from bvvlab.models.loader import labels
 from bvvlab.core.errors import BVVError, check_text
 from bvvlab.core.outputs import check_output, mark_output, write_figure
@@ -91,10 +92,7 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     if permutations < 1:
         raise ProbeError(f"--permutations {permutations}: the retrieval null needs at least 1 re-pairing (1000 is the "
                          "default)")
-    n_groups = len({it.cv_group for it in items})
-    if n_groups < folds:
-        raise ProbeError(f"{n_groups} groups (concepts) but {folds} cross-validation folds: give at least {folds} "
-                         f"concepts or fewer folds (--folds {max(2, n_groups)})")
+    check_folds(len({it.cv_group for it in items}), folds)
     t0 = time.perf_counter()
     lms = list(lms) if lms is not None else [lm for p, n in zip(paths, labels(paths))
                                              for lm in load_models(p, device, n, trust_remote_code)]
@@ -242,89 +240,51 @@ def check_out(out: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os
                         error=ProbeError)
 
 
-# ============================================================================ command line
+# ============================================================================ the command's config
 
 
-def _parse_layers(s: str | None) -> list[int] | None:
-    if not s:
-        return None
-    try:
-        return [int(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise ProbeError(f"--layers {s!r}: give comma-separated layer indices, e.g. 0,2,4") from None
+@dataclass
+class ProbeConfig:
+    """What `bvvlab probe` and notebook 03 set (built through `bvvlab.core.config.build`, so a wrong
+    value is the same line on every surface)."""
 
+    checkpoints: list[str] = field(default_factory=list)  # run, step, HF or fused folders (DIR::NAME: one expert)
+    items: str = "concepts"  # concepts (words in context), lemmas (bare lemmas), sentences, or a .csv/.jsonl file
+    contexts: int = CONTEXTS  # contexts per concept and language (items=concepts)
+    permutations: int = PERMUTATIONS  # re-pairings of the stratified permutation null of retrieval
+    max_tokens: int | None = None  # refuse items longer than this many tokens (None: no limit; nothing is cut)
+    langs: list[str] = field(default_factory=lambda: ["en", "ru"])  # the two languages of the pairs (en,enx: the clone)
+    out: str = "runs/probe"  # output folder (metrics.json, metrics.md, figures)
+    umap: bool | str = True  # maps per layer: True UMAP, False PCA (fast), or "aligned-umap" (AlignedUMAP)
+    pooling: str = "last"  # item vector: the last token, or the mean over its tokens
+    device: str = "cpu"  # auto, cpu, cuda or cuda:N
+    trust_remote_code: bool = False  # let a foreign Hugging Face folder run the code it ships (never needed for bvvlab's)
+    layers: list[int] | None = None  # hidden-state indices (None: all; 0 = the embedding output)
+    folds: int = 5  # cross-validation folds of the probes
+    heldout: str | list[str] = "auto"  # concepts reported apart: auto, suite, ids ("a,b" or a list), "" for none
+    limit: int | None = None  # at most this many pairs (concepts, or sentences of each source); None: all
+    batch_size: int = 64  # items per forward pass
+    cka_level: str = "item"  # CKA over pooled items (any tokenizers) or over tokens (same tokenizer only)
+    latent: bool = True  # the latent-language view (translation prompts)
+    overwrite: bool = False  # replace an existing out folder
+    seed: int = 0  # seeds the probes' folds and the maps
+    jobs: int | None = None  # worker processes for the per-layer metrics (None: the usable cores, at most 4; 0: none)
 
-def add_cli(subparsers) -> None:
-    """`bvvlab probe CKPT [CKPT ...] --items concepts|sentences|FILE --out DIR`."""
-    p = subparsers.add_parser("probe", help="probe every layer: retrieval, probes, silhouettes, logit lens, CKA, maps")
-    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders, HF causal LM directories, or fused "
-                                                  f"checkpoints (every expert; DIR{EXPERT_SEP}NAME for one)")
-    p.add_argument("--items", default="concepts",
-                   help="concepts (words in context, default), lemmas (bare lemmas, the old items), sentences, or a "
-                        ".csv/.jsonl file (text, label, lang, pair)")
-    p.add_argument("--contexts", type=int, default=CONTEXTS, help="contexts per concept and language (--items concepts)")
-    p.add_argument("--permutations", type=int, default=PERMUTATIONS,
-                   help="re-pairings of the stratified permutation null of retrieval (at least 1)")
-    p.add_argument("--max-tokens", type=int, default=None,
-                   help="refuse items longer than this many tokens (default: no limit; nothing is cut silently)")
-    p.add_argument("--langs", default="en,ru", help="the two languages of the translation pairs (en,enx: the clone)")
-    p.add_argument("--out", required=True, help="output folder (metrics.json, metrics.md, figures)")
-    p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True,
-                   help="UMAP maps per layer (default); --no-umap: PCA (fast)")
-    p.add_argument("--aligned-umap", action="store_true",
-                   help="umap-learn's AlignedUMAP over all layers instead (panels fitted jointly)")
-    p.add_argument("--pooling", choices=POOLINGS, default="last", help="item vector: last token or mean over tokens")
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let a Hugging Face folder run the Python code it ships (auto_map); never needed for bvvlab's")
-    p.add_argument("--layers", default=None, help="comma-separated layer indices (default: all, 0 = embedding output)")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the probes")
-    p.add_argument("--heldout", default="auto",
-                   help="concepts reported apart: auto (what the checkpoints' training held out, default), suite, "
-                        "comma-separated ids, or '' for none")
-    p.add_argument("--limit", type=int, default=None, help="at most this many pairs (concepts or sentences of each source)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--cka-level", choices=("item", "token"), default="item",
-                   help="CKA over pooled items (any tokenizers) or over tokens (same tokenizer only)")
-    p.add_argument("--no-latent", action="store_true", help="skip the latent-language view")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=None,
-                   help=f"worker processes for the per-layer metrics (default: the usable cores, at most 4; now "
-                        f"{default_jobs()}); 0: in this process")
-
-    def run(args) -> int:
-        if args.jobs is not None and args.jobs < 0:
-            raise ProbeError(f"--jobs {args.jobs}: give a number of worker processes, 0 or more (0 fits in this process)")
-        check_out(args.out, args.overwrite, [c.partition(EXPERT_SEP)[0] for c in args.checkpoints])
-        langs = tuple(x.strip() for x in args.langs.split(","))
-        if len(langs) != 2 or langs[0] == langs[1]:
-            raise ProbeError(f"--langs {args.langs!r}: give two different languages, e.g. en,ru")
-        held = resolve_heldout(args.heldout, args.checkpoints) if args.items in ("concepts", "lemmas") else ()
-        cs = None
-        if args.items == "concepts":
-            cs = concept_contexts(held, langs, args.contexts, args.limit)
-            for note in cs.notes:
-                print(f"note: {note}")
-            items = cs.items
-        else:
-            items = load_items(args.items, held, args.limit)
-            if len({it.lang for it in items}) == 1:
-                print(f"note: {args.items} holds {items[0].lang} items only: no cross-lingual retrieval (give items of "
-                      "two languages with shared pair ids)")
-        metrics, states, _ = probe_models(args.checkpoints, items, args.pooling, _parse_layers(args.layers), args.folds,
-                                          args.device, args.batch_size, not args.no_latent, args.cka_level,
-                                          args.max_tokens, seed=args.seed, jobs=args.jobs, contexts=cs,
-                                          permutations=args.permutations, langs=langs,
-                                          trust_remote_code=args.trust_remote_code)
-        maps = "aligned-umap" if args.aligned_umap else args.umap
-        out = write_run(args.out, metrics, states, items, maps, args.seed, args.overwrite)
-        print(markdown_table(metrics["models"]))
-        print(stats_table(metrics["models"]))
-        print(f"wrote {out}/metrics.json, metrics.md and {len(metrics['meta']['figures'])} figures")
-        return 0
-
-    p.set_defaults(func=run)
+    def validate(self) -> None:
+        if isinstance(self.umap, str):
+            one_of("umap", self.umap, (True, False) + MAP_METHODS)
+        one_of("pooling", self.pooling, POOLINGS)
+        at_least("folds", self.folds, 2, "cross-validation folds of the probes")
+        at_least("limit", self.limit, 1, "pairs to probe; none: all")
+        at_least("batch_size", self.batch_size, 1, "items per forward pass")
+        one_of("cka_level", self.cka_level, ("item", "token"))
+        at_least("contexts", self.contexts, 1, "contexts per concept and language")
+        at_least("permutations", self.permutations, 1, "re-pairings of the retrieval null")
+        at_least("max_tokens", self.max_tokens, 1, "tokens per item; none: no limit")
+        if len(self.langs) != 2 or self.langs[0] == self.langs[1]:
+            raise ProbeError(f"langs={','.join(self.langs)}: give two different languages, e.g. en,ru")
+        if self.jobs is not None and self.jobs < 0:
+            raise ProbeError(f"--jobs {self.jobs}: give a number of worker processes, 0 or more (0 fits in this process)")
 
 
 def probe_runs(runs: dict[str, str | Path], concepts: int = 24, device: str = "cpu") -> dict[str, Any]:

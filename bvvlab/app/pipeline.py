@@ -32,7 +32,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -40,15 +39,62 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bvvlab.app.params import check_notebook_parameters
 from bvvlab.core.atomic import ensure_dir, write_json_atomic
 from bvvlab.core.errors import BVVError, Interrupted
 from bvvlab.core.locks import folder_lock
-from bvvlab.core.outputs import write_figure
 from bvvlab.core.runinfo import run_meta
 
 
 class PipelineError(BVVError):
     """Bad pipeline input (unknown profile, step or parameter; a folder that holds something else)."""
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """What `bvvlab pipeline` takes (built through `bvvlab.core.config.build`)."""
+
+    profile: str = "smoke"  # one of PROFILES: smoke, demo, paper
+    out: str | None = None  # run folder (None: runs/<profile>-<time>); the same out continues a run
+    set: list[str] = dataclasses.field(default_factory=list)  # STEP.PARAM=VALUE notebook parameters (JSON values)
+    only: list[str] | None = None  # steps to run, with the steps they read from (None: every step)
+    gpus: int = 1  # GPUs for the training steps (> 1: torchrun); per node
+    nnodes: int = 1  # nodes for the training steps (> 1: write the configs, print each node's torchrun line)
+    dry_run: bool = False  # print the plan, parameter counts, tokens and memory; run nothing
+    notebooks: str | None = None  # folder of the notebooks (None: the checkout's notebooks/)
+    progress: bool | None = None  # progress bars (None: when stderr is a terminal)
+
+    def validate(self) -> None:
+        parse_sets(self.set)
+        if self.gpus < 1:
+            raise PipelineError(f"--gpus {self.gpus}: give 1 or more")
+        if self.nnodes < 1:
+            raise PipelineError(f"--nnodes {self.nnodes}: give 1 or more")
+        if self.only is not None and not self.only:
+            check_only([], [])
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """`--set STEP.PARAM=VALUE` items -> {"STEP.PARAM": JSON value}."""
+    sets = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise PipelineError(f"--set {item}: write STEP.PARAM=VALUE, e.g. --set train.steps=50")
+        sets[key.strip()] = parse_value(value)
+    return sets
+
+
+def check_only(only: list[str], steps: list[Step]) -> None:
+    """`only` must name steps (or groups) of the plan; an empty list (`--only ,`) names none."""
+    names = [s.name for s in steps or _steps()]
+    if not only:
+        raise PipelineError(f"--only names no step: give comma-separated steps, e.g. --only probe; steps are "
+                            f"{', '.join(names)}")
+    targets = set(names) | {s.group for s in steps}
+    bad = [n for n in only if n not in targets]
+    if bad:
+        raise PipelineError(f"--only {','.join(bad)}: unknown step; steps are {', '.join(names)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,13 +276,12 @@ def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Pa
         if unknown:
             raise PipelineError(f"step {s.name} ({s.notebook}) has no parameter {', '.join(unknown)}: "
                                 f"its parameters are {', '.join(known)}")
-        for name, value in s.params.items():
-            _check_type(s, name, value, known[name])
-    if only:
-        names = {s.name for s in steps}
-        bad = [n for n in only if n not in names and n not in targets]
-        if bad:
-            raise PipelineError(f"--only {','.join(bad)}: unknown step; steps are {', '.join(s.name for s in steps)}")
+        try:  # the notebook's own check of its parameters (bvvlab.app.params): the same line as there
+            check_notebook_parameters(s.notebook, {**known, **s.params}, known)
+        except ValueError as exc:
+            raise PipelineError(f"step {s.name}: {exc}") from None
+    if only is not None:
+        check_only(only, steps)
         wanted = {s.name for s in steps if s.name in only or s.group in only}
         while True:  # a chosen step brings the steps it reads from
             more = {n for s in steps if s.name in wanted for n in s.needs} - wanted
@@ -245,23 +290,6 @@ def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Pa
             wanted |= more
         steps = [s for s in steps if s.name in wanted]
     return steps
-
-
-def _check_type(step: Step, name: str, value: Any, default: Any) -> None:
-    """A parameter must have its default's type (a None default takes anything; ints pass as
-    floats; a list/str parameter such as `checkpoint` may be either): one line naming it."""
-    if default is None or value is None and name in ("train_chars", "limit", "dim", "layers", "checkpoint",
-                                                     "suite_limit"):
-        return
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, (str, list)) if name in ("checkpoint", "checkpoints") else isinstance(v, str),
-          list: lambda v: isinstance(v, (list, str)) if name in ("checkpoint", "checkpoints") else isinstance(v, list),
-          dict: lambda v: isinstance(v, dict)}.get(type(default))
-    if ok is not None and not ok(value):
-        raise PipelineError(f"step {step.name}: {name}={value!r} should be of type {type(default).__name__} like its "
-                            f"default {default!r} (values of --set are JSON: 12, 0.5, true, \"text\", [1, 2])")
 
 
 def step_key(step: Step, nb_dir: Path, keys: dict[str, str], gpus: int = 1) -> str:
@@ -695,7 +723,7 @@ def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[s
     if gpus < 1:
         raise PipelineError(f"--gpus {gpus}: give 1 or more")
     every = plan(profile, overrides, nb_dir)  # the report lists every step, also those --only leaves out
-    steps = plan(profile, overrides, nb_dir, only) if only else every
+    steps = plan(profile, overrides, nb_dir, only) if only is not None else every
     out = Path(out) if out is not None else default_out(profile)
     with folder_lock(out, "pipeline"), _signals_stop():  # one pipeline per run folder (bvvlab.core.locks)
         state = _open_run(out, profile)
@@ -731,142 +759,3 @@ def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[s
         report.write(out, state, every)
     state["out"] = str(out)
     return state
-
-
-# ---------------------------------------------------------------------------------------------
-# frozen vs unfrozen (`bvvlab compare`)
-
-
-def compare(cfg: Any, figures: str | Path | None = None) -> Path:
-    """Train the frozen and the unfrozen twin (same seed, data order, schedule) under `cfg.out`
-    (`frozen/`, `unfrozen/`), write overlaid curves to `cfg.out/compare.html` and `compare.json`;
-    with `figures=DIR` also a copy `DIR/compare_<slug of cfg.out>.html`. Returns `cfg.out`."""
-    from bvvlab.app import plots
-    from bvvlab.train.loop import read_metrics, train
-
-    if not cfg.frozen and "frozen" in (cfg._explicit or ()):
-        raise ValueError("compare trains both twins (frozen and unfrozen): drop frozen=false, or use `bvvlab train "
-                         "frozen=false` for the unfrozen model alone")
-    out = Path(cfg.out)
-    results = {}
-    for name, frozen in (("frozen", True), ("unfrozen", False)):
-        twin = dataclasses.replace(cfg, frozen=frozen, out=str(out / name))
-        twin._explicit = None if cfg._explicit is None else cfg._explicit | {"frozen", "out"}
-        ckpt = train(twin)
-        results[name] = {"checkpoint": str(ckpt), "metrics": read_metrics(twin.out)}
-    fig = plots.training_curves({k: v["metrics"] for k, v in results.items()},
-                                title=f"frozen vs unfrozen: {cfg.preset}, {cfg.steps} steps, seed {cfg.seed}")
-    # plotly.min.js beside the html (checked before it is reused), so the figure draws offline
-    fig_path = write_figure(fig, out / "compare.html")
-    if figures is not None:  # a copy named after the whole out path (a/twins and b/twins must not collide)
-        fig_path = write_figure(fig, ensure_dir(figures) / f"compare_{figure_slug(out)}.html")
-    summary = {name: {"checkpoint": r["checkpoint"],
-                      "final": json.loads((out / name / "meta.json").read_text()).get("final", {})}
-               for name, r in results.items()}
-    write_json_atomic(out / "compare.json", {"config": cfg, "figure": str(fig_path), "runs": summary})
-    return out
-
-
-def figure_slug(out: str | Path) -> str:
-    """A file-name-safe name for a run directory from its whole path (relative to the working
-    directory when inside it): `runs/a/twins` -> `runs_a_twins`."""
-    import re
-
-    path = Path(out).resolve()
-    with contextlib.suppress(ValueError):
-        path = path.relative_to(Path.cwd().resolve())
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.as_posix()).strip("_.") or "run"
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def _parse_sets(items: list[str]) -> dict[str, Any]:
-    sets = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise PipelineError(f"--set {item}: write STEP.PARAM=VALUE, e.g. --set train.steps=50")
-        sets[key.strip()] = parse_value(value)
-    return sets
-
-
-def _summary_lines(state: dict[str, Any]) -> list[str]:
-    lines = []
-    for name, rec in state["steps"].items():
-        extra = f" {rec['seconds']} s" if rec.get("seconds") is not None and rec["status"] != "cached" else ""
-        where = f" (cell In [{rec['cell']}])" if rec.get("cell") is not None else ""
-        err = f": {rec['error']}" if rec.get("error") else ""
-        lines.append(f"  {name:<15} {rec['status']}{extra}{where}{err}")
-    return lines
-
-
-def _main(args: Any) -> int:
-    overrides = _parse_sets(args.set)
-    only = [s for s in (args.only or "").split(",") if s] or None
-    out = Path(args.out) if args.out else default_out(args.profile)
-    if args.gpus < 1:
-        raise PipelineError(f"--gpus {args.gpus}: give 1 or more")
-    if args.nnodes < 1:
-        raise PipelineError(f"--nnodes {args.nnodes}: give 1 or more")
-    if args.dry_run:
-        steps = plan(args.profile, overrides, args.notebooks, only)
-        print(format_dry_run(dry_run(steps, out, args.gpus, args.nnodes), args.profile, out))
-        return 0
-    if args.nnodes > 1:  # the nodes run torchrun themselves; then the same command without --nnodes reports
-        lines = write_node_configs(plan(args.profile, overrides, args.notebooks, only), out, args.gpus, args.nnodes)
-        print("\n".join([f"pipeline {args.profile} on {args.nnodes} nodes: run on each node (docs/cluster.md):",
-                         *lines, "then, when they are done: bvvlab pipeline --profile "
-                         f"{args.profile} --out {out} (it finds the finished runs and reports them)"]))
-        return 0
-    again = shlex.join(["bvvlab", "pipeline", "--profile", args.profile, "--out", str(out)]
-                       + [f"--set={x}" for x in args.set or []] + ([f"--only={args.only}"] if args.only else [])
-                       + ([f"--gpus={args.gpus}"] if args.gpus != 1 else [])
-                       + ([f"--notebooks={args.notebooks}"] if args.notebooks else []))
-    try:
-        state = run(args.profile, out, overrides, only, args.gpus, progress=args.progress, nb_dir=args.notebooks)
-    except Interrupted as exc:
-        print(f"bvvlab pipeline: interrupted; finished steps are kept in {out}; continue with: {again}",
-              file=sys.stderr)
-        return exc.exit_code
-    print("\n".join([f"pipeline {args.profile}: {out} ({state['seconds']} s)"] + _summary_lines(state)))
-    failed = [n for n, r in state["steps"].items() if r["status"] == "failed"]
-    print(f"report: {out / 'report.html'}")
-    if failed:
-        r = state["steps"][failed[0]]
-        cell = "" if r.get("cell") is None else f" cell In [{r['cell']}]"
-        print(f"bvvlab pipeline: error: step {failed[0]} failed in {r['notebook']}{cell}: {r.get('error')}; its notebook is "
-              f"{out / r.get('executed', '')}; earlier steps are kept; fix it and run again: {again}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_cli(subparsers: Any) -> None:
-    from bvvlab.train.loop import _run_cli, add_common
-
-    p = subparsers.add_parser("pipeline", help="run every notebook in order (papermill) and write a findings report",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)} (default smoke)")
-    p.add_argument("--out", help="run folder (default runs/<profile>-<time>); the same --out continues a run")
-    p.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE",
-                   help="override a notebook parameter (JSON value), e.g. --set train.steps=50 --set probe.umap=false")
-    p.add_argument("--only", help="comma-separated steps (with the steps they read from)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs for the training steps (> 1: torchrun); per node")
-    p.add_argument("--nnodes", type=int, default=1,
-                   help="nodes for the training steps (> 1: write the configs, print each node's torchrun line)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, parameter counts, tokens and memory; run nothing")
-    p.add_argument("--notebooks", help="folder of the notebooks (default: the checkout's notebooks/)")
-    p.add_argument("--progress", action=__import__("argparse").BooleanOptionalAction, default=None,
-                   help="progress bars (default: when stderr is a terminal)")
-    p.set_defaults(func=_main)
-    d = subparsers.add_parser("demo", help="the demo profile of the pipeline (make demo): minutes on a CPU",
-                              description="bvvlab pipeline --profile demo")
-    d.add_argument("--out", default="runs/demo", help="run folder (a re-run skips finished steps)")
-    d.set_defaults(func=_main, profile="demo", set=None, only=None, gpus=1, nnodes=1, dry_run=False, notebooks=None,
-                   progress=None)
-    c = subparsers.add_parser("compare", help="train frozen and unfrozen twins and plot their curves",
-                              description="Frozen vs unfrozen twins under --out; curves in --out/compare.html.")
-    add_common(c)
-    c.add_argument("--figures", help="also copy the figure into this folder (e.g. figures/)")
-    c.set_defaults(func=lambda a: _run_cli(lambda cfg: compare(cfg, figures=a.figures), a))

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 
-def add_cli(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "ablate", help="train one shape over several input interfaces and seeds; bits/char, suites, probes",
+def add_parser(sub: Any, name: str, help: str) -> None:
+    p = sub.add_parser(
+        name, help=help,
         description="Train the interface series (glyph, trainable, id-bits, random-bits, float) at one shape and "
                     "budget with >= 3 seeds, then write summary.json (means, 95%% t-intervals over seeds, the gap "
                     "against tokens with its fit) and gap.html into --out. A finished run is never redone.")

@@ -14,7 +14,7 @@ from typing import Any
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from bvvlab.train.config import config_from_args
+    from bvvlab.cli.train import config_from_args
     from bvvlab.train.prepare import prepare_config
 
     cfg = config_from_args(args)
@@ -25,17 +25,16 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(subparsers: Any) -> None:
+def add_parser(sub: Any, name: str, help: str) -> None:
     from bvvlab.train.config import config_keys
 
-    p = subparsers.add_parser("data", help="prepare the token shards of a training config ahead of training",
-                              description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="data_command", required=True)
-    q = sub.add_parser("prepare", help="tokenise a config's training and validation text into shards",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser(name, help=help, description=__doc__.split("\n\n")[0])
+    verbs = p.add_subparsers(dest="data_command", required=True)
+    q = verbs.add_parser("prepare", help="tokenise a config's training and validation text into shards",
+                         description=__doc__.split("\n\n")[0])
     q.add_argument("--config", help="JSON or TOML file of TrainConfig keys (as for bvvlab train)")
     q.add_argument("--preset", help="model preset (decides the width of a compact vocabulary)")
-    q.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # accepted so a train line works verbatim
+    q.add_argument("--steps", help=argparse.SUPPRESS)  # accepted so a train line works verbatim
     q.add_argument("--out", help=argparse.SUPPRESS)
     q.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     q.add_argument("--overwrite", action="store_true", help=argparse.SUPPRESS)

@@ -604,25 +604,3 @@ def source_fingerprint(name: str) -> str:
         for path in _concepts.LEXICON_FILES:
             hash_path(path, h)
     return f"{name}#sha256={h.hexdigest()}"
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def add_cli(subparsers) -> None:
-    """`bvvlab corpus SOURCE [--split] [--seed] [-n]`: print documents (JSON lines) of a source."""
-    p = subparsers.add_parser("corpus", help="print documents of a corpus, file or hf: dataset as JSON lines")
-    p.add_argument("source", help=f"one of {', '.join(CORPORA)}, a .txt/.jsonl path or directory, or hf:<dataset>")
-    p.add_argument("--split", default="train", help="train | validation | test (files also: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-n", type=int, default=5, help="how many documents")
-
-    def run(args) -> int:
-        if args.n < 0:
-            raise CorpusError(f"-n {args.n}: the number of documents must be >= 0")
-        for doc in take(iter_documents(args.source, args.split, args.seed), args.n):
-            print(json.dumps({"text": doc.text, "lang": doc.lang, "source": doc.source, "meta": doc.meta},
-                             ensure_ascii=False))
-        return 0
-
-    p.set_defaults(func=run)

@@ -16,18 +16,52 @@ or a path to a user task file (.jsonl of question, choices, answer).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bvvlab.core.atomic import ensure_dir, write_atomic, write_json_atomic
 from bvvlab.core.outputs import check_output, mark_output, write_figure
+from bvvlab.core.config import at_least, one_of
 from bvvlab.eval import scoring, suites
 from bvvlab.eval import tasks as eval_tasks
 
 COLUMNS = ("model", "task", "metric", "mean", "low", "high", "interval", "n", "chance")
+
+
+@dataclass
+class EvalConfig:
+    """What `bvvlab eval` and notebook 05 set (built through `bvvlab.core.config.build`, so a wrong
+    value is the same line on every surface)."""
+
+    checkpoints: list[str] = field(default_factory=list)  # run, step, fused (FUSED::EXPERT) or HF folders (several: one comparison)
+    suite: str = "offline"  # offline | paper | a comma list of tasks, bpc, NAME=PATH, files
+    out: str = "runs/eval"  # output folder (results.json, results.md, results.html)
+    limit: int | None = None  # at most this many questions per task (None: all)
+    runs: int | None = None  # protocol runs (None: 10 for the paper suite, else 1)
+    sample: bool | None = None  # sample with the card's settings (None: when runs > 1), else greedy
+    protocol: bool = False  # also run the generative letter protocol on multiple-choice tasks
+    batch: int = 32  # questions per forward pass
+    bpc_chars: int | None = 20_000  # held-out characters per language for bits/char (None: all)
+    seed: int = 0  # seeds the sampled runs
+    device: str = "cpu"  # auto, cpu, cuda or cuda:N
+    trust_remote_code: bool = False  # let a foreign Hugging Face folder run the code it ships (never needed for bvvlab's)
+    suite_dir: str = str(suites.SUITE_DIR)  # where the offline suite's files are
+    tokenisation: str = "split"  # multiple choice: split (context and choice apart) or joint (as lm-evaluation-harness)
+    overwrite: bool = False  # replace an earlier evaluation at out (never anything else)
+
+    def validate(self) -> None:
+        at_least("limit", self.limit, 1, "questions per task; none: all")
+        at_least("runs", self.runs, 1, "protocol runs of every question")
+        at_least("batch", self.batch, 1, "questions per forward pass")
+        at_least("bpc_chars", self.bpc_chars, 1, "held-out characters per language; none: all")
+        one_of("tokenisation", self.tokenisation, ("split", "joint"))
+
+    @property
+    def protocol_runs(self) -> int:
+        """The runs given, else 10 for the paper suite (the author's protocol), else 1."""
+        return self.runs if self.runs is not None else (10 if self.suite == "paper" else 1)
 
 
 def resolve_suite(spec: str, suite_dir: str | Path = suites.SUITE_DIR, limit: int | None = None) -> tuple[list, bool]:
@@ -224,52 +258,3 @@ def heldout_warnings(paths: list[str], tasks: list) -> list[str]:
             out.append(f"{path}: its training did not hold out the suite's {len(want)} held-out concepts, so its "
                        "/heldout rows measure trained concepts; train with corpus concepts?holdout=suite")
     return out
-
-
-def run(args: argparse.Namespace) -> int:
-    protocol = args.suite == "paper" or args.protocol
-    runs = args.runs if args.runs is not None else (10 if args.suite == "paper" else 1)
-    sample = args.sample if args.sample is not None else runs > 1
-    check_out(args.out, args.overwrite, args.checkpoints)  # before any work
-    tasks, bpc = resolve_suite(args.suite, args.suite_dir, args.limit)
-    models = load_models(args.checkpoints, args.device, args.trust_remote_code)
-    warnings = heldout_warnings(args.checkpoints, tasks)
-    for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    rows = evaluate_models(models, tasks, bpc=bpc, runs=runs, sample=sample, protocol=protocol, limit=args.limit,
-                           batch=args.batch, bpc_chars=args.bpc_chars, seed=args.seed,
-                           tokenisation=args.tokenisation)
-    out = write_report(rows, args.out, {"suite": args.suite, "checkpoints": [str(p) for p in args.checkpoints],
-                                        "runs": runs, "sample": sample, "limit": args.limit,
-                                        "tokenisation": args.tokenisation,
-                                        "warnings": warnings}, overwrite=args.overwrite)
-    print(markdown_table(rows), end="")
-    print(f"wrote {out}/results.json, results.md, results.html")
-    return 0
-
-
-def add_cli(subparsers: Any) -> None:
-    p = subparsers.add_parser("eval", help="evaluate checkpoints on a suite; a tidy table and a chart",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="+", help="run folders, checkpoint folders, fused checkpoints (FUSED::EXPERT: one "
-                                                  "expert alone) or Hugging Face causal LM directories (several: one "
-                                                  "comparison)")
-    p.add_argument("--suite", default="offline", help="offline | paper | comma list of tasks, bpc, NAME=PATH, files")
-    p.add_argument("--out", required=True, help="output folder (results.json, results.md, results.html): new or empty")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation at --out")
-    p.add_argument("--limit", type=int, default=None, help="at most this many questions per task")
-    p.add_argument("--runs", type=int, default=None, help="protocol runs (default: 10 for paper, else 1)")
-    p.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
-                   help="sample with the card's settings (default: when runs > 1), else greedy")
-    p.add_argument("--protocol", action="store_true", help="also run the generative letter protocol on mc tasks")
-    p.add_argument("--batch", type=int, default=32, help="questions per forward")
-    p.add_argument("--tokenisation", choices=("split", "joint"), default="split",
-                   help="multiple choice: split (context and choice apart, default) or joint "
-                        "(as lm-evaluation-harness)")
-    p.add_argument("--bpc-chars", type=int, default=20_000, help="held-out characters per language for bits/char")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let a Hugging Face folder run the Python code it ships (auto_map); never needed for bvvlab's")
-    p.add_argument("--suite-dir", default=str(suites.SUITE_DIR), help=argparse.SUPPRESS)
-    p.set_defaults(func=run)

@@ -50,7 +50,6 @@ a digest) makes another `dim` of the same vocabulary one projection away.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import io
@@ -80,8 +79,7 @@ from bvvlab.glyph.bitmaps import (
 
 __all__ = ["RecipeParams", "RECIPE_32", "RECIPE_64", "RECIPE_MAX", "pca_components", "project", "pca_embed",
            "glyph_strings", "glyph_bits", "glyph_matrix", "matrix_hash",
-           "save_matrix", "load_matrix", "load_matrix_meta", "Embedded", "prepare_vocabulary", "load_embedded",
-           "add_cli"]
+           "save_matrix", "load_matrix", "load_matrix_meta", "Embedded", "prepare_vocabulary", "load_embedded"]
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +339,7 @@ def glyph_matrix(tokens: Sequence[str], dim: int | None = None, params: RecipePa
 
 VOCAB_CHOICES = ("bvv241-2-3", "bvv241-max", "compact")  # or a tokenizer folder
 _KIND_PARAMS = {"bvv241-2-3": RECIPE_32, "bvv241-max": RECIPE_MAX}
+FULL_KINDS = tuple(sorted(_KIND_PARAMS))  # the full vocabularies a compact one is cut from (`base=`)
 
 
 def default_params(vocab: str, size: int | None = None) -> RecipeParams:
@@ -509,58 +508,3 @@ def load_embedded(path: str | Path) -> Embedded:
                          f"{digest[:12]}...: the files come from different builds; rebuild with `bvvlab embed`")
     meta["matrix_hash"] = digest
     return Embedded(tok, matrix, meta)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI: bvvlab embed
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "embed", help="build a tokenizer and its frozen glyph matrix (recipe sections 2-3)",
-        description="Write Hugging Face tokenizer files, glyph_matrix.safetensors and meta.json into --out.")
-    p.add_argument("--vocab", default="bvv241-2-3",
-                   help="bvv241-2-3 (65,536), bvv241-max (131,072), compact, or a tokenizer folder (default: %(default)s)")
-    p.add_argument("--corpus", nargs="+", default=None,
-                   help="corpus names or files for the n-gram table / compact selection (default: the embedded corpora)")
-    p.add_argument("--dim", type=int, default=None, help="keep the first DIM principal components (default: size^2)")
-    p.add_argument("--size", type=int, choices=(32, 64), default=None, help="glyph cell in px (default: 32)")
-    p.add_argument("--layout", choices=("basic", "raqm"), default="basic",
-                   help="Pillow layout engine the glyphs are drawn with: basic (default, the same everywhere) or raqm "
-                        "(Pillow's default where libraqm is installed; see docs/recipe.md 10.1)")
-    p.add_argument("--base", default="bvv241-2-3", choices=sorted(_KIND_PARAMS),
-                   help="full vocabulary a compact one is cut from (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")
-    p.add_argument("--no-cache", action="store_true", help="rebuild the matrix even if it is cached")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cli_embed)
-
-
-def _cli_embed(args: argparse.Namespace) -> int:
-    from bvvlab.core.errors import CLIError
-    from bvvlab.glyph.font import FontError
-
-    try:
-        return _embed(args)
-    except FontError as exc:  # the font's own message names the file and the fix: one line
-        raise CLIError(str(exc)) from None
-
-
-def _embed(args: argparse.Namespace) -> int:
-    check_out_dir(args.out, args.overwrite)  # fail before the work, not after
-    kind = args.base if args.vocab == "compact" else args.vocab
-    params = default_params(kind, args.size)
-    if args.layout != params.layout:
-        import dataclasses
-
-        params = dataclasses.replace(params, layout=args.layout)
-    if args.dim is not None and not 1 <= args.dim <= params.dim:
-        raise ValueError(f"--dim {args.dim} is out of range: pass 1..{params.dim} for --size {params.size}")
-    emb = prepare_vocabulary(args.vocab, corpus=args.corpus, dim=args.dim, params=params, base=args.base,
-                             cache=not args.no_cache, progress=not args.quiet)
-    out = emb.save(args.out, overwrite=args.overwrite)
-    t = emb.meta["timings"]
-    print(f"wrote {out}: {emb.matrix.shape[0]:,} tokens x {emb.matrix.shape[1]} dims, "
-          f"matrix sha256 {emb.matrix_hash[:16]}..., {t['total_s']:.1f} s"
-          f"{' (matrix from cache)' if t.get('cache_hit') else ''}")
-    return 0

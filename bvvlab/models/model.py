@@ -922,7 +922,3 @@ elif "bvv" not in CONFIG_MAPPING:
     # so a following AutoTokenizer.from_pretrained(dir) (the card's order) does not stop at
     # transformers' interactive "run the custom code? [y/N]" prompt (docs/stack.md section 2.9)
     AutoConfig.register("bvv", BVVConfig)
-
-
-if __name__ == "__main__":
-    print(parameter_table())

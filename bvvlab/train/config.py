@@ -10,7 +10,6 @@ of those only `steps` and `RESUME_MAY_CHANGE` may differ.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import json
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bvvlab.core.config import coerce
 from bvvlab.core.errors import BVVError  # noqa: F401  (config errors are ValueErrors: BVVError is one)
 from bvvlab.train import shards as D
 
@@ -167,7 +167,7 @@ def check_lora(rank: Any, alpha: Any = None, frozen: int | None = None) -> tuple
     """(rank, alpha) of a LoRA setting, or one line naming what is wrong and the fix: the rank is
     an integer >= 0 (0 = off), alpha a number > 0 or None (= rank), and with `frozen` given,
     a rank > 0 needs frozen blocks to adapt (LoRA updates only the frozen blocks)."""
-    rank = _coerce("lora_rank", rank)  # not an integer: one line with the fix (_HINTS)
+    rank = _coerce("lora_rank", rank)  # not an integer: one line with the fix (TYPE_HINTS)
     if rank < 0:
         raise ValueError(f"lora_rank={rank}: give an integer >= 0 (0 = no LoRA), e.g. lora_rank=8")
     alpha = _coerce("lora_alpha", alpha)
@@ -194,7 +194,7 @@ def check_model_keys(model: dict[str, Any]) -> None:
             raise ValueError(f"model.{key} is not a BVVConfig field: {hint}")
 
 
-# config from file / CLI
+# config from a file, the command line or a notebook
 
 
 def config_keys() -> list[str]:
@@ -202,67 +202,16 @@ def config_keys() -> list[str]:
 
 
 # what a type error of these keys adds to its line (the fix, where "expected an integer" is not enough)
-_HINTS = {"lora_rank": " >= 0 (0 = no LoRA), e.g. lora_rank=8", "lora_alpha": " > 0, or none (= lora_rank)"}
+TYPE_HINTS = {"lora_rank": " >= 0 (0 = no LoRA), e.g. lora_rank=8", "lora_alpha": " > 0, or none (= lora_rank)"}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Turn a CLI string, a file value or a notebook parameter into the field's type; anything
-    that does not fit is one line naming the key (papermill `-p steps abc` included)."""
-    hint = typing.get_type_hints(TrainConfig)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]  # X | None -> X
-    optional = len(args) < len(typing.get_args(hint))
-    base = args[0] if args else hint
-    if value is None:
-        if optional:
-            return None
-        raise ValueError(f"{name}=None: {name} needs a value")
-    if typing.get_origin(hint) is dict:  # corpus, model
-        if isinstance(value, str) and value.strip().startswith("{"):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{name}={value!r} is not valid JSON ({exc.msg} at character {exc.pos}): "
-                                 f"write it as {name}='{{\"key\": 1.0}}'") from None
-        elif isinstance(value, str) and name == "corpus":
-            return D.normalize_weights(value)  # "a:0.7,b:0.3" or one name
-        if not isinstance(value, dict):
-            raise ValueError(f"{name}={value!r}: expected a JSON object")
-        return value
-    if not isinstance(value, str):  # a file value or a notebook literal: check its type
-        ok = {bool: isinstance(value, bool),
-              int: isinstance(value, int) and not isinstance(value, bool)
-              or isinstance(value, float) and value.is_integer(),
-              float: isinstance(value, (int, float)) and not isinstance(value, bool),
-              str: False}.get(base, True)
-        if not ok:
-            kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(base, str(base))
-            raise ValueError(f"{name}={value!r}: expected {kind}{_HINTS.get(name, '')}")
-        return int(value) if base is int else float(value) if base is float else value
-    if value.lower() in ("none", "null") and optional:
-        return None
-    if base is bool:
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name}={value!r}: expected true or false")
-    if base is int:
-        try:
-            return int(value)
-        except ValueError:
-            try:
-                as_float = float(value)  # 1e6
-            except ValueError:
-                as_float = math.nan
-            if as_float.is_integer():
-                return int(as_float)
-            raise ValueError(f"{name}={value!r}: expected an integer{_HINTS.get(name, '')}") from None
-    if base is float:
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{name}={value!r}: expected a number{_HINTS.get(name, '')}") from None
-    return value
+    """A TrainConfig value through the one coercion of every config (`bvvlab.core.config.coerce`):
+    a CLI string, a file value or a notebook parameter as the field's type, or one line naming the
+    key (papermill `-p steps abc` included). `corpus` also takes the trainer's "a:0.7,b:0.3"."""
+    if name == "corpus" and isinstance(value, str) and not value.strip().startswith("{"):
+        return D.normalize_weights(value)  # "a:0.7,b:0.3" or one name
+    return coerce(name, value, typing.get_type_hints(TrainConfig)[name], TYPE_HINTS.get(name, ""))
 
 
 def make_config(base: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
@@ -372,26 +321,3 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
-
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = load_config_file(args.config) if args.config else {}
-    overrides: dict[str, Any] = {}
-    for flag in ("preset", "steps", "out"):
-        if getattr(args, flag) is not None:
-            overrides[flag] = getattr(args, flag)
-    for flag in ("resume", "overwrite"):
-        if getattr(args, flag):
-            overrides[flag] = True
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{item!r} is not key=value; valid keys: {', '.join(config_keys())}")
-        overrides[key.strip()] = value
-    unknown = [k for k in base if k not in config_keys()]
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} in {args.config}; valid keys: {', '.join(config_keys())}")
-    return make_config(base, **overrides)
-
-

@@ -11,7 +11,7 @@ Experts, and the fused directory afterwards, load through the one loader
 (`bvvlab.models.loader.load`: digests checked, bvvlab's own classes); `bpc_by_text(model,
 tokenizer, texts)` measures bits per character of any causal LM over a list of texts (the
 notebook's per-language tables).
-`bvvlab fuse EXPERT EXPERT ... --method M --out DIR` is the command.
+`bvvlab fuse EXPERT EXPERT ... --method M --out DIR` (bvvlab.cli.fuse) is the command; `FuseConfig` its values.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,6 +41,30 @@ from bvvlab.train.validation import evaluate_bpc
 
 class FusionError(BVVError):
     """Experts that cannot be fused, or an output that cannot be written: one line with the fix."""
+
+
+@dataclass
+class FuseConfig:
+    """What `bvvlab fuse` sets (built through `bvvlab.core.config.build`)."""
+
+    experts: list[str] = field(default_factory=list)  # expert checkpoints (run folders or step folders), two or more
+    method: str = "bayes"  # how predictions are combined: one of METHODS (mean_logits is the published fusion)
+    out: str = "runs/fused"  # new or empty folder for the fused checkpoint
+    names: list[str] | None = None  # one short name per expert (None: their folder names)
+    overwrite: bool = False  # replace an earlier fused checkpoint at out
+    entropy_temperature: float | None = None  # entropy method: weights softmax(-H/T) (None: 1.0)
+    bayes_decay: float | None = None  # bayes_decay method: evidence decay per token (None: 0.9)
+
+    def validate(self) -> None:
+        check_method(self.method)
+        if self.names is not None and len(self.names) != len(self.experts):
+            raise FusionError(f"{len(self.names)} names for {len(self.experts)} experts; give one name per expert")
+
+    @property
+    def options(self) -> dict[str, float]:
+        """The method's settings that were given (the fused model's defaults otherwise)."""
+        return {k: v for k, v in (("entropy_temperature", self.entropy_temperature),
+                                  ("bayes_decay", self.bayes_decay)) if v is not None}
 
 
 def check_method(method: str) -> str:
@@ -173,36 +198,6 @@ def mixed_texts(by_lang: dict[str, Sequence[str]], langs: Sequence[str], n: int)
         order = [langs[(i + k) % len(langs)] for k in range(len(langs))]
         out.append("\n".join(by_lang[lang][i % len(by_lang[lang])] for lang in order))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def add_cli(subparsers: Any) -> None:
-    """`bvvlab fuse EXPERT EXPERT ... --method M --out DIR` (for bvvlab.cli's registry)."""
-    p = subparsers.add_parser("fuse", help="fuse experts that share one frozen matrix into one checkpoint",
-                              description="Fuse N >= 2 expert checkpoints (one vocabulary, tokenizer and frozen "
-                                          "matrix) without retraining; writes one HF checkpoint directory.")
-    p.add_argument("experts", nargs="+", help="expert checkpoints (run folders or step folders)")
-    p.add_argument("--method", default="bayes", help=f"how to combine predictions: {', '.join(METHODS)} "
-                                                     "(default bayes; mean_logits is the published fusion)")
-    p.add_argument("--out", required=True, help="new or empty folder for the fused checkpoint")
-    p.add_argument("--names", nargs="+", default=None, help="one short name per expert (default: folder names)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier fused checkpoint at --out")
-    p.add_argument("--entropy-temperature", type=float, default=None, help="entropy method: weights "
-                                                                           "softmax(-H/T) (default 1.0)")
-    p.add_argument("--bayes-decay", type=float, default=None, help="bayes_decay method: evidence decay per token "
-                                                                   "(default 0.9)")
-
-    def run(args: Any) -> int:
-        opts = {k: v for k, v in (("entropy_temperature", args.entropy_temperature),
-                                  ("bayes_decay", args.bayes_decay)) if v is not None}
-        fuse(args.experts, args.method, args.out, names=args.names, overwrite=args.overwrite, **opts)
-        print(args.out)
-        return 0
-
-    p.set_defaults(func=run)
 
 
 # ---------------------------------------------------------------------------------------------

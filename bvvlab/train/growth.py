@@ -31,10 +31,9 @@ cross-lingual retrieval of each stage (bvvlab.analysis.probe), to see in which b
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,8 +41,9 @@ import torch
 
 from bvvlab.core.atomic import ensure_dir, write_json_atomic
 from bvvlab.core.locks import folder_lock
+from bvvlab.core.config import at_least, one_of
 from bvvlab.models import checkpoints as C
-from bvvlab.train.config import TrainConfig, check_lora, make_config
+from bvvlab.train.config import TYPE_HINTS, TrainConfig, check_lora, make_config
 from bvvlab.train.loop import read_metrics, train
 from bvvlab.train.setup import weights_digest
 
@@ -57,6 +57,33 @@ def parse_stages(stages: str | Sequence[int]) -> list[int]:
     if not out or any(n < 1 for n in out):
         raise ValueError(f"stages={stages!r}: every stage adds at least one block, e.g. --stages 1,1,1")
     return out
+
+
+@dataclass
+class GrowConfig:
+    """What `bvvlab grow` and notebook 07 set besides the training config of every stage (the
+    `base` TrainConfig: preset, data, batch, learning rate...). Built through
+    `bvvlab.core.config.build`, so a wrong value is the same line on every surface."""
+
+    stages: str | list[int] = "1,1"  # blocks added per stage, e.g. "1,1,1"
+    steps_per_stage: int | None = None  # optimizer steps per stage (None: the training config's steps)
+    from_checkpoint: str | None = None  # grow this checkpoint (run or step folder) instead of starting from scratch
+    new_block_init: str = "random"  # new blocks: "random" (seeded) or "copy" (of the block below)
+    finetune_steps: int = 0  # steps of a final stage training all blocks (0: none)
+    lora_rank: int | None = None  # rank of a LoRA update of the frozen blocks (0: none; None: the training config's)
+    lora_alpha: float | None = None  # LoRA scale numerator (None: the rank)
+    baseline: bool = False  # also train the final depth from scratch for the same number of tokens (OUT/baseline)
+    baseline_compute: bool = False  # ... and for the same training FLOPs (OUT/baseline_compute)
+
+    HINTS = TYPE_HINTS  # not a field: what a type error of lora_rank / lora_alpha adds (the trainer's words)
+
+    def validate(self) -> None:
+        parse_stages(self.stages)
+        at_least("steps_per_stage", self.steps_per_stage, 1, "optimizer steps per stage")
+        one_of("new_block_init", self.new_block_init, ("random", "copy"))
+        at_least("finetune_steps", self.finetune_steps, 0, "steps of the final fine-tune; 0: none")
+        if self.lora_rank is not None:
+            check_lora(self.lora_rank, self.lora_alpha)
 
 
 def _steps(steps: int | Sequence[int], n: int) -> list[int]:
@@ -357,50 +384,3 @@ def baseline(base: TrainConfig, depth: int, steps: int, out: str | Path, vocab: 
                       resume=C.holds_run(out), overwrite=False, lora_rank=0, lora_alpha=None)
     train(cfg, callback=callback)
     return _stage_record(out, depth, depth, 0, steps)
-
-
-def add_cli(subparsers: Any) -> None:
-    from bvvlab.train.loop import _run_cli, add_common
-
-    p = subparsers.add_parser("grow", help="grow a model layer by layer on the frozen substrate",
-                              description="Stage-wise growth: each stage adds blocks, trains them and the head, "
-                                          "freezes what was trained before. Re-run the same command to resume.")
-    add_common(p)
-    p.add_argument("--stages", required=True, help="blocks added per stage, e.g. 1,1,1")
-    p.add_argument("--steps-per-stage", type=int, default=None, help="optimizer steps per stage (default: steps=)")
-    p.add_argument("--from", dest="from_checkpoint", help="grow this checkpoint (run or step folder)")
-    p.add_argument("--new-block-init", choices=("random", "copy"), default="random",
-                   help="new blocks: seeded random, or a copy of the block below")
-    p.add_argument("--finetune-steps", type=int, default=0, help="a final stage training all blocks")
-    p.add_argument("--lora-rank", default=None, help="rank of a LoRA update of the frozen blocks in every stage "
-                                                   "that has some (0 = none; default: lora_rank=)")
-    p.add_argument("--lora-alpha", default=None, help="LoRA scale numerator: the update is (alpha / rank) B A "
-                                                      "(default: the rank)")
-    p.add_argument("--baseline", action="store_true",
-                   help="also train the final depth from scratch for the same number of tokens (OUT/baseline)")
-    p.add_argument("--baseline-compute", action="store_true",
-                   help="also train the final depth from scratch for the same training FLOPs (OUT/baseline_compute)")
-
-    def grow_cli(cfg: TrainConfig) -> Path:
-        out = Path(cfg.out)
-        steps = p_args.steps_per_stage or cfg.steps
-        base = dataclasses.replace(cfg, resume=False, overwrite=False)
-        base._explicit = cfg._explicit
-        s = grow(base, p_args.stages, steps, out, p_args.new_block_init, p_args.from_checkpoint,
-                 p_args.finetune_steps, lora_rank=p_args.lora_rank, lora_alpha=p_args.lora_alpha)
-        if p_args.baseline:
-            total = sum(st["steps"] for st in s["stages"])
-            s["baseline"] = baseline(base, s["stages"][-1]["depth"], total, out / "baseline", vocab=s["embedding"])
-        if p_args.baseline_compute:
-            s["baseline_compute"] = compute_baseline(base, s, out / "baseline_compute")
-        if p_args.baseline or p_args.baseline_compute:
-            write_json_atomic(out / "growth.json", s)
-        return Path(s["final"])
-
-    def run(args: argparse.Namespace) -> int:
-        nonlocal p_args
-        p_args = args
-        return _run_cli(grow_cli, args)
-
-    p_args: argparse.Namespace = argparse.Namespace()
-    p.set_defaults(func=run)

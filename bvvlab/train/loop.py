@@ -31,19 +31,15 @@ Why each piece:
 - SIGINT/SIGTERM save a checkpoint after the current step and stop with `Interrupted`
   (the command exits 130/143 and says how to resume).
 
-Command line (a config file, then flags, then `key=value` overrides; `model.<field>=` for the
-model config):
+The command line is `bvvlab train` (bvvlab.cli.train):
 
     bvvlab train --preset tiny --steps 20 --out runs/smoke
-    bvvlab train --config configs/tiny.json frozen=false lr=2e-3 corpus=libreoffice-en-ru:0.7,concepts:0.3 \
-        train_chars=2000000
     bvvlab train --out runs/smoke --resume steps=40          # continue (and extend) a run
     torchrun --nproc_per_node 2 -m bvvlab train --config configs/tiny.json   # DDP: Gloo on CPU, NCCL on GPU
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import importlib
@@ -74,7 +70,6 @@ from bvvlab.train.config import (  # noqa: F401
     RESUME_MAY_CHANGE,
     TrainConfig,
     check_model_keys,
-    config_from_args,
     config_keys,
     interface_kind,
     load_config_file,
@@ -773,37 +768,3 @@ class _Run:
         self.meta.pop("interrupted", None)
         C.publish_final(self.out, last_path)  # from_pretrained(run_dir) works, as for HF Trainer's output_dir
         write_json_atomic(self.out / "meta.json", self.meta)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def _run_cli(fn: Callable[[TrainConfig], Path], args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    try:
-        path = fn(cfg)
-    except Interrupted as exc:
-        print(f"bvvlab {args.command}: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    if dist.dist_info().is_main:
-        print(path)
-    return 0
-
-
-def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="JSON or TOML file of TrainConfig keys")
-    p.add_argument("--preset", help="model preset (same as preset=...)")
-    p.add_argument("--steps", type=int, help="optimizer steps (same as steps=...)")
-    p.add_argument("--out", help="run directory (same as out=...)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="TrainConfig fields (" + ", ".join(config_keys()) + "); model.<field>=v for model overrides")
-
-
-def add_cli(subparsers: Any) -> None:
-    p = subparsers.add_parser("train", help="train a model (torchrun --nproc_per_node N -m bvvlab train for DDP)",
-                              description="Train a BVV model; prints the final checkpoint directory.")
-    add_common(p)
-    p.set_defaults(func=lambda a: _run_cli(train, a))
