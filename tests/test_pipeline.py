@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_browser import browser  # noqa: F401  (the headless chromium fixture, with its skip rule)
 
+from bvvlab.app import dryrun as DR
 from bvvlab.app import pipeline as PL
 from bvvlab.cli import main
 
@@ -156,13 +157,13 @@ def test_paper_dry_run_prints_the_plan_counts_and_the_torchrun_launch(tmp_path, 
 
 
 def test_memory_estimate_follows_its_formula():
-    e = PL.estimate("tiny", "compact", True, seq_len=32, batch_size=8, steps=10)
+    e = DR.estimate("tiny", "compact", True, seq_len=32, batch_size=8, steps=10)
     c, m = e["parameters"], e["memory_per_gpu"]
     gib = 1024 ** 3
     assert m["weights_gb"] == round(4 * c["total"] / gib, 2)
     assert m["grads_and_adam_gb"] == round(12 * c["trainable"] / gib, 2)
     assert e["tokens"] == 10 * 32 * 8
-    big = PL.estimate("best_bvv_ru", "bvv241-max", True, seq_len=1024, batch_size=64, grad_accum=4, gpus=2)
+    big = DR.estimate("best_bvv_ru", "bvv241-max", True, seq_len=1024, batch_size=64, grad_accum=4, gpus=2)
     # activations of one micro-batch (64 / (4 x 2) = 8 windows): s*b*h*34 per layer + the chunk of logits
     assert big["micro_batch"] == 8
     assert big["memory_per_gpu"]["activations_gb"] == round((1024 * 8 * 1024 * 34 * 16 + 256 * 131072 * 4) / gib, 2)

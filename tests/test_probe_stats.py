@@ -257,7 +257,7 @@ def test_cli_words_in_context_write_a_null_for_every_retrieval_figure(tiny, tmp_
     assert main(["probe", str(ckpt), "--items", "lemmas", "--limit", "12", "--permutations", "0", "--folds", "2",
                  "--no-umap", "--no-latent", "--heldout", "", "--jobs", "0", "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--permutations 0" in err[0]
+    assert len(err) == 1 and "permutations=0" in err[0]
 
 
 def test_an_item_over_max_tokens_is_one_line(tiny):

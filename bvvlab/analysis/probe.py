@@ -127,10 +127,27 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
         results = {name: resolve_metrics(m) for name, m in results.items()}
         for name, rep in reports.items():
             attach_stats(results[name], rep.result())
-    comparisons = {}
+    cka = cka_against_first(lms, states, items, cka_level, batch_size, layers, max_tokens)
+    meta = {"pooling": pooling, "folds": folds, "n_items": len(items), "seconds": round(time.perf_counter() - t0, 3),
+            "items": {"n_heldout": sum(it.heldout for it in items),
+                      "langs": sorted({it.lang for it in items}), "labels": sorted({it.label for it in items})}}
+    meta.update(permutations=permutations, items_kind="contexts" if contexts is not None else "items",
+                max_tokens=max_tokens, langs=list(langs))
+    if contexts is not None:
+        meta.update(n_contexts=len(contexts.texts), notes=contexts.notes)
+    return ({"meta": meta, "models": results, "cka": cka, "comparisons": compare_models(results)}, states,
+            {lm.name: lm for lm in lms})
+
+
+def compare_models(results: dict[str, Any]) -> dict[str, Any]:
+    """The first model minus each other one (paired bootstrap over concepts, `analysis.stats.compare`)."""
     names = [n for n in results if results[n].get("stats")]
-    for other in names[1:]:
-        comparisons[f"{names[0]} - {other}"] = compare(results[names[0]]["stats"], results[other]["stats"])
+    return {f"{names[0]} - {other}": compare(results[names[0]]["stats"], results[other]["stats"]) for other in names[1:]}
+
+def cka_against_first(lms: Sequence[Loaded], states: dict[str, States], items: Sequence[Item], cka_level: str,
+                      batch_size: int, layers: Sequence[int] | None, max_tokens: int | None) -> dict[str, Any]:
+    """Linear CKA layer x layer of the first model against each model (itself included), over
+    pooled items, or token by token where the tokenizers split the items alike."""
     ref = lms[0]
     cka: dict[str, Any] = {}
     for lm in lms:
@@ -146,15 +163,7 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
         cka[lm.name] = {"reference": ref.name, "level": cka_level,
                         "matrix": cka_matrix(A, B).tolist(), "layers_a": states[ref.name].layers,
                         "layers_b": states[lm.name].layers}
-    meta = {"pooling": pooling, "folds": folds, "n_items": len(items), "seconds": round(time.perf_counter() - t0, 3),
-            "items": {"n_heldout": sum(it.heldout for it in items),
-                      "langs": sorted({it.lang for it in items}), "labels": sorted({it.label for it in items})}}
-    meta.update(permutations=permutations, items_kind="contexts" if contexts is not None else "items",
-                max_tokens=max_tokens, langs=list(langs))
-    if contexts is not None:
-        meta.update(n_contexts=len(contexts.texts), notes=contexts.notes)
-    return ({"meta": meta, "models": results, "cka": cka, "comparisons": comparisons}, states,
-            {lm.name: lm for lm in lms})
+    return cka
 
 
 def check_lengths(lm: Loaded, items: Sequence[Item], max_tokens: int | None) -> None:

@@ -176,13 +176,29 @@ def _train_notebook(params: dict[str, Any]) -> None:
     train_notebook_config(params.pop("run_dir"), **params)
 
 
+def _interfaces_notebook(params: dict[str, Any]) -> None:
+    """Notebook 08: its training settings through the trainer's typed config (so `train_chars=None`
+    means the whole split, as there), the series' own settings by type."""
+    from bvvlab.core.config import check_count, coerce
+    from bvvlab.train.config import config_keys, make_config
+
+    make_config(**{k: v for k, v in params.items() if k in config_keys()}).validate()
+    for name in ("series", "seeds", "run_dir"):
+        coerce(name, params.get(name, ""), str)
+    for name in ("suites", "probe"):
+        coerce(name, params.get(name, True), bool)
+    if params.get("suite_limit") is not None:
+        check_count("suite_limit", params["suite_limit"], 1, "questions per suite task; none: all")
+
+
 # notebook -> the function its parameters cell is checked with (all its parameters, by name)
 CHECKS = {"02_train.ipynb": _train_notebook,
           "03_probe_layers.ipynb": lambda p: probe_notebook_config(**p),
           "04_generate.ipynb": lambda p: generate_notebook_settings(**p),
           "05_evaluate.ipynb": lambda p: eval_notebook_config(**p),
           "06_fusion.ipynb": lambda p: fusion_notebook_config(**p),
-          "07_growth.ipynb": lambda p: growth_notebook_config(**p)}
+          "07_growth.ipynb": lambda p: growth_notebook_config(**p),
+          "08_interfaces.ipynb": _interfaces_notebook}
 
 
 def check_notebook_parameters(notebook: str, params: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:

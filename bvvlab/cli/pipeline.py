@@ -33,6 +33,7 @@ def summary_lines(state: dict[str, Any]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bvvlab.app import dryrun as DR
     from bvvlab.app import pipeline as PL
     from bvvlab.core.errors import Interrupted
 
@@ -41,10 +42,10 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(cfg.out) if cfg.out else PL.default_out(cfg.profile)
     if cfg.dry_run:
         steps = PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only)
-        print(PL.format_dry_run(PL.dry_run(steps, out, cfg.gpus, cfg.nnodes), cfg.profile, out))
+        print(DR.format_dry_run(DR.dry_run(steps, out, cfg.gpus, cfg.nnodes), cfg.profile, out))
         return 0
     if cfg.nnodes > 1:  # the nodes run torchrun themselves; then the same command without --nnodes reports
-        lines = PL.write_node_configs(PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only), out, cfg.gpus,
+        lines = DR.write_node_configs(PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only), out, cfg.gpus,
                                       cfg.nnodes)
         print("\n".join([f"pipeline {cfg.profile} on {cfg.nnodes} nodes: run on each node (docs/cluster.md):",
                          *lines, "then, when they are done: bvvlab pipeline --profile "

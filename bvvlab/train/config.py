@@ -32,9 +32,8 @@ class TrainConfig:
     preset: str = "tiny"  # model preset of bvvlab.models.model.PRESETS
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's config fields (HF names)
     frozen: bool = True  # frozen glyph embedding (True) or its trainable, randomly initialised twin
-    # the input interface (bvvlab.glyph.interfaces, issue 23): glyph | trainable (= frozen=false) | id-bits |
-    # random-bits | float; the interface_* keys shape a frozen code (n bits widened by repeat_interleave)
-    interface: str = "glyph"
+    # the interface_* keys shape a frozen code (n bits widened by repeat_interleave; bvvlab.glyph.interfaces)
+    interface: str = "glyph"  # the input interface: glyph | trainable (= frozen=false) | id-bits | random-bits | float
     interface_dim: int | None = None  # n, bits (or float dims) of the code; None = the kind's default, see default_dim
     interface_order: str = "msb"  # id-bits: msb (column 0 = the id's highest bit) or lsb
     interface_values: str = "pm1"  # bits as -1/+1 (pm1) or 0/1 (01)
