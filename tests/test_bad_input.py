@@ -151,6 +151,7 @@ def test_a_lone_surrogate_is_one_line_everywhere_text_goes_in(gen, tmp_path):
     """Item 13: a TypeError from the tokenizers library that escaped the widgets' handler."""
     from bvvlab.analysis import items as probe_items
     from bvvlab.analysis.probe import probe_models
+    from bvvlab.app import explorer as Ex
     from bvvlab.app import widgets as Wd
     from bvvlab.core.errors import BVVError
     from bvvlab.models import generation as G
@@ -166,11 +167,11 @@ def test_a_lone_surrogate_is_one_line_everywhere_text_goes_in(gen, tmp_path):
         probe_items.file_items(path)
     items = [probe_items.Item(t, "en", t, "x", t) for t in ("cat", "dog", LONE)]
     with pytest.raises(probe_items.ProbeError, match="item 3 .*lone surrogate"):
-        probe_models(["unused"], items, folds=2, lms=[Wd.as_loaded(model, tok)])
-    index = Wd.concept_index(model, tok, items[:2])
+        probe_models(["unused"], items, folds=2, lms=[Ex.as_loaded(model, tok)])
+    index = Ex.concept_index(model, tok, items[:2])
     with pytest.raises(BVVError, match="the text holds a lone surrogate"):
-        Wd.explore_layers(index, LONE)
-    ex = Wd.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=items[:2])
+        Ex.explore_layers(index, LONE)
+    ex = Ex.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=items[:2])
     ex.text.value = LONE  # typed into the box: a line in the status, the last view kept
     assert "lone surrogate" in ex.status.value and "color:#c00" in ex.status.value and ex.view.text == "cat"
     panel = Wd.GenerationPanel(runs=None, models={"tiny": (model, tok)})
@@ -212,13 +213,13 @@ def test_bad_generation_api_values_are_one_line(gen, call, words):
 
 def test_explore_layers_refuses_a_top_or_k_below_one(gen):
     from bvvlab.analysis import items as probe_items
-    from bvvlab.app import widgets as Wd
+    from bvvlab.app import explorer as Ex
     from bvvlab.core.errors import BVVError
 
     model, tok = gen
-    index = Wd.concept_index(model, tok, [probe_items.Item(t, "en", t, "x", t) for t in ("cat", "dog")])
+    index = Ex.concept_index(model, tok, [probe_items.Item(t, "en", t, "x", t) for t in ("cat", "dog")])
     for kw, words in ((dict(top=-1), "top=-1: give an integer >= 1"), (dict(top=0), "top=0"),
                       (dict(k=-1), "k=-1: give an integer >= 1"), (dict(top="a"), "top='a'")):
         with pytest.raises(BVVError, match=words):
-            Wd.explore_layers(index, "cat", **kw)
-    assert Wd.explore_layers(index, "cat", k=1, top=1).lens[0][0][0][1] > 0  # the smallest valid call works
+            Ex.explore_layers(index, "cat", **kw)
+    assert Ex.explore_layers(index, "cat", k=1, top=1).lens[0][0][0][1] > 0  # the smallest valid call works

@@ -15,6 +15,7 @@ import pytest
 import torch
 from _gen_fixtures import PROMPT, fused_checkpoint, model, tiny, tok  # noqa: F401  (fixtures)
 
+from bvvlab.app import explorer as Ex
 from bvvlab.app import widgets as Wd
 from bvvlab.app.plots import PLOTLY_MIME
 from bvvlab.models import generation as G
@@ -187,8 +188,8 @@ def test_layer_explorer_neighbours_and_lens_equal_a_direct_computation(model, to
     last layer: the model's own next-token distribution at each position."""
     items = _items()
     assert {it.lang for it in items} == {"en", "ru"} and len(items) == 14
-    index = Wd.concept_index(model, tok, items)
-    view = Wd.explore_layers(index, "the cat", k=3, top=4)
+    index = Ex.concept_index(model, tok, items)
+    view = Ex.explore_layers(index, "the cat", k=3, top=4)
     n_layers = model.config.num_hidden_layers
     assert view.layers == list(range(n_layers + 1)) and view.tokens == tok.convert_ids_to_tokens(
         tok("the cat", add_special_tokens=False)["input_ids"])
@@ -213,14 +214,14 @@ def test_layer_explorer_neighbours_and_lens_equal_a_direct_computation(model, to
     for j in range(ids.shape[1]):
         assert [t for t, _ in last[j]] == tok.convert_ids_to_tokens(order[j].tolist())
         np.testing.assert_allclose([q for _, q in last[j]], p[j].numpy(), atol=1e-5)
-    fig = Wd.lens_figure(view)
+    fig = Ex.lens_figure(view)
     heat = fig.data[0]
     assert heat.type == "heatmap" and len(heat.y) == n_layers + 1 and len(heat.x) == ids.shape[1]
     np.testing.assert_allclose(np.array(heat.z)[-1], p[:, 0].numpy(), atol=1e-5)
 
 
 def test_layer_explorer_widget_says_why_on_empty_input_and_keeps_working(model, tok):
-    ex = Wd.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=_items())
+    ex = Ex.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=_items())
     assert ex.view is not None and ex.view.text == "cat"
     bundle = ex.chart.outputs[0]["data"][PLOTLY_MIME]
     assert bundle["data"][0]["type"] == "heatmap" and len(bundle["data"][0]["y"]) == model.config.num_hidden_layers + 1
@@ -232,7 +233,7 @@ def test_layer_explorer_widget_says_why_on_empty_input_and_keeps_working(model, 
     ex.text.value = "мир"
     assert ex.view.text == "мир" and "3 tokens" in ex.status.value and "color:#444" in ex.status.value
     assert ex.explore(None) is not None  # Explore again with the same text
-    nothing = Wd.LayerExplorer(runs=None, models={})
+    nothing = Ex.LayerExplorer(runs=None, models={})
     assert nothing.explore("cat") is None and "no checkpoint" in nothing.status.value
 
 
@@ -293,7 +294,7 @@ def test_an_error_clears_the_generation_panels_old_output(runs, tmp_path):
 
 def test_layer_explorer_leaves_the_word_out_shows_cosines_and_marks_a_stale_view(model, tok):
     items = _items()
-    ex = Wd.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=items, k=3)
+    ex = Ex.LayerExplorer(runs=None, models={"tiny": (model, tok)}, word="cat", items=items, k=3)
     assert all("cat" not in [t for t, *_ in nb] for nb in ex.view.neighbours)  # was always its own neighbour
     assert all(len(nb) == 3 for nb in ex.view.neighbours)
     cosines = [f"{c:.2f}</small>" for nb in ex.view.neighbours for *_, c in nb]
