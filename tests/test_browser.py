@@ -257,7 +257,8 @@ def _generation_notebook(root: Path) -> Path:
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     params.source = (f"checkpoint = {str(ckpt)!r}\nruns_dir = {str(root / 'no_runs')!r}\n"
                      f"run_dir = {str(root / 'gen_out')!r}\nprompt = 'The '\nmax_new_tokens = 4\n"
-                     "temperature = 1.0\ntop_k = 0\ntop_p = 1.0\nrepetition_penalty = 1.0\nseed = 0\n")
+                     "temperature = 1.0\ntop_k = 0\ntop_p = 1.0\nrepetition_penalty = 1.0\nseed = 0\n"
+                     "train_steps = 10\ntrust_remote_code = False\n")  # every parameter the notebook reads
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "04_generate.ipynb")
     return root / "04_generate.ipynb"

@@ -58,6 +58,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         state = PL.run(cfg.profile, out, overrides, cfg.only, cfg.gpus, progress=cfg.progress, nb_dir=cfg.notebooks)
     except Interrupted as exc:  # SIGINT 130, SIGTERM 143, as bvvlab train
+        import signal
+
+        # the run is saved and recorded: a second, impatient signal while this process exits must
+        # not turn the exit code into a death by signal (the pipeline's own handlers are gone now)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         print(f"bvvlab pipeline: interrupted; finished steps are kept in {out}; continue with: {again}",
               file=sys.stderr)
         return exc.exit_code
