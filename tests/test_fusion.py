@@ -178,6 +178,21 @@ def saved(experts, tmp_path_factory):
     return fused, out
 
 
+def test_a_fused_folder_with_a_repeated_expert_name_keeps_both_experts_hidden_states(experts, tmp_path):
+    """Fused folders written before `fuse` refused repeated names can hold two experts of one
+    name; their hidden states used to overwrite each other (7 states came back as 4)."""
+    a, b, tok, *_ = experts
+    fused = FusedForCausalLM.from_experts([a, b], method="mean_logits", names=["x", "x"])
+    assert fused.config.expert_names == ["x", "x#2"]
+    fused.config.expert_names = ["x", "x"]  # as an old config.json held them
+    fused.save_pretrained(tmp_path / "old")
+    back = FusedForCausalLM.from_pretrained(tmp_path / "old")
+    with torch.no_grad():
+        out = back(_ids(tok), output_hidden_states=True, use_cache=False)
+    assert back.config.expert_names == ["x", "x#2"]
+    assert len(out.hidden_states) == 7 and len(out.expert_hidden_states["x#2"]) == 4
+
+
 def test_fused_checkpoint_round_trips(experts, saved):
     """Saved once (the shared matrix stored once, the remote code beside it), loaded back by
     load_fused and by the one loader (bvvlab.models.loader.load, of bvvlab eval and probe): the same logits."""

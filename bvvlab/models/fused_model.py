@@ -60,6 +60,20 @@ METHODS = ("mean_logits", "mean_probs", "entropy", "bayes", "bayes_decay")
 _STATE = "_bvv_fusion_state"  # attribute of the cache object holding the Bayesian evidence
 
 
+def unique_names(names: list) -> list[str]:
+    """`names` with a repeat renamed `name#2`, `name#3`, ... (the loader's rule for a checkpoint named
+    twice). `bvvlab fuse` refuses repeated names, but fused folders written before it did hold
+    them, and two experts under one name would overwrite each other's hidden states."""
+    out: list[str] = []
+    for name in map(str, names):
+        k, new = 1, name
+        while new in out:
+            k += 1
+            new = f"{name}#{k}"
+        out.append(new)
+    return out
+
+
 class FusedConfig(PreTrainedConfig):
     """N expert configs over one shared frozen matrix, and how their predictions are combined."""
 
@@ -96,6 +110,7 @@ class FusedConfig(PreTrainedConfig):
             self.max_position_embeddings = min(c.max_position_embeddings for c in cfgs)
             if not self.expert_names:
                 self.expert_names = [f"expert{i}" for i in range(len(cfgs))]
+            self.expert_names = unique_names(self.expert_names)
         if self.prior is not None and (len(self.prior) != len(self.expert_configs or [])
                                        or any(p <= 0 for p in self.prior)):
             raise ValueError(f"prior={self.prior} must give one positive weight per expert")
