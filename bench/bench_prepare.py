@@ -10,7 +10,7 @@ training documents, written over and over as JSON lines, each copy tagged so doc
 4. Resume: a build of the smallest size SIGKILLed (process group: the workers too) when half of
    its pieces are written, rerun, ends with a shard byte-identical (sha256) to the uninterrupted one.
 
-    nice -n 10 .venv/bin/python bench/bench_prepare.py --sizes-gb 0.5,2 --workers 2 --tmp /tmp/bench-prepare
+    nice -n 10 .venv/bin/python bench/bench_prepare.py --sizes-gb 0.3,2 --workers 2 --peer-mb 10 --tmp /tmp/bench-prepare
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def run_prepare(corpus: Path, shard_dir: Path, workers: int, kill_at: float | No
     cmd = [sys.executable, "-m", "bvvlab", "data", "prepare", "--workers", str(workers), f"corpus={corpus}",
            f"vocab={VOCAB}", "dim=64", "val_chars=100000", f"shard_dir={shard_dir}", "progress=false"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     peak, stop = [0], threading.Event()
@@ -88,10 +89,18 @@ def run_prepare(corpus: Path, shard_dir: Path, workers: int, kill_at: float | No
             time.sleep(0.1)
     out, err = proc.communicate()
     stop.set()
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if not killed and proc.returncode != 0:
         raise SystemExit(f"prepare failed: {err[-2000:]}")
-    return {"seconds": secs, "peak_rss_mb": peak[0] / 2**20, "stdout": out.strip().splitlines(), "killed": killed}
+    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss_mb": peak[0] / 2**20, "stdout": out.strip().splitlines(),
+            "killed": killed}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's waited-for children and their descendants
+    (prepare and its pool workers): the cost per core, whatever else shares the machine."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def shard_of(shard_dir: Path) -> dict:
@@ -110,13 +119,49 @@ def shard_of(shard_dir: Path) -> dict:
     raise SystemExit(f"no train shard in {shard_dir}")
 
 
+def previous_encode(tok, texts: list[str]) -> int:
+    """The shard rule as encode_texts ran it before 2026-12-06 (late): the Hugging Face call per
+    chunk with offsets, per-document arrays. The speed-up is measured against it in the same run."""
+    import numpy as np
+
+    from bvvlab.train import shards as D
+
+    n = 0
+    for i in range(0, len(texts), 256):
+        enc = tok(texts[i:i + 256], add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+        for doc_ids, offs in zip(enc["input_ids"], enc["offset_mapping"]):
+            ids = np.asarray(doc_ids, dtype=np.int64)
+            D.chars_per_token(np.asarray(offs, dtype=np.int64).reshape(-1, 2))
+            n += ids.size
+    return n
+
+
+def timed(fn, reps: int = 2) -> tuple[int, float, float]:
+    """(result, best wall seconds, best CPU seconds of this process) over `reps` runs."""
+    best_wall, best_cpu, out = float("inf"), float("inf"), 0
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        best_wall, best_cpu = min(best_wall, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+    return out, best_wall, best_cpu
+
+
 def peer_speed(corpus: Path, mb: float) -> dict:
-    """Tokens/s of prepare (1 worker, in this process) vs the tokenizer's own batch encode, same text."""
+    """Tokens per second, one thread, on the same first `mb` MB: the tokenizer's own batch encode
+    (the peer), prepare's `encode_texts` and the rule it replaced; and the BPE alone (Rust
+    backend, ids only) with and without a pre-tokenizer that isolates each whitespace character
+    (the same ids, asserted: no n-gram holds whitespace). Rates count the text's tokens (no EOS)."""
+    import copy
+
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Regex, pre_tokenizers
+
     from bvvlab.glyph.tokenizer import build_tokenizer
     from bvvlab.train import shards as D
 
     tok = build_tokenizer(VOCAB)
+    cut = copy.deepcopy(tok)
+    cut.backend_tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"\s"), behavior="isolated")
     texts, size = [], 0
     with open(corpus, encoding="utf-8") as fh:
         for line in fh:
@@ -124,16 +169,30 @@ def peer_speed(corpus: Path, mb: float) -> dict:
             size += len(texts[-1])
             if size >= mb * 1e6:
                 break
-    t0 = time.perf_counter()
-    n_peer = sum(len(x) for i in range(0, len(texts), 256)
-                 for x in tok(texts[i:i + 256], add_special_tokens=False)["input_ids"])
-    peer = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    n_ours = sum(ids.size for ids, *_ in D.encode_texts(tok, texts))
-    ours = time.perf_counter() - t0
-    return {"chars": size, "peer_tokens_per_s": n_peer / peer, "prepare_tokens_per_s": n_ours / ours,
-            "ratio_prepare_over_peer": (n_ours / ours) / (n_peer / peer), "tokens_incl_eos": n_ours,
-            "tokens_peer": n_peer}
+    chunks = [texts[i:i + 256] for i in range(0, len(texts), 256)]
+
+    def bpe(t) -> list[list[int]]:
+        return [e.ids for c in chunks for e in t.backend_tokenizer.encode_batch_fast(c, add_special_tokens=False)]
+
+    runs = {"peer_batch_encode": lambda: sum(len(x) for c in chunks for x in tok(c, add_special_tokens=False)["input_ids"]),
+            "prepare_encode_texts": lambda: sum(ids.size for ids, *_ in D.encode_texts(tok, texts)) - len(texts),
+            "previous_encode_texts": lambda: previous_encode(tok, texts),
+            "bpe_alone": lambda: bpe(tok), "bpe_whitespace_isolated": lambda: bpe(cut)}
+    out: dict = {"chars": size, "docs": len(texts)}
+    results = {}
+    for name, fn in runs.items():
+        results[name], wall, cpu = timed(fn)
+        n = results[name] if isinstance(results[name], int) else sum(map(len, results[name]))
+        out[name] = {"tokens": n, "wall_s": wall, "cpu_s": cpu, "tokens_per_cpu_s": n / cpu}
+    assert results["bpe_alone"] == results["bpe_whitespace_isolated"], "whitespace cut changed the ids"
+    n = out["peer_batch_encode"]["tokens"]
+    assert all(out[k]["tokens"] == n for k in runs), "the runs tokenised differently"
+    rate = {k: out[k]["tokens_per_cpu_s"] for k in runs}
+    out["ratio_prepare_over_peer"] = rate["prepare_encode_texts"] / rate["peer_batch_encode"]
+    out["ratio_previous_over_peer"] = rate["previous_encode_texts"] / rate["peer_batch_encode"]
+    out["speedup_prepare_over_previous"] = rate["prepare_encode_texts"] / rate["previous_encode_texts"]
+    out["ratio_whitespace_isolated_over_bpe_alone"] = rate["bpe_whitespace_isolated"] / rate["bpe_alone"]
+    return out
 
 
 def main() -> None:
@@ -143,6 +202,7 @@ def main() -> None:
     ap.add_argument("--peer-mb", type=float, default=20)
     ap.add_argument("--tmp", default="/tmp/bench-prepare")
     ap.add_argument("--skip-resume", action="store_true")
+    ap.add_argument("--peer-only", action="store_true", help="only the one-thread comparison (printed, not saved)")
     ap.add_argument("--resume-only", action="store_true",
                     help="only the kill-and-resume part, against the shard of the smallest size in the results file")
     args = ap.parse_args()
@@ -152,20 +212,28 @@ def main() -> None:
     res: dict = {"vocab": VOCAB, "workers": args.workers, "cpu_count": os.cpu_count(), "sizes": {}}
     corpora = {s: make_corpus(tmp / f"corpus-{s}gb.jsonl", int(s * 1e9)) for s in sizes}
     results = REPO / "bench" / "results" / "prepare.json"
+    sys.path.insert(0, str(REPO / "bench"))
+    from results_file import write_results
     if args.resume_only:
         res = json.loads(results.read_text())["prepare"]
     else:
         res["peer"] = peer_speed(corpora[sizes[0]], args.peer_mb)
         print(json.dumps(res["peer"]), flush=True)
+        if args.peer_only:
+            return
     for s in [] if args.resume_only else sizes:
         shard_dir = tmp / f"shards-{s}"
         subprocess.run(["rm", "-rf", str(shard_dir)], check=True)
         r = run_prepare(corpora[s], shard_dir, args.workers)
         sh = shard_of(shard_dir)
         r.update(sh, corpus_bytes=corpora[s].stat().st_size, bytes_per_token=sh["bytes"] / sh["n_tokens"],
-                 tokens_per_s=sh["n_tokens"] / r["seconds"], tokens_per_s_per_worker=sh["n_tokens"] / r["seconds"] / args.workers)
+                 tokens_per_s=sh["n_tokens"] / r["seconds"], tokens_per_s_per_worker=sh["n_tokens"] / r["seconds"] / args.workers,
+                 tokens_per_cpu_s=sh["n_tokens"] / r["cpu_seconds"])
+        if "peer" in res:  # end to end (reading, pieces, workers, assembling) per core, against the peer
+            r["per_core_over_peer"] = r["tokens_per_cpu_s"] / res["peer"]["peer_batch_encode"]["tokens_per_cpu_s"]
         res["sizes"][str(s)] = r
         print(s, json.dumps({k: v for k, v in r.items() if k != "stdout"}), flush=True)
+        write_results(results, {"prepare": res})  # each size saved as it ends
     if not args.skip_resume:
         s = sizes[0]
         shard_dir = tmp / f"shards-resume-{s}"
@@ -179,9 +247,6 @@ def main() -> None:
                          "pieces_kept": pieces, "train_pieces": n_pieces, "rerun_s": second["seconds"], "sha256": sh["sha256"],
                          "identical_to_uninterrupted": sh["sha256"] == res["sizes"][str(s)]["sha256"]}
         print(json.dumps(res["resume"]), flush=True)
-    sys.path.insert(0, str(REPO / "bench"))
-    from results_file import write_results
-
     write_results(results, {"prepare": res})
 
 

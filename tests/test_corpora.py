@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import json
+import random
 import re
 import shutil
 from collections import Counter
@@ -506,3 +507,26 @@ def test_bad_holdout_specs_are_one_line(spec, words):
     with pytest.raises(CorpusError) as ei:
         D.normalize_weights(spec)  # when the config is made, before any text is read
     assert words in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_guess_lang_equals_the_per_character_rule():
+    """`guess_lang` counts letters as regex runs; the per-character rule it replaced is the reference."""
+    from bvvlab.corpus.sources import guess_lang
+
+    def rule(text):
+        cyr = sum(1 for ch in text if "\u0400" <= ch <= "\u04ff")
+        cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
+        lat = sum(1 for ch in text if ch.isascii() and ch.isalpha())
+        best = max((lat, "en"), (cyr, "ru"), (cjk, "zh"), key=lambda t: t[0])
+        return best[1] if best[0] > 0 else "en"
+
+    texts = [d.text for name in ("libreoffice-en-ru", "libreoffice-en-zh", "clone-en")
+             for d in K.iter_documents(name, split="validation")]
+    texts += ["", "123 !?", "ab яя", "яя 中中", "ab 中中", "a я 中", "Ωμέγα ÀÉ", "ǅ ſ K", "\u03ff\u0400\u04ff\u0500",
+              "\u33ff\u3400\u9fff\ua000", "ⅰⅱ ａｂ"]
+    rng = random.Random(0)
+    alphabet = "aZ09 _яЁ\u04ff\u0500中\u3400\u9fff\ua000éΩ😀"
+    texts += ["".join(rng.choices(alphabet, k=rng.randrange(12))) for _ in range(2000)]
+    got = [guess_lang(t) for t in texts]
+    assert got == [rule(t) for t in texts]
+    assert {"en", "ru", "zh"} <= set(got)  # every branch taken

@@ -3,12 +3,14 @@ resumable and rank-independent batch sampling."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import string
 
 import numpy as np
 import pytest
+from tokenizers import Regex, pre_tokenizers
 
 from bvvlab.glyph import tokenizer as T
 from bvvlab.train import shards as D
@@ -346,3 +348,72 @@ def test_split_smaller_than_asked_ends_its_bar_full_and_says_so_once(tmp_path, c
     assert out.count("fewer than the") == 1 and f"the split has {total:,} characters" in out
     D.build_shard(str(corpus_file), small_tokenizer(), "train", root=tmp_path / "b", max_chars=total // 2)
     assert "fewer than" not in capsys.readouterr().out and ends[-1][0] >= ends[-1][1] == total // 2
+
+
+# ---------------------------------------------------------------------------------------------
+# encode_texts: the batched Rust-backend path equals the per-document Hugging Face call
+
+ADVERSARIAL = [
+    "", " ", "   \t\t  \n\n\n  ", "\r\n\r\n", "a  b\t\tc\n\nd", " leading and trailing ",
+    "mixed Latin кириллица 中文字符 and ελληνικά", "emoji 😀🚀 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 beyond U+FFFF",
+    "private use \ue000\ue001\uf8ff and \uffff", "specials </s><s><pad><unk> [INST] x [/INST]",
+    "byte names <0x80><0xFF> and <special_token_57367> <unused_65535>", "\u0301 combining first",
+    "zero\u200bwidth\u00a0nbsp\u3000ideographic space", "x" * 5000 + " " + "яблоко " * 700,
+]
+
+
+def some_bytes_tokenizer():
+    """Byte fallback with only some byte tokens: "м" (D0 BC) becomes bytes, "и" (D0 B8) <unk>."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<unk>", "</s>", "<0xD0>", "<0xBC>"] + [chr(c) for c in range(128)])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>")
+
+
+def reference_encode(tok, texts):
+    """The rule, one document at a time through the Hugging Face call, with the literal
+    `_chars_per_token`: ids + EOS, characters + 0."""
+    ids, chars = [], []
+    for t in texts:
+        enc = tok(t, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+        ids += enc["input_ids"] + [tok.eos_token_id]
+        chars += D._chars_per_token(enc["offset_mapping"]) + [0]
+    return ids, chars
+
+
+def test_encode_texts_equals_the_per_document_call():
+    from bvvlab.corpus import sources as corpora
+
+    docs = [d.text for name in ("libreoffice-en-ru", "libreoffice-en-zh", "clone-en")
+            for d in itertools.islice(corpora.iter_documents(name, split="validation"), 400)]
+    texts = ADVERSARIAL + docs + ADVERSARIAL  # > 1 chunk of _ENCODE_CHUNK documents
+    assert len(texts) > 2 * D._ENCODE_CHUNK
+    vocab = T.bvv241_vocab(65_536, ["ab", "bc", "abc", "яб", "ко"], byte_fallback=False)
+    full = T.build_tokenizer("bvv241-2-3")
+    # the same BPE cut at every whitespace character first: the ids cannot change, as no
+    # n-gram holds whitespace (the characters per token are then read from the offsets)
+    cut = copy.deepcopy(full)
+    cut.backend_tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"\s"), behavior="isolated")
+    cases = [(full, full, True), (small_tokenizer(),) * 2 + (True,), (cut, full, False),
+             (T.hf_tokenizer(vocab, lossless=False),) * 2 + (False,), (some_bytes_tokenizer(),) * 2 + (True,)]
+    for tok, ref, by_table in cases:
+        assert (D.char_table(tok) is not None) == by_table  # both ways of counting characters run
+        parts = list(D.encode_texts(tok, texts))
+        ids, chars = reference_encode(ref, texts)
+        assert np.concatenate([p[0] for p in parts]).tolist() == ids
+        assert np.concatenate([p[1] for p in parts]).tolist() == chars
+        assert sum(p[2] for p in parts) == len(texts) and sum(p[3] for p in parts) == sum(map(len, texts))
+        # the lossless tokenizers count every character once (lossless=False: <unk> spans too)
+        assert sum(chars) == sum(map(len, texts))
+
+
+def test_encode_texts_leaves_the_tokenizer_as_it_found_it():
+    # the Hugging Face call with split_special_tokens=True leaves the backend's
+    # encode_special_tokens switched on, so a later backend encode read "</s>" as text
+    tok = small_tokenizer()
+    before = tok.backend_tokenizer.encode("</s>", add_special_tokens=False).ids
+    list(D.encode_texts(tok, ["a </s> b"]))
+    assert tok.backend_tokenizer.encode_special_tokens is False
+    assert tok.backend_tokenizer.encode("</s>", add_special_tokens=False).ids == before == [tok.eos_token_id]

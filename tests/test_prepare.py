@@ -145,3 +145,17 @@ def test_dry_run_estimates_and_builds_nothing(tmp_path, corpus, capsys):
     plans = P.prepare_config(_cfg(corpus, tmp_path), workers=1, progress=False, say=lambda s: None)
     real = D.open_shard(plans[0].final)
     assert abs(est - len(real)) <= 0.02 * len(real)
+
+
+@pytest.mark.parametrize("value, line", [
+    ("abc", "bvvlab data prepare: error: workers='abc': expected an integer"),
+    ("0", "bvvlab data prepare: error: workers=0: must be >= 1 (tokenising processes; leave it out for one per core)"),
+    ("2.5", "bvvlab data prepare: error: workers='2.5': expected an integer"),
+])
+def test_bad_workers_is_the_shared_config_line(tmp_path, corpus, capsys, value, line):
+    # argparse's own int type printed its usage and "invalid int value" (exit 2) for "abc", and
+    # "--workers 0: give 1 or more" for 0: neither the `name=value: ...` line of other surfaces
+    rc = main(["data", "prepare", "--workers", value, f"corpus={corpus}", "vocab=bvv241-2-3", "dim=64",
+               f"shard_dir={tmp_path / 'shards'}", "progress=false"])
+    assert rc == 2 and capsys.readouterr().err.strip().splitlines() == [line]
+    assert not (tmp_path / "shards").exists()  # refused before any work

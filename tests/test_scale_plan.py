@@ -67,3 +67,21 @@ def test_model_params_prints_memory_per_gpu(capsys):
     assert fsdp < ddp
     assert main(["model-params", "--gpus", "0"]) == 2
     assert main(["model-params", "nosuch"]) == 2
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--gpus", "abc"], "gpus='abc': expected an integer"),
+    (["--gpus", "0"], "gpus=0: must be >= 1 (GPUs to train on)"),
+    (["--gpus", "2", "--windows", "x"], "windows='x': expected an integer"),
+    (["--gpus", "2", "--seq-len", "0"], "seq_len=0: must be >= 1 (tokens per window)"),
+])
+def test_model_params_bad_numbers_are_the_shared_config_line(capsys, argv, line):
+    # argparse's int type printed usage + "invalid int value"; --gpus 0 printed "--gpus 0: give 1 or more"
+    assert main(["model-params", "tiny", *argv]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"bvvlab model-params: error: {line}"]
+
+
+def test_model_params_numbers_from_the_command_line_reach_the_table(capsys):
+    assert main(["model-params", "tiny", "--gpus", "2", "--seq-len", "128", "--windows", "4"]) == 0
+    want = MEM.memory_table(["tiny"], 2, 128, 4)
+    assert want in capsys.readouterr().out

@@ -15,13 +15,15 @@ from typing import Any
 
 def _prepare(args: argparse.Namespace) -> int:
     from bvvlab.cli.train import config_from_args
+    from bvvlab.core.config import check_count
     from bvvlab.train.prepare import prepare_config
 
+    # the shared coercion: `--workers abc` and `--workers 0` give the line every surface gives
+    workers = check_count("workers", args.workers, 1, "tokenising processes; leave it out for one per core",
+                          optional=True)
     cfg = config_from_args(args)
     cfg.validate()
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: give 1 or more (default: one per core)")
-    prepare_config(cfg, workers=args.workers or 0, progress=cfg.progress, dry_run=args.dry_run)
+    prepare_config(cfg, workers=workers or 0, progress=cfg.progress, dry_run=args.dry_run)
     return 0
 
 
@@ -38,7 +40,7 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     q.add_argument("--out", help=argparse.SUPPRESS)
     q.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     q.add_argument("--overwrite", action="store_true", help=argparse.SUPPRESS)
-    q.add_argument("--workers", type=int, help="tokenising processes (default: one per core)")
+    q.add_argument("--workers", help="tokenising processes (default: one per core)")
     q.add_argument("--dry-run", action="store_true", help="print the estimate (tokens, disk, time); build nothing")
     q.add_argument("overrides", nargs="*", metavar="key=value",
                    help="TrainConfig fields (" + ", ".join(config_keys()) + ")")

@@ -62,6 +62,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -90,11 +91,15 @@ CORPORA: tuple[str, ...] = ("libreoffice-en-ru", "libreoffice-en-zh", "concepts"
 # ----------------------------------------------------------------------------- files
 
 
+_SCRIPT_RUNS = {"en": re.compile("[A-Za-z]+"), "ru": re.compile("[\u0400-\u04ff]+"),
+                "zh": re.compile("[\u3400-\u9fff]+")}
+
+
 def guess_lang(text: str) -> str:
-    """Majority script of the letters: Cyrillic -> "ru", CJK ideographs -> "zh", otherwise "en"."""
-    cyr = sum(1 for ch in text if "\u0400" <= ch <= "\u04ff")
-    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
-    lat = sum(1 for ch in text if ch.isascii() and ch.isalpha())
+    """Majority script of the letters: Cyrillic -> "ru", CJK ideographs -> "zh", otherwise "en"
+    (ASCII letters; a tie goes to the earlier of en, ru, zh). Counted as regex runs: a
+    per-character Python loop here took most of a corpus file's reading time (LOG 2026-12-06)."""
+    lat, cyr, cjk = (sum(map(len, _SCRIPT_RUNS[k].findall(text))) for k in ("en", "ru", "zh"))
     best = max((lat, "en"), (cyr, "ru"), (cjk, "zh"), key=lambda t: t[0])
     return best[1] if best[0] > 0 else "en"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -215,23 +216,96 @@ def chars_per_token(offsets: np.ndarray) -> np.ndarray:
     return np.maximum(0, e - np.maximum(s, np.maximum(before, 0)))
 
 
+def char_table(tokenizer: Any) -> np.ndarray | None:
+    """Characters of the text each token id stands for, when the id alone fixes it; else None.
+
+    Why: the offsets `chars_per_token` reads cost more than the BPE (`encode_batch_fast`, which
+    skips them, runs about 1.6x faster; bench/bench_prepare.py). For a `tokenizers` BPE with
+    byte fallback and nothing that rewrites or cuts the text first (no normalizer, no
+    pre-tokenizer, no added tokens matched as text, no dropout or word affixes), a token is
+    either a vocabulary string spelled by the characters it covers (len(token) characters) or a
+    byte-fallback token `<0xXX>`: the bytes of one character share that character's span, so
+    the lead byte counts 1 and a continuation byte (0x80-0xBF) 0, as `_chars_per_token` gives
+    them. `<unk>` is the one token whose span the id does not fix (`encode_texts` then reads the
+    offsets). The bvv241 tokenizers qualify (glyph/tokenizer.py: no normalizer, no
+    pre-tokenizer); tests/test_data.py checks the ids and characters against the offsets rule."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    spec = json.loads(backend.to_str())
+    model = spec.get("model") or {}
+    plain = (model.get("type") == "BPE" and model.get("byte_fallback") and not model.get("dropout")
+             and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix")
+             and spec.get("normalizer") is None and spec.get("pre_tokenizer") is None
+             and all(t.get("special") for t in spec.get("added_tokens") or []))
+    if not plain:
+        return None
+    vocab: dict[str, int] = model["vocab"]
+    table = np.zeros(max(vocab.values()) + 1, np.int64)
+    for token, i in vocab.items():
+        m = _BYTE_TOKEN.fullmatch(token)
+        table[i] = (int(m.group(1), 16) & 0xC0 != 0x80) if m else len(token)
+    return table
+
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-F]{2})>")  # tokenizers' byte-fallback token names
+
+
+def _encode_chunk(tokenizer: Any, chunk: list[str], fast: bool = False) -> tuple[list[list[int]], list[Any] | None]:
+    """Token ids and character offsets of each text (`fast`: no offsets, None), special-token
+    strings kept as text.
+
+    A fast tokenizer is called through its Rust backend (`backend_tokenizer.encode_batch` with
+    `encode_special_tokens=True`): exactly what `tokenizer(chunk, add_special_tokens=False,
+    split_special_tokens=True, return_offsets_mapping=True)` runs (transformers'
+    `_encode_plus`), without building a BatchEncoding of per-document dicts and attention
+    masks, which cost more than the BPE itself (bench/bench_prepare.py; LOG 2026-12-06)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (Python) tokenizer
+        enc = tokenizer(chunk, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+        return enc["input_ids"], enc["offset_mapping"]
+    old = backend.encode_special_tokens
+    backend.encode_special_tokens = True  # split_special_tokens: a literal "</s>" in the text is text
+    try:
+        encs = (backend.encode_batch_fast if fast else backend.encode_batch)(chunk, add_special_tokens=False)
+    finally:
+        backend.encode_special_tokens = old
+    return [e.ids for e in encs], None if fast else [e.offsets for e in encs]
+
+
 def encode_texts(tokenizer: Any, texts: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
     """Yield (ids, chars, n_docs, n_chars) per chunk; each document ends with EOS (0 characters),
-    the only special token a shard holds: special-token strings inside the text are tokenised as text."""
-    eos = tokenizer.eos_token_id
+    the only special token a shard holds: special-token strings inside the text are tokenised as text.
+
+    Characters per token come from `char_table` when the tokenizer allows it (the bvv241 ones
+    do), else from the offsets. A chunk is converted to arrays at once, not per document: each
+    document's offsets are shifted by the characters before it, so one `chars_per_token` over
+    the chunk gives every document's own counts (a document's offsets lie in [0, len(text)], so
+    the running maximum never carries from one document into the next)."""
+    eos, unk = tokenizer.eos_token_id, getattr(tokenizer, "unk_token_id", None)
+    table = char_table(tokenizer)
     chunk: list[str] = []
 
     def flush() -> tuple[np.ndarray, np.ndarray, int, int]:
-        # split_special_tokens: a literal "</s>" or "<s>" in the text (HTML strikethrough) is text, not EOS/BOS
-        enc = tokenizer(chunk, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
-        ids: list[np.ndarray] = []
-        chars: list[np.ndarray] = []
-        tail = [np.array([eos] if eos is not None else [], dtype=np.int64), np.zeros(int(eos is not None), np.int64)]
-        for doc_ids, offs in zip(enc["input_ids"], enc["offset_mapping"]):
-            ids += [np.asarray(doc_ids, dtype=np.int64), tail[0]]
-            chars += [chars_per_token(np.asarray(offs, dtype=np.int64).reshape(-1, 2)), tail[1]]
-        return (np.concatenate(ids) if ids else np.zeros(0, np.int64),
-                np.concatenate(chars) if chars else np.zeros(0, np.int64), len(chunk), sum(len(t) for t in chunk))
+        id_lists, off_lists = _encode_chunk(tokenizer, chunk, fast=table is not None)
+        lens = np.fromiter(map(len, id_lists), np.int64, len(id_lists))
+        n = int(lens.sum())
+        ids = np.fromiter(itertools.chain.from_iterable(id_lists), np.int64, n)
+        if table is not None and (unk is None or not (ids == unk).any()):
+            chars = table[ids]
+        else:  # the offsets rule (an <unk> covers whatever character the vocabulary lacked)
+            if off_lists is None:
+                off_lists = _encode_chunk(tokenizer, chunk)[1]
+            offs = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(off_lists)), np.int64, 2 * n)
+            starts = np.cumsum([0] + [len(t) for t in chunk[:-1]], dtype=np.int64)
+            chars = chars_per_token(offs.reshape(-1, 2) + np.repeat(starts, lens)[:, None])
+        if eos is not None:  # one EOS after each document: token j of document d moves to j + d
+            keep = np.arange(n) + np.repeat(np.arange(len(chunk)), lens)
+            ids_out = np.full(n + len(chunk), eos, np.int64)
+            chars_out = np.zeros(n + len(chunk), np.int64)
+            ids_out[keep], chars_out[keep] = ids, chars
+            ids, chars = ids_out, chars_out
+        return ids, chars, len(chunk), sum(len(t) for t in chunk)
 
     for text in texts:
         chunk.append(text)
