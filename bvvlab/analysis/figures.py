@@ -105,25 +105,36 @@ def cka_heatmap(M: np.ndarray, name_a: str, name_b: str, layers_a: Sequence[int]
 
 
 def latent_figure(latent: dict[str, dict[str, Any]]):
+    """The latent-language curves: logit lens on the left, tuned lens (results with
+    `lens == "tuned"`) on the right; per model and direction the answer, its source-language
+    counterpart and a control word of the prompt, each with its 95% bootstrap band. A counterpart
+    no likelier than the control is copying from the prompt, not a latent language."""
+    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    tuned = any(r.get("lens") == "tuned" for r in latent.values() if r.get("available"))
+    fig = make_subplots(rows=1, cols=2 if tuned else 1, shared_yaxes=True,
+                        subplot_titles=("logit lens", "tuned lens") if tuned else ("logit lens",))
     colors = {"answer": "#d62728", "counterpart": "#1f77b4", "control": "#7f7f7f"}
-    for name, res in latent.items():
+    dashes = ["solid", "dash", "dot", "dashdot"]
+    for j, (name, res) in enumerate(latent.items()):
         if not res.get("available"):
             continue
+        col = 2 if res.get("lens") == "tuned" else 1
         x = list(range(len(res["answer"]["mean"])))
         for k, c in colors.items():
             if k not in res:
                 continue
             r = res[k]
             fig.add_trace(go.Scatter(x=x + x[::-1], y=r["hi"] + r["lo"][::-1], fill="toself", fillcolor=c, opacity=0.15,
-                                     line={"width": 0}, showlegend=False, hoverinfo="skip"))
-            fig.add_trace(go.Scatter(x=x, y=r["mean"], mode="lines+markers", line={"color": c},
-                                     name=f"{name}: {k} ({res['direction']})"))
-    fig.update_layout(title="latent language: lens probability of the answer, its source-language counterpart and "
-                            "a control word of the prompt (band: 95% bootstrap)", template="plotly_white", height=500,
-                      xaxis={"title": {"text": "layer"}, "dtick": 1}, yaxis={"title": {"text": "probability"}})
+                                     line={"width": 0}, showlegend=False, hoverinfo="skip"), row=1, col=col)
+            fig.add_trace(go.Scatter(x=x, y=r["mean"], mode="lines+markers",
+                                     line={"color": c, "dash": dashes[(j // 2) % len(dashes)]},
+                                     name=f"{name}: {k} ({res['direction']})"), row=1, col=col)
+    fig.update_layout(title="latent language: probability of the answer, its source-language counterpart and a control "
+                            "word of the prompt (band: 95% bootstrap)", template="plotly_white", height=500)
+    fig.update_xaxes(title_text="layer", dtick=1)
+    fig.update_yaxes(title_text="probability", row=1, col=1)
     return fig
 
 
