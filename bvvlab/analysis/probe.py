@@ -27,6 +27,7 @@ from bvvlab.analysis.activations import (
 from bvvlab.analysis.figures import (
     cka_heatmap,
     latent_figure,
+    latent_results,
     markdown_table,
     metric_curves,
     null_band_figure,
@@ -269,8 +270,7 @@ def write_run(out: str | os.PathLike, metrics: dict[str, Any], states: dict[str,
         for name, c in metrics["cka"].items():
             figs[f"cka_{name.replace('/', '_').replace('#', '_')}.html"] = cka_heatmap(
                 np.array(c["matrix"]), c["reference"], name, c["layers_a"], c["layers_b"])
-        lat = {f"{n} {d}" + (" (tuned)" if key.endswith("tuned") else ""): r for n, m in metrics["models"].items()
-               for key in ("latent_language", "latent_language_tuned") for d, r in (m.get(key) or {}).items()}
+        lat = latent_results(metrics["models"])
         if any(r.get("available") for r in lat.values()):
             figs["latent_language.html"] = latent_figure(lat)
         for fname, fig in figs.items():
