@@ -133,6 +133,11 @@ def test_the_probe_writes_the_tuned_lens_beside_the_logit_lens(tiny, tmp_path): 
                                                                                    tuned[k]["hi"]))
             # the tuned lens is the identity at the last layer: both lenses read the model's own distribution there
             assert tuned[k]["mean"][-1] == pytest.approx(logit[k]["mean"][-1], rel=1e-4, abs=1e-7)
+    from bvvlab.analysis import figures
+
+    curves = figures.metric_curves(m["models"]).data  # the retrieval curve carries its null band and interval
+    assert any(t.error_y and t.error_y.array is not None for t in curves)
+    assert any(t.fill == "toself" for t in curves)
     html = (out / "latent_language.html").read_text()
     assert "tuned lens" in html and "logit lens" in html and "control" in html
     assert main(["probe", str(ckpt), "--items", "lemmas", "--limit", "12", "--permutations", "20", "--folds", "2",
