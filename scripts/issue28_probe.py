@@ -228,8 +228,9 @@ def report(out: Path, n_perm: int, k: int) -> None:
         for name, v in carried.get(key, {}).items():
             {"models": res, "comparisons": comps, "emergence": emergence}[key].setdefault(name, v)
     behaviour = {f.stem: json.loads(f.read_text()) for f in sorted(root.glob("behaviour_*.json"))}
+    latent = {f.stem: json.loads(f.read_text()) for f in sorted(root.glob("latent_*.json"))}
     doc = {"contexts_per_concept": k, "permutations": n_perm, "models": res, "comparisons": comps,
-           "emergence": emergence, "seeds": seeds, "behaviour": behaviour,
+           "emergence": emergence, "seeds": seeds, "behaviour": behaviour, "latent": latent,
            "carried_over": sorted(carried.get("models", {}))}
     from bvvlab.core.atomic import write_json_atomic
 
@@ -334,6 +335,16 @@ def markdown(doc: dict) -> str:
         for r in b["layers"]:
             out.append(f"- L{r['layer']}: {r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] (translated "
                        f"{r['mrr_translated']:.4f}, not {r['mrr_not']:.4f})" if r else "- (too few in one group)")
+        out.append("")
+    for name, v in doc.get("latent", {}).items():
+        out.append(f"#### Latent language {name} ({v['checkpoint']}): mean probability by layer of the answer / its "
+                   "source-language counterpart / a control word of the prompt, logit lens and tuned lens (60 prompts; "
+                   "intervals in the JSON)\n")
+        for lens in ("logit", "tuned"):
+            for d, r in v[lens].items():
+                if r.get("available"):
+                    out.append(f"- {lens} {d}: " + "; ".join(
+                        f"{k} " + " ".join(f"{x:.4f}" for x in r[k]["mean"]) for k in ("answer", "counterpart", "control")))
         out.append("")
     for run, e in doc["emergence"].items():
         out.append(f"#### Emergence: {run} (MRR; * family-wise p < 0.01; step 0 = the untrained twin, where there is "
