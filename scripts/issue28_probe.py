@@ -4,7 +4,19 @@ comparisons, the category probe that transfers en -> ru with its control task, e
 steps and the behavioural check, into one JSON and a markdown summary.
 
     nice -n 10 python scripts/issue28_probe.py states --contexts 8 CKPT [CKPT ...]
+    nice -n 10 python scripts/issue28_probe.py behaviour CKPT --out runs/i28/behaviour_NAME.json
     python scripts/issue28_probe.py report --out bench/results/issue28.json
+
+Second session (the runs of the first were gone; the clone's entries are carried over from the
+results file): twins at 160 steps for seeds 0-2 and one unfrozen run of 800 steps (seed 10) for
+the behavioural check, in this order (runs/i28/go1.sh, go2.sh of that session):
+
+    nice -n 10 python scripts/issue28_train.py --out runs/i28 --part frozen|unfrozen --seed S --steps 160 --save-every 40
+    nice -n 10 python scripts/issue28_train.py --out runs/i28 --part untrained --seed S
+    nice -n 10 python scripts/issue28_train.py --out runs/i28 --part unfrozen --seed 10 --steps 800 --save-every 200
+    nice -n 10 python scripts/issue28_probe.py states --contexts 8 runs/i28/*/checkpoints/step_* runs/i28/untrained_s*
+    nice -n 10 python scripts/issue28_probe.py behaviour runs/i28/unfrozen_s10/checkpoints/step_0000800 \
+        --out runs/i28/behaviour_unfrozen_s10_800.json
 """
 
 from __future__ import annotations
@@ -191,20 +203,18 @@ def report(out: Path, n_perm: int, k: int) -> None:
         res[name]["_report"] = {"pairs": rep["pairs"], "per_pair_rr": rep["per_pair_rr"]}
         cache.write_text(json.dumps(res[name]))
         print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    carried = carry_over(out, res)  # the clone runs of the first session (their checkpoints are gone)
     comps = {}
-    for a, b in [(f"{x}_s{s}@40", f"untrained_s{s}") for s in range(3) for x in ("frozen", "unfrozen")] + \
-                [(f"frozen_s{s}@40", f"unfrozen_s{s}@40") for s in range(3)] + \
-                [("frozen_s0@160", "unfrozen_s0@160"), ("frozen_s0@160", "untrained_s0"),
-                 ("unfrozen_s0@160", "untrained_s0"),
-                 # matched validation bits/char: frozen@80 4.186 vs unfrozen@40 4.101; frozen@160 3.765 vs unfrozen@60-80
-                 ("frozen_s0@80", "unfrozen_s0@40"), ("frozen_s0@160", "unfrozen_s0@80")] + \
-                [(n, "clone_untrained_s0") for n in res if n.startswith("clone_s0@")]:
+    pairs = [(f"{x}_s{s}@160", f"untrained_s{s}") for s in range(3) for x in ("frozen", "unfrozen")] + \
+            [(f"frozen_s{s}@160", f"unfrozen_s{s}@160") for s in range(3)] + matched_pairs(res)
+    for a, b in pairs:
         if a in res and b in res:
             comps[f"{a} - {b}"] = stats.compare(res[a]["_report"], res[b]["_report"])
+    seeds = seed_summary(res)
     for r in res.values():
         r.pop("_report")
     emergence = {}
-    for run in ("frozen_s0", "unfrozen_s0", "clone_s0"):
+    for run in ("frozen_s0", "unfrozen_s0", "unfrozen_s10"):
         steps = sorted((int(n.split("@")[1]), n) for n in res if n.startswith(run + "@"))
         base = {"clone_s0": "clone_untrained_s0", "frozen_s0": "untrained_s0"}.get(run)  # same embedding, fresh blocks
         if base in res:
@@ -214,14 +224,72 @@ def report(out: Path, n_perm: int, k: int) -> None:
                               "mrr": [[L["mrr"]["value"] for L in res[n]["layers"]] for _, n in steps],
                               "p_fwe": [[L["mrr"]["p_fwe"] for L in res[n]["layers"]] for _, n in steps]}
     out.parent.mkdir(parents=True, exist_ok=True)
+    for key in ("models", "comparisons", "emergence"):
+        for name, v in carried.get(key, {}).items():
+            {"models": res, "comparisons": comps, "emergence": emergence}[key].setdefault(name, v)
+    behaviour = {f.stem: json.loads(f.read_text()) for f in sorted(root.glob("behaviour_*.json"))}
+    latent = {f.stem: json.loads(f.read_text()) for f in sorted(root.glob("latent_*.json"))}
     doc = {"contexts_per_concept": k, "permutations": n_perm, "models": res, "comparisons": comps,
-           "emergence": emergence}
+           "emergence": emergence, "seeds": seeds, "behaviour": behaviour, "latent": latent,
+           "carried_over": sorted(carried.get("models", {}))}
     from bvvlab.core.atomic import write_json_atomic
 
     write_json_atomic(out, doc)
     out.with_suffix(".md").write_text(markdown(doc), encoding="utf-8")
     print(markdown(doc))
     print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+def carry_over(out: Path, res: dict) -> dict:
+    """Entries of the earlier results file for models no longer on disk (the clone runs of the
+    first session), so a re-run of the report keeps them; they are listed under `carried_over`."""
+    if not out.is_file():
+        return {}
+    old = json.loads(out.read_text())
+    keep = {n for n in old.get("models", {}) if n.startswith("clone") and n not in res}
+    return {"models": {n: old["models"][n] for n in keep},
+            "comparisons": {n: v for n, v in old.get("comparisons", {}).items() if n.split(" - ")[0] in keep},
+            "emergence": {n: v for n, v in old.get("emergence", {}).items() if n.startswith("clone")}}
+
+
+def matched_pairs(res: dict) -> list[tuple[str, str]]:
+    """Per seed, the frozen twin's last checkpoint against the unfrozen checkpoint whose
+    validation bits/char is closest (the twins at matched loss, not matched steps)."""
+    out = []
+    for s in range(3):
+        a = f"frozen_s{s}@160"
+        cands = [(abs(res[n]["val_bpc"] - res[a]["val_bpc"]), n) for n in res
+                 if n.startswith(f"unfrozen_s{s}@") and res[n]["val_bpc"] is not None] if a in res else []
+        if cands:
+            out.append((a, min(cands)[1]))
+    return out
+
+
+def seed_summary(res: dict) -> dict:
+    """Twin minus untrained twin per layer over the three seeds: each seed's mean difference, and
+    the seed-averaged per-concept difference with its 95% bootstrap interval over concepts."""
+    from bvvlab.analysis import stats
+
+    out = {}
+    for twin in ("frozen", "unfrozen"):
+        names = [(f"{twin}_s{s}@160", f"untrained_s{s}") for s in range(3)]
+        names = [(a, b) for a, b in names if a in res and b in res]
+        if len(names) < 2:
+            continue
+        if any(res[n]["_report"]["pairs"] != res[names[0][0]]["_report"]["pairs"] for ab in names for n in ab):
+            raise SystemExit("the seeds were probed on different concept pairs: recompute their states alike")
+        L = len(res[names[0][0]]["_report"]["per_pair_rr"])
+        rows = []
+        for k in range(L):
+            d = [np.asarray(res[a]["_report"]["per_pair_rr"][k]) - np.asarray(res[b]["_report"]["per_pair_rr"][k])
+                 for a, b in names]
+            pb = stats.paired_bootstrap(np.mean(d, 0), np.zeros(len(d[0])))
+            rows.append({"layer": k, "per_seed": [float(x.mean()) for x in d], "mean": pb["diff"], "low": pb["low"],
+                         "high": pb["high"], "p": pb["p"],
+                         "mrr_per_seed": [res[a]["layers"][k]["mrr"]["value"] for a, _ in names],
+                         "p_fwe_per_seed": [res[a]["layers"][k]["mrr"]["p_fwe"] for a, _ in names]})
+        out[twin] = {"seeds": [a for a, _ in names], "val_bpc": [res[a]["val_bpc"] for a, _ in names], "layers": rows}
+    return out
 
 
 def markdown(doc: dict) -> str:
@@ -249,6 +317,34 @@ def markdown(doc: dict) -> str:
         for name, rows in doc["comparisons"].items():
             out.append(f"- {name}: " + "; ".join(f"L{k} {r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]"
                                                 for k, r in enumerate(rows)))
+        out.append("")
+    for twin, sm in doc.get("seeds", {}).items():
+        out.append(f"#### {twin} twin minus untrained twin over seeds {', '.join(sm['seeds'])} (val bits/char "
+                   f"{', '.join(f'{b:.3f}' for b in sm['val_bpc'])}): MRR difference per seed; seed-averaged per-concept "
+                   "difference [95% CI over concepts]\n")
+        out.append("| layer | per seed | mean [95% CI] | twin MRR per seed (p_fwe) |")
+        out.append("|---|---|---|---|")
+        for r in sm["layers"]:
+            out.append(f"| {r['layer']} | {', '.join(f'{x:+.4f}' for x in r['per_seed'])} | {r['mean']:+.4f} "
+                       f"[{r['low']:+.4f}, {r['high']:+.4f}] | "
+                       f"{', '.join(f'{m:.4f} ({p:.2g})' for m, p in zip(r['mrr_per_seed'], r['p_fwe_per_seed']))} |")
+        out.append("")
+    for name, b in doc.get("behaviour", {}).items():
+        out.append(f"#### Behavioural check {name}: {b['translated']} of {b['concepts']} concepts translated greedily "
+                   "(`word — `); MRR of translated minus untranslated concepts [95% CI]\n")
+        for r in b["layers"]:
+            out.append(f"- L{r['layer']}: {r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] (translated "
+                       f"{r['mrr_translated']:.4f}, not {r['mrr_not']:.4f})" if r else "- (too few in one group)")
+        out.append("")
+    for name, v in doc.get("latent", {}).items():
+        out.append(f"#### Latent language {name} ({v['checkpoint']}): mean probability by layer of the answer / its "
+                   "source-language counterpart / a control word of the prompt, logit lens and tuned lens (60 prompts; "
+                   "intervals in the JSON)\n")
+        for lens in ("logit", "tuned"):
+            for d, r in v[lens].items():
+                if r.get("available"):
+                    out.append(f"- {lens} {d}: " + "; ".join(
+                        f"{k} " + " ".join(f"{x:.4f}" for x in r[k]["mean"]) for k in ("answer", "counterpart", "control")))
         out.append("")
     for run, e in doc["emergence"].items():
         out.append(f"#### Emergence: {run} (MRR; * family-wise p < 0.01; step 0 = the untrained twin, where there is "

@@ -435,6 +435,8 @@ FIGURES_STATE = """() => ({
 
 # notebook -> parameters (small: each runs in about a minute on a CPU) and how many figures it draws
 NOTEBOOK_FIGURES = {
+    # 03: maps, metric curves, the null band, the latent view (logit + tuned lens), CKA
+    "03_probe_layers": ("train_steps = 4\nlimit = 12\ncontexts = 3\npermutations = 50\nfolds = 2\n", 5),
     "05_evaluate": ("steps = 4\nlimit = 8\nbpc_chars = 400\nruns = 2\nprotocol_questions = 4\n", 1),
     "06_fusion": ("steps = 4\ntrain_chars = 8000\neval_texts = 3\nval_chars = 2000\n", 1),
     "07_growth": ("steps_per_stage = 6\ntrain_chars = 8000\nval_chars = 4000\nprobe_concepts = 12\n", 2),

@@ -64,7 +64,9 @@ def lens_curve(m: dict, field: str) -> list | None:
 
 
 def metric_curves(results: dict[str, dict[str, Any]], title: str = "metrics by layer"):
-    """Each metric against layer, one colour per model, the chance level dashed."""
+    """Each metric against layer, one colour per model, the chance level dashed; retrieval top-1
+    with its stratified permutation null (shaded, null mean to 95th percentile) and 95% bootstrap
+    interval (bars) where the probe computed them."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -82,13 +84,27 @@ def metric_curves(results: dict[str, dict[str, Any]], title: str = "metrics by l
                 ys = curve(m, key, field)
             if not ys or all(v is None for v in ys):
                 continue
+            nulls = [(v or {}).get("null", {}).get("top1") for v in (m.get(key) or [])] if key == "retrieval" else []
+            if nulls and all(nulls):  # the stratified null's band and the bootstrap interval, not the analytic chance
+                x = list(m["layers"])
+                fig.add_trace(go.Scatter(x=x + x[::-1], y=[s["null_high"] for s in nulls] + [s["null_mean"] for s in nulls][::-1],
+                                         fill="toself", fillcolor=c, opacity=0.15, line={"width": 0}, legendgroup=name,
+                                         showlegend=False, hoverinfo="skip"), row=r + 1, col=col + 1)
+                fig.add_trace(go.Scatter(x=x, y=ys, mode="lines+markers", name=name, legendgroup=name,
+                                         showlegend=k == 0, line={"color": c},
+                                         error_y={"type": "data", "symmetric": False,
+                                                  "array": [s["high"] - s["value"] for s in nulls],
+                                                  "arrayminus": [s["value"] - s["low"] for s in nulls]}),
+                              row=r + 1, col=col + 1)
+                continue
             fig.add_trace(go.Scatter(x=m["layers"], y=ys, mode="lines+markers", name=name, legendgroup=name,
                                      showlegend=k == 0, line={"color": c}), row=r + 1, col=col + 1)
             if chance:
                 fig.add_trace(go.Scatter(x=m["layers"], y=curve(m, key, chance), mode="lines", name=f"{name} chance",
                                          legendgroup=name, showlegend=False, line={"color": c, "dash": "dash", "width": 1}),
                               row=r + 1, col=col + 1)
-    fig.update_layout(title=title + " (dashed: chance)", template="plotly_white", height=1100)
+    fig.update_layout(title=title + " (dashed: chance; shaded: permutation null; bars: 95% bootstrap)",
+                      template="plotly_white", height=1100)
     fig.update_xaxes(title_text="layer (0 = embedding output)", dtick=1)
     return fig
 
@@ -104,26 +120,44 @@ def cka_heatmap(M: np.ndarray, name_a: str, name_b: str, layers_a: Sequence[int]
     return fig
 
 
+def latent_results(models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The latent-language views of a probe's models, logit and tuned lens, keyed for
+    `latent_figure` ("MODEL DIRECTION", "+ (tuned)")."""
+    return {f"{n} {d}" + (" (tuned)" if key.endswith("tuned") else ""): r for n, m in models.items()
+            for key in ("latent_language", "latent_language_tuned") for d, r in (m.get(key) or {}).items()}
+
+
 def latent_figure(latent: dict[str, dict[str, Any]]):
+    """The latent-language curves: logit lens on the left, tuned lens (results with
+    `lens == "tuned"`) on the right; per model and direction the answer, its source-language
+    counterpart and a control word of the prompt, each with its 95% bootstrap band. A counterpart
+    no likelier than the control is copying from the prompt, not a latent language."""
+    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    tuned = any(r.get("lens") == "tuned" for r in latent.values() if r.get("available"))
+    fig = make_subplots(rows=1, cols=2 if tuned else 1, shared_yaxes=True,
+                        subplot_titles=("logit lens", "tuned lens") if tuned else ("logit lens",))
     colors = {"answer": "#d62728", "counterpart": "#1f77b4", "control": "#7f7f7f"}
-    for name, res in latent.items():
+    dashes = ["solid", "dash", "dot", "dashdot"]
+    for j, (name, res) in enumerate(latent.items()):
         if not res.get("available"):
             continue
+        col = 2 if res.get("lens") == "tuned" else 1
         x = list(range(len(res["answer"]["mean"])))
         for k, c in colors.items():
             if k not in res:
                 continue
             r = res[k]
             fig.add_trace(go.Scatter(x=x + x[::-1], y=r["hi"] + r["lo"][::-1], fill="toself", fillcolor=c, opacity=0.15,
-                                     line={"width": 0}, showlegend=False, hoverinfo="skip"))
-            fig.add_trace(go.Scatter(x=x, y=r["mean"], mode="lines+markers", line={"color": c},
-                                     name=f"{name}: {k} ({res['direction']})"))
-    fig.update_layout(title="latent language: lens probability of the answer, its source-language counterpart and "
-                            "a control word of the prompt (band: 95% bootstrap)", template="plotly_white", height=500,
-                      xaxis={"title": {"text": "layer"}, "dtick": 1}, yaxis={"title": {"text": "probability"}})
+                                     line={"width": 0}, showlegend=False, hoverinfo="skip"), row=1, col=col)
+            fig.add_trace(go.Scatter(x=x, y=r["mean"], mode="lines+markers",
+                                     line={"color": c, "dash": dashes[(j // 2) % len(dashes)]},
+                                     name=f"{name}: {k} ({res['direction']})"), row=1, col=col)
+    fig.update_layout(title="latent language: probability of the answer, its source-language counterpart and a control "
+                            "word of the prompt (band: 95% bootstrap)", template="plotly_white", height=500)
+    fig.update_xaxes(title_text="layer", dtick=1)
+    fig.update_yaxes(title_text="probability", row=1, col=1)
     return fig
 
 

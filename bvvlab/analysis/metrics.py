@@ -30,10 +30,13 @@ def _unit(X: np.ndarray) -> np.ndarray:
 
 
 def retrieval_ranks(Q: np.ndarray, G: np.ndarray, q_pair: Sequence[str], g_pair: Sequence[str],
-                    centre: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    centre: bool = True, q_gallery: Sequence[str] | None = None,
+                    g_gallery: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each query, the rank (1 = first) of its best-ranked translation among the gallery by
     cosine similarity (each side centred on its own mean when `centre`); ties count against the
-    query. Returns (ranks, chance top-1, chance reciprocal rank) per query."""
+    query. `q_gallery`/`g_gallery` (`Item.gallery`): a query is ranked only among gallery items of
+    its own gallery (chance follows that gallery's size). Returns (ranks, chance top-1, chance
+    reciprocal rank) per query."""
     Q, G = np.asarray(Q, np.float64), np.asarray(G, np.float64)
     if centre:
         Q, G = Q - Q.mean(0), G - G.mean(0)
@@ -43,12 +46,14 @@ def retrieval_ranks(Q: np.ndarray, G: np.ndarray, q_pair: Sequence[str], g_pair:
     if not same.any(1).all():
         bad = qp[~same.any(1)][0]
         raise ProbeError(f"query pair {bad!r} has no translation in the gallery")
+    inside = (np.asarray(q_gallery)[:, None] == np.asarray(g_gallery)[None, :] if q_gallery is not None
+              else np.ones_like(same))
     best = np.where(same, S, -np.inf).max(1)
-    ranks = 1 + (np.where(same, -np.inf, S) >= best[:, None] - 1e-12).sum(1)
-    n = G.shape[0]
+    ranks = 1 + (np.where(same | ~inside, -np.inf, S) >= best[:, None] - 1e-12).sum(1)
+    n = inside.sum(1)
     m = same.sum(1)
     c1 = m / n
-    crr = np.array([_chance_rr(n, int(k)) for k in m])
+    crr = np.array([_chance_rr(int(g), int(k)) for g, k in zip(n, m)])
     return ranks, c1, crr
 
 
@@ -67,17 +72,19 @@ def _lgamma(x):
 
 def retrieval(X: np.ndarray, items: Sequence[Item], langs: tuple[str, str] = ("en", "ru"), centre: bool = True,
               subsets: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Cross-lingual retrieval both ways, top-1 and MRR with their chance levels; `subsets` (name
-    -> boolean mask over items) reports the same over query subsets (the gallery stays whole)."""
+    """Cross-lingual retrieval both ways, top-1 and MRR with their chance levels, each query ranked
+    among the items of its own `Item.gallery`; `subsets` (name -> boolean mask over items) reports
+    the same over query subsets (the gallery stays whole)."""
     a, b = langs
     la = np.array([it.lang == a and bool(it.pair) for it in items])
     lb = np.array([it.lang == b and bool(it.pair) for it in items])
     pairs = np.array([it.pair for it in items])
+    gal = np.array([it.gallery for it in items])
     if not la.any() or not lb.any():
         return {"available": False, "reason": f"no paired {a} and {b} items"}
     out: dict[str, Any] = {"available": True, "n_queries": {f"{a}2{b}": int(la.sum()), f"{b}2{a}": int(lb.sum())}}
     for src, dst, name in ((la, lb, f"{a}2{b}"), (lb, la, f"{b}2{a}")):
-        ranks, c1, crr = retrieval_ranks(X[src], X[dst], pairs[src], pairs[dst], centre)
+        ranks, c1, crr = retrieval_ranks(X[src], X[dst], pairs[src], pairs[dst], centre, gal[src], gal[dst])
         out[f"top1_{name}"] = float(np.mean(ranks == 1))
         out[f"mrr_{name}"] = float(np.mean(1.0 / ranks))
         out[f"chance_top1_{name}"] = float(np.mean(c1))
@@ -233,7 +240,10 @@ def submit_layer_metrics(states: States, items: Sequence[Item], folds: int, seed
     lang = [it.lang for it in items]
     groups = [it.cv_group for it in items]
     held = np.array([it.heldout for it in items])
-    subsets = {"heldout": held, "trained": ~held} if held.any() else None
+    subsets = {"heldout": held, "trained": ~held} if held.any() else {}
+    anch = np.array([it.anchored for it in items])
+    subsets.update({"anchored": anch, "unanchored": ~anch} if anch.any() else {})  # sentences sharing a Latin/digit string
+    subsets = subsets or None
     has_labels = all(labels) and len(set(labels)) > 1
     two_langs = sorted({it.lang for it in items}) == sorted(langs)
     per: dict[str, list | None] = dict.fromkeys(("retrieval", "retrieval_raw", "retrieval_neutral", "probe_category",

@@ -27,6 +27,7 @@ from bvvlab.analysis.activations import (
 from bvvlab.analysis.figures import (
     cka_heatmap,
     latent_figure,
+    latent_results,
     markdown_table,
     metric_curves,
     null_band_figure,
@@ -34,6 +35,7 @@ from bvvlab.analysis.figures import (
     stats_table,
 )
 from bvvlab.analysis.items import (
+    ANCHORS,
     Item,
     ProbeError,
     check_translations,
@@ -63,8 +65,8 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
                  folds: int = 5, device: str = "cpu", batch_size: int = 64, latent: bool = True,
                  cka_level: str = "item", max_tokens: int | None = None, seed: int = 0,
                  lms: Sequence[Loaded] | None = None, jobs: int | None = None, trust_remote_code: bool = False,
-                 contexts: Any = None, permutations: int = PERMUTATIONS, langs: tuple[str, str] = ("en", "ru")
-                 ) -> tuple[dict[str, Any], dict[str, States], dict[str, Loaded]]:
+                 contexts: Any = None, permutations: int = PERMUTATIONS, langs: tuple[str, str] = ("en", "ru"),
+                 tuned_lens: bool = True) -> tuple[dict[str, Any], dict[str, States], dict[str, Loaded]]:
     """Load every model, compute its states and metrics, CKA of the first against each model
     (itself included). Returns (metrics, states by model, loaded models). The forward passes run
     first; then the per-layer metrics run in `jobs` worker processes (`probe_pool`; default: the
@@ -76,23 +78,11 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
     each item's vector the mean over its word's tokens averaged over its contexts. `max_tokens`:
     an item longer than this is refused in one line (nothing is cut silently; None: no limit).
     `permutations`: re-pairings of the stratified retrieval null (`analysis.stats`); every
-    retrieval figure of every layer then carries its null, p-values and bootstrap interval."""
-    if pooling not in POOLINGS:
-        raise ProbeError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
-    if cka_level not in ("item", "token"):
-        raise ProbeError(f"cka level {cka_level!r}: use 'item' or 'token'")
+    retrieval figure of every layer then carries its null, p-values and bootstrap interval.
+    `latent` with `tuned_lens`: the latent-language view through the tuned lens as well
+    (`latent_views`), beside the logit lens."""
     items = list(items)
-    for k, it in enumerate(items):  # a lone surrogate reaches the tokenizer as a TypeError otherwise
-        try:
-            check_text(it.text, "its text")
-        except BVVError as exc:
-            raise ProbeError(f"item {k + 1} ({repr(it.text)[:30]}): {exc}") from None
-    if any(it.pair for it in items):
-        check_translations(items, langs)
-    if permutations < 1:
-        raise ProbeError(f"--permutations {permutations}: the retrieval null needs at least 1 re-pairing (1000 is the "
-                         "default)")
-    check_folds(len({it.cv_group for it in items}), folds)
+    check_inputs(items, pooling, cka_level, permutations, folds, langs)
     t0 = time.perf_counter()
     lms = list(lms) if lms is not None else [lm for p, n in zip(paths, labels(paths))
                                              for lm in load_models(p, device, n, trust_remote_code)]
@@ -109,34 +99,96 @@ def probe_models(paths: Sequence[str], items: Sequence[Item], pooling: str = "la
             states[lm.name] = hidden_states(lm, items, pooling, batch_size, layers, max_tokens, lens=True)
             lengths[lm.name] = {i: (len(it.text), n) for i, (it, n) in enumerate(zip(items, map(len, states[lm.name].token_ids)))}
         if latent:
-            lat[lm.name] = {d: latent_language(lm, d, seed=seed) for d in ("en2ru", "ru2en")}
+            lat[lm.name] = latent_views(lm, seed, tuned_lens)
     results: dict[str, Any] = {}
     with probe_pool(jobs) as pool:  # then the per-layer metrics, in the workers
         reports = {}
         for lm in lms:
-            if sum(it.lang in langs and bool(it.pair) for it in items) >= 8:
-                ia, ib, _ = paired_index(items, langs)
-                keys = pair_keys(items, ia, ib, word_lengths=lengths[lm.name])
-                reports[lm.name] = pool.submit(layer_report, np.asarray(states[lm.name].pooled), items, permutations,
-                                               seed, langs, keys)
+            reports[lm.name] = submit_reports(pool, np.asarray(states[lm.name].pooled), items, lengths[lm.name],
+                                              permutations, seed, langs)
             m = submit_layer_metrics(states[lm.name], items, folds, seed, True, langs, pool)
             m.update(path=lm.path, n_layers=lm.n_layers, model_class=type(lm.model).__name__, expert=lm.expert)
             if latent:
-                m["latent_language"] = lat[lm.name]
+                m["latent_language"], tuned = lat[lm.name]
+                if tuned is not None:
+                    m["latent_language_tuned"] = tuned
             results[lm.name] = m
         results = {name: resolve_metrics(m) for name, m in results.items()}
-        for name, rep in reports.items():
-            attach_stats(results[name], rep.result())
+        for name, reps in reports.items():
+            if "main" in reps:
+                attach_stats(results[name], reps["main"].result())
+            if "anchored" in reps:  # sentence pairs sharing a Latin/digit string, reported apart
+                rep = reps["anchored"].result()
+                results[name]["stats_anchored"] = {"n_pairs": rep["n_pairs"],
+                                                   "retrieval": [L["cosine"] for L in rep["layers"]]}
     cka = cka_against_first(lms, states, items, cka_level, batch_size, layers, max_tokens)
     meta = {"pooling": pooling, "folds": folds, "n_items": len(items), "seconds": round(time.perf_counter() - t0, 3),
             "items": {"n_heldout": sum(it.heldout for it in items),
                       "langs": sorted({it.lang for it in items}), "labels": sorted({it.label for it in items})}}
     meta.update(permutations=permutations, items_kind="contexts" if contexts is not None else "items",
-                max_tokens=max_tokens, langs=list(langs))
+                max_tokens=max_tokens, langs=list(langs), galleries=len({it.gallery for it in items}),
+                n_anchored_pairs=len({it.pair for it in items if it.anchored}))
     if contexts is not None:
         meta.update(n_contexts=len(contexts.texts), notes=contexts.notes)
     return ({"meta": meta, "models": results, "cka": cka, "comparisons": compare_models(results)}, states,
             {lm.name: lm for lm in lms})
+
+
+def check_inputs(items: list[Item], pooling: str, cka_level: str, permutations: int, folds: int,
+                 langs: tuple[str, str]) -> None:
+    """One line for the first bad argument of `probe_models`, before any model is loaded."""
+    if pooling not in POOLINGS:
+        raise ProbeError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
+    if cka_level not in ("item", "token"):
+        raise ProbeError(f"cka level {cka_level!r}: use 'item' or 'token'")
+    for k, it in enumerate(items):  # a lone surrogate reaches the tokenizer as a TypeError otherwise
+        try:
+            check_text(it.text, "its text")
+        except BVVError as exc:
+            raise ProbeError(f"item {k + 1} ({repr(it.text)[:30]}): {exc}") from None
+    if any(it.pair for it in items):
+        check_translations(items, langs)
+    if permutations < 1:
+        raise ProbeError(f"--permutations {permutations}: the retrieval null needs at least 1 re-pairing (1000 is the "
+                         "default)")
+    check_folds(len({it.cv_group for it in items}), folds)
+
+
+def latent_views(lm: Loaded, seed: int = 0, tuned: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The latent-language view both ways through the logit lens and (with `tuned`) through a
+    tuned lens fitted on held-out text (`analysis.tuned_lens`, Belrose et al. 2023): the plain
+    logit lens reads early layers through a head trained on the last one, so an early-layer
+    counterpart there may be the lens's bias. Each gives answer, counterpart and control word of
+    the prompt with intervals. A model without a lens gets one reason line in both."""
+    from bvvlab.analysis.tuned_lens import fit_tuned_lens, tuned_latent
+
+    logit = {d: latent_language(lm, d, seed=seed) for d in ("en2ru", "ru2en")}
+    if not tuned:
+        return logit, None
+    if lm.head is None or lm.norm is None:
+        reason = {"available": False, "reason": f"tuned lens unavailable for {lm.name}: {lm.lens_reason}"}
+        return logit, {d: reason for d in logit}
+    lens = fit_tuned_lens(lm)
+    return logit, {d: tuned_latent(lm, lens, d, seed=seed) | {"fit_tokens": lens.n_tokens} for d in logit}
+
+
+def submit_reports(pool: Any, pooled: np.ndarray, items: Sequence[Item], lengths: dict[int, tuple[int, int]],
+                   permutations: int, seed: int, langs: tuple[str, str]) -> dict[str, Any]:
+    """The statistics (`analysis.stats.layer_report`) as pool jobs: "main" over the pairs without a
+    lexical anchor, "anchored" over the pairs flagged `Item.anchored` (sentences sharing a Latin or
+    digit string, `--anchors apart`), each where it has at least 8 items of the two languages."""
+    out = {}
+    for part, rows in (("main", [i for i, it in enumerate(items) if not it.anchored]),
+                       ("anchored", [i for i, it in enumerate(items) if it.anchored])):
+        sub = [items[i] for i in rows]
+        if sum(it.lang in langs and bool(it.pair) for it in sub) < 8:
+            continue
+        ia, ib, _ = paired_index(sub, langs)
+        lens = {j: lengths[i] for j, i in enumerate(rows) if i in lengths}
+        keys = pair_keys(sub, ia, ib, word_lengths=lens)
+        out[part] = pool.submit(layer_report, pooled[:, rows] if len(rows) < len(items) else pooled, sub, permutations,
+                                seed, langs, keys)
+    return out
 
 
 def compare_models(results: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +270,7 @@ def write_run(out: str | os.PathLike, metrics: dict[str, Any], states: dict[str,
         for name, c in metrics["cka"].items():
             figs[f"cka_{name.replace('/', '_').replace('#', '_')}.html"] = cka_heatmap(
                 np.array(c["matrix"]), c["reference"], name, c["layers_a"], c["layers_b"])
-        lat = {f"{n} {d}": r for n, m in metrics["models"].items() for d, r in (m.get("latent_language") or {}).items()}
+        lat = latent_results(metrics["models"])
         if any(r.get("available") for r in lat.values()):
             figs["latent_language.html"] = latent_figure(lat)
         for fname, fig in figs.items():
@@ -262,6 +314,7 @@ class ProbeConfig:
     contexts: int = CONTEXTS  # contexts per concept and language (items=concepts)
     permutations: int = PERMUTATIONS  # re-pairings of the stratified permutation null of retrieval
     max_tokens: int | None = None  # refuse items longer than this many tokens (None: no limit; nothing is cut)
+    anchors: str = "drop"  # items=sentences: pairs sharing a Latin/digit string: drop, apart (reported apart) or keep
     langs: list[str] = field(default_factory=lambda: ["en", "ru"])  # the two languages of the pairs (en,enx: the clone)
     out: str = "runs/probe"  # output folder (metrics.json, metrics.md, figures)
     umap: bool | str = True  # maps per layer: True UMAP, False PCA (fast), or "aligned-umap" (AlignedUMAP)
@@ -275,6 +328,7 @@ class ProbeConfig:
     batch_size: int = 64  # items per forward pass
     cka_level: str = "item"  # CKA over pooled items (any tokenizers) or over tokens (same tokenizer only)
     latent: bool = True  # the latent-language view (translation prompts)
+    tuned_lens: bool = True  # the latent-language view through a tuned lens too (fitted on held-out text)
     overwrite: bool = False  # replace an existing out folder
     seed: int = 0  # seeds the probes' folds and the maps
     jobs: int | None = None  # worker processes for the per-layer metrics (None: the usable cores, at most 4; 0: none)
@@ -290,6 +344,7 @@ class ProbeConfig:
         at_least("contexts", self.contexts, 1, "contexts per concept and language")
         at_least("permutations", self.permutations, 1, "re-pairings of the retrieval null")
         at_least("max_tokens", self.max_tokens, 1, "tokens per item; none: no limit")
+        one_of("anchors", self.anchors, ANCHORS)
         if len(self.langs) != 2 or self.langs[0] == self.langs[1]:
             raise ProbeError(f"langs={','.join(self.langs)}: give two different languages, e.g. en,ru")
         if self.jobs is not None and self.jobs < 0:

@@ -120,22 +120,48 @@ def rank_matrix(S: np.ndarray) -> np.ndarray:
 # ============================================================================ retrieval with a null
 
 
-def _stats(ranks: np.ndarray, n: int) -> dict[str, np.ndarray]:
+def _stats(ranks: np.ndarray, n: int | np.ndarray) -> dict[str, np.ndarray]:
     """Per-set statistics of ranks (..., q): top-1, MRR, median rank, pair AUC (the share of wrong
-    gallery items ranked below the true one)."""
+    gallery items ranked below the true one; `n`: the gallery size, or one per query)."""
     r = ranks.astype(np.float64)
     return {"top1": (ranks == 1).mean(-1), "mrr": (1.0 / r).mean(-1), "median_rank": np.median(r, -1),
-            "auc": ((n - r) / max(1, n - 1)).mean(-1)}
+            "auc": ((n - r) / np.maximum(1, np.asarray(n) - 1)).mean(-1)}
 
 
-def per_pair(S: np.ndarray, ranks: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Per-pair values, both directions averaged: reciprocal rank, top-1 hit, AUC, rank."""
-    n = S.shape[0]
+def per_pair(S: np.ndarray, ranks: tuple[np.ndarray, np.ndarray] | None = None,
+             sizes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-pair values, both directions averaged: reciprocal rank, top-1 hit, AUC, rank (`sizes`:
+    each pair's gallery size, default all n)."""
+    n = S.shape[0] if sizes is None else np.asarray(sizes, np.float64)
     Ra, Rb = ranks if ranks is not None else (rank_matrix(S), rank_matrix(S.T))
     ra = np.diag(Ra).astype(np.float64)
     rb = np.diag(Rb).astype(np.float64)
     return {"rr": (1 / ra + 1 / rb) / 2, "top1": ((ra == 1) * 1.0 + (rb == 1)) / 2,
-            "auc": ((n - ra) + (n - rb)) / (2 * max(1, n - 1)), "rank": (ra + rb) / 2}
+            "auc": ((n - ra) + (n - rb)) / (2 * np.maximum(1, n - 1)), "rank": (ra + rb) / 2}
+
+
+def gallery_mask(S: np.ndarray, galleries: np.ndarray | None) -> np.ndarray:
+    """S with every cell between pairs of different galleries set below the lowest score, so a
+    pair is ranked only among its own gallery (`Item.gallery`; concept sentences: their
+    template). None or one gallery: S unchanged."""
+    if galleries is None or len(set(galleries.tolist())) < 2:
+        return S
+    return np.where(galleries[:, None] == galleries[None, :], S, S.min() - 1.0)
+
+
+def gallery_strata(galleries: np.ndarray | None, keys: Sequence[tuple] | None, min_size: int = 8) -> np.ndarray | None:
+    """Strata for the null that never cross a gallery (a re-pairing across galleries would rank
+    a masked cell): `length_strata` within each gallery, or the galleries alone without keys."""
+    if galleries is None or len(set(galleries.tolist())) < 2:
+        return length_strata(keys, min_size) if keys is not None else None
+    out = np.zeros(len(galleries), dtype=np.int64)
+    base = 0
+    for g in sorted(set(galleries.tolist())):
+        idx = np.flatnonzero(galleries == g)
+        sub = length_strata([keys[i] for i in idx], min_size) if keys is not None else np.zeros(len(idx), np.int64)
+        out[idx] = sub + base
+        base += int(sub.max()) + 1
+    return out
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
@@ -162,21 +188,24 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int
             "p": float(min(1.0, max(p, 1 / (n_boot + 1)))), "n": int(len(d))}
 
 
-def retrieval_null(sims: Sequence[np.ndarray], perms: np.ndarray, n_boot: int = 1000, seed: int = 0
-                   ) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
+def retrieval_null(sims: Sequence[np.ndarray], perms: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                   sizes: np.ndarray | None = None) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
     """Per layer (one paired similarity matrix each), every retrieval statistic both ways with its
     permutation null (`null_mean`, `null_high` = 95th percentile, `p` per layer, `p_fwe` from the
     maximum over layers, the same re-pairings in every layer) and its bootstrap interval over
-    pairs (`low`, `high`). Median rank: smaller is better (its null and p are mirrored)."""
+    pairs (`low`, `high`). Median rank: smaller is better (its null and p are mirrored). `sizes`:
+    each pair's gallery size where the matrices are gallery-masked (`gallery_mask`; the
+    re-pairings then stay within galleries, `gallery_strata`)."""
     P, n = perms.shape
     rows = np.arange(n)
+    g = n if sizes is None else np.asarray(sizes, np.float64)
     obs, null, pps = [], [], []
     for S in sims:
         Ra, Rb = rank_matrix(S), rank_matrix(S.T)
-        pps.append(per_pair(S, (Ra, Rb)))
-        o_ab, o_ba = _stats(Ra[rows, rows], n), _stats(Rb[rows, rows], n)
-        n_ab = _stats(Ra[rows[None, :], perms], n)  # query a_i, its re-paired translation b_perm(i)
-        n_ba = _stats(Rb[perms, rows[None, :]], n)  # query b_perm(i), its translation a_i
+        pps.append(per_pair(S, (Ra, Rb), sizes))
+        o_ab, o_ba = _stats(Ra[rows, rows], g), _stats(Rb[rows, rows], g)
+        n_ab = _stats(Ra[rows[None, :], perms], g)  # query a_i, its re-paired translation b_perm(i)
+        n_ba = _stats(Rb[perms, rows[None, :]], g)  # query b_perm(i), its translation a_i (same gallery)
         obs.append({k: (o_ab[k] + o_ba[k]) / 2 for k in o_ab} | {f"{k}_a2b": o_ab[k] for k in o_ab}
                    | {f"{k}_b2a": o_ba[k] for k in o_ba})
         null.append({k: (n_ab[k] + n_ba[k]) / 2 for k in n_ab})
@@ -307,18 +336,21 @@ def layer_report(pooled: np.ndarray, items: Sequence[Item], n_perm: int = 1000, 
     intervals, gain over layer 0 (paired bootstrap), cross-lingual debiased CKA and RSA with
     their nulls, for every layer of `pooled` (L, n_items, d). `keys`: each pair's length profile
     (`pair_keys`); None: no stratification. `cka_perm`: permutations for CKA/RSA (default
-    min(n_perm, 200): they cost n^2 each)."""
+    min(n_perm, 200): they cost n^2 each). Items with `gallery` set are retrieved within their
+    gallery only (CSLS's neighbourhoods stay global), and re-paired within it."""
     ia, ib, pairs = paired_index(items, langs)
     n = len(pairs)
     if n < 4:
         raise ProbeError(f"{n} translation pair(s) of {langs[0]} and {langs[1]}: the statistics need at least 4 "
                          "(give items of both languages with the same pair id)")
-    strata = length_strata(keys, min_stratum) if keys is not None else None
+    gal = np.array([items[i].gallery for i in ia])
+    strata = gallery_strata(gal, keys, min_stratum)
+    sizes = (gal[:, None] == gal[None, :]).sum(1) if len(set(gal.tolist())) > 1 else None
     perms = permutations(n, n_perm, strata, seed)
     cperms = perms[:min(n_perm, 200) if cka_perm is None else max(1, cka_perm)]
     sims = [centred_cosine(np.asarray(pooled[k])[ia], np.asarray(pooled[k])[ib]) for k in range(pooled.shape[0])]
-    cos, per = retrieval_null(sims, perms, n_boot, seed)
-    cs, _ = retrieval_null([csls(S, csls_k) for S in sims], perms, n_boot, seed)
+    cos, per = retrieval_null([gallery_mask(S, gal) for S in sims], perms, n_boot, seed, sizes)
+    cs, _ = retrieval_null([gallery_mask(csls(S, csls_k), gal) for S in sims], perms, n_boot, seed, sizes)
     layers = []
     for k in range(pooled.shape[0]):
         X = np.asarray(pooled[k], np.float64)
@@ -327,9 +359,9 @@ def layer_report(pooled: np.ndarray, items: Sequence[Item], n_perm: int = 1000, 
         layers.append({"cosine": cos[k], "csls": cs[k],
                        "gain_mrr_vs_layer0": paired_bootstrap(per[k]["rr"], per[0]["rr"], n_boot, seed),
                        "cka": cka_null(A, B, cperms), "rsa": rsa_null(A, B, cperms)})
-    sizes = np.bincount(strata) if strata is not None else np.array([n])
-    return {"n_pairs": n, "pairs": pairs, "permutations": int(n_perm), "cka_permutations": int(len(cperms)),
-            "strata": {"count": int(len(sizes)), "min_size": int(sizes.min()), "median_size": float(np.median(sizes))},
+    counts = np.bincount(strata) if strata is not None else np.array([n])
+    return {"n_pairs": n, "pairs": pairs, "galleries": len(set(gal.tolist())), "permutations": int(n_perm), "cka_permutations": int(len(cperms)),
+            "strata": {"count": int(len(counts)), "min_size": int(counts.min()), "median_size": float(np.median(counts))},
             "layers": layers, "per_pair_rr": [p["rr"].round(6).tolist() for p in per]}
 
 

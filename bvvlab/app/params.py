@@ -76,7 +76,7 @@ def notebook_path(path: str | Path, cwd: str | Path | None = None) -> Path:
 def probe_notebook_config(*, checkpoints: Any, items: Any, limit: Any, heldout: Any, pooling: Any, layers: Any,
                           folds: Any, umap: Any, latent: Any, train_steps: Any, run_dir: Any,
                           trust_remote_code: Any = False, contexts: Any = None, permutations: Any = None,
-                          max_tokens: Any = None):
+                          max_tokens: Any = None, anchors: Any = None, tuned_lens: Any = None):
     """(ProbeConfig, train_steps) of notebook 03: the probe run goes to `run_dir/probe` (replaced
     on a re-run); `train_steps` trains the tiny model used when `checkpoints` is empty."""
     from bvvlab.analysis.probe import ProbeConfig
@@ -87,7 +87,8 @@ def probe_notebook_config(*, checkpoints: Any, items: Any, limit: Any, heldout: 
                 pooling=pooling, layers=layers, folds=folds, umap=umap, latent=latent,
                 out=str(Path(run_dir) / "probe"), overwrite=True, trust_remote_code=trust_remote_code,
                 max_tokens=max_tokens,
-                **{k: v for k, v in (("contexts", contexts), ("permutations", permutations)) if v is not None})
+                **{k: v for k, v in (("contexts", contexts), ("permutations", permutations), ("anchors", anchors),
+                                     ("tuned_lens", tuned_lens)) if v is not None})
     return cfg, check_count("train_steps", train_steps, 1, "steps of the tiny model trained when checkpoints is empty")
 
 

@@ -14,13 +14,14 @@ def probe_config(args: argparse.Namespace) -> Any:
 
     values = {k: getattr(args, k) for k in ("checkpoints", "items", "out", "pooling", "device", "folds", "heldout",
                                             "limit", "batch_size", "cka_level", "seed", "jobs", "contexts", "permutations",
-                                            "max_tokens")
+                                            "max_tokens", "anchors")
               if getattr(args, k) is not None}
     if args.langs is not None:
         values["langs"] = [x.strip() for x in str(args.langs).split(",")]
     values["layers"] = args.layers or None  # "" or absent: every layer
     values["umap"] = "aligned-umap" if args.aligned_umap else args.umap
     values["latent"] = not args.no_latent
+    values["tuned_lens"] = not args.no_tuned_lens
     values["overwrite"] = args.overwrite
     values["trust_remote_code"] = args.trust_remote_code
     return build(ProbeConfig, **values)
@@ -44,14 +45,17 @@ def _run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         items = cs.items
     else:
-        items = load_items(cfg.items, held, cfg.limit)
+        notes: list[str] = []
+        items = load_items(cfg.items, held, cfg.limit, cfg.anchors, notes)
+        for note in notes:
+            print(f"note: {note}")
         if len({it.lang for it in items}) == 1:
             print(f"note: {cfg.items} holds {items[0].lang} items only: no cross-lingual retrieval (give items of "
                   "two languages with shared pair ids)")
     metrics, states, _ = probe_models(cfg.checkpoints, items, cfg.pooling, cfg.layers, cfg.folds, cfg.device,
                                       cfg.batch_size, cfg.latent, cfg.cka_level, cfg.max_tokens, seed=cfg.seed,
                                       jobs=cfg.jobs, contexts=cs, permutations=cfg.permutations, langs=langs,
-                                      trust_remote_code=cfg.trust_remote_code)
+                                      trust_remote_code=cfg.trust_remote_code, tuned_lens=cfg.tuned_lens)
     out = write_run(cfg.out, metrics, states, items, cfg.umap, cfg.seed, cfg.overwrite)
     print(markdown_table(metrics["models"]))
     print(stats_table(metrics["models"]))
@@ -74,6 +78,9 @@ def add_parser(sub: Any, name: str, help: str) -> None:
                    help="re-pairings of the stratified permutation null of retrieval (default 1000)")
     p.add_argument("--max-tokens", default=None,
                    help="refuse items longer than this many tokens (default: no limit; nothing is cut silently)")
+    p.add_argument("--anchors", default=None,
+                   help="--items sentences: pairs sharing a Latin or digit string with their translation: drop "
+                        "(default), apart (reported apart) or keep")
     p.add_argument("--langs", default=None, help="the two languages of the translation pairs (en,ru; en,enx: the clone)")
     p.add_argument("--out", required=True, help="output folder (metrics.json, metrics.md, figures)")
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True,
@@ -94,6 +101,8 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     p.add_argument("--cka-level", choices=("item", "token"), default=None,
                    help="CKA over pooled items (any tokenizers) or over tokens (same tokenizer only)")
     p.add_argument("--no-latent", action="store_true", help="skip the latent-language view")
+    p.add_argument("--no-tuned-lens", action="store_true",
+                   help="the latent-language view through the logit lens only (no tuned lens fitted)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--seed", default=None)
     p.add_argument("--jobs", default=None,
