@@ -92,6 +92,17 @@ def test_centring_removes_a_language_offset_and_lda_removes_a_language_direction
     assert probe_metrics.probe_accuracy(Z, langs, [it.pair for it in items], folds=5)["accuracy"] == 1.0
 
 
+def test_language_direction_of_a_layer_with_one_vector_per_language_is_the_mean_difference():
+    """Last-token pooling of words that all end in one token gives one vector per language: the
+    within-language scatter is 0 and solve() raised "Singular matrix"; what is left is the offset."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(8), rng.standard_normal(8)
+    Z = np.concatenate([np.tile(a, (5, 1)), np.tile(b, (5, 1))])
+    langs = ["en"] * 5 + ["ru"] * 5
+    for method in ("lda", "mean"):
+        assert np.allclose(probe_metrics.remove_language_directions(Z, langs, method), 0)
+
+
 def test_probe_finds_a_planted_category_and_not_a_random_one():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 40).astype(str)

@@ -116,7 +116,10 @@ def remove_language_directions(X: np.ndarray, langs: Sequence[str], method: str 
         Xc = np.concatenate([X[L == n] - mu for n, mu in zip(names, mus)])
         Sw = Xc.T @ Xc / max(1, len(Xc) - 2)
         Sw = (1 - shrink) * Sw + shrink * np.trace(Sw) / Sw.shape[0] * np.eye(Sw.shape[0])
-        w = np.linalg.solve(Sw, diff)
+        # least squares, not solve: a layer whose items share one vector per language (last-token
+        # pooling of words ending in one token) has Sw = 0, where the Fisher direction is undefined
+        # and the mean difference is what is left to remove
+        w = np.linalg.lstsq(Sw, diff, rcond=None)[0] if np.trace(Sw) > 0 else diff
     elif method == "mean":
         w = diff
     else:
