@@ -8,7 +8,7 @@ multiple-choice files written here in its custom-task format (a task yaml per fi
 json`, `data_files` a local jsonl). The same questions go through bvvlab's `score_choices` with
 `tokenisation="joint"` and no prefix token (the harness's hf default), and `mc_metrics` with
 the harness's acc_norm length (`delimiter=" "`). Compared per question: the log-likelihood of
-every choice, and the acc / acc_norm pick. Three question sets:
+every choice, and the acc / acc_norm pick. Four question sets:
 
   * suite: the offline suites' multiple-choice questions ("...\\nAnswer:" + " choice"), with the
     harness's default `target_delimiter: " "`;
@@ -17,7 +17,9 @@ every choice, and the acc / acc_norm pick. Three question sets:
     continuation (`_encode_pair`), which is where joint and split tokenisation can differ;
   * split_word: the context's last 2 characters moved into every choice ("...\nAnswe" + "r: зима",
     `target_delimiter: ""`), so that an n-gram of the vocabulary can straddle the join (joint
-    tokens are then not the two sides' own).
+    tokens are then not the two sides' own);
+  * split_at_token: the last 3 characters moved ("...\nAnsw" + "er: зима"), a cut at a token
+    boundary: the same tokens as the suite's, split at another point.
 
     .venv/bin/python bench/bench_lmeval_parity.py --checkpoint RUN    # writes bench/results/lmeval_parity.json
 """
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -60,14 +63,19 @@ metric_list:
 """
 
 
-def question_sets(limit: int | None) -> dict[str, tuple[str, list[eval_tasks.MCItem]]]:
+def question_sets(limit: int | None, names: Sequence[str] | None = None) -> dict[str, tuple[str, list[eval_tasks.MCItem]]]:
     """name -> (the harness's target_delimiter, items as bvvlab scores them: context + choice)."""
     base = [it for t in suites.offline_suite() if t.kind == "mc" for it in t.items][:limit]
     trailing = [eval_tasks.MCItem(it.context + " ", [c[1:] for c in it.choices], it.answer) for it in base]
     # the context's last 2 characters moved into every choice ("...Answe" + "r: зима"): the cut falls
     # inside the n-gram "er" where the vocabulary has it
     split_word = [eval_tasks.MCItem(it.context[:-2], [it.context[-2:] + c for c in it.choices], it.answer) for it in base]
-    return {"suite": (" ", base), "trailing_space": ("", trailing), "split_word": ("", split_word)}
+    # the last 3 characters moved ("...\nAnsw" + "er: зима"): a cut at a token boundary, so the joint tokens
+    # equal the suite's and only the split point differs (what the harness's logits cache groups together)
+    split_token = [eval_tasks.MCItem(it.context[:-3], [it.context[-3:] + c for c in it.choices], it.answer) for it in base]
+    sets = {"suite": (" ", base), "trailing_space": ("", trailing), "split_word": ("", split_word),
+            "split_at_token": ("", split_token)}
+    return {k: v for k, v in sets.items() if k in (names or sets)}
 
 
 def write_tasks(folder: Path, sets: dict) -> None:
@@ -136,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lmeval-python", default="/tmp/lmeval-venv/bin/python", help="python of a venv with lm-eval")
     ap.add_argument("--limit", type=int, default=None, help="questions per set (default: all 1,224)")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--sets", nargs="+", default=None, help="question sets (default: all): suite trailing_space "
+                    "split_word split_at_token")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model, tok = load_checkpoint(args.checkpoint)
     model.eval()
-    sets = question_sets(args.limit)
+    sets = question_sets(args.limit, args.sets)
     version = subprocess.run([args.lmeval_python, "-c", "import lm_eval, transformers; print(lm_eval.__version__, "
                               "transformers.__version__)"], capture_output=True, text=True).stdout.split()
     res: dict = {"checkpoint": str(args.checkpoint), "interface": model.config.interface, "vocab_size": len(tok),

@@ -152,6 +152,24 @@ def test_joint_evaluation_feeds_no_prefix_token_like_the_harness(model, tok, mon
     assert {r["metric"]: r["mean"] for r in rows} == {"acc": want["acc"], "acc_norm": want["acc_norm"]}
 
 
+def test_tokenisation_differences_count_a_moved_split_point(model, tok):
+    """A context's trailing space moves to the continuation under `joint`: the concatenated ids can
+    be the same as `split`'s while the scored tokens are not (the space is scored), so the question
+    is listed ("whitespace"); found on 400 questions where joint and split picked differently under
+    acc_norm though the old check, comparing the concatenation only, listed none."""
+    item = eval_tasks.MCItem("Which is an animal? ", ["dog", "table"], 0)
+    split_ctx = scoring.encode(tok, item.context)
+    for c in item.choices:
+        ctx, cont = scoring.joint_pair(tok, item.context, c)
+        assert ctx + cont == split_ctx + scoring.encode(tok, c)  # the same ids in a row ...
+        assert (ctx, cont) != (split_ctx, scoring.encode(tok, c))  # ... split at another point
+    diff = scoring.tokenisation_differences(tok, [item])
+    assert diff == [{"question": 0, "choices": [{"choice": 0, "why": "whitespace"}, {"choice": 1, "why": "whitespace"}]}]
+    joint = scoring.score_choices(model, tok, [item], tokenisation="joint")[0]
+    split = scoring.score_choices(model, tok, [item])[0]
+    assert not np.allclose(joint, split, atol=1e-3)  # the scored numbers differ too
+
+
 def test_acc_and_acc_norm_on_a_model_with_known_answers(tok):
     """A model with a zero head is uniform: every token costs log V, so a choice's log-likelihood
     is -len(tokens) * log V exactly; acc then picks the fewest tokens, acc_norm the fewest tokens

@@ -180,7 +180,8 @@ def tokenisation_differences(tokenizer: Any, items: list[MCItem]) -> list[dict[s
         for j, c in enumerate(it.choices):
             ctx, cont = joint_pair(tokenizer, it.context, c)
             split = split_ctx + encode(tokenizer, c)
-            if ctx + cont != split:
+            # the scored tokens: a moved split point changes them even where the concatenation is the same
+            if (ctx, cont) != (split_ctx, encode(tokenizer, c)):
                 why = "merge" if encode(tokenizer, it.context + c) != split else "whitespace"
                 diff.append({"choice": j, "why": why})
         if diff:
