@@ -214,6 +214,8 @@ def test_t_interval_and_gap_fit():
     assert fit["verdict"] == "meets"
     assert A.gap_fit(t, [2.0, 4.0, 6.0])["verdict"].startswith("diverges")
     assert A.gap_fit([1e3], [1.0])["meet_tokens"] is None
+    flat = A.gap_fit(t, [1.0, 1.0 - 1e-9, 1.0 - 2e-9])  # meets at 10 ** 1e9 tokens: no number, a verdict
+    assert flat["meet_tokens"] is None and flat["verdict"].startswith("meets only beyond")
     with pytest.raises(ValueError, match="must be > 0"):
         A.gap_fit([0, 10], [1.0, 2.0])
 

@@ -179,6 +179,8 @@ def gap_fit(tokens: Sequence[float], gaps: Sequence[float]) -> dict[str, Any]:
     res: dict[str, Any] = {"a": float(a), "b": float(b), "meet_tokens": None}
     if b == 0 or np.sign(a + b * np.log10(t[-1])) == np.sign(b):
         res["verdict"] = "diverges (the fitted gap grows with tokens)" if b != 0 else "constant"
+    elif -a / b > 15:  # a nearly flat fit: 10 ** (-a / b) overflows to inf, which JSON cannot hold
+        res["verdict"] = "meets only beyond 1e15 tokens (a nearly flat fit)"
     else:
         res["meet_tokens"] = float(10 ** (-a / b))
         res["verdict"] = "meets" if res["meet_tokens"] > t[-1] else "crossed within the measured budgets"
