@@ -135,6 +135,41 @@ def test_joint_tokenisation_reproduces_lm_eval_and_names_the_questions_that_diff
         scoring.score_choices(model, tok, items, tokenisation="both")
 
 
+def test_joint_evaluation_feeds_no_prefix_token_like_the_harness(model, tok, monkeypatch):
+    """lm-evaluation-harness's hf model scores a context with nothing before it (bvvlab's
+    tokenizer adds no BOS); `evaluate_task(tokenisation="joint")` must too, or its log-likelihoods
+    are conditioned on an EOS the harness never feeds (measured against lm_eval 0.4.13 itself:
+    bench/bench_lmeval_parity.py). The split default keeps bvvlab's EOS prefix."""
+    seen = []
+    real = scoring.score_choices
+    monkeypatch.setattr(scoring, "score_choices", lambda *a, **k: seen.append(k.get("prefix", "eos")) or real(*a, **k))
+    task = eval_tasks.Task("t", "mc", items=ITEMS[:2], chance=0.5)
+    rows = scoring.evaluate_task(model, tok, task, tokenisation="joint", n_boot=10)
+    scoring.evaluate_task(model, tok, task, n_boot=10)
+    assert seen == [None, "eos"]
+    want = eval_metrics.mc_metrics(ITEMS[:2], real(model, tok, ITEMS[:2], prefix=None, tokenisation="joint"),
+                                   delimiter=" ")
+    assert {r["metric"]: r["mean"] for r in rows} == {"acc": want["acc"], "acc_norm": want["acc_norm"]}
+
+
+def test_tokenisation_differences_count_a_moved_split_point(model, tok):
+    """A context's trailing space moves to the continuation under `joint`: the concatenated ids can
+    be the same as `split`'s while the scored tokens are not (the space is scored), so the question
+    is listed ("whitespace"); found on 400 questions where joint and split picked differently under
+    acc_norm though the old check, comparing the concatenation only, listed none."""
+    item = eval_tasks.MCItem("Which is an animal? ", ["dog", "table"], 0)
+    split_ctx = scoring.encode(tok, item.context)
+    for c in item.choices:
+        ctx, cont = scoring.joint_pair(tok, item.context, c)
+        assert ctx + cont == split_ctx + scoring.encode(tok, c)  # the same ids in a row ...
+        assert (ctx, cont) != (split_ctx, scoring.encode(tok, c))  # ... split at another point
+    diff = scoring.tokenisation_differences(tok, [item])
+    assert diff == [{"question": 0, "choices": [{"choice": 0, "why": "whitespace"}, {"choice": 1, "why": "whitespace"}]}]
+    joint = scoring.score_choices(model, tok, [item], tokenisation="joint")[0]
+    split = scoring.score_choices(model, tok, [item])[0]
+    assert not np.allclose(joint, split, atol=1e-3)  # the scored numbers differ too
+
+
 def test_acc_and_acc_norm_on_a_model_with_known_answers(tok):
     """A model with a zero head is uniform: every token costs log V, so a choice's log-likelihood
     is -len(tokens) * log V exactly; acc then picks the fewest tokens, acc_norm the fewest tokens

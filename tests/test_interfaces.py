@@ -214,8 +214,54 @@ def test_t_interval_and_gap_fit():
     assert fit["verdict"] == "meets"
     assert A.gap_fit(t, [2.0, 4.0, 6.0])["verdict"].startswith("diverges")
     assert A.gap_fit([1e3], [1.0])["meet_tokens"] is None
+    flat = A.gap_fit(t, [1.0, 1.0 - 1e-9, 1.0 - 2e-9])  # meets at 10 ** 1e9 tokens: no number, a verdict
+    assert flat["meet_tokens"] is None and flat["verdict"].startswith("meets only beyond")
     with pytest.raises(ValueError, match="must be > 0"):
         A.gap_fit([0, 10], [1.0, 2.0])
+
+
+def test_crossing_uncertainty_fits_each_seed_and_bootstraps_over_seeds():
+    """Seeds whose gaps are 12 - 2 log10(t) + c_s all meet; the per-seed fits are exact, the
+    slope's interval is a point, and every bootstrap resample meets between the seeds' budgets."""
+    t = [1e3, 1e4, 1e5]
+    curves = {s: {tok: 12 - 2 * math.log10(tok) + c for tok in t} for s, c in zip((0, 1, 2), (-1.0, 0.0, 1.0))}
+    u = A.crossing_uncertainty(curves, n_boot=200, seed=0)
+    meets = [f["meet_tokens"] for f in u["per_seed"]]
+    assert all(f["verdict"] == "meets" for f in u["per_seed"])
+    assert all(math.isclose(m, 10 ** ((12 + c) / 2)) for m, c in zip(meets, (-1.0, 0.0, 1.0)))
+    assert math.isclose(u["slope"]["mean"], -2.0) and math.isclose(u["slope"]["high"], -2.0)
+    b = u["bootstrap"]
+    assert b["share_meets"] == 1.0 and b["distinct_resamples"] == 10
+    lo, mid, hi = b["meet_tokens_p2.5_p50_p97.5"]
+    assert min(meets) - 1e-6 <= lo <= mid <= hi <= max(meets) + 1e-6
+    assert A.crossing_uncertainty(curves, n_boot=200, seed=0) == u  # seeded
+    # one seed diverging: the share of resamples that meet drops below 1, and some diverge
+    curves[2] = {tok: -12 + 2 * math.log10(tok) + 3 for tok in t}
+    b = A.crossing_uncertainty(curves, n_boot=400, seed=1)["bootstrap"]
+    assert 0 < b["share_meets"] < 1 and b["share_diverges"] > 0
+    # a later window with fewer than two budgets: no fit, no bootstrap
+    assert A.crossing_uncertainty(curves, min_tokens=1e5)["bootstrap"] is None
+
+
+def test_summary_pairs_final_gaps_by_seed(tmp_path):
+    """summarize's final gaps are paired by seed; its extra pairs get their own gap series."""
+    def run(name, seed, bpc, hist):
+        d = tmp_path / "runs" / name / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "ablation.json").write_text(json.dumps({
+            "name": name, "seed": seed, "interface": name, "val_bpc": bpc, "tokens": 300,
+            "history": [{"step": i, "tokens": tok, "val_bpc": v} for i, (tok, v) in enumerate(hist)]}))
+
+    for s, d in ((0, 0.0), (1, 0.1)):
+        run("glyph", s, 4.4 + d, [(100, 5.5 + d), (200, 5.0 + d)])
+        run("id-bits", s, 4.4 + d, [(100, 5.5 + d), (200, 5.0 + d)])
+        run("trainable", s, 4.0 + d, [(100, 5.0 + d), (200, 4.5 + d)])
+    summ = A.summarize(tmp_path)
+    fg = summ["final_gap_pct_paired"]
+    assert fg["glyph vs id-bits"]["mean"] == 0.0 and fg["glyph vs id-bits"]["n"] == 2
+    assert math.isclose(fg["id-bits vs trainable"]["per_seed"][1], 100 * 0.4 / 4.1)
+    more = summ["gaps_more"]["id-bits vs trainable"]
+    assert [p["tokens"] for p in more["points"]] == [100, 200] and more["fit_uncertainty"]["per_seed"]
 
 
 def test_series_entries_and_base_keys():

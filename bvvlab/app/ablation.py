@@ -32,8 +32,8 @@ import numpy as np
 
 from bvvlab.core.atomic import ensure_dir, write_json_atomic
 
-__all__ = ["DEFAULT_SERIES", "series_entry", "run_series", "measure_run", "summarize", "gap_fit", "gap_figure",
-           "summary_table"]
+__all__ = ["DEFAULT_SERIES", "series_entry", "run_series", "measure_run", "summarize", "gap_fit",
+           "crossing_uncertainty", "gap_figure", "summary_table"]
 
 # name -> TrainConfig keys: the published series at a small width (random codes at two sizes)
 DEFAULT_SERIES: dict[str, dict[str, Any]] = {
@@ -179,34 +179,84 @@ def gap_fit(tokens: Sequence[float], gaps: Sequence[float]) -> dict[str, Any]:
     res: dict[str, Any] = {"a": float(a), "b": float(b), "meet_tokens": None}
     if b == 0 or np.sign(a + b * np.log10(t[-1])) == np.sign(b):
         res["verdict"] = "diverges (the fitted gap grows with tokens)" if b != 0 else "constant"
+    elif -a / b > 15:  # a nearly flat fit: 10 ** (-a / b) overflows to inf, which JSON cannot hold
+        res["verdict"] = "meets only beyond 1e15 tokens (a nearly flat fit)"
     else:
         res["meet_tokens"] = float(10 ** (-a / b))
         res["verdict"] = "meets" if res["meet_tokens"] > t[-1] else "crossed within the measured budgets"
     return res
 
 
-def _gap_series(runs: dict[str, dict[int, dict]], ref: str, other: str) -> dict[str, Any] | None:
-    """Per periodic evaluation: gap % of `ref` vs `other`, paired by seed, with intervals; the fit."""
-    if ref not in runs or other not in runs:
-        return None
-    seeds = sorted(set(runs[ref]) & set(runs[other]))
-    points = []
-    by_tokens: dict[int, list[float]] = {}
-    for s in seeds:
+def _paired_gaps(runs: dict[str, dict[int, dict]], ref: str, other: str) -> dict[int, dict[int, float]]:
+    """seed -> {tokens: gap %} at every periodic evaluation both runs of the seed share (tokens > 0)."""
+    out: dict[int, dict[int, float]] = {}
+    for s in sorted(set(runs[ref]) & set(runs[other])):
         a = {h["tokens"]: h["val_bpc"] for h in runs[ref][s]["history"]}
         b = {h["tokens"]: h["val_bpc"] for h in runs[other][s]["history"]}
-        for t in sorted(set(a) & set(b)):
-            if t <= 0:  # the step-0 evaluation: no tokens on a log axis (and both models untrained)
-                continue
-            by_tokens.setdefault(t, []).append(100.0 * (a[t] - b[t]) / b[t])
-    for t in sorted(by_tokens):
-        points.append({"tokens": t, **_t_interval(by_tokens[t])})
+        # the step-0 evaluation has no place on a log axis (and both models are untrained there)
+        out[s] = {t: 100.0 * (a[t] - b[t]) / b[t] for t in sorted(set(a) & set(b)) if t > 0}
+    return out
+
+
+def crossing_uncertainty(curves: dict[int, dict[int, float]], n_boot: int = 2000, seed: int = 0,
+                         min_tokens: float = 0) -> dict[str, Any]:
+    """How far to trust the fitted meeting budget: the fit of every seed's own gap curve, the
+    slope's 95% t-interval over seeds, and a bootstrap over seeds (resample seeds with
+    replacement, average their curves, refit): the share of resamples whose fit meets, diverges
+    or crossed already, and the 2.5/50/97.5 percentiles of the meeting budget among those that
+    meet. With k seeds there are only C(2k-1, k) distinct resamples (10 at k = 3), so the
+    bootstrap shows the spread between seeds, not a fine-grained distribution."""
+    seeds = sorted(curves)
+    tokens = sorted(set.intersection(*(set(curves[s]) for s in seeds))) if seeds else []
+    tokens = [t for t in tokens if t >= min_tokens]
+    res: dict[str, Any] = {"min_tokens": min_tokens, "per_seed": [], "slope": _t_interval([]), "bootstrap": None}
+    if len(tokens) < 2:
+        return res
+    g = np.asarray([[curves[s][t] for t in tokens] for s in seeds])
+    res["per_seed"] = [{"seed": s, **gap_fit(tokens, row)} for s, row in zip(seeds, g)]
+    res["slope"] = _t_interval([f["b"] for f in res["per_seed"]])
+    rng = np.random.default_rng(seed)
+    fits = [gap_fit(tokens, g[rng.integers(0, len(seeds), len(seeds))].mean(axis=0)) for _ in range(n_boot)]
+    meets = np.asarray([f["meet_tokens"] for f in fits if f["verdict"] == "meets"], dtype=np.float64)
+    res["bootstrap"] = {
+        "n_boot": n_boot, "seed": seed, "distinct_resamples": math.comb(2 * len(seeds) - 1, len(seeds)),
+        "share_meets": float(meets.size / n_boot),
+        "share_diverges": float(sum(f["verdict"].startswith("diverges") for f in fits) / n_boot),
+        "share_crossed": float(sum(f["verdict"].startswith("crossed") for f in fits) / n_boot),
+        "meet_tokens_p2.5_p50_p97.5": [float(v) for v in np.percentile(meets, [2.5, 50, 97.5])] if meets.size else None,
+    }
+    return res
+
+
+def _gap_series(runs: dict[str, dict[int, dict]], ref: str, other: str, n_boot: int = 2000
+                ) -> dict[str, Any] | None:
+    """Per periodic evaluation: gap % of `ref` vs `other`, paired by seed, with intervals; the fit
+    over the whole history and over its later half (tokens >= half the last budget, past warmup
+    and the fast early descent), each with `crossing_uncertainty`."""
+    if ref not in runs or other not in runs:
+        return None
+    curves = _paired_gaps(runs, ref, other)
+    by_tokens: dict[int, list[float]] = {}
+    for c in curves.values():
+        for t, v in c.items():
+            by_tokens.setdefault(t, []).append(v)
+    points = [{"tokens": t, **_t_interval(by_tokens[t])} for t in sorted(by_tokens)]
     fit = gap_fit([p["tokens"] for p in points], [p["mean"] for p in points])
-    return {"ref": ref, "other": other, "seeds": seeds, "points": points, "fit": fit}
+    res = {"ref": ref, "other": other, "seeds": sorted(curves), "points": points, "fit": fit,
+           "fit_uncertainty": crossing_uncertainty(curves, n_boot=n_boot)}
+    if points:
+        half = points[-1]["tokens"] / 2
+        late = [p for p in points if p["tokens"] >= half]
+        res["late_fit"] = {"min_tokens": half, **gap_fit([p["tokens"] for p in late], [p["mean"] for p in late])}
+        res["late_fit_uncertainty"] = crossing_uncertainty(curves, n_boot=n_boot, min_tokens=half)
+    return res
 
 
-def summarize(out: str | os.PathLike, ref: str = "glyph") -> dict[str, Any]:
-    """Means and 95% t-intervals over seeds per interface; the gap of `ref` against the others."""
+def summarize(out: str | os.PathLike, ref: str = "glyph",
+              pairs: Sequence[tuple[str, str]] = (("id-bits", "trainable"),)) -> dict[str, Any]:
+    """Means and 95% t-intervals over seeds per interface; the gap of `ref` against the others
+    (`gaps`) and of each (a, b) of `pairs` (`gaps_more`) against tokens, and the final gaps paired
+    by seed (`final_gap_pct_paired`)."""
     runs = _load_runs(Path(out))
     table: dict[str, Any] = {}
     for name, by_seed in runs.items():
@@ -223,7 +273,21 @@ def summarize(out: str | os.PathLike, ref: str = "glyph") -> dict[str, Any]:
             row["probe_last_top1"] = _t_interval([r["probe"]["last_top1"] for r in rs if "probe" in r])
         table[name] = row
     gaps = {other: _gap_series(runs, ref, other) for other in runs if other != ref}
-    return {"interfaces": table, "gap_ref": ref, "gaps": {k: v for k, v in gaps.items() if v}}
+    more = {f"{a} vs {b}": _gap_series(runs, a, b) for a, b in pairs if a in runs and b in runs}
+    return {"interfaces": table, "gap_ref": ref, "gaps": {k: v for k, v in gaps.items() if v},
+            "gaps_more": more, "final_gap_pct_paired": _final_gaps(runs, [(ref, o) for o in runs if o != ref]
+                                                                  + [p for p in pairs if p[0] in runs and p[1] in runs])}
+
+
+def _final_gaps(runs: dict[str, dict[int, dict]], pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The final (whole validation shard) gap % of a vs b, paired by seed, with its t-interval."""
+    out = {}
+    for a, b in pairs:
+        per = {s: 100.0 * (runs[a][s]["val_bpc"] - runs[b][s]["val_bpc"]) / runs[b][s]["val_bpc"]
+               for s in sorted(set(runs[a]) & set(runs[b]))
+               if runs[a][s].get("val_bpc") is not None and runs[b][s].get("val_bpc") is not None}
+        out[f"{a} vs {b}"] = {**_t_interval(list(per.values())), "per_seed": per}
+    return out
 
 
 def summary_table(summary: dict[str, Any], keys: Sequence[str] | None = None) -> str:

@@ -180,7 +180,8 @@ def tokenisation_differences(tokenizer: Any, items: list[MCItem]) -> list[dict[s
         for j, c in enumerate(it.choices):
             ctx, cont = joint_pair(tokenizer, it.context, c)
             split = split_ctx + encode(tokenizer, c)
-            if ctx + cont != split:
+            # the scored tokens: a moved split point changes them even where the concatenation is the same
+            if (ctx, cont) != (split_ctx, encode(tokenizer, c)):
                 why = "merge" if encode(tokenizer, it.context + c) != split else "whitespace"
                 diff.append({"choice": j, "why": why})
         if diff:
@@ -386,8 +387,8 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task: Task, runs: int 
     """Tidy result rows (task, metric, mean, low, high, interval, n, chance) of one task.
 
     mc: acc and acc_norm by log-likelihood (bootstrap interval over questions; `tokenisation`
-    "joint" is lm-evaluation-harness parity: its tokenisation, see `joint_pair`, and its acc_norm,
-    which divides by the choice's length without the leading " " delimiter), and with
+    "joint" is lm-evaluation-harness parity: its tokenisation, see `joint_pair`, no prefix token,
+    and its acc_norm, which divides by the choice's length without the leading " " delimiter), and with
     `protocol` the author's generative letter match (protocol interval and bootstrap).
     gen: the protocol. translation: corpus BLEU and chrF (bootstrap over sentences of the
     sentence-level scores is not what corpus BLEU is, so the interval is that of chrF per
@@ -404,8 +405,11 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Any, task: Task, runs: int 
         if not items:
             raise EvalError(f"task {task.name} has no questions")
         # lm-evaluation-harness parity: its joint tokenisation and its acc_norm length (without the " " delimiter)
-        m = mc_metrics(items, score_choices(model, tokenizer, items, batch=batch, tokenisation=tokenisation),
-                       delimiter=" " if tokenisation == "joint" else "")
+        # and its prefix: the hf model feeds the context with no token before it (a tokenizer that adds no
+        # BOS, as bvvlab's: lm_eval/models/huggingface.py tok_encode), where bvvlab's default is EOS
+        joint = tokenisation == "joint"
+        m = mc_metrics(items, score_choices(model, tokenizer, items, batch=batch, tokenisation=tokenisation,
+                                            prefix=None if joint else "eos"), delimiter=" " if joint else "")
         for k in ("acc", "acc_norm"):
             row(k, m[k], bootstrap_interval(m["per_question"][k], n_boot=n_boot, seed=seed), m["n"], task.chance)
     if (task.kind == "gen" or (task.kind == "mc" and protocol)) and task.gen:
