@@ -63,6 +63,36 @@ def test_set_reaches_a_group_and_only_brings_what_a_step_needs():
     assert [s.name for s in PL.plan("smoke", only=["train"])] == ["train-frozen", "train-unfrozen"]
 
 
+def test_seeds_train_the_twins_once_per_seed_and_only_the_first_pair_feeds_later_steps():
+    """`--seeds 0,1,2` (issue 24): the frozen-vs-trainable gap gets an interval over seeds.
+    Without it the plan is unchanged (no `seed` parameter: earlier runs' keys stay valid)."""
+    steps = {s.name: s for s in PL.plan("smoke", seeds=[3, 1, 2])}
+    assert [n for n in steps if n.startswith("train")] == [
+        "train-frozen", "train-unfrozen", "train-frozen-seed1", "train-unfrozen-seed1", "train-frozen-seed2",
+        "train-unfrozen-seed2"]
+    assert [steps[n].params["seed"] for n in steps if n.startswith("train")] == [3, 3, 1, 1, 2, 2]
+    assert steps["train-unfrozen-seed2"].params["run_dir"] == "steps/train-unfrozen-seed2/unfrozen"
+    assert steps["train-unfrozen-seed2"].params["frozen"] is False and steps["train-unfrozen-seed2"].group == "train"
+    assert steps["evaluate"].params["checkpoint"] == ["steps/train-frozen/frozen", "steps/train-unfrozen/unfrozen"]
+    assert "seed" not in {s.name: s for s in PL.plan("smoke")}["train-frozen"].params
+    assert len(PL.plan("smoke", only=["train"], seeds=[0, 1])) == 4
+    keys_one = PL.step_key(PL.plan("smoke")[1], PL.notebooks_dir(), {})
+    assert keys_one == PL.step_key(PL.plan("smoke")[1], PL.notebooks_dir(), {})
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "0,0"], "--seeds 0,0: give distinct seeds >= 0"),
+    (["--seeds", "x"], "seeds='x'"),
+    (["--seeds", "0,1", "--set", "train.seed=4"], "--set train.seed: the pipeline sets seed of step train-frozen"),
+])
+def test_bad_seeds_are_one_line(tmp_path, capsys, argv, needle):
+    out = tmp_path / "run"
+    assert main(["pipeline", "--out", str(out), *argv]) == 2
+    line = _one_line_error(capsys)
+    assert needle in line, line
+    assert not out.exists()
+
+
 def test_step_key_changes_with_parameters_and_upstream():
     nb = PL.notebooks_dir()
     a, b = PL.plan("smoke"), PL.plan("smoke", {"train.steps": 5})
