@@ -134,3 +134,24 @@ def test_the_report_opens_with_the_findings(run):
     md = "\n".join(p[1] for p in parts if p[0] == "md")
     assert md.index("## Findings") < md.index("## Steps")
     assert "| frozen seed1 | 1 | tiny |" in md and "[1.0000, 3.0000]" in md
+
+
+def test_an_executed_notebook_renders_to_html_that_fetches_nothing(tmp_path):
+    """The report links rendered pages (issue 24: raw .ipynb over file:// showed JSON). nbconvert's
+    lab template asks CDNs for require.js and MathJax, and plotly's output for MathJax: all gone."""
+    import re
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Fusion, $x$"), nbformat.v4.new_code_cell("fig")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={
+        "text/html": '<script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/3.2.2/es5/tex-svg.min.js"></script>'
+                     '<div id="plot">the figure</div>', "text/plain": "fig"})]
+    path = tmp_path / "06_fusion.ipynb"
+    nbformat.write(nb, path)
+    page = report.notebook_html(path)
+    assert page == tmp_path / "06_fusion.html"
+    text = page.read_text(encoding="utf-8")
+    assert '<div id="plot">the figure</div>' in text and "Fusion" in text
+    assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=", text)

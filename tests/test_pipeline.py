@@ -300,6 +300,23 @@ def test_a_rerun_runs_only_what_changed_and_the_report_has_every_finding(smoke_r
                     "## Configuration of every step"):
         assert heading in md, heading
     assert "Not available" not in md and "could not be built" not in md
+    # findings first (issue 24): every step that ran is named, and each claim carries its interval
+    assert md.index("## Findings") < md.index("## Steps")
+    claims = {l.split("**")[1]: l for l in md[md.index("## Findings"):md.index("## Steps")].splitlines()
+              if l.startswith("- **")}
+    for name in st:
+        assert f"{name} (" in claims["Steps."], name
+    assert "not available" not in "".join(claims.values())
+    assert re.search(r"95% interval \[[-+]\d+\.\d%, [-+]\d+\.\d%\] over \d+ validation windows",
+                     claims["Frozen vs trainable embedding."])
+    assert "at this budget (profile smoke: 12 steps of the tiny preset)" in claims["Frozen vs trainable embedding."]
+    assert re.search(r"\[95% interval [-+]\d", claims["Fusion of two experts."])
+    assert "; 95% interval [" in claims["Layer-wise growth."]
+    assert "family-wise" in claims["Cross-lingual alignment (probing)."]
+    # the executed notebooks are linked as offline HTML pages, not as .ipynb (JSON in a browser)
+    for name, rec in second["steps"].items():
+        assert rec["html"].endswith(".html") and (out / rec["html"]).exists(), name
+        assert f"]({rec['html']})" in md and f"]({rec['executed']})" not in md
     # the twins' numbers are the runs' own
     for name in ("train-frozen", "train-unfrozen"):
         final = json.loads((out / "steps" / name / name[6:] / "meta.json").read_text())["final"]
@@ -336,6 +353,36 @@ def test_the_report_draws_every_figure_in_chromium(smoke_run, browser, tmp_path)
     for d in drawn:
         assert d["w"] > 200 and d["h"] > 200 and d["marks"] > 0, d  # drawn, not blank
     assert next(d for d in drawn if d["id"] == "fig-probe_layer_map")["slider"] == 1
+    # the findings open the page and name every step that ran
+    found = page.evaluate("""() => { const h = [...document.querySelectorAll('h2')];
+        const f = h.find(e => e.textContent === 'Findings');
+        let ul = f && f.nextElementSibling; while (ul && ul.tagName !== 'UL') ul = ul.nextElementSibling;
+        return {first: h[0] && h[0].textContent, claims: ul ? [...ul.querySelectorAll('li')].map(l => l.innerText) : []}; }""")
+    assert found["first"] == "Findings" and len(found["claims"]) == 6, found
+    ran = json.loads((out / "pipeline.json").read_text())["steps"]
+    for name in ran:
+        assert f"{name} (" in found["claims"][0], name
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_executed_notebooks_open_offline_as_html_with_their_figures(smoke_run, browser, tmp_path):
+    """Issue 24: the report linked raw .ipynb over file:// (JSON in a browser). Each executed
+    notebook is rendered to HTML; with every network request refused, its figures still draw."""
+    out = smoke_run[0]
+    page = browser.new_page()
+    remote = []
+    page.route(lambda url: not url.startswith("file:"), lambda route: (remote.append(route.request.url), route.abort()))
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    for name in ("05_evaluate", "06_fusion"):
+        page.goto((out / "notebooks" / f"{name}.html").resolve().as_uri())
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1", timeout=60_000)
+        marks = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => gd.querySelectorAll("
+                              "'.barlayer .point path, .scatterlayer .point, .scatterlayer .js-line').length)")
+        page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        assert marks and all(m > 0 for m in marks), (name, marks)
+    assert not remote and not errors, (remote, errors)
 
 
 @pytest.mark.slow

@@ -180,8 +180,8 @@ def fusion(out: Path, state: dict[str, Any]) -> str:
     best = max(goal, key=lambda k: goal[k]["mixed_gain_vs_best_expert"])
     g = goal[best]
     ivs = (m.get("intervals") or {}).get(best) or {}
-    iv = (f" [95% interval {pct(ivs['low'])}, {pct(ivs['high'])} over {ivs['n']} windows]" if ivs.get("low") is not None
-          else " (one evaluation, no interval)")
+    iv = (f" [95% interval {pct(ivs['low'])}, {pct(ivs['high'])} over {ivs['n']} windows of mixed text, paired: "
+          f"{_verdict(ivs).split(' (')[0]}]" if ivs.get("low") is not None else " (one evaluation, no interval)")
     text = (f"goal: at least 10% fewer bits/char than the better expert on mixed en+ru text, and within 5% of the "
             f"better expert on each language. {'Met by ' + ', '.join(met) if met else 'Not met by any'} of "
             f"{len(goal)} methods. The best on mixed text, {best}, gains {pct(g['mixed_gain_vs_best_expert'])}{iv}; "

@@ -573,6 +573,17 @@ def _outcome(rec: dict[str, Any]) -> str:
     return f"{rec['status']} in {rec.get('seconds')} s{where}{err}"
 
 
+def _render(nb_out: Path, out: Path, rec: dict[str, Any]) -> None:
+    """The executed notebook as offline HTML beside it (also a failed one: it shows the cell); a
+    rendering that fails leaves the .ipynb as the step's record and never fails the step."""
+    from bvvlab.app.report import notebook_html
+
+    rec.pop("html", None)
+    if nb_out.exists():
+        with contextlib.suppress(Exception):
+            rec["html"] = str(notebook_html(nb_out).relative_to(out))
+
+
 def _run_step(s: Step, i: int, n: int, state: dict[str, Any], keys: dict[str, str], out: Path, nb_dir: Path,
               gpus: int, progress: bool, kernel: str) -> None:
     """One step: skipped when unchanged and complete, not run when a step it reads from did not
@@ -600,6 +611,7 @@ def _run_step(s: Step, i: int, n: int, state: dict[str, Any], keys: dict[str, st
     try:
         _execute(s, out, nb_dir, nb_out, rec, gpus, progress, kernel)
     finally:
+        _render(nb_out, out, rec)
         write_json_atomic(out / "pipeline.json", state)
         _say(progress, i, n, s, _outcome(rec))
 

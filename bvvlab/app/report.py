@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ def _steps_section(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
         err = r.get("error") or ""
         if r.get("cell") is not None:
             err = f"cell In [{r['cell']}]: {err}"
+        link = r.get("html") or r.get("executed")  # the rendered page; a browser shows a raw .ipynb as JSON
         rows.append([s.name, s.notebook, r.get("status", "not run"), _f(r.get("seconds"), 1),
-                     f"[{r['executed']}]({r['executed']})" if r.get("executed") else "", err])
+                     f"[{link}]({link})" if link else "", err])
     meta = state.get("meta") or {}
     vers = ", ".join(f"{k} {v}" for k, v in (meta.get("packages") or {}).items() if v)
     dev = meta.get("device") or {}
@@ -334,3 +336,37 @@ def write(out: str | Path, state: dict[str, Any], steps: list) -> Path:
             + "\n".join(body) + "</body></html>")
     write_atomic(out / "report.html", page)
     return out / "report.html"
+
+
+# ---------------------------------------------------------------------------------------------
+# executed notebooks as HTML
+
+# nbconvert's lab template without what it fetches from a CDN (require.js, MathJax, mermaid, the
+# widget manager): the page opens offline; plotly's figures carry their own plotly.js (the
+# notebooks' "notebook" renderer inlines it) and progress-bar widgets show as their text
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+
+
+_REMOTE_SCRIPT = re.compile(r'<script\s+src="https?://[^"]*"\s*>\s*</script>')
+
+
+def notebook_html(nb_path: str | Path) -> Path:
+    """The executed notebook rendered to HTML beside it (`NN_step.html`), readable in a browser
+    without a network: the report links these, not the .ipynb (which a browser shows as JSON)."""
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb_path = Path(nb_path)
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"bvvlab_offline.html.j2": _OFFLINE_TEMPLATE})],
+                            template_file="bvvlab_offline.html.j2")
+    body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
+    body = _REMOTE_SCRIPT.sub("", body)  # plotly's figures ask for MathJax from a CDN; they draw without it
+    dest = nb_path.with_suffix(".html")
+    write_atomic(dest, body)
+    return dest
