@@ -611,8 +611,10 @@ def _run_step(s: Step, i: int, n: int, state: dict[str, Any], keys: dict[str, st
     try:
         _execute(s, out, nb_dir, nb_out, rec, gpus, progress, kernel)
     finally:
-        _render(nb_out, out, rec)
-        write_json_atomic(out / "pipeline.json", state)
+        write_json_atomic(out / "pipeline.json", state)  # the outcome first: a second Ctrl-C must not lose it
+        if rec.get("status") != "interrupted":  # an interrupted run exits at once; its re-run renders
+            _render(nb_out, out, rec)
+            write_json_atomic(out / "pipeline.json", state)
         _say(progress, i, n, s, _outcome(rec))
 
 
