@@ -435,6 +435,9 @@ FIGURES_STATE = """() => ({
 
 # notebook -> parameters (small: each runs in about a minute on a CPU) and how many figures it draws
 NOTEBOOK_FIGURES = {
+    # 03 is the probing branch's notebook: read here, not changed; its figures are checked as they are
+    "03_probe_layers": ("train_steps = 12\nlimit = 20\ncontexts = 4\npermutations = 200\nfolds = 3\n"
+                        "latent = False\n", 4),
     "05_evaluate": ("steps = 4\nlimit = 8\nbpc_chars = 400\nruns = 2\nprotocol_questions = 4\n", 1),
     "06_fusion": ("steps = 4\ntrain_chars = 8000\neval_texts = 3\nval_chars = 2000\n", 1),
     "07_growth": ("steps_per_stage = 6\ntrain_chars = 8000\nval_chars = 4000\nprobe_concepts = 12\n", 2),

@@ -46,7 +46,7 @@ def run(tmp_path):
     del state["steps"]["interfaces"]  # never ran
     _write(out / "steps" / "growth" / "metrics.json",
            {"stages": [{"depth": 2, "val_bpc": 5.0}], "baseline_val_bpc": 5.1, "grown_vs_baseline": 5.0 / 5.1 - 1,
-            "grown_vs_baseline_interval": {"low": -0.03, "high": -0.01}, "seed": 0})
+            "grown_vs_baseline_interval": {"low": -0.03, "high": -0.01, "n": 80}, "seed": 0})
     return out, state, steps
 
 
@@ -66,7 +66,7 @@ def test_every_claim_is_there_and_names_what_is_missing(run):
     assert "not available: the fusion step left no goal" in claims[3]  # done, but its metrics.json is not there
     assert "not available: step interfaces not run" in claims[5]
     assert "at this budget (profile smoke: 12 steps of the tiny preset)" in claims[1]
-    assert "; 95% interval [-3.0%, -1.0%]" in claims[4] and "goal met" in claims[4]
+    assert "-2.0% [95% interval -3.0%, -1.0%, paired over 80 validation windows]" in claims[4] and "goal met" in claims[4]
 
 
 def test_frozen_vs_trainable_is_paired_over_windows_and_over_seeds(run):

@@ -311,7 +311,7 @@ def test_a_rerun_runs_only_what_changed_and_the_report_has_every_finding(smoke_r
                      claims["Frozen vs trainable embedding."])
     assert "at this budget (profile smoke: 12 steps of the tiny preset)" in claims["Frozen vs trainable embedding."]
     assert re.search(r"\[95% interval [-+]\d", claims["Fusion of two experts."])
-    assert "; 95% interval [" in claims["Layer-wise growth."]
+    assert re.search(r"baseline: [-+]\d+\.\d% \[95% interval [-+]\d", claims["Layer-wise growth."])
     assert "family-wise" in claims["Cross-lingual alignment (probing)."]
     # the executed notebooks are linked as offline HTML pages, not as .ipynb (JSON in a browser)
     for name, rec in second["steps"].items():

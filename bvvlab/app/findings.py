@@ -202,15 +202,20 @@ def growth(out: Path, state: dict[str, Any]) -> str:
     gap = m["grown_vs_baseline"]
     depth = m["stages"][-1]["depth"] if m.get("stages") else "?"
     n = len(m.get("stages") or [])
+
+    def iv(key: str) -> str:
+        v = m.get(f"grown_vs_{key}_interval")
+        return (f" [95% interval {pct(v['low'])}, {pct(v['high'])}, paired over {v['n']} validation windows]" if v
+                else "")
+
     text = (f"goal: the grown model (depth {depth}, {n} stage{'s' if n != 1 else ''}, earlier blocks frozen) "
             f"within 5% bits/char of the same depth trained from scratch on the same tokens. Grown vs that baseline: "
-            f"{pct(gap)} ({m['stages'][-1]['val_bpc']:.3f} vs {m['baseline_val_bpc']:.3f} bits/char): goal "
-            f"{'met' if gap <= 0.05 else 'not met'}")
+            f"{pct(gap)}{iv('baseline')} ({m['stages'][-1]['val_bpc']:.3f} vs {m['baseline_val_bpc']:.3f} "
+            f"bits/char): goal {'met' if gap <= 0.05 else 'not met'}")
     if m.get("grown_vs_baseline_compute") is not None:
-        text += f"; against the same-compute baseline {pct(m['grown_vs_baseline_compute'])}"
-    iv = m.get("grown_vs_baseline_interval")
-    text += (f"; 95% interval [{pct(iv['low'])}, {pct(iv['high'])}]" if iv else
-             f"; seed {m.get('seed', 0)}, one evaluation, no interval")
+        text += f"; against the same-compute baseline {pct(m['grown_vs_baseline_compute'])}{iv('baseline_compute')}"
+    if not m.get("grown_vs_baseline_interval"):
+        text += f"; seed {m.get('seed', 0)}, one evaluation, no interval"
     return head + text + budget(state, "growth") + "."
 
 
