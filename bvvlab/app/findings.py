@@ -182,13 +182,15 @@ def fusion(out: Path, state: dict[str, Any]) -> str:
     ivs = (m.get("intervals") or {}).get(best) or {}
     iv = (f" [95% interval {pct(ivs['low'])}, {pct(ivs['high'])} over {ivs['n']} windows of mixed text, paired: "
           f"{_verdict(ivs).split(' (')[0]}]" if ivs.get("low") is not None else " (one evaluation, no interval)")
-    text = (f"goal: at least 10% fewer bits/char than the better expert on mixed en+ru text, and within 5% of the "
+    text = (f"goal: at least 10% fewer bits/char than the better expert on mixed (code-switched en/ru/zh) text, and "
+            f"within 5% of the "
             f"better expert on each language. {'Met by ' + ', '.join(met) if met else 'Not met by any'} of "
             f"{len(goal)} methods. The best on mixed text, {best}, gains {pct(g['mixed_gain_vs_best_expert'])}{iv}; "
             f"its worst per-language gap to the better expert is {pct(g['worst_gap_to_better_expert'])}")
     fs = m.get("forward_s") or {}
     if fs.get("ratio"):
-        text += f". A fused forward pass costs {fs['ratio']:.1f}x one expert's (every expert runs on every token)"
+        text += (f". Measured on this machine, a fused forward pass took {fs['ratio']:.1f}x one expert's time (it runs "
+                 "every expert on every token, then combines their next-token distributions)")
     return head + text + budget(state, "fusion") + "."
 
 

@@ -306,7 +306,7 @@ def sections(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:1em;white-space:pre-wrap}
-.figure{margin:1em 0;border:1px solid #eee}"""
+.figure{margin:1em 0;border:1px solid #eee}li{margin:.35em 0}"""
 
 
 def write(out: str | Path, state: dict[str, Any], steps: list) -> Path:
