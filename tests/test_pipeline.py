@@ -490,3 +490,22 @@ def test_gpus_above_one_launch_torchrun_then_the_notebook_reports_the_run(tmp_pa
     m = json.loads((out / "steps" / "train-frozen" / "metrics.json").read_text())
     assert m["val_bits_per_char"] == meta["final"]["val_bpc"]
     assert json.loads((out / "steps" / "train-frozen" / "train_config.json").read_text())["steps"] == 4
+
+
+@pytest.mark.slow
+def test_two_seeds_at_a_tiny_shape_give_the_twins_gap_an_interval_over_seeds(tmp_path):
+    """`--seeds 0,1 --only train` at the smoke shape: four twin runs, each with its windows, and
+    the findings' frozen-vs-trainable claim averaged over the two seeds with a t-interval."""
+    out = tmp_path / "seeds"
+    state = PL.run("smoke", out, only=["train"], seeds=[0, 1], progress=False)
+    assert {k: v["status"] for k, v in state["steps"].items()} == {
+        "train-frozen": "done", "train-unfrozen": "done", "train-frozen-seed1": "done", "train-unfrozen-seed1": "done"}
+    m = {n: json.loads((out / "steps" / n / "metrics.json").read_text()) for n in state["steps"]}
+    assert (m["train-frozen"]["seed"], m["train-frozen-seed1"]["seed"]) == (0, 1)
+    assert m["train-frozen"]["val_bits_per_char"] != m["train-frozen-seed1"]["val_bits_per_char"]
+    # within a seed the twins score the same validation windows (the seed also draws the split)
+    assert m["train-frozen-seed1"]["val_window_chars"] == m["train-unfrozen-seed1"]["val_window_chars"]
+    md = (out / "report.md").read_text()
+    claim = next(l for l in md.splitlines() if l.startswith("- **Frozen vs trainable"))
+    assert re.search(r"Over 2 seeds \(0, 1\): mean gap [-+]\d+\.\d%, 95% t-interval \[", claim), claim
+    assert "| frozen seed1 | 1 | tiny |" in md
