@@ -440,6 +440,9 @@ NOTEBOOK_FIGURES = {
     "05_evaluate": ("steps = 4\nlimit = 8\nbpc_chars = 400\nruns = 2\nprotocol_questions = 4\n", 1),
     "06_fusion": ("steps = 4\ntrain_chars = 8000\neval_texts = 3\nval_chars = 2000\n", 1),
     "07_growth": ("steps_per_stage = 6\ntrain_chars = 8000\nval_chars = 4000\nprobe_concepts = 12\n", 2),
+    "08_interfaces": ('series = "glyph,id-bits"\nseeds = "0,1"\nsteps = 6\neval_every = 2\neval_batches = 2\n'
+                      "batch_size = 4\nseq_len = 32\ntrain_chars = 15000\nval_chars = 3000\nsuites = False\n"
+                      "probe = False\n", 1),
 }
 
 

@@ -300,6 +300,23 @@ def test_text_bpc_counts_every_character_and_matches_the_loss(model, tok):
     assert long["tokens"] == len(scoring.encode(tok, "Open the file. " * 20)) + 1
 
 
+def test_text_bpc_carries_a_bootstrap_interval_over_texts(model, tok):
+    """Issue 24: held-out bits/char had no interval. It is the ratio-of-sums bootstrap over the
+    texts, each text's bits computed from its own loss."""
+    from bvvlab.core.intervals import ratio_interval
+
+    texts = ["Open the file.", "Откройте файл.", "Save the document as PDF.", "Закройте окно.", "Print it."]
+    r = scoring.text_bpc(model, tok, texts)
+    bits = []
+    for t in texts:
+        ids = torch.tensor([[tok.eos_token_id] + scoring.encode(tok, t) + [tok.eos_token_id]])
+        with torch.no_grad():
+            bits.append(float(model(input_ids=ids, labels=ids, num_items_in_batch=1).loss) / math.log(2))
+    iv = ratio_interval(bits, [len(t) for t in texts])
+    assert r["bpc_low"] == pytest.approx(iv["low"], rel=1e-5) and r["bpc_high"] == pytest.approx(iv["high"], rel=1e-5)
+    assert r["bpc_low"] < r["bpc"] < r["bpc_high"]
+
+
 def test_heldout_texts_come_from_test_splits():
     from bvvlab.corpus.parallel_text import parallel_pairs
 

@@ -63,6 +63,36 @@ def test_set_reaches_a_group_and_only_brings_what_a_step_needs():
     assert [s.name for s in PL.plan("smoke", only=["train"])] == ["train-frozen", "train-unfrozen"]
 
 
+def test_seeds_train_the_twins_once_per_seed_and_only_the_first_pair_feeds_later_steps():
+    """`--seeds 0,1,2` (issue 24): the frozen-vs-trainable gap gets an interval over seeds.
+    Without it the plan is unchanged (no `seed` parameter: earlier runs' keys stay valid)."""
+    steps = {s.name: s for s in PL.plan("smoke", seeds=[3, 1, 2])}
+    assert [n for n in steps if n.startswith("train")] == [
+        "train-frozen", "train-unfrozen", "train-frozen-seed1", "train-unfrozen-seed1", "train-frozen-seed2",
+        "train-unfrozen-seed2"]
+    assert [steps[n].params["seed"] for n in steps if n.startswith("train")] == [3, 3, 1, 1, 2, 2]
+    assert steps["train-unfrozen-seed2"].params["run_dir"] == "steps/train-unfrozen-seed2/unfrozen"
+    assert steps["train-unfrozen-seed2"].params["frozen"] is False and steps["train-unfrozen-seed2"].group == "train"
+    assert steps["evaluate"].params["checkpoint"] == ["steps/train-frozen/frozen", "steps/train-unfrozen/unfrozen"]
+    assert "seed" not in {s.name: s for s in PL.plan("smoke")}["train-frozen"].params
+    assert len(PL.plan("smoke", only=["train"], seeds=[0, 1])) == 4
+    keys_one = PL.step_key(PL.plan("smoke")[1], PL.notebooks_dir(), {})
+    assert keys_one == PL.step_key(PL.plan("smoke")[1], PL.notebooks_dir(), {})
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "0,0"], "--seeds 0,0: give distinct seeds >= 0"),
+    (["--seeds", "x"], "seeds='x'"),
+    (["--seeds", "0,1", "--set", "train.seed=4"], "--set train.seed: the pipeline sets seed of step train-frozen"),
+])
+def test_bad_seeds_are_one_line(tmp_path, capsys, argv, needle):
+    out = tmp_path / "run"
+    assert main(["pipeline", "--out", str(out), *argv]) == 2
+    line = _one_line_error(capsys)
+    assert needle in line, line
+    assert not out.exists()
+
+
 def test_step_key_changes_with_parameters_and_upstream():
     nb = PL.notebooks_dir()
     a, b = PL.plan("smoke"), PL.plan("smoke", {"train.steps": 5})
@@ -270,6 +300,23 @@ def test_a_rerun_runs_only_what_changed_and_the_report_has_every_finding(smoke_r
                     "## Configuration of every step"):
         assert heading in md, heading
     assert "Not available" not in md and "could not be built" not in md
+    # findings first (issue 24): every step that ran is named, and each claim carries its interval
+    assert md.index("## Findings") < md.index("## Steps")
+    claims = {l.split("**")[1]: l for l in md[md.index("## Findings"):md.index("## Steps")].splitlines()
+              if l.startswith("- **")}
+    for name in st:
+        assert f"{name} (" in claims["Steps."], name
+    assert "not available" not in "".join(claims.values())
+    assert re.search(r"95% interval \[[-+]\d+\.\d%, [-+]\d+\.\d%\] over \d+ validation windows",
+                     claims["Frozen vs trainable embedding."])
+    assert "at this budget (profile smoke: 12 steps of the tiny preset)" in claims["Frozen vs trainable embedding."]
+    assert re.search(r"\[95% interval [-+]\d", claims["Fusion of two experts."])
+    assert re.search(r"baseline: [-+]\d+\.\d% \[95% interval [-+]\d", claims["Layer-wise growth."])
+    assert "family-wise" in claims["Cross-lingual alignment (probing)."]
+    # the executed notebooks are linked as offline HTML pages, not as .ipynb (JSON in a browser)
+    for name, rec in second["steps"].items():
+        assert rec["html"].endswith(".html") and (out / rec["html"]).exists(), name
+        assert f"]({rec['html']})" in md and f"]({rec['executed']})" not in md
     # the twins' numbers are the runs' own
     for name in ("train-frozen", "train-unfrozen"):
         final = json.loads((out / "steps" / name / name[6:] / "meta.json").read_text())["final"]
@@ -306,6 +353,36 @@ def test_the_report_draws_every_figure_in_chromium(smoke_run, browser, tmp_path)
     for d in drawn:
         assert d["w"] > 200 and d["h"] > 200 and d["marks"] > 0, d  # drawn, not blank
     assert next(d for d in drawn if d["id"] == "fig-probe_layer_map")["slider"] == 1
+    # the findings open the page and name every step that ran
+    found = page.evaluate("""() => { const h = [...document.querySelectorAll('h2')];
+        const f = h.find(e => e.textContent === 'Findings');
+        let ul = f && f.nextElementSibling; while (ul && ul.tagName !== 'UL') ul = ul.nextElementSibling;
+        return {first: h[0] && h[0].textContent, claims: ul ? [...ul.querySelectorAll('li')].map(l => l.innerText) : []}; }""")
+    assert found["first"] == "Findings" and len(found["claims"]) == 6, found
+    ran = json.loads((out / "pipeline.json").read_text())["steps"]
+    for name in ran:
+        assert f"{name} (" in found["claims"][0], name
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_executed_notebooks_open_offline_as_html_with_their_figures(smoke_run, browser, tmp_path):
+    """Issue 24: the report linked raw .ipynb over file:// (JSON in a browser). Each executed
+    notebook is rendered to HTML; with every network request refused, its figures still draw."""
+    out = smoke_run[0]
+    page = browser.new_page()
+    remote = []
+    page.route(lambda url: not url.startswith("file:"), lambda route: (remote.append(route.request.url), route.abort()))
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    for name in ("05_evaluate", "06_fusion"):
+        page.goto((out / "notebooks" / f"{name}.html").resolve().as_uri())
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1", timeout=60_000)
+        marks = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => gd.querySelectorAll("
+                              "'.barlayer .point path, .scatterlayer .point, .scatterlayer .js-line').length)")
+        page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        assert marks and all(m > 0 for m in marks), (name, marks)
+    assert not remote and not errors, (remote, errors)
 
 
 @pytest.mark.slow
@@ -413,3 +490,22 @@ def test_gpus_above_one_launch_torchrun_then_the_notebook_reports_the_run(tmp_pa
     m = json.loads((out / "steps" / "train-frozen" / "metrics.json").read_text())
     assert m["val_bits_per_char"] == meta["final"]["val_bpc"]
     assert json.loads((out / "steps" / "train-frozen" / "train_config.json").read_text())["steps"] == 4
+
+
+@pytest.mark.slow
+def test_two_seeds_at_a_tiny_shape_give_the_twins_gap_an_interval_over_seeds(tmp_path):
+    """`--seeds 0,1 --only train` at the smoke shape: four twin runs, each with its windows, and
+    the findings' frozen-vs-trainable claim averaged over the two seeds with a t-interval."""
+    out = tmp_path / "seeds"
+    state = PL.run("smoke", out, only=["train"], seeds=[0, 1], progress=False)
+    assert {k: v["status"] for k, v in state["steps"].items()} == {
+        "train-frozen": "done", "train-unfrozen": "done", "train-frozen-seed1": "done", "train-unfrozen-seed1": "done"}
+    m = {n: json.loads((out / "steps" / n / "metrics.json").read_text()) for n in state["steps"]}
+    assert (m["train-frozen"]["seed"], m["train-frozen-seed1"]["seed"]) == (0, 1)
+    assert m["train-frozen"]["val_bits_per_char"] != m["train-frozen-seed1"]["val_bits_per_char"]
+    # within a seed the twins score the same validation windows (the seed also draws the split)
+    assert m["train-frozen-seed1"]["val_window_chars"] == m["train-unfrozen-seed1"]["val_window_chars"]
+    md = (out / "report.md").read_text()
+    claim = next(l for l in md.splitlines() if l.startswith("- **Frozen vs trainable"))
+    assert re.search(r"Over 2 seeds \(0, 1\): mean gap [-+]\d+\.\d%, 95% t-interval \[", claim), claim
+    assert "| frozen seed1 | 1 | tiny |" in md

@@ -111,6 +111,24 @@ def test_bits_per_char_matches_full_logits_reference():
     assert ev8["val_tokens"] == len(shard) - 1 and ev8["val_chars"] == chars
 
 
+def test_per_window_scores_add_up_to_the_batched_figure_and_bracket_it():
+    """The final evaluation scores each window alone (issue 24: bits/char with an interval over
+    windows): the windows' bits and characters sum to the batched figure, and the bootstrap
+    interval holds it."""
+    tok = _byte_tokenizer()
+    shard = _memory_shard(tok, ["hello world", "мир труд май", "zebra 42", "the cat sat on the mat", "дом"])
+    model = _model(len(tok)).eval()
+    kw = dict(seq_len=8, n_windows=None, batch=3, device=torch.device("cpu"))
+    ev = TR.evaluate_bpc(model, shard, **kw)
+    pw = TR.evaluate_bpc(model, shard, per_window=True, **kw)
+    assert "val_window_bits" not in ev and "val_bpc_low" not in ev
+    assert pw["val_bpc"] == pytest.approx(ev["val_bpc"], rel=1e-6)  # float32 sums in another order
+    assert pw["val_windows"] == len(pw["val_window_bits"]) == len(pw["val_window_chars"]) > 3
+    assert sum(pw["val_window_chars"]) == ev["val_chars"]
+    assert sum(pw["val_window_bits"]) / sum(pw["val_window_chars"]) == pytest.approx(ev["val_bpc"], rel=1e-6)
+    assert pw["val_bpc_low"] < pw["val_bpc"] < pw["val_bpc_high"]
+
+
 # ---------------------------------------------------------------------------------------------
 # the smoke run and what a run directory holds
 

@@ -99,9 +99,10 @@ def dry_run(steps: list[Step], out: Path, gpus: int = 1, nnodes: int = 1) -> lis
 
 def format_dry_run(rows: list[dict[str, Any]], profile: str, out: Path) -> str:
     lines = [f"pipeline {profile} -> {out} (dry run: nothing is written)"]
+    width = max([15] + [len(r["step"]) for r in rows])  # train-unfrozen-seedN with --seeds
     for i, r in enumerate(rows, 1):
         params = ", ".join(f"{k}={v!r}" for k, v in r["params"].items())
-        lines.append(f"{i}. {r['step']:<15} {r['notebook']:<22} {params}")
+        lines.append(f"{i}. {r['step']:<{width}} {r['notebook']:<22} {params}")
         if "estimate" in r:
             e = r["estimate"]
             c, m = e["parameters"], e["memory_per_gpu"]

@@ -63,9 +63,11 @@ class PipelineConfig:
     dry_run: bool = False  # print the plan, parameter counts, tokens and memory; run nothing
     notebooks: str | None = None  # folder of the notebooks (None: the checkout's notebooks/)
     progress: bool | None = None  # progress bars (None: when stderr is a terminal)
+    seeds: list[int] | None = None  # train the twins once per seed (None: once, the notebook's seed)
 
     def validate(self) -> None:
         parse_sets(self.set)
+        check_seeds(self.seeds)
         if self.gpus < 1:
             raise PipelineError(f"--gpus {self.gpus}: give 1 or more")
         if self.nnodes < 1:
@@ -83,6 +85,14 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
             raise PipelineError(f"--set {item}: write STEP.PARAM=VALUE, e.g. --set train.steps=50")
         sets[key.strip()] = parse_value(value)
     return sets
+
+
+def check_seeds(seeds: list[int] | None) -> None:
+    """`seeds` name distinct seeds >= 0, at least one (None: the notebook's own seed, once)."""
+    if seeds is None:
+        return
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise PipelineError(f"--seeds {','.join(map(str, seeds))}: give distinct seeds >= 0, e.g. --seeds 0,1,2")
 
 
 def check_only(only: list[str], steps: list[Step]) -> None:
@@ -119,17 +129,30 @@ class Step:
         return f"steps/{self.name}"
 
 
-def _steps() -> list[Step]:
+def _twin_steps(seeds: list[int] | None) -> list[Step]:
+    """The frozen and the trainable twin, once per seed. The first seed's twins are
+    `train-frozen` and `train-unfrozen` (what evaluation, probing and generation read); every
+    further seed adds `train-frozen-seedN` and `train-unfrozen-seedN`, which only the report's
+    frozen-vs-trainable finding reads (its interval over seeds). Without `seeds` the pipeline
+    leaves `seed` to the notebook (so earlier runs' keys stay the same)."""
+    steps = []
+    for k, seed in enumerate(seeds or [None]):
+        for frozen, kind in ((True, "frozen"), (False, "unfrozen")):
+            name = f"train-{kind}" + (f"-seed{seed}" if k else "")
+            run = f"steps/{name}/{kind}"  # folders named frozen/ and unfrozen/: later steps label models by folder
+            params = {"frozen": frozen, "run_dir": run, "out_dir": f"steps/{name}", "resume": True, "overwrite": False}
+            if seed is not None:
+                params["seed"] = seed
+            steps.append(Step(name, "02_train.ipynb", params, f"steps/{name}/metrics.json", group="train",
+                              train_run=run))
+    return steps
+
+
+def _steps(seeds: list[int] | None = None) -> list[Step]:
     """The pipeline's steps with the parameters every profile shares (paths, wiring)."""
-    # the twins' run folders are named frozen/ and unfrozen/: evaluation and probing label models by folder
     twins = ["steps/train-frozen/frozen", "steps/train-unfrozen/unfrozen"]
     steps = [Step("embeddings", "01_embeddings.ipynb", {"out_dir": "steps/embeddings"}, "steps/embeddings/metrics.json")]
-    for run, frozen in zip(twins, (True, False)):
-        name = run.split("/")[1]
-        steps.append(Step(name, "02_train.ipynb",
-                          {"frozen": frozen, "run_dir": run, "out_dir": f"steps/{name}", "resume": True,
-                           "overwrite": False},
-                          f"steps/{name}/metrics.json", group="train", train_run=run))
+    steps += _twin_steps(seeds)
     steps += [
         Step("evaluate", "05_evaluate.ipynb", {"checkpoint": twins, "run_dir": "steps/evaluate",
                                                 "out_dir": "steps/evaluate"},
@@ -240,17 +263,19 @@ def parse_value(text: str) -> Any:
 
 
 def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Path | None = None,
-         only: list[str] | None = None) -> list[Step]:
+         only: list[str] | None = None, seeds: list[int] | None = None) -> list[Step]:
     """The steps of `profile` with `overrides` ({"group.param": value} or {"step.param": value})
-    applied; unknown profiles, steps and parameters are refused with the valid names."""
+    applied, the twins trained once per seed of `seeds`; unknown profiles, steps and parameters
+    are refused with the valid names."""
     if profile not in PROFILES:
         raise PipelineError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    check_seeds(seeds)
     nb_dir = Path(nb_dir) if nb_dir else notebooks_dir()
-    steps = _steps()
+    steps = _steps(seeds)
     by_group = PROFILES[profile]
     for s in steps:
         s.params = {**copy.deepcopy(by_group.get(s.group, {})), **s.params}
-    wiring = {s.name: set(s.params) for s in _steps()}  # paths and twin flags the pipeline itself sets
+    wiring = {s.name: set(s.params) for s in _steps(seeds)}  # paths, twin flags and seeds the pipeline sets
     targets = {s.name for s in steps} | {s.group for s in steps}
     for key, value in (overrides or {}).items():
         target, _, param = key.partition(".")
@@ -263,7 +288,8 @@ def plan(profile: str, overrides: dict[str, Any] | None = None, nb_dir: str | Pa
             if target in (s.name, s.group):
                 if param in wiring[s.name]:
                     raise PipelineError(f"--set {key}: the pipeline sets {param} of step {s.name} itself (its run "
-                                        "folders and the twins' wiring); choose another --out instead")
+                                        "folders, the twins' wiring and --seeds); choose another --out or "
+                                        "--seeds instead")
                 if param == "extra" and isinstance(value, dict):  # more TrainConfig keys on top of the profile's
                     value = {**(s.params.get("extra") or {}), **value}
                 s.params[param] = value
@@ -547,6 +573,17 @@ def _outcome(rec: dict[str, Any]) -> str:
     return f"{rec['status']} in {rec.get('seconds')} s{where}{err}"
 
 
+def _render(nb_out: Path, out: Path, rec: dict[str, Any]) -> None:
+    """The executed notebook as offline HTML beside it (also a failed one: it shows the cell); a
+    rendering that fails leaves the .ipynb as the step's record and never fails the step."""
+    from bvvlab.app.report import notebook_html
+
+    rec.pop("html", None)
+    if nb_out.exists():
+        with contextlib.suppress(Exception):
+            rec["html"] = str(notebook_html(nb_out).relative_to(out))
+
+
 def _run_step(s: Step, i: int, n: int, state: dict[str, Any], keys: dict[str, str], out: Path, nb_dir: Path,
               gpus: int, progress: bool, kernel: str) -> None:
     """One step: skipped when unchanged and complete, not run when a step it reads from did not
@@ -574,13 +611,16 @@ def _run_step(s: Step, i: int, n: int, state: dict[str, Any], keys: dict[str, st
     try:
         _execute(s, out, nb_dir, nb_out, rec, gpus, progress, kernel)
     finally:
-        write_json_atomic(out / "pipeline.json", state)
+        write_json_atomic(out / "pipeline.json", state)  # the outcome first: a second Ctrl-C must not lose it
+        if rec.get("status") != "interrupted":  # an interrupted run exits at once; its re-run renders
+            _render(nb_out, out, rec)
+            write_json_atomic(out / "pipeline.json", state)
         _say(progress, i, n, s, _outcome(rec))
 
 
 def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
         only: list[str] | None = None, gpus: int = 1, progress: bool | None = None,
-        nb_dir: str | Path | None = None, kernel: str = "python3") -> dict[str, Any]:
+        nb_dir: str | Path | None = None, kernel: str = "python3", seeds: list[int] | None = None) -> dict[str, Any]:
     """Run the pipeline; returns the run record (also in OUT/pipeline.json). Progress: a tqdm bar
     on a terminal, else one line per step on stderr. SIGINT and SIGTERM stop it as `bvvlab
     train` stops (the running training notebook saves a checkpoint): `Interrupted`, 130 / 143."""
@@ -593,13 +633,13 @@ def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[s
     nb_dir = Path(nb_dir) if nb_dir else notebooks_dir()
     if gpus < 1:
         raise PipelineError(f"--gpus {gpus}: give 1 or more")
-    every = plan(profile, overrides, nb_dir)  # the report lists every step, also those --only leaves out
-    steps = plan(profile, overrides, nb_dir, only) if only is not None else every
+    every = plan(profile, overrides, nb_dir, seeds=seeds)  # the report lists every step, also those --only leaves out
+    steps = plan(profile, overrides, nb_dir, only, seeds) if only is not None else every
     out = Path(out) if out is not None else default_out(profile)
     with folder_lock(out, "pipeline"), _signals_stop():  # one pipeline per run folder (bvvlab.core.locks)
         state = _open_run(out, profile)
         ensure_dir(out / "notebooks")
-        state.update(profile=profile, overrides=overrides or {}, gpus=gpus, started=_now(), finished=None,
+        state.update(profile=profile, overrides=overrides or {}, gpus=gpus, seeds=seeds, started=_now(), finished=None,
                      meta=run_meta(None, out=str(out)), order=[s.name for s in every])
         write_json_atomic(out / "pipeline.json", state)
         keys: dict[str, str] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ def _steps_section(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
         err = r.get("error") or ""
         if r.get("cell") is not None:
             err = f"cell In [{r['cell']}]: {err}"
+        link = r.get("html") or r.get("executed")  # the rendered page; a browser shows a raw .ipynb as JSON
         rows.append([s.name, s.notebook, r.get("status", "not run"), _f(r.get("seconds"), 1),
-                     f"[{r['executed']}]({r['executed']})" if r.get("executed") else "", err])
+                     f"[{link}]({link})" if link else "", err])
     meta = state.get("meta") or {}
     vers = ", ".join(f"{k} {v}" for k, v in (meta.get("packages") or {}).items() if v)
     dev = meta.get("device") or {}
@@ -76,23 +78,30 @@ def _steps_section(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
                                                    "error"], rows))]
 
 
-def _train_section(out: Path, state: dict[str, Any]) -> list[Part]:
+def _train_section(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
     from bvvlab.train.loop import read_metrics
 
     parts: list[Part] = [("md", "## Frozen vs unfrozen embedding\n\nThe same model, seed, data order and schedule; "
-                                "only the embedding differs: the frozen glyph matrix, or a trainable copy of it.\n")]
-    have = [n for n in ("train-frozen", "train-unfrozen") if _status(state, n) in ("done", "cached")]
+                                "only the embedding differs: the frozen glyph matrix, or a trainable copy of it. "
+                                "Bits/char with a 95% bootstrap interval over validation windows.\n")]
+    names = [s.name for s in steps if s.group == "train"] or ["train-frozen", "train-unfrozen"]
+    have = [n for n in names if _status(state, n) in ("done", "cached")]
     if not have:
-        return parts + [("md", _missing(state, "train-frozen", "train-unfrozen"))]
+        return parts + [("md", _missing(state, *names))]
     rows, curves = [], {}
     for name in have:
         m = _read(out / "steps" / name / "metrics.json") or {}
-        rows.append([name.split("-")[1], m.get("preset"), m.get("steps"), m.get("tokens_seen"), m.get("train_loss"),
-                     m.get("val_loss"), m.get("val_bits_per_char"), m.get("val_chars"), _f(m.get("tok_per_s"), 0)])
-        curves[name.split("-")[1]] = read_metrics(out / "steps" / name / name.split("-")[1])
-    parts.append(("md", table(["embedding", "preset", "steps", "tokens", "train loss", "val loss", "val bits/char",
-                               "val chars", "tokens/s"], rows)))
-    parts.append(("fig", "training_curves", plots.training_curves(curves, title="frozen vs unfrozen: training curves")))
+        kind = "frozen" if name.startswith("train-frozen") else "unfrozen"
+        label = kind + name[len(f"train-{kind}"):].replace("-", " ")  # "frozen", "frozen seed1"
+        iv = f"[{m['val_bpc_low']:.4f}, {m['val_bpc_high']:.4f}]" if "val_bpc_low" in m else ""
+        rows.append([label, m.get("seed"), m.get("preset"), m.get("steps"), m.get("tokens_seen"), m.get("train_loss"),
+                     m.get("val_loss"), m.get("val_bits_per_char"), iv, m.get("val_chars"), _f(m.get("tok_per_s"), 0)])
+        if (out / "steps" / name / kind / "metrics.jsonl").exists():
+            curves[label] = read_metrics(out / "steps" / name / kind)
+    parts.append(("md", table(["embedding", "seed", "preset", "steps", "tokens", "train loss", "val loss",
+                               "val bits/char", "95% interval", "val chars", "tokens/s"], rows)))
+    if curves:
+        parts.append(("fig", "training_curves", plots.training_curves(curves, title="frozen vs unfrozen: training curves")))
     return parts
 
 
@@ -165,12 +174,20 @@ def _fusion_section(out: Path, state: dict[str, Any]) -> list[Part]:
         return parts + [("md", miss or "_No fusion metrics.json._\n")]
     sets = ["en", "ru", "zh", "mixed"]
     parts.append(("md", table(["model"] + sets, [[name] + [row.get(s) for s in sets] for name, row in m["bpc"].items()])))
-    goals = [[k, _pct(g.get("mixed_gain_vs_best_expert")), _pct(g.get("worst_gap_to_better_expert")), g.get("met")]
-             for k, g in (m.get("goal") or {}).items()]
+    ivs = m.get("intervals") or {}
+
+    def gain_iv(k: str) -> str:
+        iv = ivs.get(k) or {}
+        return f"[{_pct(iv['low'])}, {_pct(iv['high'])}]" if iv.get("low") is not None else "-"
+
+    goals = [[k, _pct(g.get("mixed_gain_vs_best_expert")), gain_iv(k), _pct(g.get("worst_gap_to_better_expert")),
+              g.get("met")] for k, g in (m.get("goal") or {}).items()]
     if goals:
         parts.append(("md", "Goal: beat both experts on mixed text by >= 10% and stay within 5% of the better expert "
-                            "on each language.\n\n" + table(["method", "mixed gain vs best expert",
-                                                              "worst gap to better expert", "goal met"], goals)))
+                            "on each language. Gains in percent of the best expert's bits/char (positive: the fused "
+                            "model needs fewer), 95% paired bootstrap over the mixed text's windows.\n\n"
+                            + table(["method", "mixed gain vs best expert", "95% interval",
+                                     "worst gap to better expert", "goal met"], goals)))
     if (m.get("forward_s") or {}).get("ratio") is not None:
         n_experts = len(m.get("experts") or {}) or sum(not k.startswith("fused:") for k in m["bpc"])
         parts.append(("md", plots.forward_time_note(m["forward_s"], n_experts) + "\n"))
@@ -191,19 +208,23 @@ def _growth_section(out: Path, state: dict[str, Any]) -> list[Part]:
              s["val_bpc"]] for s in m["stages"]]
     parts.append(("md", table(["stage", "depth", "frozen blocks", "steps", "tokens", "first loss", "last loss",
                                "val bits/char"], rows)))
+    def iv(key: str) -> str:
+        v = m.get(f"grown_vs_{key}_interval")
+        return f"[{_pct(v['low'])}, {_pct(v['high'])}]" if v else "-"
+
     base = [[what, b.get("depth"), b.get("steps"), b.get("tokens"), _f(b.get("train_flops") / m["train_flops"], 2)
              if b.get("train_flops") and m.get("train_flops") else "", b.get("val_bpc"),
-             "" if gap is None else f"{100 * gap:+.1f}%"]
+             "" if gap is None else f"{100 * gap:+.1f}%", iv(key)]
             for key, what, gap in (("baseline", "same tokens", m.get("grown_vs_baseline")),
                                    ("baseline_compute", "same compute", m.get("grown_vs_baseline_compute")))
             for b in [(m.get("baselines") or {}).get(key)] if b]
     if not base and m.get("baseline_val_bpc") is not None:  # a growth run from before the same-compute baseline
-        base = [["same tokens", "", "", "", "", m["baseline_val_bpc"], f"{100 * m['grown_vs_baseline']:+.1f}%"]]
+        base = [["same tokens", "", "", "", "", m["baseline_val_bpc"], f"{100 * m['grown_vs_baseline']:+.1f}%", "-"]]
     if base:
         parts.append(("md", "Monolithic baselines, the final depth trained from scratch (goal: the grown model within "
                             "5% bits/char of the same-tokens baseline):\n\n"
                             + table(["baseline", "depth", "steps", "tokens", "FLOPs vs schedule", "val bits/char",
-                                     "grown vs baseline"], base)))
+                                     "grown vs baseline", "95% interval (paired, windows)"], base)))
     for name, title in (("growth_curves", None), ("growth_probe", "Per-layer en<->ru retrieval of each stage and "
                                                                   "baseline (does alignment appear with depth, and in "
                                                                   "the new block or the old ones?)")):
@@ -263,13 +284,17 @@ def _config_section(out: Path, state: dict[str, Any], steps: list) -> list[Part]
 
 def sections(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
     """Every part of the report, in order; each section copes with its step missing."""
+    from bvvlab.app.findings import findings
+
     parts: list[Part] = [("md", f"# bvvlab pipeline report: {state['profile']}\n\nRun folder `{out}`. Models with a "
                                 "frozen embedding precomputed from pictures of Unicode glyphs, and their trainable "
-                                "twins.\n")]
+                                "twins.\n"),
+                         ("md", findings(out, state, steps))]
+    with_steps = (_steps_section, _train_section, _config_section)
     for build in (_steps_section, _train_section, _eval_section, _probe_section, _fusion_section, _growth_section,
                   _interfaces_section, _generation_section, _config_section):
         try:
-            parts += build(out, state, steps) if build in (_steps_section, _config_section) else build(out, state)
+            parts += build(out, state, steps) if build in with_steps else build(out, state)
         except Exception as exc:  # noqa: BLE001 - a damaged output spoils its section, never the report
             parts.append(("md", f"_This section could not be built: {type(exc).__name__}: {exc}_\n"))
     return parts
@@ -281,7 +306,7 @@ def sections(out: Path, state: dict[str, Any], steps: list) -> list[Part]:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:1em;white-space:pre-wrap}
-.figure{margin:1em 0;border:1px solid #eee}"""
+.figure{margin:1em 0;border:1px solid #eee}li{margin:.35em 0}"""
 
 
 def write(out: str | Path, state: dict[str, Any], steps: list) -> Path:
@@ -311,3 +336,37 @@ def write(out: str | Path, state: dict[str, Any], steps: list) -> Path:
             + "\n".join(body) + "</body></html>")
     write_atomic(out / "report.html", page)
     return out / "report.html"
+
+
+# ---------------------------------------------------------------------------------------------
+# executed notebooks as HTML
+
+# nbconvert's lab template without what it fetches from a CDN (require.js, MathJax, mermaid, the
+# widget manager): the page opens offline; plotly's figures carry their own plotly.js (the
+# notebooks' "notebook" renderer inlines it) and progress-bar widgets show as their text
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+
+
+_REMOTE_SCRIPT = re.compile(r'<script\s+src="https?://[^"]*"\s*>\s*</script>')
+
+
+def notebook_html(nb_path: str | Path) -> Path:
+    """The executed notebook rendered to HTML beside it (`NN_step.html`), readable in a browser
+    without a network: the report links these, not the .ipynb (which a browser shows as JSON)."""
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb_path = Path(nb_path)
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"bvvlab_offline.html.j2": _OFFLINE_TEMPLATE})],
+                            template_file="bvvlab_offline.html.j2")
+    body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
+    body = _REMOTE_SCRIPT.sub("", body)  # plotly's figures ask for MathJax from a CDN; they draw without it
+    dest = nb_path.with_suffix(".html")
+    write_atomic(dest, body)
+    return dest

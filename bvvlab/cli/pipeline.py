@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 # PipelineConfig fields set by an option of the same name (options not given keep its defaults)
-OPTIONS = ("profile", "out", "set", "only", "gpus", "nnodes", "notebooks", "progress")
+OPTIONS = ("profile", "out", "set", "only", "gpus", "nnodes", "notebooks", "progress", "seeds")
 
 
 def pipeline_config(args: argparse.Namespace) -> Any:
@@ -23,12 +23,12 @@ def pipeline_config(args: argparse.Namespace) -> Any:
 
 def summary_lines(state: dict[str, Any]) -> list[str]:
     """One line per step: its status, seconds, the failed cell and the error."""
-    lines = []
+    lines, width = [], max([15] + [len(n) for n in state["steps"]])
     for name, rec in state["steps"].items():
         extra = f" {rec['seconds']} s" if rec.get("seconds") is not None and rec["status"] != "cached" else ""
         where = f" (cell In [{rec['cell']}])" if rec.get("cell") is not None else ""
         err = f": {rec['error']}" if rec.get("error") else ""
-        lines.append(f"  {name:<15} {rec['status']}{extra}{where}{err}")
+        lines.append(f"  {name:<{width}} {rec['status']}{extra}{where}{err}")
     return lines
 
 
@@ -41,11 +41,11 @@ def _run(args: argparse.Namespace) -> int:
     overrides = PL.parse_sets(cfg.set)
     out = Path(cfg.out) if cfg.out else PL.default_out(cfg.profile)
     if cfg.dry_run:
-        steps = PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only)
+        steps = PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only, cfg.seeds)
         print(DR.format_dry_run(DR.dry_run(steps, out, cfg.gpus, cfg.nnodes), cfg.profile, out))
         return 0
     if cfg.nnodes > 1:  # the nodes run torchrun themselves; then the same command without --nnodes reports
-        lines = DR.write_node_configs(PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only), out, cfg.gpus,
+        lines = DR.write_node_configs(PL.plan(cfg.profile, overrides, cfg.notebooks, cfg.only, cfg.seeds), out, cfg.gpus,
                                       cfg.nnodes)
         print("\n".join([f"pipeline {cfg.profile} on {cfg.nnodes} nodes: run on each node (docs/cluster.md):",
                          *lines, "then, when they are done: bvvlab pipeline --profile "
@@ -54,9 +54,11 @@ def _run(args: argparse.Namespace) -> int:
     again = shlex.join(["bvvlab", "pipeline", "--profile", cfg.profile, "--out", str(out)]
                        + [f"--set={x}" for x in cfg.set] + ([f"--only={args.only}"] if args.only else [])
                        + ([f"--gpus={cfg.gpus}"] if cfg.gpus != 1 else [])
+                       + ([f"--seeds={args.seeds}"] if args.seeds else [])
                        + ([f"--notebooks={cfg.notebooks}"] if cfg.notebooks else []))
     try:
-        state = PL.run(cfg.profile, out, overrides, cfg.only, cfg.gpus, progress=cfg.progress, nb_dir=cfg.notebooks)
+        state = PL.run(cfg.profile, out, overrides, cfg.only, cfg.gpus, progress=cfg.progress, nb_dir=cfg.notebooks,
+                       seeds=cfg.seeds)
     except Interrupted as exc:  # SIGINT 130, SIGTERM 143, as bvvlab train
         import signal
 
@@ -84,7 +86,7 @@ def add_parser(sub: Any, name: str, help: str) -> None:
         d = sub.add_parser(name, help=help, description="bvvlab pipeline --profile demo")
         d.add_argument("--out", default="runs/demo", help="run folder (a re-run skips finished steps)")
         d.set_defaults(func=_run, profile="demo", set=None, only=None, gpus=None, nnodes=None, dry_run=False,
-                       notebooks=None, progress=None)
+                       notebooks=None, progress=None, seeds=None)
         return
     from bvvlab.app import pipeline as PL
 
@@ -94,6 +96,9 @@ def add_parser(sub: Any, name: str, help: str) -> None:
     p.add_argument("--set", action="append", metavar="STEP.PARAM=VALUE",
                    help="override a notebook parameter (JSON value), e.g. --set train.steps=50 --set probe.umap=false")
     p.add_argument("--only", help="comma-separated steps (with the steps they read from)")
+    p.add_argument("--seeds", default=None,
+                   help="train the frozen and trainable twins once per seed, e.g. 0,1,2: the report's "
+                        "frozen-vs-trainable gap gets an interval over seeds (default: once)")
     p.add_argument("--gpus", default=None, help="GPUs for the training steps (> 1: torchrun); per node")
     p.add_argument("--nnodes", default=None,
                    help="nodes for the training steps (> 1: write the configs, print each node's torchrun line)")

@@ -123,8 +123,9 @@ def evaluate_models(models: list[tuple[str, Any, Any]], tasks: list, bpc: bool =
         scoring.check_pair(model, tok)
         if bpc:
             for lang, r in scoring.bpc_by_language(model, tok, max_chars=bpc_chars).items():
-                rows.append({"model": name, "task": f"heldout-{lang}", "metric": "bpc", "mean": r["bpc"], "low": None,
-                             "high": None, "interval": "none", "n": r["chars"], "chance": None})
+                rows.append({"model": name, "task": f"heldout-{lang}", "metric": "bpc", "mean": r["bpc"],
+                             "low": r.get("bpc_low"), "high": r.get("bpc_high"), "interval": "bootstrap over texts",
+                             "n": r["chars"], "chance": None})
         for t in tasks:
             for r in scoring.evaluate_task(model, tok, t, runs=runs, sample=sample, seed=seed, batch=batch, limit=limit,
                                            protocol=protocol, tokenisation=tokenisation):

@@ -83,8 +83,14 @@ def text_bpc(model: torch.nn.Module, tokenizer: Any, texts: list[str], batch: in
     whose first token is the previous window's last (every token a target once).
 
     Returns `bpc`, `char_ppl` (2**bpc: perplexity per character, comparable across tokenizers),
-    `token_ppl` (exp of nats/token: per token, so only within one tokenizer), `tokens`, `chars`.
+    `token_ppl` (exp of nats/token: per token, so only within one tokenizer), `tokens`, `chars`,
+    and `bpc_low` / `bpc_high`: the 95% bootstrap interval over the texts (each text's bits and
+    characters resampled together, `bvvlab.core.intervals.ratio_interval`; issue 24). Each window
+    is scored alone so its text is known (the same sums as batched, up to float rounding);
+    `batch` is kept for callers and no longer used.
     """
+    from bvvlab.core.intervals import ratio_interval
+
     check_pair(model, tokenizer)
     texts = [t for t in texts if t]
     if not texts:
@@ -94,31 +100,23 @@ def text_bpc(model: torch.nn.Module, tokenizer: Any, texts: list[str], batch: in
     dev = _device(model)
     L = int(model.config.max_position_embeddings)
     eos = tokenizer.eos_token_id
-    rows: list[list[int]] = []
-    for t in texts:
+    per_text = [0.0] * len(texts)
+    n_tok = 0
+    for k, t in enumerate(texts):
         ids = _prefix(tokenizer, prefix) + encode(tokenizer, t) + ([eos] if eos is not None else [])
         if len(ids) < 2:
             ids = [eos] + ids
         for s in range(0, len(ids) - 1, L - 1):  # windows overlap by one token: each target once
-            rows.append(ids[s:s + L])
-    rows.sort(key=len)
-    nll, n_tok = 0.0, 0
-    for i in range(0, len(rows), batch):
-        chunk = rows[i:i + batch]
-        T = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), T), 0, dtype=torch.long)
-        labels = torch.full((len(chunk), T), -100, dtype=torch.long)
-        for j, r in enumerate(chunk):
-            ids[j, :len(r)] = torch.tensor(r)
-            labels[j, :len(r)] = torch.tensor(r)
-        out = model(input_ids=ids.to(dev), labels=labels.to(dev), num_items_in_batch=1)
-        nll += float(out.loss)
-        n_tok += sum(len(r) - 1 for r in chunk)
+            row = torch.tensor([ids[s:s + L]], dtype=torch.long, device=dev)
+            per_text[k] += float(model(input_ids=row, labels=row, num_items_in_batch=1).loss)
+            n_tok += row.shape[1] - 1
     model.train(was)
+    nll = sum(per_text)
     chars = sum(len(t) for t in texts)
     bpc = nll / math.log(2) / chars
+    iv = ratio_interval([x / math.log(2) for x in per_text], [len(t) for t in texts])
     return {"bpc": bpc, "char_ppl": 2.0 ** bpc, "nats_per_token": nll / n_tok, "token_ppl": math.exp(nll / n_tok),
-            "tokens": n_tok, "chars": chars, "texts": len(texts)}
+            "tokens": n_tok, "chars": chars, "texts": len(texts), "bpc_low": iv["low"], "bpc_high": iv["high"]}
 
 
 def heldout_texts(max_chars: int | None = 20_000) -> dict[str, list[str]]:

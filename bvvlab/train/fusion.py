@@ -183,11 +183,39 @@ def text_shard(tokenizer: Any, texts: Sequence[str]) -> TokenShard:
 
 
 def bpc_by_text(model: Any, tokenizer: Any, texts: Sequence[str], seq_len: int = 128, n_windows: int | None = None,
-                batch: int = 8) -> dict[str, float]:
-    """Bits per character of `model` over `texts` (evaluate_bpc over an in-memory shard)."""
+                batch: int = 8, per_window: bool = False) -> dict[str, Any]:
+    """Bits per character of `model` over `texts` (evaluate_bpc over an in-memory shard;
+    `per_window`: with each window's bits, for a paired interval)."""
     seq_len = min(seq_len, model.config.max_position_embeddings)
     device = next(model.parameters()).device
-    return evaluate_bpc(model, text_shard(tokenizer, texts), seq_len, n_windows, batch, device)
+    return evaluate_bpc(model, text_shard(tokenizer, texts), seq_len, n_windows, batch, device, per_window=per_window)
+
+
+def mixed_gain_intervals(windows: dict[str, dict[str, Any]], experts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per fused method: its gain on mixed text over the best expert there (1 - fused/expert),
+    with the 95% paired bootstrap over the windows both scored (bvvlab.core.intervals; issue 24)."""
+    from bvvlab.core.intervals import paired_gap_interval
+
+    best = min(experts, key=lambda n: windows[n]["val_bpc"])
+    out = {}
+    for name, w in windows.items():
+        if name.startswith("fused:"):
+            g = paired_gap_interval(w["val_window_bits"], windows[best]["val_window_bits"], w["val_window_chars"])
+            out[name[len("fused:"):]] = {"value": -g["value"], "low": -g["high"], "high": -g["low"], "n": g["n"],
+                                         "significant": g["significant"], "expert": best}
+    return out
+
+
+def measure_sets(models: dict[str, Any], tokenizer: Any, sets: dict[str, Sequence[str]], seq_len: int
+                 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    """Bits/char of every model on every text set, and the "mixed" set window by window (for the
+    fused methods' gain intervals, `mixed_gain_intervals`)."""
+    bpc, mixed = {}, {}
+    for name, model in models.items():
+        mixed[name] = bpc_by_text(model, tokenizer, sets["mixed"], seq_len, per_window=True)
+        bpc[name] = {k: mixed[name]["val_bpc"] if k == "mixed" else bpc_by_text(model, tokenizer, v, seq_len)["val_bpc"]
+                     for k, v in sets.items()}
+    return bpc, mixed
 
 
 def mixed_texts(by_lang: dict[str, Sequence[str]], langs: Sequence[str], n: int) -> list[str]:
@@ -243,13 +271,9 @@ def experiment(out: str | os.PathLike, preset: str = "tiny", steps: int = 40, tr
     for name, path in experts.items():
         lm = load(path)
         models[name], tok = lm.model, lm.tokenizer
-    bpc: dict[str, dict[str, float]] = {}
-    for name, model in models.items():
-        bpc[name] = {k: bpc_by_text(model, tok, v, seq_len)["val_bpc"] for k, v in sets.items()}
-    fused_models = {}
-    for m in methods:
-        fused_models[m] = FusedForCausalLM.from_experts(list(models.values()), method=m, names=list(models))
-        bpc[f"fused:{m}"] = {k: bpc_by_text(fused_models[m], tok, v, seq_len)["val_bpc"] for k, v in sets.items()}
+    fused_models = {m: FusedForCausalLM.from_experts(list(models.values()), method=m, names=list(models))
+                    for m in methods}
+    bpc, mixed = measure_sets({**models, **{f"fused:{m}": f for m, f in fused_models.items()}}, tok, sets, seq_len)
     fuse(list(experts.values()), "bayes", out / "fused", names=list(models), overwrite=True)
     # speed: forward over one batch of windows, fused (bayes) vs the first expert
     ids = torch.from_numpy(text_shard(tok, sets["mixed"]).tokens[: batch_size * seq_len].astype(np.int64))
@@ -276,7 +300,8 @@ def experiment(out: str | os.PathLike, preset: str = "tiny", steps: int = 40, tr
                    "met": 1 - f["mixed"] / best_mixed >= 0.10 and max(per_lang.values()) <= 0.05}
     metrics = {"budget": {"preset": preset, "steps": steps, "train_chars": train_chars, "seq_len": seq_len,
                           "batch_size": batch_size, "eval_texts": eval_texts, "val_chars": val_chars, "seed": seed},
-               "bpc": bpc, "goal": goal, "forward_s": {"one_expert": one, "fused": fz, "ratio": fz / one},
+               "bpc": bpc, "goal": goal, "intervals": mixed_gain_intervals(mixed, names),
+               "forward_s": {"one_expert": one, "fused": fz, "ratio": fz / one},
                "experts": {k: str(v) for k, v in experts.items()}, "fused_dir": str(out / "fused")}
     write_json_atomic(out / "metrics.json", metrics)
     return metrics

@@ -492,15 +492,18 @@ class _Run:
     # -- pieces of the loop ----------------------------------------------------------------------
     def evaluate(self, final: bool = False) -> None:
         """Periodic: the first eval_batches x batch_size windows (cheap, comparable along the run);
-        final: the whole validation shard, so the reported figure is the split's, not a sample's."""
+        final: the whole validation shard, so the reported figure is the split's, not a sample's,
+        each window scored on its own: the interval over windows goes into the log, the windows'
+        bits and characters into meta.json's `final` (a paired gap between twins, issue 24)."""
         if not self.is_main and not self.fsdp:  # FSDP: every rank takes part in the forward
             return
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate_bpc(self.model, self.val_shard, self.cfg.seq_len,
                           None if final else self.cfg.eval_batches * self.cfg.batch_size, self.micro, self.device,
-                          self.amp)
+                          self.amp, per_window=final)
         if self.fsdp:
             sharded.reshard(self.model)
+        self.val_windows = {k: ev.pop(k) for k in ("val_window_bits", "val_window_chars") if k in ev}
         ev["val_full"] = final
         self.timers["eval_s"] += time.perf_counter() - t0
         self.timers["eval_cpu_s"] += time.process_time() - c0
@@ -641,7 +644,9 @@ class _Run:
         self.meta["final"] = {"step": self.step, "tokens_seen": self.tokens_seen, "wall_s": time.time() - self.t_start,
                               **loop, **self.timers,
                               **{k: final[k] for k in ("loss", "val_loss", "val_bpc", "val_chars", "val_tokens",
-                                                       "tok_per_s", "mfu") if k in final}}
+                                                       "tok_per_s", "mfu", "val_bpc_low", "val_bpc_high",
+                                                       "val_windows") if k in final},
+                              **getattr(self, "val_windows", {})}
         self.meta["checkpoint"] = str(last_path)
         self.meta.pop("interrupted", None)
         C.publish_final(self.out, last_path)  # from_pretrained(run_dir) works, as for HF Trainer's output_dir

@@ -1,0 +1,157 @@
+"""The report's findings section (bvvlab.app.findings, issue 24): one sentence per claim with its
+number, interval, seeds and significance; a claim whose inputs are missing says so."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bvvlab.app import findings as F
+from bvvlab.app import pipeline as PL
+from bvvlab.app import report
+from bvvlab.core.intervals import paired_gap_interval
+from bvvlab.train.fusion import mixed_gain_intervals
+
+
+def _write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _twin(out: Path, name: str, bits: list[float], chars: list[int], seed: int) -> None:
+    _write(out / "steps" / name / "metrics.json",
+           {"preset": "tiny", "steps": 12, "seed": seed, "val_bits_per_char": sum(bits) / sum(chars),
+            "val_bpc_low": 1.0, "val_bpc_high": 3.0, "val_window_bits": bits, "val_window_chars": chars})
+
+
+def _layer(value, p_fwe, null_high=0.1):
+    return {"null": {"mrr": {"value": value, "low": value - 0.02, "high": value + 0.02, "null_mean": 0.06,
+                             "null_high": null_high, "p": p_fwe / 2, "p_fwe": p_fwe}}}
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A run folder as the smoke pipeline leaves it, seeds 0 and 1, with the probe failed."""
+    out = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    chars = rng.integers(40, 80, size=60).tolist()
+    for seed, suffix in ((0, ""), (1, "-seed1")):
+        base = (np.asarray(chars) * rng.normal(2.0, 0.2, size=60)).tolist()
+        _twin(out, f"train-frozen{suffix}", [b * 0.97 for b in base], chars, seed)  # frozen 3% fewer bits
+        _twin(out, f"train-unfrozen{suffix}", base, chars, seed)
+    steps = PL.plan("smoke", seeds=[0, 1])
+    state = {"profile": "smoke", "steps": {s.name: {"status": "done", "params": s.params} for s in steps}}
+    state["steps"]["probe"]["status"] = "failed"
+    del state["steps"]["interfaces"]  # never ran
+    _write(out / "steps" / "growth" / "metrics.json",
+           {"stages": [{"depth": 2, "val_bpc": 5.0}], "baseline_val_bpc": 5.1, "grown_vs_baseline": 5.0 / 5.1 - 1,
+            "grown_vs_baseline_interval": {"low": -0.03, "high": -0.01, "n": 80}, "seed": 0})
+    return out, state, steps
+
+
+def test_every_claim_is_there_and_names_what_is_missing(run):
+    out, state, steps = run
+    md = F.findings(out, state, steps)
+    assert md.startswith("## Findings")
+    claims = [l for l in md.splitlines() if l.startswith("- **")]
+    assert [c.split("**")[1] for c in claims] == [
+        "Steps.", "Frozen vs trainable embedding.", "Cross-lingual alignment (probing).", "Fusion of two experts.",
+        "Layer-wise growth.", "Interfaces (what the frozen vectors must contain)."]
+    ran = claims[0]
+    for s in steps:
+        assert s.name in ran, s.name
+    assert "probe (failed)" in ran and "interfaces (not run)" in ran
+    assert "not available: step probe failed" in claims[2]
+    assert "not available: the fusion step left no goal" in claims[3]  # done, but its metrics.json is not there
+    assert "not available: step interfaces not run" in claims[5]
+    assert "at this budget (profile smoke: 12 steps of the tiny preset)" in claims[1]
+    assert "-2.0% [95% interval -3.0%, -1.0%, paired over 80 validation windows]" in claims[4] and "goal met" in claims[4]
+
+
+def test_frozen_vs_trainable_is_paired_over_windows_and_over_seeds(run):
+    out, state, steps = run
+    claim = F.frozen_vs_trainable(out, state, steps)
+    fm, um = (json.loads((out / "steps" / n / "metrics.json").read_text()) for n in ("train-frozen", "train-unfrozen"))
+    iv = paired_gap_interval(fm["val_window_bits"], um["val_window_bits"], fm["val_window_chars"])
+    assert iv["value"] == pytest.approx(-0.03) and iv["significant"]
+    assert f"-3.0% bits/char (frozen ahead), 95% interval [{F.pct(iv['low'])}, {F.pct(iv['high'])}] over 60" in claim
+    assert "significant (the interval excludes 0)" in claim
+    assert "Over 2 seeds (0, 1): mean gap -3.0%" in claim
+    # one seed: said, and the option named
+    one = F.frozen_vs_trainable(out, state, PL.plan("smoke"))
+    assert "one seed (the pipeline's --seeds 0,1,2" in one and "Over 2 seeds" not in one
+    # a large profile drops the budget wording
+    assert "at this budget" not in F.frozen_vs_trainable(out, {**state, "profile": "paper"}, steps)
+
+
+def test_runs_without_window_scores_give_the_gap_and_say_there_is_no_interval(run):
+    out, state, steps = run
+    for name in ("train-frozen", "train-unfrozen"):
+        p = out / "steps" / name / "metrics.json"
+        m = json.loads(p.read_text())
+        _write(p, {k: v for k, v in m.items() if not k.startswith("val_window") and "low" not in k and "high" not in k})
+    claim = F.frozen_vs_trainable(out, state, PL.plan("smoke"))
+    assert "no interval: these runs did not record per-window scores" in claim and "-3.0%" in claim
+
+
+def test_alignment_names_the_layers_that_leave_the_null():
+    m = {"layers": [0, 1, 2], "retrieval": [_layer(0.07, 0.6), _layer(0.2, 0.001), _layer(0.15, 0.02)]}
+    assert F.alignment_of("frozen", m).startswith("frozen: alignment leaves the null at layers 1, 2 (strongest "
+                                                  "layer 1: MRR 0.200 [0.180, 0.220]")
+    none = {"layers": [0, 1], "retrieval": [_layer(0.07, 0.6), _layer(0.09, 0.2)]}
+    assert F.alignment_of("unfrozen", none) == ("unfrozen: no layer leaves the null (closest layer 1: MRR 0.090 "
+                                                "[0.070, 0.110] against a null 95th percentile of 0.100, family-wise "
+                                                "p = 0.2)")
+    assert "no permutation null recorded" in F.alignment_of("x", {"layers": [0], "retrieval": [{}]})
+
+
+def test_fusion_gain_interval_is_the_paired_gap_turned_round():
+    chars = [10] * 50
+    rng = np.random.default_rng(1)
+    a = (rng.uniform(20, 40, 50)).tolist()
+    windows = {"en-ru": {"val_bpc": 2.0, "val_window_bits": a, "val_window_chars": chars},
+               "en-zh": {"val_bpc": 3.0, "val_window_bits": [x * 1.5 for x in a], "val_window_chars": chars},
+               "fused:bayes": {"val_bpc": 1.8, "val_window_bits": [x * 0.9 for x in a], "val_window_chars": chars}}
+    iv = mixed_gain_intervals(windows, ["en-ru", "en-zh"])["bayes"]
+    assert iv["expert"] == "en-ru" and iv["value"] == pytest.approx(0.1)
+    assert iv["low"] == pytest.approx(0.1) and iv["high"] == pytest.approx(0.1) and iv["significant"]
+
+
+def test_run_gap_pairs_two_runs_windows_and_refuses_different_windows(tmp_path):
+    for name, bits, chars in (("a", [2.0, 4.0], [1, 2]), ("b", [1.0, 2.0], [1, 2]), ("c", [1.0], [3])):
+        _write(tmp_path / name / "meta.json", {"final": {"val_window_bits": bits, "val_window_chars": chars}})
+    assert F.run_gap(tmp_path / "a", tmp_path / "b")["value"] == pytest.approx(1.0)
+    assert F.run_gap(tmp_path / "a", tmp_path / "c") is None
+    assert F.run_gap(tmp_path / "a", tmp_path / "nosuch") is None
+
+
+def test_the_report_opens_with_the_findings(run):
+    out, state, steps = run
+    state.update(started="now", meta={})
+    parts = report.sections(out, state, steps)
+    assert parts[1][1].startswith("## Findings")
+    md = "\n".join(p[1] for p in parts if p[0] == "md")
+    assert md.index("## Findings") < md.index("## Steps")
+    assert "| frozen seed1 | 1 | tiny |" in md and "[1.0000, 3.0000]" in md
+
+
+def test_an_executed_notebook_renders_to_html_that_fetches_nothing(tmp_path):
+    """The report links rendered pages (issue 24: raw .ipynb over file:// showed JSON). nbconvert's
+    lab template asks CDNs for require.js and MathJax, and plotly's output for MathJax: all gone."""
+    import re
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Fusion, $x$"), nbformat.v4.new_code_cell("fig")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={
+        "text/html": '<script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/3.2.2/es5/tex-svg.min.js"></script>'
+                     '<div id="plot">the figure</div>', "text/plain": "fig"})]
+    path = tmp_path / "06_fusion.ipynb"
+    nbformat.write(nb, path)
+    page = report.notebook_html(path)
+    assert page == tmp_path / "06_fusion.html"
+    text = page.read_text(encoding="utf-8")
+    assert '<div id="plot">the figure</div>' in text and "Fusion" in text
+    assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=", text)
