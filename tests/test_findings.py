@@ -96,14 +96,28 @@ def test_runs_without_window_scores_give_the_gap_and_say_there_is_no_interval(ru
 
 
 def test_alignment_names_the_layers_that_leave_the_null():
-    m = {"layers": [0, 1, 2], "retrieval": [_layer(0.07, 0.6), _layer(0.2, 0.001), _layer(0.15, 0.02)]}
-    assert F.alignment_of("frozen", m).startswith("frozen: alignment leaves the null at layers 1, 2 (strongest "
-                                                  "layer 1: MRR 0.200 [0.180, 0.220]")
+    m = {"layers": [0, 1, 2], "retrieval": [_layer(0.07, 0.6), _layer(0.2, 0.001), _layer(0.15, 0.02)],
+         "gain_vs_layer0": [{"diff": 0.0, "low": 0.0, "high": 0.0}, {"diff": 0.13, "low": 0.1, "high": 0.16},
+                            {"diff": 0.08, "low": 0.05, "high": 0.11}]}
+    assert F.alignment_of("frozen", m) == ("frozen: the embedding (layer 0, the baseline) is inside the null (MRR 0.070, "
+                                           "family-wise p = 0.6); blocks leave the null at layers 1, 2 (strongest "
+                                           "layer 1: MRR 0.200 [0.180, 0.220] against a null 95th percentile of 0.100, "
+                                           "family-wise p = 0.001; its gain over layer 0: +0.130 [+0.100, +0.160])")
     none = {"layers": [0, 1], "retrieval": [_layer(0.07, 0.6), _layer(0.09, 0.2)]}
-    assert F.alignment_of("unfrozen", none) == ("unfrozen: no layer leaves the null (closest layer 1: MRR 0.090 "
-                                                "[0.070, 0.110] against a null 95th percentile of 0.100, family-wise "
-                                                "p = 0.2)")
+    assert F.alignment_of("unfrozen", none) == ("unfrozen: the embedding (layer 0, the baseline) is inside the null "
+                                                "(MRR 0.070, family-wise p = 0.6); no block leaves the null (closest "
+                                                "layer 1: MRR 0.090 [0.070, 0.110] against a null 95th percentile of "
+                                                "0.100, family-wise p = 0.2)")
     assert "no permutation null recorded" in F.alignment_of("x", {"layers": [0], "retrieval": [{}]})
+
+
+def test_alignment_of_the_embedding_alone_is_the_baseline_not_a_finding_of_the_blocks():
+    """The demo's frozen twin left the null at layer 0 only (shared glyphs) and was reported as
+    'alignment leaves the null at layer 0', read as emergence; the blocks are what the claim is about."""
+    m = {"layers": [0, 1, 2], "retrieval": [_layer(0.079, 0.003), _layer(0.05, 0.5), _layer(0.04, 0.7)]}
+    text = F.alignment_of("frozen", m)
+    assert text.startswith("frozen: the embedding (layer 0, the baseline) is above the null (MRR 0.079")
+    assert "no block leaves the null (closest layer 1" in text
 
 
 def test_fusion_gain_interval_is_the_paired_gap_turned_round():

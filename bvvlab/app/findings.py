@@ -137,20 +137,39 @@ def _layer_text(layer: int, r: dict[str, Any]) -> str:
             f"{r['null_high']:.3f}, family-wise p = {r['p_fwe']:.3g}")
 
 
+def _gain_text(m: dict[str, Any], i: int) -> str:
+    gains = m.get("gain_vs_layer0") or []
+    g = gains[i] if i < len(gains) else None
+    if not g or g.get("low") is None:
+        return ""
+    return f"; its gain over layer 0: {g['diff']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]"
+
+
 def alignment_of(name: str, m: dict[str, Any]) -> str:
-    """One model's clause: the layers whose en<->ru retrieval MRR leaves the permutation null
-    (family-wise p < ALPHA), or the best layer and how far it stayed inside."""
-    rows = [(l, (r or {}).get("null", {}).get("mrr")) for l, r in zip(m.get("layers", []), m.get("retrieval") or [])]
-    rows = [(l, r) for l, r in rows if r]
+    """One model's clause. Layer 0 is the embedding itself: a frozen glyph matrix can align words
+    there by shared characters or token lengths, so it is the baseline, reported apart. Then the
+    blocks whose en<->ru retrieval MRR leaves the permutation null (family-wise p < ALPHA) with
+    the strongest one's gain over layer 0, or the block closest to leaving it."""
+    rows = [(i, l, (r or {}).get("null", {}).get("mrr"))
+            for i, (l, r) in enumerate(zip(m.get("layers", []), m.get("retrieval") or []))]
+    rows = [(i, l, r) for i, l, r in rows if r]
     if not rows:
         return f"{name}: no permutation null recorded (the probe ran without --permutations)"
-    out = [(l, r) for l, r in rows if r["p_fwe"] < ALPHA and r["value"] > r["null_mean"]]
+    def leaves(r: dict[str, Any]) -> bool:
+        return r["p_fwe"] < ALPHA and r["value"] > r["null_mean"]
+    base = [(l, r) for _, l, r in rows if l == 0]
+    head = (f"{name}: the embedding (layer 0, the baseline) is {'above' if leaves(base[0][1]) else 'inside'} the null "
+            f"(MRR {base[0][1]['value']:.3f}, family-wise p = {base[0][1]['p_fwe']:.3g}); " if base else f"{name}: ")
+    blocks = [(i, l, r) for i, l, r in rows if l != 0]
+    if not blocks:
+        return head + "no block was probed"
+    out = [(i, l, r) for i, l, r in blocks if leaves(r)]
     if out:
-        best = max(out, key=lambda lr: lr[1]["value"])
-        return (f"{name}: alignment leaves the null at layer{'s' if len(out) > 1 else ''} "
-                f"{', '.join(str(l) for l, _ in out)} (strongest {_layer_text(*best)})")
-    best = min(rows, key=lambda lr: lr[1]["p_fwe"])
-    return f"{name}: no layer leaves the null (closest {_layer_text(*best)})"
+        i, l, r = max(out, key=lambda x: x[2]["value"])
+        return (head + f"blocks leave the null at layer{'s' if len(out) > 1 else ''} "
+                f"{', '.join(str(x[1]) for x in out)} (strongest {_layer_text(l, r)}{_gain_text(m, i)})")
+    i, l, r = min(blocks, key=lambda x: x[2]["p_fwe"])
+    return head + f"no block leaves the null (closest {_layer_text(l, r)}{_gain_text(m, i)})"
 
 
 def alignment(out: Path, state: dict[str, Any]) -> str:
