@@ -169,3 +169,23 @@ def test_an_executed_notebook_renders_to_html_that_fetches_nothing(tmp_path):
     text = page.read_text(encoding="utf-8")
     assert '<div id="plot">the figure</div>' in text and "Fusion" in text
     assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*\shref=", text)
+
+
+def test_interface_claim_uses_the_whole_split_gap_and_calls_an_uncertain_trend_undetermined():
+    """The demo said "glyph vs id-bits: -0.0% ... trend: meets" from the last periodic evaluation
+    (a subset of windows), while the slope's interval over seeds held 0 and the whole-split gap
+    paired by seed was in the same file."""
+    g = {"seeds": [0, 1, 2], "points": [{"tokens": 25600, "mean": -0.01, "low": -0.3, "high": 0.3}],
+         "fit": {"verdict": "meets"},
+         "fit_uncertainty": {"slope": {"mean": 1.1, "low": -1.5, "high": 3.8}, "bootstrap": {"share_meets": 0.85}}}
+    final = {"mean": 0.148, "low": -0.306, "high": 0.603, "n": 3}
+    text = F.interface_gap("glyph vs id-bits", g, final)
+    assert text.startswith("glyph vs id-bits: +0.1% bits/char [95% t-interval -0.3%, +0.6%] over 3 seeds on the "
+                           "whole validation split, not significant; trend: undetermined")
+    assert "holds 0" in text and "85% of seed resamples meet" in text
+    sure = {**g, "fit": {"verdict": "diverges (the fitted gap grows with tokens)"},
+            "fit_uncertainty": {"slope": {"low": 2.0, "high": 9.0}}}
+    text = F.interface_gap("glyph vs trainable", sure, None)  # no whole-split gap: the last evaluation
+    assert text == ("glyph vs trainable: 0.0% bits/char [95% t-interval -0.3%, +0.3%] over 3 seeds at 25,600 "
+                    "tokens, not significant; trend: diverges (the fitted gap grows with tokens)")
+    assert F.pct(-0.0001) == "0.0%" and F.pct(0.021) == "+2.1%"

@@ -218,6 +218,12 @@ def test_t_interval_and_gap_fit():
     assert flat["meet_tokens"] is None and flat["verdict"].startswith("meets only beyond")
     with pytest.raises(ValueError, match="must be > 0"):
         A.gap_fit([0, 10], [1.0, 2.0])
+    # a gap that changes sign inside the measured range then grows: it diverges, and says where it
+    # crossed (the demo's glyph vs float-64 went -1.8% -> +1.8%; the crossing branch was unreachable)
+    cross = A.gap_fit(t, [-2.0, 0.0, 2.0])
+    assert cross["verdict"].startswith("diverges") and math.isclose(cross["crossed_tokens"], 1e4)
+    assert "changed sign at about 10,000 tokens" in cross["verdict"]
+    assert A.gap_fit(t, [2.0, 4.0, 6.0])["crossed_tokens"] is None
 
 
 def test_crossing_uncertainty_fits_each_seed_and_bootstraps_over_seeds():
@@ -239,6 +245,14 @@ def test_crossing_uncertainty_fits_each_seed_and_bootstraps_over_seeds():
     curves[2] = {tok: -12 + 2 * math.log10(tok) + 3 for tok in t}
     b = A.crossing_uncertainty(curves, n_boot=400, seed=1)["bootstrap"]
     assert 0 < b["share_meets"] < 1 and b["share_diverges"] > 0
+    # nearly flat resamples meet beyond 1e15 tokens: counted as meeting, their percentile is None
+    flat = {s: {tok: 1.0 + c - 1e-9 * math.log10(tok) for tok in t} for s, c in zip((0, 1, 2), (0.0, 0.1, 0.2))}
+    b = A.crossing_uncertainty(flat, n_boot=100, seed=0)["bootstrap"]
+    assert b["share_meets"] == b["share_meets_beyond_1e15"] == 1.0
+    assert b["meet_tokens_p2.5_p50_p97.5"] == [None, None, None]
+    # seeds that cross inside the range: the share that crossed is no longer always 0
+    crossing = {s: {tok: -8 + 2 * math.log10(tok) + c for tok in t} for s, c in zip((0, 1, 2), (-0.5, 0.0, 0.5))}
+    assert A.crossing_uncertainty(crossing, n_boot=100, seed=0)["bootstrap"]["share_crossed"] == 1.0
     # a later window with fewer than two budgets: no fit, no bootstrap
     assert A.crossing_uncertainty(curves, min_tokens=1e5)["bootstrap"] is None
 

@@ -23,6 +23,10 @@ def test_one_window_has_no_spread_and_bad_lengths_are_refused():
     assert IV.ratio_interval([10.0], [5.0]) == {"value": 2.0, "low": 2.0, "high": 2.0, "n": 1, "level": 0.95}
     with pytest.raises(ValueError, match="one per unit"):
         IV.ratio_interval([1.0, 2.0], [1.0])
+    # a gap over one window (or identical windows) is a point, not evidence: never "significant"
+    one = IV.paired_gap_interval([10.0], [9.0], [5])
+    assert one["low"] == one["high"] and one["significant"] is False
+    assert IV.paired_gap_interval([10.0] * 4, [9.0] * 4, [5] * 4)["significant"] is False
 
 
 def test_paired_gap_sees_a_small_consistent_difference_that_unpaired_noise_would_hide():

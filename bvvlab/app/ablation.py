@@ -176,14 +176,21 @@ def gap_fit(tokens: Sequence[float], gaps: Sequence[float]) -> dict[str, Any]:
     if t.size < 2 or np.ptp(np.log10(t)) == 0:
         return {"a": None, "b": None, "meet_tokens": None, "verdict": "too few budgets to fit"}
     b, a = np.polyfit(np.log10(t), g, 1)
-    res: dict[str, Any] = {"a": float(a), "b": float(b), "meet_tokens": None}
-    if b == 0 or np.sign(a + b * np.log10(t[-1])) == np.sign(b):
-        res["verdict"] = "diverges (the fitted gap grows with tokens)" if b != 0 else "constant"
-    elif -a / b > 15:  # a nearly flat fit: 10 ** (-a / b) overflows to inf, which JSON cannot hold
+    res: dict[str, Any] = {"a": float(a), "b": float(b), "meet_tokens": None, "crossed_tokens": None}
+    if b == 0:
+        res["verdict"] = "constant"
+        return res
+    x0 = -a / b  # log10 of the budget where the fitted line is 0
+    if x0 <= np.log10(t[-1]):  # 0 lies behind the last budget: the fitted gap moves away from it
+        res["verdict"] = "diverges (the fitted gap grows with tokens)"
+        if x0 >= np.log10(t[0]):  # ... after changing sign inside the measured range
+            res["crossed_tokens"] = float(10 ** x0)
+            res["verdict"] += f"; it changed sign at about {10 ** x0:,.0f} tokens, inside the measured budgets"
+    elif x0 > 15:  # a nearly flat fit: 10 ** x0 overflows to inf, which JSON cannot hold
         res["verdict"] = "meets only beyond 1e15 tokens (a nearly flat fit)"
     else:
-        res["meet_tokens"] = float(10 ** (-a / b))
-        res["verdict"] = "meets" if res["meet_tokens"] > t[-1] else "crossed within the measured budgets"
+        res["meet_tokens"] = float(10 ** x0)
+        res["verdict"] = "meets"
     return res
 
 
@@ -217,13 +224,19 @@ def crossing_uncertainty(curves: dict[int, dict[int, float]], n_boot: int = 2000
     res["slope"] = _t_interval([f["b"] for f in res["per_seed"]])
     rng = np.random.default_rng(seed)
     fits = [gap_fit(tokens, g[rng.integers(0, len(seeds), len(seeds))].mean(axis=0)) for _ in range(n_boot)]
-    meets = np.asarray([f["meet_tokens"] for f in fits if f["verdict"] == "meets"], dtype=np.float64)
+    # a fit that meets only beyond 1e15 tokens meets too: it enters the percentiles as +inf, so a
+    # percentile that lands on it is reported as None ("beyond 1e15") rather than dropped
+    meets = np.asarray([math.log10(f["meet_tokens"]) if f["meet_tokens"] else math.inf
+                        for f in fits if f["verdict"].startswith("meets")], dtype=np.float64)
+    pcts = np.quantile(meets, [0.025, 0.5, 0.975], method="inverted_cdf") if meets.size else None
     res["bootstrap"] = {
         "n_boot": n_boot, "seed": seed, "distinct_resamples": math.comb(2 * len(seeds) - 1, len(seeds)),
         "share_meets": float(meets.size / n_boot),
+        "share_meets_beyond_1e15": float(np.isinf(meets).sum() / n_boot),
         "share_diverges": float(sum(f["verdict"].startswith("diverges") for f in fits) / n_boot),
-        "share_crossed": float(sum(f["verdict"].startswith("crossed") for f in fits) / n_boot),
-        "meet_tokens_p2.5_p50_p97.5": [float(v) for v in np.percentile(meets, [2.5, 50, 97.5])] if meets.size else None,
+        "share_crossed": float(sum(f["crossed_tokens"] is not None for f in fits) / n_boot),
+        "meet_tokens_p2.5_p50_p97.5": [None if math.isinf(v) else float(10 ** v) for v in pcts]
+        if pcts is not None else None,
     }
     return res
 

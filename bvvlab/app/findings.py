@@ -45,7 +45,8 @@ def _missing(state: dict[str, Any], names: list[str]) -> str:
 
 
 def pct(v: float) -> str:
-    return f"{100 * v:+.1f}%"
+    text = f"{100 * v:+.1f}%"
+    return "0.0%" if text in ("+0.0%", "-0.0%") else text
 
 
 def pct_interval(iv: dict[str, Any]) -> str:
@@ -115,10 +116,14 @@ def frozen_vs_trainable(out: Path, state: dict[str, Any], steps: list) -> str:
     text = (f"Validation bits/char: frozen {bpc_text(fm)}, trainable {bpc_text(um)} (seed {gaps[0][0]}). Frozen "
             f"relative to trainable: {pct(first['value'])} bits/char ({lead})")
     if first["low"] is None:
-        text += " (no interval: these runs did not record per-window scores; retrain them to get one)"
+        recorded = fm.get("val_window_bits") and um.get("val_window_bits")
+        text += (" (no interval: the two runs were scored on different validation windows, so they cannot be paired; "
+                 "give them the same val_chars and seed)" if recorded else
+                 " (no interval: these runs did not record per-window scores; retrain them to get one)")
     else:
         text += (f", 95% interval [{pct(first['low'])}, {pct(first['high'])}] over {first['n']} validation windows "
-                 f"(paired bootstrap): {_verdict(first)}")
+                 f"(paired bootstrap; the spread over which text was held out, not over training seeds): "
+                 f"{_verdict(first)}")
     if len(gaps) > 1:
         s = seed_interval([g["value"] for _, g in gaps])
         text += (f". Over {s['n']} seeds ({', '.join(str(seed) for seed, _ in gaps)}): mean gap {pct(s['value'])}, "
@@ -247,19 +252,39 @@ def interfaces(out: Path, state: dict[str, Any]) -> str:
     m = _read(out / "steps" / "interfaces" / "summary.json")
     if not m or not m.get("gaps"):
         return head + "not available: the ablation left no paired gaps (one interface, or no common seeds)."
-    parts = []
-    for other, g in m["gaps"].items():
-        p = g["points"][-1] if g.get("points") else None
-        if not p:
-            continue
-        if p.get("low") is None:
-            iv, sig = "", "one seed, no interval"
-        else:  # the ablation's gaps are already in percent
-            iv = f" [95% t-interval {p['low']:+.1f}%, {p['high']:+.1f}%]"
-            sig = "significant" if p["low"] > 0 or p["high"] < 0 else "not significant"
-        parts.append(f"{m['gap_ref']} vs {other}: {p['mean']:+.1f}% bits/char{iv} over {len(g['seeds'])} seeds at "
-                     f"{p['tokens']:,} tokens, {sig}; trend: {g['fit'].get('verdict')}")
+    finals = m.get("final_gap_pct_paired") or {}
+    parts = [interface_gap(f"{m['gap_ref']} vs {other}", g, finals.get(f"{m['gap_ref']} vs {other}"))
+             for other, g in m["gaps"].items()]
+    parts = [p for p in parts if p]
+    if not parts:
+        return head + "not available: the ablation's gaps hold no evaluation."
     return head + "; ".join(parts) + budget(state, "interfaces") + "."
+
+
+def interface_gap(pair: str, g: dict[str, Any], final: dict[str, Any] | None) -> str:
+    """One pair: the final gap on the whole validation split, paired by seed (the periodic
+    evaluations use a subset of windows, so they are noisier), else the last periodic one; then
+    the trend, called undetermined when the slope's interval over seeds holds 0."""
+    p = final if final and final.get("mean") is not None else (g["points"][-1] if g.get("points") else None)
+    if not p:
+        return ""
+    where = "on the whole validation split" if p is final else f"at {p['tokens']:,} tokens"
+    if p.get("low") is None:
+        iv, sig = "", "one seed, no interval"
+    else:  # the ablation's gaps are already in percent
+        iv = f" [95% t-interval {p['low']:+.1f}%, {p['high']:+.1f}%]"
+        sig = "significant" if p["low"] > 0 or p["high"] < 0 else "not significant"
+    mean = "0.0" if f"{p['mean']:+.1f}" in ("+0.0", "-0.0") else f"{p['mean']:+.1f}"
+    slope = (g.get("fit_uncertainty") or {}).get("slope") or {}
+    boot = (g.get("fit_uncertainty") or {}).get("bootstrap") or {}
+    if slope.get("low") is not None and slope["low"] <= 0 <= slope["high"]:
+        trend = (f"undetermined (the slope over seeds, [{slope['low']:+.1f}, {slope['high']:+.1f}] points per "
+                 f"decade of tokens, holds 0; the fit of the mean says {g['fit'].get('verdict')})")
+    else:
+        trend = g["fit"].get("verdict")
+    if boot.get("share_meets") is not None:
+        trend += f"; {100 * boot['share_meets']:.0f}% of seed resamples meet"
+    return (f"{pair}: {mean}% bits/char{iv} over {len(g['seeds'])} seeds {where}, {sig}; trend: {trend}")
 
 
 def steps_run(state: dict[str, Any], steps: list) -> str:

@@ -31,8 +31,10 @@ def ratio_interval(num: Sequence[float], den: Sequence[float], n_boot: int = 200
                    level: float = 0.95) -> dict[str, float]:
     """sum(num) / sum(den) with a percentile bootstrap over units (num[i], den[i]) resampled
     together: bits/char over validation windows (num: bits, den: characters), each window a
-    unit. Windows are contiguous stretches of the text, so this is a block bootstrap with the
-    window as block."""
+    unit. Windows are contiguous stretches of the text and neighbours are not independent (lag-1
+    correlation of the demo's per-window bits/char: 0.24; blocks of 5-40 windows widened its gap
+    interval by about 20%), so the interval is somewhat too narrow: read it as the spread over
+    which text was held out, not over training seeds."""
     n, d = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
     if n.size == 0 or n.shape != d.shape or d.sum() <= 0:
         raise ValueError(f"ratio_interval: {n.size} numerators for {d.size} denominators (sum {d.sum()}): "
@@ -60,8 +62,10 @@ def paired_gap_interval(num_a: Sequence[float], num_b: Sequence[float], den: Seq
         return x.sum(axis=axis) / y.sum(axis=axis) - 1.0
 
     lo, hi = _percentile((a, b), stat, n_boot, seed, level)
+    # one window (or windows all alike) gives a zero-width interval: no evidence of a spread, so
+    # nothing to call significant (as seed_interval says of one seed)
     return {"value": float(a.sum() / b.sum() - 1.0), "low": lo, "high": hi, "n": int(a.size), "level": level,
-            "significant": bool(lo > 0 or hi < 0)}
+            "significant": bool(a.size >= 2 and lo < hi and (lo > 0 or hi < 0))}
 
 
 def seed_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
