@@ -144,3 +144,43 @@ def test_the_probe_writes_the_tuned_lens_beside_the_logit_lens(tiny, tmp_path): 
                  "--no-umap", "--no-tuned-lens", "--heldout", "", "--jobs", "0", "--out", str(tmp_path / "q")]) == 0
     m = json.loads((tmp_path / "q" / "metrics.json").read_text())
     assert "latent_language_tuned" not in next(iter(m["models"].values()))
+
+
+def test_gain_over_layer_0_is_only_named_when_layer_0_was_probed():
+    """The statistics compare each layer with the first one probed; with --layers 2,4 that is
+    layer 2, which was stored and printed as the 'gain over layer 0'."""
+    from bvvlab.analysis import figures as probe_figures
+    from bvvlab.analysis.probe import attach_stats
+
+    layer = {"cosine": {}, "csls": {}, "cka": {}, "rsa": {},
+             "gain_mrr_vs_layer0": {"diff": 0.1, "low": 0.05, "high": 0.15, "p": 0.01, "n": 10}}
+    report = {"layers": [layer, layer], "n_pairs": 10}
+    m = {"layers": [2, 4], "retrieval": [{}, {}]}
+    attach_stats(m, report)
+    assert m["gain_vs_layer0"] == [None, None]
+    assert probe_figures.gain_text(None).startswith("n/a")
+    m0 = {"layers": [0, 4], "retrieval": [{}, {}]}
+    attach_stats(m0, report)
+    assert m0["gain_vs_layer0"][1]["diff"] == 0.1
+    assert probe_figures.gain_text(m0["gain_vs_layer0"][1]) == "+0.1000 [+0.0500, +0.1500]"
+
+
+def test_a_template_left_with_one_pair_after_the_anchor_filter_is_dropped(monkeypatch):
+    """Single-pair templates were found before anchored pairs were dropped, so a template could
+    be left with one pair, which ranks first every time."""
+    from bvvlab.corpus import concepts as C
+
+    pairs = [p for p in C.eval_pairs("test")]
+    template = pairs[0].template
+    same = [i for i, p in enumerate(pairs) if p.template == template]
+    victims = {(pairs[i].en, pairs[i].ru) for i in same[1:]}  # all but one pair of the template get an anchor
+    monkeypatch.setattr(probe_items, "anchor_strings", lambda a, b: {"X"} if (a, b) in victims else set())
+    for anchors in ("drop", "apart"):
+        notes: list[str] = []
+        its = probe_items.sentence_items(limit=None, anchors=anchors, notes=notes)
+        sizes: dict = {}
+        for it in its:
+            if it.gallery.startswith("template:") and it.lang == "en":
+                sizes[it.gallery, it.anchored] = sizes.get((it.gallery, it.anchored), 0) + 1
+        assert sizes and min(sizes.values()) >= 2, anchors
+        assert any(template in n for n in notes), anchors

@@ -239,6 +239,12 @@ def null_band_figure(results: dict[str, dict[str, Any]], stat: str = "mrr", titl
     return fig
 
 
+
+def gain_text(g: dict | None) -> str:
+    """A layer's MRR gain over layer 0 for a table; "n/a" when layer 0 was not probed."""
+    return "n/a (layer 0 not probed)" if g is None else f"{g['diff']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]"
+
+
 def stats_table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown: per model and layer, MRR and top-1 with interval, null 95th percentile and
     family-wise p; CSLS MRR; gain over layer 0; cross-lingual debiased CKA and RSA with p."""
@@ -260,7 +266,7 @@ def stats_table(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {l} | {r['mrr']['value']:.4f} [{r['mrr']['low']:.4f}, {r['mrr']['high']:.4f}] | "
                          f"{r['mrr']['null_high']:.4f} | {r['mrr']['p_fwe']:.3g} | {r['top1']['value']:.3f} "
                          f"[{r['top1']['low']:.3f}, {r['top1']['high']:.3f}] | {m['retrieval_csls'][k]['mrr']['value']:.4f} | "
-                         f"{g['diff']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}] | {ck['value']:.3f} ({ck['p']:.3g}) | "
+                         f"{gain_text(g)} | {ck['value']:.3f} ({ck['p']:.3g}) | "
                          f"{rs['value']:.3f} ({rs['p']:.3g}) |")
         lines.append("")
     return "\n".join(lines)

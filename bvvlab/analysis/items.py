@@ -92,24 +92,27 @@ def sentence_items(limit: int | None = 250, anchors: str = "drop", notes: list[s
     notes = notes if notes is not None else []
     raw = [("libreoffice-en-ru", f"lo:{r['id']}", "libreoffice", r["en"], r["ru"], "libreoffice")
            for r in parallel_pairs("libreoffice-en-ru", "test")[:limit]]
-    sizes: dict[str, int] = {}
     for i, p in enumerate(_concepts.eval_pairs("test")[:limit]):
         raw.append(("concepts", f"cs:{i}", "concepts", p.en, p.ru, f"template:{p.template}"))
-        sizes[f"template:{p.template}"] = sizes.get(f"template:{p.template}", 0) + 1
-    lone = sorted(g for g, k in sizes.items() if k < 2)
-    if lone:
-        notes.append(f"dropped {len(lone)} concept sentence(s) whose template has no other test pair (no same-template "
-                     f"gallery): {', '.join(g[9:] for g in lone)}")
-    out, dropped = [], 0
+    kept, dropped = [], 0
     for source, pair, label, en, ru, gallery in raw:
-        if gallery in lone:
-            continue
         anchored = bool(anchor_strings(en, ru)) and anchors != "keep"
         if anchored and anchors == "drop":
             dropped += 1
             continue
-        out += [Item(t, lang, pair, label, source=source, gallery=gallery, anchored=anchored)
-                for t, lang in ((en, "en"), (ru, "ru"))]
+        kept.append((source, pair, label, en, ru, gallery, anchored))
+    # galleries are counted after the anchor filter, and per part with "apart" (reported apart):
+    # a template left with one pair would rank it first every time
+    sizes: dict[tuple[str, bool], int] = {}
+    for *_, gallery, anchored in kept:
+        sizes[gallery, anchored] = sizes.get((gallery, anchored), 0) + 1
+    lone = sorted({g for (g, a), k in sizes.items() if k < 2 and g.startswith("template:")})
+    if lone:
+        notes.append(f"dropped {len(lone)} concept sentence(s) whose template has no other test pair (no same-template "
+                     f"gallery): {', '.join(g[9:] for g in lone)}")
+    out = [Item(t, lang, pair, label, source=source, gallery=gallery, anchored=anchored)
+           for source, pair, label, en, ru, gallery, anchored in kept if sizes[gallery, anchored] >= 2
+           or not gallery.startswith("template:") for t, lang in ((en, "en"), (ru, "ru"))]
     if dropped:
         notes.append(f"dropped {dropped} sentence pair(s) sharing a Latin or digit string with their translation "
                      "(--anchors apart reports them apart, --anchors keep keeps them)")

@@ -238,7 +238,10 @@ def attach_stats(m: dict[str, Any], report: dict[str, Any]) -> None:
         if isinstance(r, dict) and k < len(layers):
             r["null"] = layers[k]["cosine"]
     m["retrieval_csls"] = [l["csls"] for l in layers]
-    m["gain_vs_layer0"] = [l["gain_mrr_vs_layer0"] for l in layers]
+    # the statistics compare every layer with the first one probed: a gain over layer 0 only when
+    # that is layer 0 (with --layers 2,4 it would be a gain over layer 2 under layer 0's name)
+    first = (m.get("layers") or [0])[0]
+    m["gain_vs_layer0"] = [l["gain_mrr_vs_layer0"] if first == 0 else None for l in layers]
     m["crosslingual_cka"] = [l["cka"] for l in layers]
     m["crosslingual_rsa"] = [l["rsa"] for l in layers]
     m["stats"] = {k: v for k, v in report.items() if k != "layers"}
