@@ -471,7 +471,7 @@ def _papermill(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path, ker
             pass
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), _signals_ignored():  # a second signal here skipped the wait below
             if km.has_kernel:  # the running cell stops (the trainer saves first); SIGTERM as SIGTERM
                 km.interrupt_kernel() if signum == signal.SIGINT else km.signal_kernel(signum)
         # until the cell has ended (at most 3 minutes), or the kernel is gone (SIGTERM ends a kernel that is
@@ -527,6 +527,25 @@ def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any]
         rec.update(status="failed", cell=_failed_cell(nb_out) if started else None, error=f"{type(exc).__name__}: {last}")
     finally:
         rec.update(seconds=round(time.perf_counter() - t0, 1), finished=_now())
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """SIGINT and SIGTERM ignored while an interrupted pipeline writes its record and report (the
+    handlers in force before are put back after). An impatient second signal used to land inside
+    `report.write` and escape as a bare KeyboardInterrupt: the CLI then said "nothing was saved"
+    and exited 130 for a SIGTERM (seen under load in CI)."""
+    import threading
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 class _Stop(KeyboardInterrupt):
@@ -655,10 +674,11 @@ def run(profile: str = "smoke", out: str | Path | None = None, overrides: dict[s
                 report.write(out, state, every)
                 bar.update(1)
         except KeyboardInterrupt as exc:
-            state["interrupted"] = _now()
-            write_json_atomic(out / "pipeline.json", state)
-            with contextlib.suppress(Exception):
-                report.write(out, state, every)
+            with _signals_ignored():  # a second Ctrl-C/SIGTERM must not cut the record or the report short
+                state["interrupted"] = _now()
+                write_json_atomic(out / "pipeline.json", state)
+                with contextlib.suppress(Exception):
+                    report.write(out, state, every)
             sigterm = getattr(exc, "signum", signal.SIGINT) == signal.SIGTERM
             raise Interrupted(f"pipeline interrupted ({'SIGTERM' if sigterm else 'SIGINT'})",
                               143 if sigterm else 130) from None
