@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import time
 from pathlib import Path
+
+from issue28_train import train_small, untrained_twin  # the sibling script (run from scripts/)
 
 CORPUS = "clone-en?holdout=suite"
 
@@ -76,25 +77,11 @@ def main() -> int:
         return 0
     out = Path(args.out) / f"clone_s{args.seed}"
     if args.part == "untrained":
-        from bvvlab.models.checkpoints import load_checkpoint, save_checkpoint
-        from bvvlab.models.model import BVVForCausalLM
-
-        model, tok = load_checkpoint(out)
-        torch.manual_seed(args.seed)
-        fresh = BVVForCausalLM.from_glyphs(model.config, model.model.embed_tokens.weight.detach().clone()).eval()
-        print(save_checkpoint(fresh, tok, Path(args.out) / f"clone_untrained_s{args.seed}",
-                              {"purpose": "untrained clone twin (issue 28)"}, overwrite=True))
+        print(untrained_twin(out, Path(args.out) / f"clone_untrained_s{args.seed}", args.seed,
+                             {"purpose": "untrained clone twin (issue 28)"}))
         return 0
-    from bvvlab.train.loop import make_config, train
-
-    cfg = make_config(preset="small", frozen=True, steps=args.steps, lr=args.lr, min_lr=args.lr / 10,
-                      warmup=max(1, args.steps // 20), seq_len=128, batch_size=16, corpus=f"{CORPUS}:1.0",
-                      vocab=args.vocab, train_chars=2_000_000, val_chars=100_000, seed=args.seed, out=str(out),
-                      resume=True, progress=False, log_every=10, eval_every=args.save_every,
-                      save_every=args.save_every, keep_last=1000)
-    t0, c0 = time.perf_counter(), time.process_time()
-    ck = train(cfg)
-    print(f"{out}: {ck} in {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")
+    train_small(out, frozen=True, corpus=f"{CORPUS}:1.0", vocab=args.vocab, train_chars=2_000_000,
+                steps=args.steps, lr=args.lr, seed=args.seed, save_every=args.save_every, log_every=10)
     return 0
 
 
