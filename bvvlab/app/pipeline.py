@@ -530,22 +530,30 @@ def _execute(s: Step, out: Path, nb_dir: Path, nb_out: Path, rec: dict[str, Any]
 
 
 @contextlib.contextmanager
-def _signals_ignored():
-    """SIGINT and SIGTERM ignored while an interrupted pipeline writes its record and report (the
-    handlers in force before are put back after). An impatient second signal used to land inside
-    `report.write` and escape as a bare KeyboardInterrupt: the CLI then said "nothing was saved"
-    and exited 130 for a SIGTERM (seen under load in CI)."""
+def _handling(handler: Any, keep_ignored: bool = False):
+    """SIGINT and SIGTERM go to `handler` inside the block (main thread only; the handlers in force
+    before are put back after). `keep_ignored`: a signal this process was started to ignore (a
+    job started with `nohup`) stays ignored."""
     import threading
 
     old = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, signal.SIG_IGN)
+            if not (keep_ignored and signal.getsignal(sig) is signal.SIG_IGN):
+                old[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _signals_ignored():
+    """SIGINT and SIGTERM ignored while an interrupted pipeline stops its kernel and writes its
+    record and report. An impatient second signal used to land inside `report.write` and escape
+    as a bare KeyboardInterrupt: the CLI then said "nothing was saved" and exited 130 for a
+    SIGTERM (seen under load in CI)."""
+    return _handling(signal.SIG_IGN)
 
 
 class _Stop(KeyboardInterrupt):
@@ -556,27 +564,16 @@ class _Stop(KeyboardInterrupt):
         self.signum = signum
 
 
-@contextlib.contextmanager
 def _signals_stop():
     """SIGINT and SIGTERM raise `_Stop` in the main thread while the pipeline runs, so both stop it
     as Ctrl-C does (the step recorded "interrupted", the kernel's trainer saving first); SIGTERM's
     default would end the process at once, the status left "running" and the kernel orphaned.
     A signal this process was started to ignore (a job started with `nohup`) stays ignored."""
-    import threading
 
     def stop(signum: int, frame: Any) -> None:
         raise _Stop(signum)
 
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                old[sig] = signal.signal(sig, stop)
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    return _handling(stop, keep_ignored=True)
 
 
 def _say(progress: bool, i: int, n: int, s: Step, what: str) -> None:
